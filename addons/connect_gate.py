@@ -1,0 +1,46 @@
+"""CONNECT: decided on its authority before any tunnel opens; a denial is a 403 with the JSON body."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from egressproxy.decisions import decide_connect
+from egressproxy.engine.answers import answer_denied, flow_record
+from egressproxy.engine.guard import fail_closed
+from egressproxy.flowrecord import Verdict
+from egressproxy.identity import identity_from_proxy_authorization
+from egressproxy.runtime.state import GatewayState
+
+
+class ConnectGate:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    @fail_closed
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        snapshot = self.state.snapshot
+        record = self.state.connection(flow.client_conn.id)
+        identity = identity_from_proxy_authorization(flow.request.headers.get("proxy-authorization"))
+        if identity is not None:
+            record.identity = identity
+        flow.request.headers.pop("proxy-authorization", None)
+        frec = flow_record(flow)
+        frec.identity = record.identity
+        if snapshot is None:
+            answer_denied(flow, Verdict.deny("no-route", message="no configuration loaded"))
+            return
+        frec.gateway = f"{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}"
+        decision = decide_connect(snapshot, flow.request.host, flow.request.port)
+        frec.verdict = decision.verdict
+        frec.listener = decision.listener.name if decision.listener else None
+        if not decision.verdict.allowed:
+            self.state.metrics.denials.labels(decision.verdict.reason).inc()
+            self.state.metrics.connections.labels(frec.gateway, frec.listener or "none", "none", "CONNECT", "deny").inc()
+            answer_denied(flow, decision.verdict)
+            return
+        assert decision.host is not None
+        record.connect_host = decision.host
+        record.port = flow.request.port
+        record.generation = snapshot.generation
+        flow.request.host = decision.host  # dial the canonical spelling, never a numeric or mixed-case variant
+        flow.comment = f"CONNECT {decision.host}:{flow.request.port} allowed ({decision.verdict.reason or 'route'})"

@@ -1,0 +1,169 @@
+"""HTTPRoutes on plain and intercepted HTTP: match, deny, direct answers, filters, backends, streaming.
+
+Each request is decided on the name the connection was decided on (CONNECT authority or SNI); the Host header
+must agree with it. An allowed request is dialled at the name that was checked (or the chosen backend), and
+that destination is recorded as the only one the dial guard lets this connection open for it.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, route_name
+from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
+from egressproxy.engine.guard import fail_closed
+from egressproxy.flowrecord import FlowRecord, Verdict
+from egressproxy.hostnames import InvalidHostname, canonical_host
+from egressproxy.identity import identity_from_proxy_authorization
+from egressproxy.matching import Carries, select_listener
+from egressproxy.request_filters import apply_header_modifier, rewrite_path
+from egressproxy.responses import GatewayAnswer
+from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Listener, Rule, Snapshot
+
+
+class HttpRoutes:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.rules: dict[str, Rule] = {}  # flow id -> matched rule, for response filters
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        snapshot = self.state.snapshot
+        record = self.state.connection(flow.client_conn.id)
+        frec = flow_record(flow)
+        identity = identity_from_proxy_authorization(flow.request.headers.get("proxy-authorization"))
+        if identity is not None:
+            record.identity = identity
+        frec.identity = record.identity
+        if snapshot is None:
+            answer_denied(flow, Verdict.deny("no-route", message="no configuration loaded"))
+            return
+        frec.gateway = snapshot.gateway.name
+        frec.generation = snapshot.generation
+        try:
+            view, connection_host = self._view(flow, record)
+        except InvalidHostname:
+            self._deny(flow, Verdict.deny("invalid-host", gateway_policy(snapshot.gateway), status_code=400))
+            return
+        listener = self._listener(snapshot, record, view)
+        if listener is None:
+            self._deny(flow, Verdict.deny("no-route", gateway_policy(snapshot.gateway)))
+            return
+        frec.listener, frec.host, frec.port = listener.name, view.host, view.port
+        decision = decide_request(snapshot, listener, view, connection_host=connection_host)
+        frec.route = route_name(decision.route)
+        frec.rule = decision.rule_index
+        frec.verdict = decision.verdict
+        if not decision.verdict.allowed:
+            self._deny(flow, decision.verdict)
+            return
+        self._forward(flow, record, frec, decision, view)
+
+    def _view(self, flow: http.HTTPFlow, record: object) -> tuple[RequestView, str | None]:
+        req = flow.request
+        authority = req.host_header or req.authority or req.host
+        host = canonical_host(_strip_port(authority))
+        # The name the connection was decided on: SNI / CONNECT authority / absolute-form URL host.
+        connection_host = getattr(record, "sni", None) or getattr(record, "connect_host", None)
+        if connection_host is None and req.first_line_format == "absolute":
+            connection_host = canonical_host(req.host)
+        headers = {k.lower(): ",".join(req.headers.get_all(k)) for k in req.headers.keys()}
+        query = {k: req.query.get_all(k) for k in req.query.keys()}
+        view = RequestView(host, req.port, req.method.upper(), req.path, headers, query, req.scheme)
+        return view, connection_host
+
+    def _listener(self, snapshot: Snapshot, record: object, view: RequestView) -> Listener | None:
+        name = getattr(record, "listener", None)
+        if name is not None:
+            return snapshot.gateway.listener(name)
+        # Absolute-form HTTP to the explicit proxy: no tunnel, so the request itself picks the listener.
+        return select_listener(snapshot.gateway, Carries.HTTP, view.port, view.host, None).listener
+
+    def _deny(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        self.state.metrics.denials.labels(verdict.reason).inc()
+        answer_denied(flow, verdict)
+
+    def _forward(self, flow: http.HTTPFlow, record: object, frec: FlowRecord, decision: RequestDecision, view: RequestView) -> None:
+        rule = decision.rule
+        assert rule is not None
+        filters = rule.filters
+        if filters.direct_response is not None:
+            direct = filters.direct_response
+            flow.response = make_response(GatewayAnswer(direct.status, (("content-type", "text/plain"),), direct.body.encode()))
+            flow.comment = f"direct response {direct.ref}"
+            return
+        if filters.redirect is not None:
+            self._redirect(flow, filters.redirect, view)
+            return
+        req = flow.request
+        apply_header_modifier(req.headers, filters.request_headers)
+        if filters.url_rewrite is not None:
+            req.path = rewrite_path(req.path, filters.url_rewrite, decision.match)
+            if filters.url_rewrite.hostname:
+                _set_authority(req, filters.url_rewrite.hostname)
+        host, port, scheme = view.host, view.port, req.scheme
+        if rule.backends:
+            target = decision.backend
+            if target is None:
+                flow.response = error_response(flow, "no-healthy-backend", "every backendRef of the rule has weight 0")
+                return
+            frec.backend = target.backend.name if target.backend is not None else str(target.ref)
+            if target.backend is not None and target.backend.static_hosts:
+                static = target.backend.static_hosts[0]
+                host, port = static.host, target.port or static.port
+            elif target.service_host is not None:
+                host, port = target.service_host, target.port or port
+        req.host = host  # dial the checked name (inside a tunnel this replaces an address with the name)
+        req.port = port
+        req.scheme = scheme
+        if (host, port) != (view.host, view.port) and (filters.url_rewrite is None or not filters.url_rewrite.hostname):
+            _set_authority(req, _authority(host, port, scheme))
+        record.allowed_upstreams.add((host, port))  # type: ignore[attr-defined]
+        if filters.response_headers is not None:
+            self.rules[flow.id] = rule
+
+    @staticmethod
+    def _redirect(flow: http.HTTPFlow, redirect: object, view: RequestView) -> None:
+        scheme = getattr(redirect, "scheme", None) or flow.request.scheme
+        host = getattr(redirect, "hostname", None) or view.host
+        port = getattr(redirect, "port", None)
+        path_rw = getattr(redirect, "path", None)
+        path = path_rw.value if path_rw is not None and path_rw.type == "ReplaceFullPath" else flow.request.path
+        location = f"{scheme}://{host}{':' + str(port) if port else ''}{path}"
+        status = getattr(redirect, "status_code", 302)
+        flow.response = make_response(GatewayAnswer(status, (("location", location),), b""))
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        rule = self.rules.pop(flow.id, None)
+        if rule is not None:
+            apply_header_modifier(flow.response.headers, rule.filters.response_headers)
+        flow.response.stream = True  # never buffer a whole response: SSE and large bodies flow as they arrive
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.rules.pop(flow.id, None)
+
+
+def _strip_port(authority: str) -> str:
+    if authority.startswith("["):
+        return authority[1 : authority.index("]")] if "]" in authority else authority
+    host, sep, port = authority.rpartition(":")
+    return host if sep and port.isdigit() else authority
+
+
+def _authority(host: str, port: int, scheme: str) -> str:
+    default = 443 if scheme == "https" else 80
+    return host if port == default else f"{host}:{port}"
+
+
+def _set_authority(req: http.Request, authority: str) -> None:
+    """The Host header on HTTP/1, `:authority` on HTTP/2."""
+    if req.is_http2 or req.is_http3:
+        req.authority = authority
+        req.headers.pop("host", None)
+    else:
+        req.headers["host"] = authority

@@ -1,0 +1,124 @@
+"""The `egressproxy` command line (DESIGN.md section 3 is the contract)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from egressproxy import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` (loopback) into (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="egressproxy", description="Egress gateway data plane on mitmproxy.")
+    p.add_argument("--version", action="version", version=f"egressproxy {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve the gateway")
+    _config_arg(run)
+    run.add_argument(
+        "--mode",
+        action="append",
+        default=None,
+        metavar="MODE",
+        help="regular@[HOST:]PORT, transparent@[HOST:]PORT or dns@[HOST:]PORT; repeatable "
+        "(default: regular@127.0.0.1:8080)",
+    )
+    run.add_argument("--admin-addr", type=parse_addr, default=("127.0.0.1", 19000), metavar="HOST:PORT")
+    run.add_argument("--ready-addr", type=parse_addr, default=("127.0.0.1", 8082), metavar="HOST:PORT")
+    run.add_argument("--metrics-addr", type=parse_addr, default=("127.0.0.1", 9091), metavar="HOST:PORT")
+    run.add_argument("--data-dir", default=".egressproxy", metavar="DIR")
+    run.add_argument("--secrets-dir", default=None, metavar="DIR")
+    run.add_argument("--gateway", default=None, metavar="NAME")
+    run.add_argument("--workers", type=int, default=1, metavar="N")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--dry-run", action="store_true", help="load, compile and print what would be served, then exit")
+
+    validate = sub.add_parser("validate", help="check configuration files and print status conditions")
+    _config_arg(validate)
+    validate.add_argument("--secrets-dir", default=None, metavar="DIR")
+    validate.add_argument("--gateway", default=None, metavar="NAME")
+
+    explain = sub.add_parser("explain", help="dry run: which listener, route, backend and policies apply")
+    _config_arg(explain)
+    explain.add_argument("target", metavar="URL|HOST:PORT")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--header", action="append", default=[], metavar="K:V")
+    explain.add_argument("--identity", default=None, metavar="NS/SA")
+    explain.add_argument("--secrets-dir", default=None, metavar="DIR")
+    explain.add_argument("--gateway", default=None, metavar="NAME")
+
+    ca = sub.add_parser("ca", help="certificate authority for interception")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="COMMAND")
+    ca_init = ca_sub.add_parser("init", help="write ca.crt, ca.key and ca-secret.yaml")
+    ca_init.add_argument("--out", required=True, metavar="DIR")
+    ca_init.add_argument("--name", default="egress-ca", metavar="N")
+    ca_init.add_argument("--force", action="store_true", help="overwrite an existing CA")
+
+    captures = sub.add_parser("captures", help="read the capture store")
+    captures.add_argument("--data-dir", default=".egressproxy", metavar="DIR")
+    captures.add_argument("--json", action="store_true")
+    captures.add_argument("--limit", type=int, default=50, metavar="N")
+    captures.add_argument("--host", default=None, metavar="H")
+    captures.add_argument("--since", default=None, metavar="T")
+
+    ipt = sub.add_parser("iptables", help="transparent-sidecar NAT rules")
+    ipt.add_argument("--proxy-uid", type=int, required=True, metavar="UID")
+    ipt.add_argument("--port", type=int, default=15001)
+    ipt.add_argument("--dns-port", type=int, default=None, help="also redirect UDP/53 to this port")
+    ipt.add_argument("--exclude-cidr", action="append", default=[], metavar="C")
+    group = ipt.add_mutually_exclusive_group()
+    group.add_argument("--apply", action="store_true")
+    group.add_argument("--print", dest="print_rules", action="store_true")
+    group.add_argument("--clean", action="store_true")
+    return p
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c", "--config", action="append", required=True, metavar="PATH", help="file or folder of YAML; repeatable"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "validate":
+        from egressproxy.commands.validate import validate
+
+        return validate(args.config, secrets_dir=args.secrets_dir, gateway=args.gateway, out=sys.stdout)
+    if args.command == "run":
+        from egressproxy.commands.run import run
+
+        return run(args)
+    if args.command == "explain":
+        from egressproxy.commands.explain import explain
+
+        return explain(args, out=sys.stdout)
+    if args.command == "ca":
+        from egressproxy.commands.ca import ca_init
+
+        return ca_init(args.out, args.name, force=args.force, out=sys.stdout)
+    if args.command == "captures":
+        from egressproxy.commands.captures import captures
+
+        return captures(args, out=sys.stdout)
+    if args.command == "iptables":
+        from egressproxy.commands.iptables import iptables
+
+        return iptables(args, out=sys.stdout)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

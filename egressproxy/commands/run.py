@@ -1,0 +1,84 @@
+"""`egressproxy run`: load and compile the configuration, then serve it with the embedded mitmproxy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from egressproxy.runtime.logs import setup_logging
+from egressproxy.runtime.reloader import ConfigSource, Reloader
+from egressproxy.runtime.state import GatewayState
+
+log = logging.getLogger("egressproxy")
+
+DEFAULT_MODE = "regular@127.0.0.1:8080"
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    if args.workers != 1:
+        log.warning("--workers %d: only one worker process is supported so far; running one", args.workers)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep running without it
+        return asyncio.run(serve(args))
+    return uvloop.run(serve(args))
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from egressproxy.runtime.admin import start_side_servers
+    from egressproxy.runtime.master import build_master
+
+    modes = args.mode or [DEFAULT_MODE]
+    state = GatewayState(Path(args.data_dir))
+    reloader = Reloader(ConfigSource(tuple(args.config), args.gateway, args.secrets_dir), state)
+    first = await asyncio.to_thread(reloader.load_initial)
+    if not first.ok:
+        for problem in first.problems:
+            print(problem, file=sys.stderr)
+        log.error("configuration invalid: %d problem(s); not starting", len(first.problems))
+        return 1
+    snapshot = state.snapshot
+    assert snapshot is not None
+    if args.dry_run:
+        print(describe(snapshot, modes))
+        return 0
+
+    master, ours = build_master(modes, state, reloader)
+    ours.upstream_trust.apply(await asyncio.to_thread(ours.prepare_blocking))
+    try:
+        side = start_side_servers(state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr)
+    except OSError as e:
+        log.error("could not bind a side port: %s", e)
+        return 1
+    reloader.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
+    log.info(
+        "serving gateway %s (generation %d) from %s",
+        f"{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}",
+        snapshot.generation,
+        ", ".join(args.config),
+    )
+    try:
+        await master.run()
+    finally:
+        reloader.stop()
+        for server in side:
+            server.stop()
+    return 0 if not ours.readiness.failed else 1
+
+
+def describe(snapshot: object, modes: list[str]) -> str:
+    gateway = snapshot.gateway  # type: ignore[attr-defined]
+    lines = [f"gateway {gateway.ref.namespace}/{gateway.ref.name}: defaultPolicy {gateway.default_policy}"]
+    for listener in gateway.listeners:
+        port = listener.port if listener.port is not None else "any"
+        lines.append(f"  listener {listener.name}: {listener.protocol} port {port}")
+    lines.append("modes: " + ", ".join(modes))
+    return "\n".join(lines)

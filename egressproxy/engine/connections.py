@@ -1,0 +1,30 @@
+"""Closing a live flow's upstream connection from outside mitmproxy's event flow (used by timeouts).
+
+mitmproxy has no per-request or connect timeout, and a background `flow.kill()` or `flow.response` has no
+effect while its HTTP layer waits for the origin. What does work is cancelling the asyncio task that owns the
+upstream connection (mitmproxy handles that cancellation as "connection closed" or "connect failed"); the
+gateway-errors wrapper then answers 504 when no response has started. This reaches into
+`Proxyserver.connections` and `ConnectionHandler.transports`, which is why it lives here and only here.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import ctx, http
+
+__all__ = ["close_upstream"]
+
+
+def close_upstream(flow: http.HTTPFlow, reason: str) -> bool:
+    """Cancel the task of the flow's upstream connection (matched by identity, else by address)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver is not None else None
+    if handler is None:
+        return False
+    target = (flow.request.host, flow.request.port)
+    for conn, io in list(getattr(handler, "transports", {}).items()):
+        if conn is flow.client_conn or io.handler is None:
+            continue
+        if conn is flow.server_conn or getattr(conn, "address", None) == target:
+            io.handler.cancel(reason)
+            return True
+    return False

@@ -1,0 +1,98 @@
+"""The one record per flow (and per client connection) that addons write their decisions into.
+
+Addons never import each other: the listener-matching addon writes the listener and the connection's verdict
+here, the routing addon reads it and adds the route and backend, sinks (metrics, captures, mitmweb comments)
+read the finished record. It lives in `flow.metadata[RECORD_KEY]` and, for decisions taken before any flow
+exists (CONNECT, ClientHello), in the connection table keyed by the client connection's id.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RECORD_KEY", "Identity", "Verdict", "ConnectionRecord", "FlowRecord", "UNKNOWN_IDENTITY"]
+
+RECORD_KEY = "egress"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    namespace: str
+    service_account: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.service_account}"
+
+
+UNKNOWN_IDENTITY = Identity("unknown", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """allow or deny, with the DESIGN.md 4.1 reason and the deciding object as `Kind/namespace/name`."""
+
+    allowed: bool
+    reason: str = ""
+    policy: str = ""
+    status_code: int = 403
+    message: str = ""
+
+    @classmethod
+    def allow(cls, reason: str = "", policy: str = "") -> "Verdict":
+        return cls(True, reason, policy, 200, "")
+
+    @classmethod
+    def deny(cls, reason: str, policy: str = "", message: str = "", status_code: int = 403) -> "Verdict":
+        return cls(False, reason, policy, status_code, message or reason)
+
+
+@dataclass(slots=True)
+class ConnectionRecord:
+    """What was decided about one client connection before (or without) any HTTP flow."""
+
+    generation: int = 0  # the snapshot generation the decision was taken on
+    host: str | None = None  # canonical CONNECT authority / SNI / DNS-bound name
+    port: int | None = None
+    ip: str | None = None  # original destination address (transparent) or resolved address
+    sni: str | None = None
+    carries: str | None = None  # "HTTP" | "TLS" | "TCP" | "UDP"
+    listener: str | None = None
+    route: str | None = None  # namespace/name
+    backend: str | None = None
+    verdict: Verdict | None = None
+    intercept: bool = False
+    identity: Identity = UNKNOWN_IDENTITY
+    connect_host: str | None = None  # the canonical CONNECT authority, for SNI and Host agreement
+    decided: bool = False  # the connection-level decision has been taken (next_layer / tls_clienthello)
+    # (host, port) pairs a decision allowed this connection to dial; the dial guard refuses anything else.
+    allowed_upstreams: set[tuple[str, int]] = field(default_factory=set)
+    opened: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class FlowRecord:
+    """One request's record: the connection's decision plus what the request itself matched."""
+
+    gateway: str = ""
+    listener: str | None = None
+    route: str | None = None
+    backend: str | None = None
+    rule: int | None = None
+    host: str | None = None
+    port: int | None = None
+    verdict: Verdict | None = None
+    identity: Identity = UNKNOWN_IDENTITY
+    generation: int = 0
+    error: str | None = None  # x-egress-error reason, when the gateway failed the request
+    started: float = field(default_factory=time.monotonic)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decision(self) -> str:
+        if self.error:
+            return "error"
+        if self.verdict is None:
+            return "unknown"
+        return "allow" if self.verdict.allowed else "deny"

@@ -1,0 +1,57 @@
+"""Prometheus metrics (names and labels of DESIGN.md 4.1 are a contract), on a registry of our own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["GatewayMetrics", "status_class"]
+
+REQUEST_LABELS = ("gateway", "listener", "route", "backend", "namespace", "serviceaccount", "decision", "status_class")
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def status_class(status: int | None) -> str:
+    """`2xx`, `4xx`, ... or `none` when no response was sent."""
+    if not status:
+        return "none"
+    return f"{status // 100}xx"
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("egress_requests", "HTTP requests through the gateway", REQUEST_LABELS, registry=r)
+        self.request_duration = Histogram(
+            "egress_request_duration_seconds",
+            "Time from request to the end of the response",
+            REQUEST_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.connections = Counter(
+            "egress_connections",
+            "Client connections (and CONNECT tunnels) classified by the gateway",
+            ("gateway", "listener", "route", "carries", "decision"),
+            registry=r,
+        )
+        self.denials = Counter("egress_denials", "Denied connections and requests", ("reason",), registry=r)
+        self.upstream_errors = Counter(
+            "egress_upstream_errors", "Requests failed by the gateway on the way upstream", ("reason",), registry=r
+        )
+        self.hook_errors = Counter(
+            "egress_hook_errors", "Unexpected errors inside addon hooks (the flow was denied)", ("addon", "hook"), registry=r
+        )
+        self.config_reloads = Counter(
+            "egress_config_reloads", "Configuration reload attempts", ("result",), registry=r
+        )
+        self.config_generation = Gauge("egress_config_generation", "Generation of the serving snapshot", registry=r)
+        self.config_last_reload_success = Gauge(
+            "egress_config_last_reload_successful", "1 if the last reload attempt succeeded", registry=r
+        )
+        self.streamed_bytes = Counter(
+            "egress_bytes", "Bytes relayed", ("gateway", "listener", "direction"), registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

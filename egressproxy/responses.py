@@ -1,0 +1,72 @@
+"""The bodies and headers of the gateway's own answers (DESIGN.md section 4: a contract).
+
+Denials: status 403 (or an EgressDenyPolicy's), header `x-egress-denied: <reason>`, JSON
+`{"error", "reason", "policy"}`. Gateway errors: 502/504 with `x-egress-error: <reason>` and the same JSON shape.
+A 407 always carries `Proxy-Authenticate`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from egressproxy.flowrecord import Verdict
+
+__all__ = ["GatewayAnswer", "denial", "gateway_error", "ERROR_STATUS", "classify_upstream_error"]
+
+ERROR_STATUS = {
+    "upstream-unreachable": 502,
+    "upstream-tls-invalid": 502,
+    "upstream-timeout": 504,
+    "no-healthy-backend": 503,
+}
+
+_DENY_MESSAGES = {
+    "no-route": "no route allows this destination",
+    "route-denied": "denied by policy",
+    "destination-address-denied": "destination address is not allowed",
+    "sni-mismatch": "TLS SNI does not match the CONNECT authority",
+    "host-mismatch": "Host header does not match the connection's destination",
+    "proxy-auth-required": "proxy authentication required",
+    "invalid-host": "the destination host is not a valid name or address",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayAnswer:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def _json(error: str, reason: str, policy: str) -> bytes:
+    return (json.dumps({"error": error, "reason": reason, "policy": policy}) + "\n").encode()
+
+
+def denial(verdict: Verdict) -> GatewayAnswer:
+    message = verdict.message if verdict.message and verdict.message != verdict.reason else ""
+    error = message or _DENY_MESSAGES.get(verdict.reason, "denied by the egress gateway")
+    headers: list[tuple[str, str]] = [("content-type", "application/json"), ("x-egress-denied", verdict.reason)]
+    if verdict.status_code == 407:
+        headers.append(("proxy-authenticate", 'Basic realm="egressproxy"'))
+    return GatewayAnswer(verdict.status_code, tuple(headers), _json(error, verdict.reason, verdict.policy))
+
+
+def gateway_error(reason: str, detail: str, policy: str = "") -> GatewayAnswer:
+    status = ERROR_STATUS.get(reason, 502)
+    headers = (("content-type", "application/json"), ("x-egress-error", reason))
+    return GatewayAnswer(status, headers, _json(detail, reason, policy))
+
+
+_TLS_MARKERS = ("certificate", "tls", "ssl", "handshake")
+_TIMEOUT_MARKERS = ("timed out", "timeout")
+
+
+def classify_upstream_error(message: str) -> str:
+    """mitmproxy's error text to a DESIGN.md 4.1 reason."""
+    lower = message.lower()
+    if any(m in lower for m in _TLS_MARKERS):
+        return "upstream-tls-invalid"
+    if any(m in lower for m in _TIMEOUT_MARKERS):
+        return "upstream-timeout"
+    return "upstream-unreachable"

@@ -1,0 +1,115 @@
+"""The three side ports of the kgateway conventions: admin (19000), readiness (8082), Prometheus (9091).
+
+Served by tornado (already a mitmproxy dependency) on the proxy's own event loop; every handler only reads
+in-memory state, so none of them blocks the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import tornado.httpserver
+import tornado.web
+
+from egressproxy.runtime.state import GatewayState
+
+__all__ = ["start_side_servers"]
+
+log = logging.getLogger("egressproxy")
+
+ReloadFn = Callable[[], Awaitable[Any]]
+
+
+class _Base(tornado.web.RequestHandler):
+    def initialize(self, state: GatewayState, reload: ReloadFn | None = None) -> None:
+        self.state = state
+        self.reload = reload
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("content-type", "application/json")
+        self.finish(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+class ConfigDump(_Base):
+    def get(self) -> None:
+        snapshot = self.state.snapshot
+        if snapshot is None:
+            self.write_json({"error": "no configuration loaded"}, 503)
+            return
+        self.write_json(snapshot.to_dump())
+
+
+class Stats(_Base):
+    def get(self) -> None:
+        r = self.state.last_reload
+        self.write_json(
+            {
+                "generation": self.state.snapshot.generation if self.state.snapshot else 0,
+                "ready": self.state.ready,
+                "open_connections": len(self.state.connections),
+                "last_reload": {"generation": r.generation, "ok": r.ok, "problems": list(r.problems)},
+            }
+        )
+
+
+class Reload(_Base):
+    async def post(self) -> None:
+        assert self.reload is not None
+        result = await self.reload()
+        ok = bool(getattr(result, "ok", False))
+        self.write_json(
+            {
+                "ok": ok,
+                "generation": self.state.snapshot.generation if self.state.snapshot else 0,
+                "problems": list(getattr(result, "problems", ())),
+            },
+            200 if ok else 400,
+        )
+
+
+class Ready(_Base):
+    def get(self) -> None:
+        if self.state.ready:
+            self.write_json({"ready": True, "generation": self.state.snapshot.generation if self.state.snapshot else 0})
+        else:
+            why = "configuration not loaded" if self.state.snapshot is None else "listeners not bound"
+            self.write_json({"ready": False, "reason": why}, 503)
+
+
+class Metrics(_Base):
+    def get(self) -> None:
+        self.set_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.state.metrics.render())
+
+
+def _serve(app: tornado.web.Application, addr: tuple[str, int], what: str) -> tornado.httpserver.HTTPServer:
+    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+    server.listen(addr[1], addr[0])
+    bound = [s.getsockname() for s in server._sockets.values()]  # noqa: SLF001 - tornado keeps them there
+    for sock in bound:
+        log.info("%s listening on http://%s:%s", what, sock[0], sock[1])
+    return server
+
+
+def start_side_servers(
+    state: GatewayState,
+    reload: ReloadFn,
+    admin: tuple[str, int],
+    ready: tuple[str, int],
+    metrics: tuple[str, int],
+) -> list[tornado.httpserver.HTTPServer]:
+    kw = {"state": state, "reload": reload}
+    admin_app = tornado.web.Application(
+        [("/config_dump", ConfigDump, kw), ("/stats", Stats, kw), ("/reload", Reload, kw), ("/ready", Ready, kw)]
+    )
+    ready_app = tornado.web.Application([("/ready", Ready, kw)])
+    metrics_app = tornado.web.Application([("/metrics", Metrics, kw)])
+    return [
+        _serve(admin_app, admin, "admin"),
+        _serve(ready_app, ready, "readiness"),
+        _serve(metrics_app, metrics, "metrics"),
+    ]

@@ -1,0 +1,54 @@
+"""The gateway's addons, in the order they must run, shared by `egressproxy run` and mitmweb's `addons/egress.py`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from addons.cert_mint import CertMinting
+from addons.connect_gate import ConnectGate
+from addons.connection_table import ConnectionTable
+from addons.dial_guard import DialGuard
+from addons.flow_metrics import FlowMetrics
+from addons.gateway_errors import GatewayErrors
+from addons.http_routes import HttpRoutes
+from addons.l4_relay import L4Relay
+from addons.listener_match import ListenerMatch
+from addons.readiness import Readiness
+from addons.request_timeout import RequestTimeout
+from addons.upstream_trust import UpstreamTrust
+from egressproxy.runtime.reloader import Reloader
+from egressproxy.runtime.state import GatewayState
+
+__all__ = ["GatewayAddons"]
+
+
+class GatewayAddons:
+    def __init__(self, state: GatewayState, reloader: Reloader) -> None:
+        self.state = state
+        self.cert_minting = CertMinting(state)
+        self.upstream_trust = UpstreamTrust(state)
+        self.readiness = Readiness(state)
+        self.addons: list[object] = [
+            ConnectionTable(state),
+            ConnectGate(state),
+            ListenerMatch(state),
+            HttpRoutes(state),
+            RequestTimeout(state),
+            DialGuard(state),
+            self.cert_minting,
+            GatewayErrors(state),
+            L4Relay(state),
+            FlowMetrics(state),
+            self.readiness,
+            self.upstream_trust,
+        ]
+        reloader.on_swap.append(self.after_swap)
+
+    def prepare_blocking(self) -> str | None:
+        """File work for the current snapshot: minted-cert preloads and the upstream trust bundle."""
+        self.cert_minting.prepare()
+        return self.upstream_trust.bundle_path()
+
+    async def after_swap(self) -> None:
+        path = await asyncio.to_thread(self.prepare_blocking)
+        self.upstream_trust.apply(path)

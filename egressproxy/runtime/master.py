@@ -1,0 +1,61 @@
+"""Embedding mitmproxy: a lean Master with only the addons the gateway needs, in a deliberate order.
+
+mitmdump loads ~32 default addons and dispatches every hook through all of them; we load mitmproxy's
+Core, Proxyserver, NextLayer, TlsConfig (and DnsResolver for dns@ modes) plus ours. Ours sit after Proxyserver
+and before NextLayer and TlsConfig, which is also where mitmweb places `-s` scripts, so the same addons behave
+the same in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from mitmproxy import master, options
+from mitmproxy.addons import core, dns_resolver, next_layer, proxyserver, tlsconfig
+
+from egressproxy.runtime.gateway_addons import GatewayAddons
+from egressproxy.runtime.reloader import Reloader
+from egressproxy.runtime.state import GatewayState
+
+__all__ = ["build_master", "engine_options"]
+
+log = logging.getLogger("egressproxy")
+
+
+def engine_options(modes: list[str], data_dir: Path) -> dict[str, object]:
+    """mitmproxy options the gateway relies on (see ENGINE-NOTES.md for why each matters)."""
+    return {
+        "mode": modes,
+        # Decide before dialling: never connect upstream on CONNECT or accept.
+        "connection_strategy": "lazy",
+        "confdir": str(data_dir / "mitmproxy"),
+        # Leaf certificates from the requested name, never copied from the upstream.
+        "upstream_cert": False,
+        "http2": True,
+        # Intercepted bytes that are not HTTP are refused rather than relayed unexamined.
+        "rawtcp": False,
+        # Clients on pod networks have private or public addresses by design; exposure is the bind address.
+        "block_global": False,
+        "block_private": False,
+        "keep_host_header": True,
+        "ssl_insecure": False,
+        "termlog_verbosity": "warn",
+        "flow_detail": 0,
+    }
+
+
+def build_master(modes: list[str], state: GatewayState, reloader: Reloader) -> tuple[master.Master, GatewayAddons]:
+    opts = options.Options()
+    m = master.Master(opts, event_loop=asyncio.get_running_loop())
+    ours = GatewayAddons(state, reloader)
+    m.addons.add(core.Core(), proxyserver.Proxyserver())
+    m.addons.add(*ours.addons)
+    m.addons.add(next_layer.NextLayer(), tlsconfig.TlsConfig())
+    if any(mode.startswith("dns") for mode in modes):
+        m.addons.add(dns_resolver.DnsResolver())
+    values = engine_options(modes, state.data_dir)
+    known = {k: v for k, v in values.items() if k in opts}
+    opts.update(**known)
+    return m, ours

@@ -1,0 +1,58 @@
+"""The gateway's shared state: the serving snapshot, per-connection decisions and metrics.
+
+One instance per process, created by the runtime (or by `addons/egress.py` under mitmweb) and handed to every
+addon. Swapping the snapshot is one reference assignment: a flow that already holds the old snapshot finishes
+on it, every new decision reads the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from egressproxy.flowrecord import ConnectionRecord
+from egressproxy.metrics import GatewayMetrics
+
+if TYPE_CHECKING:
+    from egressproxy.snapshot import Snapshot
+
+__all__ = ["GatewayState", "ReloadStatus"]
+
+log = logging.getLogger("egressproxy")
+
+
+@dataclass(slots=True)
+class ReloadStatus:
+    generation: int = 0
+    ok: bool = True
+    problems: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+
+@dataclass(eq=False)
+class GatewayState:
+    data_dir: Path
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    snapshot: "Snapshot | None" = None
+    last_reload: ReloadStatus = field(default_factory=ReloadStatus)
+    connections: dict[str, ConnectionRecord] = field(default_factory=dict)
+    listeners_bound: bool = False
+
+    def swap(self, snapshot: "Snapshot") -> None:
+        self.snapshot = snapshot
+        self.metrics.config_generation.set(snapshot.generation)
+
+    def connection(self, client_id: str) -> ConnectionRecord:
+        record = self.connections.get(client_id)
+        if record is None:
+            record = self.connections[client_id] = ConnectionRecord()
+        return record
+
+    def forget(self, client_id: str) -> None:
+        self.connections.pop(client_id, None)
+
+    @property
+    def ready(self) -> bool:
+        return self.snapshot is not None and self.listeners_bound

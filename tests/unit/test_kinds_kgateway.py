@@ -1,0 +1,564 @@
+"""gateway.kgateway.dev/v1alpha1 kinds, from the kgateway OpenAPI and the agentgateway API reference."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+
+from egressproxy.config.loader import load_text
+
+
+def spec_of(text: str) -> dict[str, Any]:
+    result = load_text(textwrap.dedent(text), "t.yaml")
+    assert [str(p) for p in result.problems] == []
+    assert len(result.resources) == 1
+    return result.resources[0].spec
+
+
+def problems_of(text: str) -> list[str]:
+    return [str(p) for p in load_text(textwrap.dedent(text), "t.yaml").problems]
+
+
+HEAD = "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: x, namespace: ns}}\nspec:\n"
+
+
+def head(kind: str) -> str:
+    return HEAD.format(kind=kind)
+
+
+# --- Backend ------------------------------------------------------------------------------------------------
+
+
+def test_static_backend_with_parent_mode() -> None:
+    spec = spec_of(
+        head("Backend")
+        + """\
+  type: Static
+  static:
+    hosts:
+    - host: parent-gateway.inference.svc
+      port: 3128
+      tls: {sni: parent-gateway.inference.svc}
+    - {host: 10.0.0.7, port: 3128}
+  parent:
+    authSecretRef: {name: parent-credentials}
+"""
+    )
+    assert spec["static"]["hosts"][0] == {
+        "host": "parent-gateway.inference.svc",
+        "port": 3128,
+        "tls": {"sni": "parent-gateway.inference.svc"},
+    }
+    assert spec["parent"] == {"authSecretRef": {"name": "parent-credentials"}}
+
+
+LLM_EVERY_PROVIDER_FIELD = """\
+  type: AI
+  ai:
+    priorityGroups:
+    - providers:
+      - name: openai
+        openai:
+          authToken: {kind: SecretRef, secretRef: {name: openai-key}}
+          model: gpt-4o-mini
+          hostOverride: {host: llm.internal, port: 8000, scheme: http}
+          pathOverride: {fullPath: /v1/chat/completions}
+          authHeaderOverride: {prefix: "Bearer ", headerName: Authorization}
+      - name: anthropic
+        anthropic:
+          authToken: {kind: Inline, inline: sk-ant-test-REPLACE-ME}
+          model: claude-3-5-sonnet-latest
+          apiVersion: "2023-06-01"
+    - providers:
+      - name: gemini
+        gemini:
+          authToken: {kind: Passthrough}
+          model: gemini-2.5-flash-lite
+          apiVersion: v1beta
+      - name: bedrock
+        bedrock:
+          model: anthropic.claude-3-haiku-20240307-v1:0
+          region: eu-west-1
+          auth: {secretRef: {name: aws-credentials}}
+      - name: azure
+        azureOpenai:
+          authToken: {kind: SecretRef, secretRef: {name: azure-key, namespace: ns}}
+          endpoint: https://my-resource.openai.azure.com
+          deploymentName: gpt-4o
+          apiVersion: 2024-10-21
+      - name: vertex
+        vertexAi:
+          authToken: {kind: SecretRef, secretRef: {name: gcp-token}}
+          project: my-project
+          location: europe-west4
+          model: gemini-1.5-pro
+          publisher: google
+          apiVersion: v1
+"""
+
+
+def test_ai_backend_with_priority_groups_and_every_provider() -> None:
+    spec = spec_of(head("Backend") + LLM_EVERY_PROVIDER_FIELD)
+    first, second = spec["ai"]["priorityGroups"]
+    openai = first["providers"][0]["openai"]
+    assert openai["authToken"] == {"kind": "SecretRef", "secretRef": {"name": "openai-key"}}
+    assert openai["hostOverride"] == {"host": "llm.internal", "port": 8000, "scheme": "http"}
+    assert openai["pathOverride"] == {"fullPath": "/v1/chat/completions"}
+    assert openai["authHeaderOverride"] == {"prefix": "Bearer ", "headerName": "Authorization"}
+    assert first["providers"][1]["anthropic"]["apiVersion"] == "2023-06-01"
+    assert first["providers"][1]["anthropic"]["authToken"] == {"kind": "Inline", "inline": "sk-ant-test-REPLACE-ME"}
+    names = [p["name"] for p in second["providers"]]
+    assert names == ["gemini", "bedrock", "azure", "vertex"]
+    assert second["providers"][1]["bedrock"]["auth"] == {"type": "Secret", "secretRef": {"name": "aws-credentials"}}
+    # An unquoted date-like apiVersion stays the string it was written as.
+    assert second["providers"][2]["azureOpenai"]["apiVersion"] == "2024-10-21"
+    assert second["providers"][3]["vertexAi"] == {
+        "authToken": {"kind": "SecretRef", "secretRef": {"name": "gcp-token"}},
+        "project": "my-project",
+        "location": "europe-west4",
+        "model": "gemini-1.5-pro",
+        "publisher": "google",
+        "apiVersion": "v1",
+    }
+
+
+def test_ai_backend_with_one_llm_and_the_default_scheme() -> None:
+    spec = spec_of(
+        head("Backend")
+        + """\
+  type: AI
+  ai:
+    llm:
+      openai:
+        authToken: {kind: SecretRef, secretRef: {name: openai-key}}
+        model: gpt-4o
+        hostOverride: {host: api.openai.com}
+"""
+    )
+    assert spec["ai"]["llm"]["openai"]["hostOverride"] == {"host": "api.openai.com", "scheme": "https"}
+
+
+def test_ai_backend_in_the_openapi_provider_form_infers_the_token_kind() -> None:
+    spec = spec_of(
+        head("Backend")
+        + """\
+  type: AI
+  ai:
+    provider:
+      type: azure
+      azure:
+        endpoint: my-resource.openai.azure.com
+        deploymentName: gpt-4o
+        apiVersion: "2024-10-21"
+        authToken: {secretRef: {name: azure-key, namespace: ns}}
+"""
+    )
+    assert spec["ai"]["provider"]["azure"]["authToken"] == {
+        "kind": "SecretRef",
+        "secretRef": {"name": "azure-key", "namespace": "ns"},
+    }
+
+
+def test_aws_mcp_and_dynamic_forward_proxy_backends() -> None:
+    aws = spec_of(
+        head("Backend")
+        + """\
+  type: AWS
+  aws:
+    region: us-east-1
+    lambdaFunctionName: summarise
+    accountId: "123456789012"
+    roleArn: arn:aws:iam::123456789012:role/egress-invoker
+"""
+    )
+    assert aws["aws"]["lambdaFunctionName"] == "summarise"
+    mcp = spec_of(
+        head("Backend")
+        + """\
+  type: MCP
+  mcp:
+    targets:
+    - name: in-cluster
+      service: {name: mcp-server, namespace: tools, port: 8080}
+    - name: remote
+      static: {host: mcp.example.com, port: 443, path: /mcp}
+"""
+    )
+    assert mcp["mcp"]["targets"][1]["static"] == {"host": "mcp.example.com", "port": 443, "path": "/mcp"}
+    dfp = spec_of(head("Backend") + "  type: DynamicForwardProxy\n  dynamicForwardProxy: {enableTls: true}\n")
+    assert dfp == {"type": "DynamicForwardProxy", "dynamicForwardProxy": {"enableTls": True}}
+    assert spec_of(head("Backend") + "  type: DynamicForwardProxy\n") == {"type": "DynamicForwardProxy"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "  type: Staic\n",
+            "t.yaml:5: Backend/ns/x: spec.type: unsupported value 'Staic': must be one of Static, AI, AWS, MCP, DynamicForwardProxy",
+        ),
+        (
+            "  type: AI\n",
+            "t.yaml:5: Backend/ns/x: spec.ai: ai is required when type is AI",
+        ),
+        (
+            "  type: AI\n  ai: {llm: {openai: {model: m}}}\n  static: {hosts: [{host: a.example.com, port: 1}]}\n",
+            "t.yaml:7: Backend/ns/x: spec.static: static is only valid when type is Static",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm: {openai: {model: m}, anthropic: {model: m}}\n",
+            "t.yaml:7: Backend/ns/x: spec.ai.llm.anthropic: set only one of openai, anthropic, gemini, bedrock, "
+            "azureOpenai, vertexAi (found openai and anthropic)",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm: {}\n",
+            "t.yaml:7: Backend/ns/x: spec.ai.llm: set one of openai, anthropic, gemini, bedrock, azureOpenai, vertexAi",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm: {openai: {model: m}}\n    priorityGroups: [{providers: [{name: a, openai: {}}]}]\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.priorityGroups: set only one of llm, priorityGroups, provider "
+            "(found llm and priorityGroups)",
+        ),
+        (
+            "  type: AI\n  ai:\n    priorityGroups:\n    - providers:\n      - {name: a, openai: {}}\n"
+            "    - providers:\n      - {name: a, gemini: {}}\n",
+            "t.yaml:11: Backend/ns/x: spec.ai.priorityGroups[1].providers[0].name: duplicate provider name 'a'",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      openai:\n        authToken: {kind: SecretRef}\n",
+            "t.yaml:9: Backend/ns/x: spec.ai.llm.openai.authToken.secretRef: secretRef is required when kind is SecretRef",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      openai:\n        authToken: {kind: Passthrough, inline: k}\n",
+            "t.yaml:9: Backend/ns/x: spec.ai.llm.openai.authToken.inline: inline is only valid when kind is Inline",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      openai:\n        authToken: {kind: Bearer}\n",
+            "t.yaml:9: Backend/ns/x: spec.ai.llm.openai.authToken.kind: unsupported value 'Bearer': "
+            "must be one of Inline, SecretRef, Passthrough",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      openai:\n        hostOverride: {host: llm.internal, scheme: ftp}\n",
+            "t.yaml:9: Backend/ns/x: spec.ai.llm.openai.hostOverride.scheme: unsupported value 'ftp': must be one of https, http",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      openai:\n        hostOverride: {port: 80}\n",
+            "t.yaml:9: Backend/ns/x: spec.ai.llm.openai.hostOverride.host: required field is missing",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      azureOpenai: {deploymentName: d}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.azureOpenai.endpoint: required field is missing",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      openai: {modle: gpt-4o}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.openai.modle: unknown field (did you mean 'model'?)",
+        ),
+        (
+            "  type: Static\n  static:\n    hosts: [{host: 'bad host', port: 80}]\n",
+            "t.yaml:7: Backend/ns/x: spec.static.hosts[0].host: invalid host 'bad host'",
+        ),
+        (
+            "  type: AI\n  ai: {llm: {openai: {}}}\n  parent: {}\n",
+            "t.yaml:7: Backend/ns/x: spec.parent: parent mode needs type Static, with the parent proxy at static.hosts[0]",
+        ),
+        (
+            "  type: MCP\n  mcp:\n    targets:\n    - name: t\n",
+            "t.yaml:8: Backend/ns/x: spec.mcp.targets[0]: set one of service, static",
+        ),
+    ],
+)
+def test_backend_problems(body: str, expected: str) -> None:
+    assert "\n".join(problems_of(head("Backend") + body)) == expected
+
+
+# --- AIBackend ----------------------------------------------------------------------------------------------
+
+
+def test_ai_backend_kind_with_provider_or_groups() -> None:
+    provider = spec_of(
+        head("AIBackend")
+        + """\
+  provider:
+    type: openai
+    openai:
+      model: gpt-4o
+      authToken: {secretRef: {name: openai-key}}
+"""
+    )
+    assert provider["provider"]["openai"]["authToken"]["kind"] == "SecretRef"
+    groups = spec_of(
+        head("AIBackend")
+        + """\
+  groups:
+  - priority: 0
+    backends: [{backendRef: {name: openai}, weight: 1}]
+  - priority: 1
+    backends: [{backendRef: {name: anthropic, namespace: ns}}]
+"""
+    )
+    assert groups["groups"][1] == {"priority": 1, "backends": [{"backendRef": {"name": "anthropic", "namespace": "ns"}}]}
+
+
+def test_ai_backend_provider_type_must_agree_with_its_block() -> None:
+    assert problems_of(head("AIBackend") + "  provider:\n    type: gemini\n    openai: {model: m}\n") == [
+        "t.yaml:6: AIBackend/ns/x: spec.provider.gemini: gemini is required when type is gemini",
+        "t.yaml:7: AIBackend/ns/x: spec.provider.openai: openai is only valid when type is openai",
+    ]
+
+
+# --- TrafficPolicy ------------------------------------------------------------------------------------------
+
+TRAFFIC_POLICY_EVERY_FIELD = """\
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: llm-route}
+  cors:
+    allowOrigins:
+    - {type: Exact, value: "https://app.example.com"}
+    - {type: Regex, value: "https://.*\\\\.example\\\\.com"}
+    - {value: "https://other.example.com"}
+    allowMethods: [GET, POST]
+    allowHeaders: [content-type]
+    exposeHeaders: [x-request-id]
+    maxAge: 10m
+    allowCredentials: true
+  extAuth: {extensionRef: {name: authz, namespace: ns}}
+  extProc: {disable: true}
+  rateLimit:
+    extensionRef: {name: ratelimit}
+    rateLimits:
+    - actions: [{genericKey: {descriptorValue: per-route}}]
+  timeout: {request: 5m, idle: 1m}
+  retries:
+    attempts: 3
+    perTryTimeout: 20s
+    backOff: {baseInterval: 100ms, maxInterval: 2s}
+    retryOn: connect-failure,5xx
+  requestHeaderModifier: {set: [{name: x-gateway, value: egress}]}
+  responseHeaderModifier: {remove: [server]}
+  rbac:
+    policy:
+      matchExpressions:
+      - "has(request.headers['x-api-key'])"
+      - "request.path.startsWith('/v1/')"
+  ai:
+    promptGuard:
+      request:
+        customResponse: {message: "request rejected", statusCode: 422}
+        regex:
+          action: REJECT
+          matches: [{pattern: "(?i)password", name: password}]
+          builtins: [CreditCard, Ssn, Email, PhoneNumber, CaSin]
+      response:
+        regex:
+          action: MASK
+          builtins: [CREDIT_CARD, EMAIL, PHONE_NUMBER, SSN]
+    promptEnrichment:
+      prepend: [{role: system, content: "Answer in English."}]
+      append: [{role: user, content: "Be brief."}]
+    fieldDefaults:
+    - {path: temperature, value: 0.2}
+    - {path: model, value: gpt-4o-mini, override: true}
+"""
+
+
+def test_traffic_policy_with_every_field() -> None:
+    spec = spec_of(head("TrafficPolicy") + TRAFFIC_POLICY_EVERY_FIELD)
+    assert spec["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "llm-route"}]
+    assert spec["cors"]["allowOrigins"][2] == {"type": "Exact", "value": "https://other.example.com"}
+    assert spec["cors"]["maxAge"] == 600.0
+    assert spec["extAuth"] == {"extensionRef": {"name": "authz", "namespace": "ns"}}
+    assert spec["extProc"] == {"disable": True}
+    assert spec["rateLimit"]["rateLimits"] == [{"actions": [{"genericKey": {"descriptorValue": "per-route"}}]}]
+    assert spec["timeout"] == {"request": 300.0, "idle": 60.0}
+    assert spec["retries"] == {
+        "attempts": 3,
+        "perTryTimeout": 20.0,
+        "backOff": {"baseInterval": 0.1, "maxInterval": 2.0},
+        "retryOn": "connect-failure,5xx",
+    }
+    assert spec["rbac"]["policy"]["matchExpressions"][0] == "has(request.headers['x-api-key'])"
+    guard = spec["ai"]["promptGuard"]
+    assert guard["request"]["regex"]["matches"] == [{"pattern": "(?i)password", "name": "password"}]
+    assert guard["response"]["regex"] == {"action": "MASK", "builtins": ["CREDIT_CARD", "EMAIL", "PHONE_NUMBER", "SSN"]}
+    assert spec["ai"]["promptEnrichment"]["prepend"] == [{"role": "system", "content": "Answer in English."}]
+    assert spec["ai"]["fieldDefaults"] == [
+        {"path": "temperature", "value": 0.2, "override": False},
+        {"path": "model", "value": "gpt-4o-mini", "override": True},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "  rbac: {policy: {matchExpressions: ['true']}}\n",
+            "t.yaml:5: TrafficPolicy/ns/x: spec.targetRefs: required field is missing",
+        ),
+        (
+            "  targetRefs: [{kind: HTTPRoute, name: r}]\n  ai:\n    promptGuard:\n      request:\n        regex:\n"
+            "          matches: [{pattern: '(unclosed'}]\n",
+            "t.yaml:10: TrafficPolicy/ns/x: spec.ai.promptGuard.request.regex.matches[0].pattern: "
+            "invalid regular expression '(unclosed': missing ), unterminated subpattern at position 0",
+        ),
+        (
+            "  targetRefs: [{kind: HTTPRoute, name: r}]\n  ai:\n    promptEnrichment:\n"
+            "      prepend: [{role: developer, content: x}]\n",
+            "t.yaml:8: TrafficPolicy/ns/x: spec.ai.promptEnrichment.prepend[0].role: unsupported value 'developer': "
+            "must be one of system, user, assistant",
+        ),
+        (
+            "  targetRefs: [{kind: HTTPRoute, name: r}]\n  timeout: {request: 30}\n",
+            "t.yaml:6: TrafficPolicy/ns/x: spec.timeout.request: expected a duration string such as '30s' or '1m30s', got integer",
+        ),
+        (
+            "  targetRefs: [{kind: HTTPRoute, name: r}]\n  rbac: {policy: {matchExpressions: []}}\n",
+            "t.yaml:6: TrafficPolicy/ns/x: spec.rbac.policy.matchExpressions: must have at least 1 item(s)",
+        ),
+    ],
+)
+def test_traffic_policy_problems(body: str, expected: str) -> None:
+    assert "\n".join(problems_of(head("TrafficPolicy") + body)) == expected
+
+
+# --- HTTPListenerPolicy -------------------------------------------------------------------------------------
+
+
+def test_http_listener_policy_with_every_field() -> None:
+    spec = spec_of(
+        head("HTTPListenerPolicy")
+        + """\
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: egress}]
+  accessLogging: {anything: [goes]}
+  accessLog:
+  - fileSink:
+      path: /dev/stdout
+      jsonFormat: {method: "%REQ(:METHOD)%", response_code: "%RESPONSE_CODE%"}
+  - grpcService: {logName: egress, staticClusterName: als}
+  - otel: {endpoint: "otel-collector:4317"}
+  tracing:
+    provider:
+      otel: {grpcAddress: "otel-collector:4317", protocol: grpc}
+    samplingRate: 25
+    propagators: [W3C_TRACE_CONTEXT, B3, B3_SINGLE_HEADER]
+    customTags:
+      cluster: {literal: prod}
+      pod: {environment: POD_NAME}
+      tenant: {requestHeader: x-tenant}
+  buffer: {maxRequestBytes: 2097152}
+  celValidation:
+    rules:
+    - {expression: "request.method != 'DELETE'"}
+    - {expression: "true", action: Allow}
+  basicAuth:
+    credentialsSecretRef: {name: proxy-users}
+"""
+    )
+    assert spec["accessLogging"] == {"anything": ["goes"]}
+    assert spec["accessLog"][0]["fileSink"]["jsonFormat"]["method"] == "%REQ(:METHOD)%"
+    assert spec["accessLog"][2] == {"otel": {"endpoint": "otel-collector:4317", "protocol": "grpc"}}
+    assert spec["tracing"]["samplingRate"] == 25.0
+    assert spec["tracing"]["customTags"]["tenant"] == {"requestHeader": "x-tenant"}
+    assert spec["buffer"] == {"maxRequestBytes": 2097152}
+    assert spec["celValidation"]["rules"][0] == {"expression": "request.method != 'DELETE'", "action": "Deny"}
+    assert spec["basicAuth"] == {"credentialsSecretRef": {"name": "proxy-users"}}
+
+
+def test_http_listener_policy_sampling_rate_is_a_percentage() -> None:
+    assert problems_of(
+        head("HTTPListenerPolicy")
+        + "  targetRefs: [{kind: EgressGateway, name: g}]\n  tracing:\n    provider: {otel: {grpcAddress: 'c:4317'}}\n"
+        "    samplingRate: 150\n"
+    ) == ["t.yaml:8: HTTPListenerPolicy/ns/x: spec.tracing.samplingRate: must be at most 100, got 150"]
+
+
+# --- DirectResponse -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["status", "statusCode"])
+def test_direct_response_accepts_both_spellings(field: str) -> None:
+    spec = spec_of(head("DirectResponse") + f"  {field}: 418\n  body: I'm a teapot\n")
+    assert spec == {field: 418, "body": "I'm a teapot"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("  body: nothing\n", "t.yaml:5: DirectResponse/ns/x: spec.status: required field is missing (set status or statusCode)"),
+        ("  status: 200\n  statusCode: 201\n", "t.yaml:6: DirectResponse/ns/x: spec.statusCode: set only one of status and statusCode"),
+        ("  status: 700\n", "t.yaml:5: DirectResponse/ns/x: spec.status: must be at most 599, got 700"),
+        ("  statusCode: 199\n", "t.yaml:5: DirectResponse/ns/x: spec.statusCode: must be at least 200, got 199"),
+    ],
+)
+def test_direct_response_problems(body: str, expected: str) -> None:
+    assert "\n".join(problems_of(head("DirectResponse") + body)) == expected
+
+
+# --- GatewayExtension ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("type_", "block"), [("ExtAuth", "extAuth"), ("ExtProc", "extProc"), ("RateLimit", "rateLimit")])
+def test_gateway_extension_types(type_: str, block: str) -> None:
+    spec = spec_of(
+        head("GatewayExtension")
+        + f"  type: {type_}\n  {block}:\n    grpcService:\n      backendRef: {{name: svc, namespace: ns, port: 9000}}\n"
+    )
+    assert spec[block] == {"grpcService": {"backendRef": {"name": "svc", "namespace": "ns", "port": 9000}}}
+
+
+def test_gateway_extension_block_must_match_type() -> None:
+    assert problems_of(
+        head("GatewayExtension") + "  type: ExtAuth\n  extProc: {grpcService: {backendRef: {name: s}}}\n"
+    ) == [
+        "t.yaml:5: GatewayExtension/ns/x: spec.extAuth: extAuth is required when type is ExtAuth",
+        "t.yaml:6: GatewayExtension/ns/x: spec.extProc: extProc is only valid when type is ExtProc",
+    ]
+
+
+# --- GatewayParameters --------------------------------------------------------------------------------------
+
+
+def test_gateway_parameters_with_both_seeds_fields() -> None:
+    spec = spec_of(
+        head("GatewayParameters")
+        + """\
+  kube:
+    agentgateway: {customConfigMapName: egress-config}
+    deployment:
+      replicas: 2
+      container:
+        resources:
+          requests: {cpu: 100m, memory: 128Mi}
+          limits: {cpu: 1, memory: 512Mi}
+        securityContext: {runAsNonRoot: true, runAsUser: 10101}
+    podTemplate:
+      extraLabels: {app: egress}
+      extraAnnotations: {prometheus.io/scrape: "true"}
+      nodeSelector: {kubernetes.io/os: linux}
+      tolerations: [{key: dedicated, operator: Equal, value: egress, effect: NoSchedule}]
+      spec:
+        affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []}}
+        nodeSelector: {pool: egress}
+        tolerations: [{operator: Exists}]
+    envoyContainer:
+      resources: {limits: {memory: 1Gi}}
+      image: {registry: ghcr.io, repository: example/egressproxy, tag: "0.1.0"}
+    service:
+      type: ClusterIP
+      extraAnnotations: {a: b}
+"""
+    )
+    kube = spec["kube"]
+    assert kube["deployment"]["container"]["resources"]["limits"] == {"cpu": 1, "memory": "512Mi"}
+    assert kube["podTemplate"]["tolerations"][0]["effect"] == "NoSchedule"
+    assert kube["podTemplate"]["spec"]["tolerations"] == [{"operator": "Exists"}]
+    assert kube["envoyContainer"]["image"]["tag"] == "0.1.0"
+    assert kube["service"]["type"] == "ClusterIP"
+
+
+def test_gateway_parameters_service_type() -> None:
+    assert problems_of(head("GatewayParameters") + "  kube:\n    service: {type: ExternalName}\n") == [
+        "t.yaml:6: GatewayParameters/ns/x: spec.kube.service.type: unsupported value 'ExternalName': "
+        "must be one of ClusterIP, NodePort, LoadBalancer"
+    ]
