@@ -93,7 +93,8 @@ SECRET = "apiVersion: v1\nkind: Secret\n"
 
 
 def two_gateways() -> str:
-    return GATEWAY + "---\n" + GATEWAY.replace("name: gw}", "name: other, namespace: team}")
+    other = GATEWAY.replace("name: gw}", "name: other, namespace: team}")
+    return GATEWAY + "---\n" + other.replace("{name: egress-ca}", "{name: egress-ca, namespace: default}")
 
 
 def test_the_only_gateway_is_served() -> None:
@@ -708,22 +709,23 @@ def test_ai_backend_priority_groups() -> None:
 
 
 def test_gateway_fields() -> None:
-    text = GATEWAY.replace("defaultPolicy: deny-all", "defaultPolicy: allow-all") + textwrap.dedent(
-        """\
-          requestTimeout: 90s
-          dns: {lookupFamily: V6Only}
-          otlp:
-            endpoint: https://otel.example.com
-            headers: {authorization: Bearer otlp-token-xyz}
-            captureBody: {maxBytes: 1024, includeContentTypes: [application/json]}
-          upstreamTLS:
-            additionalTrustBundleSecretRef: {name: bundle}
-            hostAliases:
-            - {ip: 127.0.0.1, hostnames: [API.OpenAI.com., api.anthropic.com]}
-            - {ip: "::1", hostnames: [api.openai.com]}
-          ssrfGuard: {allowCIDRs: [10.1.0.0/16], denyCIDRs: [192.0.2.0/24]}
-        """
-    ).replace("\n", "\n  ").rstrip(" ") + doc(SECRET, "metadata: {name: bundle}\nstringData: {b.pem: PEM-B, a.pem: PEM-A, empty: ''}\n")
+    extra = (
+        "  requestTimeout: 90s\n"
+        "  dns: {lookupFamily: V6Only}\n"
+        "  otlp:\n"
+        "    endpoint: https://otel.example.com\n"
+        "    headers: {authorization: Bearer otlp-token-xyz}\n"
+        "    captureBody: {maxBytes: 1024, includeContentTypes: [application/json]}\n"
+        "  upstreamTLS:\n"
+        "    additionalTrustBundleSecretRef: {name: bundle}\n"
+        "    hostAliases:\n"
+        "    - {ip: 127.0.0.1, hostnames: [api.openai.com, API.Anthropic.com.]}\n"
+        "    - {ip: '::1', hostnames: [api.openai.com]}\n"
+        "  ssrfGuard: {allowCIDRs: [10.1.0.0/16], denyCIDRs: [192.0.2.0/24]}\n"
+    )
+    text = GATEWAY.replace("defaultPolicy: deny-all", "defaultPolicy: allow-all") + extra + doc(
+        SECRET, "metadata: {name: bundle}\nstringData: {b.pem: PEM-B, a.pem: PEM-A, empty: ''}\n"
+    )
     gw = compiled(text).gateway
     assert (gw.default_policy, gw.request_timeout, gw.lookup_family) == ("allow-all", 90.0, "V6Only")
     assert (gw.capture_max_bytes, gw.capture_content_types) == (1024, ("application/json",))
