@@ -1,0 +1,148 @@
+"""The command line: validate's output on good and broken configs, explain's dry run, ca init's files."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from egressproxy.cli import main
+
+GOOD = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+  - {name: pass, protocol: TLS, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: ["*.example.com"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: pinned}
+spec:
+  parentRefs: [{name: eg, sectionName: pass}]
+  hostnames: [pinned.example.org]
+  rules: [{}]
+"""
+
+BROKEN = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: allow-some
+  listeners:
+  - {name: a, protocol: TCP, tls: {mode: Passthrough}}
+  - {name: a, protocol: HTTPS, tls: {mode: Terminate}}
+  requestTimeout: 5 minutes
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{name: eg, sectionName: a}]
+  hostname: [api.example.com]
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w}
+"""
+
+
+def run(*argv: str) -> tuple[int, str]:
+    import contextlib
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(list(argv))
+    return code, buf.getvalue()
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    from egressproxy.ca import create_ca, secret_manifest
+
+    p = tmp_path / "good.yaml"
+    p.write_text(textwrap.dedent(GOOD))
+    (tmp_path / "ca.yaml").write_text(secret_manifest("ca", *create_ca("ca")))
+    return tmp_path
+
+
+def test_validate_valid_config_prints_status_conditions(good: Path) -> None:
+    code, out = run("validate", "-c", str(good))
+    assert code == 0
+    assert "4 object(s) in 2 file(s): valid" in out
+    assert "EgressGateway/default/eg  Accepted=True  ResolvedRefs=True  Programmed=True" in out
+    assert "HTTPRoute/default/api" in out and "TLSRoute/default/pinned" in out
+
+
+def test_validate_broken_config_lists_every_problem_with_file_line_and_path(tmp_path: Path) -> None:
+    p = tmp_path / "broken.yaml"
+    p.write_text(BROKEN)
+    code, out = run("validate", "-c", str(p))
+    assert code == 1
+    lines = out.splitlines()
+    f = str(p)
+    expected = [
+        f"{f}:5: EgressGateway/default/eg: spec.defaultPolicy: unsupported value 'allow-some': must be one of allow-all, deny-all",
+        f"{f}:7: EgressGateway/default/eg: spec.listeners[0].tls: tls is invalid for a TCP listener",
+        f"{f}:8: EgressGateway/default/eg: spec.listeners[1].tls.caCertRef: caCertRef is required when tls.mode is Terminate",
+        f"{f}:9: EgressGateway/default/eg: spec.requestTimeout: unknown unit ' minutes' in duration '5 minutes' (use ns, us, ms, s, m or h)",
+        f"{f}:16: HTTPRoute/default/api: spec.hostname: unknown field (did you mean 'hostnames'?)",
+        f"{f}:19: Widget/default/w: kind: unknown kind 'Widget'",
+    ]
+    for line in expected:
+        assert line in lines, f"missing: {line}\n--- got:\n{out}"
+    assert len(lines) == len(expected)
+
+
+def test_validate_invalid_yaml_gives_line_and_column_not_a_traceback(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("kind: EgressGateway\nmetadata: {name: eg\nspec: {}\n")
+    code, out = run("validate", "-c", str(p))
+    assert code == 1
+    assert out.startswith(f"{p}:3: -: -: invalid YAML at column")
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "target,allowed,expect",
+    [
+        ("https://api.example.com/v1/chat", True, "route default/api rule 0"),
+        ("https://api.example.com/v2", False, "DENY 403: no-route by EgressGateway/default/eg"),
+        ("https://example.com/v1", False, "CONNECT   denied"),
+        ("pinned.example.org:443", True, "action passthrough"),
+    ],
+)
+def test_explain_reports_listener_route_and_verdict(good: Path, target: str, allowed: bool, expect: str) -> None:
+    code, out = run("explain", "-c", str(good), target)
+    assert code == (0 if allowed else 3)
+    assert expect in out
+
+
+def test_ca_init_writes_private_files_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out_dir = tmp_path / "ca"
+    code, _ = run("ca", "init", "--out", str(out_dir))
+    assert code == 0
+    for name in ("ca.key", "ca-secret.yaml"):
+        assert stat.S_IMODE(os.stat(out_dir / name).st_mode) == 0o600
+    assert (out_dir / "ca.crt").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    secret = (out_dir / "ca-secret.yaml").read_text()
+    assert "kind: Secret" in secret and "name: egress-ca" in secret and "tls.key: |" in secret
+    code, out = run("ca", "init", "--out", str(out_dir))
+    assert code == 1 and "exists" in out
