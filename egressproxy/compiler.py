@@ -113,6 +113,7 @@ CA_KEY_PAIRS = (("tls.crt", "tls.key"), ("ca.crt", "ca.key"))
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "bedrock", "azureOpenai", "vertexAi", "azure", "mistral")
 _PROVIDER_KIND_ALIASES = {"azure": "azureOpenai"}
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+AUTH_TOKEN_KEY = "Authorization"  # DESIGN.md 4.1; a Secret with exactly one key is read whatever its name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,7 +272,6 @@ class _Attachment:
     listeners: list[str] = field(default_factory=list)
     reason: str | None = None  # why not attached (NoMatchingParent, NotAllowedByListeners)
     message: str = ""
-    refers_to_served: bool = False
 
 
 class _Compiler:
@@ -499,7 +499,9 @@ class _Compiler:
         ref = token.get("secretRef")
         if ref is None:
             return kind, None, inline
-        self.resolve_secret(res, f"{path}.secretRef", ref)
+        secret = self.resolve_secret(res, f"{path}.secretRef", ref)
+        if secret is not None and kind == "SecretRef" and AUTH_TOKEN_KEY not in secret and len(secret) != 1:
+            self.require_keys(res, f"{path}.secretRef", ref, secret, (AUTH_TOKEN_KEY,))
         return kind, ObjectRef("Secret", ref.get("namespace") or res.namespace, ref["name"]), inline
 
     def check_ai_backend_groups(self, res: Resource) -> None:
@@ -811,7 +813,6 @@ class _Compiler:
             return
         if self.served is None or gw.ref != self.served.ref:
             return
-        result.refers_to_served = True
         self.attach_to_listeners(res, path, pref, section, result)
 
     def attach_to_listeners(

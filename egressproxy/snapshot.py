@@ -861,7 +861,7 @@ class Snapshot:
 
 
 MOUNTED_NAMESPACE = "*"
-_MIN_SCRUB_LENGTH = 4  # shorter values would blank innocent strings; explicit redaction covers them
+_MIN_SCRUB_LENGTH = 6  # shorter values would blank innocent strings; explicit redaction covers them
 
 
 def scrub(value: Any, secret_values: frozenset[str]) -> Any:

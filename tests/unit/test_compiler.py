@@ -304,6 +304,24 @@ def test_missing_ai_auth_token_secret() -> None:
     )
 
 
+def test_ai_auth_secret_needs_an_authorization_key_unless_it_has_exactly_one() -> None:
+    backend = GATEWAY + doc(
+        BACKEND,
+        """\
+        metadata: {name: llm}
+        spec:
+          type: AI
+          ai: {llm: {openai: {model: m, authToken: {kind: SecretRef, secretRef: {name: key}}}}}
+        """,
+    )
+    one_key = backend + doc(SECRET, "metadata: {name: key}\nstringData: {api-key: sk-1}\n")
+    assert compile_yaml(one_key).problems == []
+    two_keys = backend + doc(SECRET, "metadata: {name: key}\nstringData: {a: sk-1, b: sk-2}\n")
+    assert single_problem(two_keys).endswith(
+        "spec.ai.llm.openai.authToken.secretRef.name: Secret \"default/key\" has no key 'Authorization'"
+    )
+
+
 def test_missing_parent_auth_secret() -> None:
     text = GATEWAY + doc(
         BACKEND,
