@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca_init = ca_sub.add_parser("init", help="write ca.crt, ca.key and ca-secret.yaml")
     ca_init.add_argument("--out", required=True, metavar="DIR")
     ca_init.add_argument("--name", default="egress-ca", metavar="N")
+    ca_init.add_argument("--namespace", default="default", metavar="NS", help="namespace of the Secret manifest")
     ca_init.add_argument("--force", action="store_true", help="overwrite an existing CA")
 
     captures = sub.add_parser("captures", help="read the capture store")
@@ -93,7 +94,16 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(build_parser().parse_args(argv))
+    except BrokenPipeError:  # `egressproxy validate ... | head`: the reader left; that is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from egressproxy.commands.validate import validate
 
@@ -109,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ca":
         from egressproxy.commands.ca import ca_init
 
-        return ca_init(args.out, args.name, force=args.force, out=sys.stdout)
+        return ca_init(args.out, args.name, force=args.force, out=sys.stdout, namespace=args.namespace)
     if args.command == "captures":
         from egressproxy.commands.captures import captures
 

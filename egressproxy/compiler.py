@@ -274,6 +274,20 @@ class _Attachment:
     message: str = ""
 
 
+# Secret keys each ProviderAuth type reads (Apoxy's convention); other targets read `secretKey`.
+PROVIDER_AUTH_KEYS = {"AWSv4": ("access_key_id", "secret_access_key"), "GCPServiceAccount": ()}
+
+
+def _credential_keys(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The Secret keys a CredentialInjectionPolicy needs: the AWS key pair for AWSv4, else `secretKey`."""
+    if spec.get("target") == "ProviderAuth":
+        auth_type = (spec.get("providerAuth") or {}).get("type")
+        keys = PROVIDER_AUTH_KEYS.get(auth_type or "")
+        if keys is not None:
+            return keys or (spec.get("secretKey", "token"),)
+    return (spec.get("secretKey", "token"),)
+
+
 class _Compiler:
     def __init__(
         self,
@@ -680,7 +694,7 @@ class _Compiler:
         if res.kind == "CredentialInjectionPolicy":
             secret = self.resolve_secret(res, "spec.secretRef", spec.get("secretRef"))
             if secret is not None:
-                self.require_keys(res, "spec.secretRef", spec["secretRef"], secret, (spec.get("secretKey", "token"),))
+                self.require_keys(res, "spec.secretRef", spec["secretRef"], secret, _credential_keys(spec))
         elif res.kind == "HTTPListenerPolicy" and spec.get("basicAuth"):
             ref = spec["basicAuth"].get("credentialsSecretRef")
             secret = self.resolve_secret(res, "spec.basicAuth.credentialsSecretRef", ref)

@@ -55,6 +55,7 @@ async def serve(args: argparse.Namespace) -> int:
     except OSError as e:
         log.error("could not bind a side port: %s", e)
         return 1
+    udp_relays = start_udp_relays(state, modes)
     reloader.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,9 +70,33 @@ async def serve(args: argparse.Namespace) -> int:
         await master.run()
     finally:
         reloader.stop()
+        for relay in udp_relays:
+            relay.stop()
         for server in side:
             server.stop()
     return 0 if not ours.readiness.failed else 1
+
+
+def mode_address(mode: str, default_port: int = 8080) -> tuple[str, int]:
+    """`transparent@127.0.0.1:15001` -> ("127.0.0.1", 15001); `transparent@15001` -> ("0.0.0.0", 15001)."""
+    _, _, listen = mode.partition("@")
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        host, port = "", listen
+    return (host.strip("[]") or "0.0.0.0", int(port) if port.isdigit() else default_port)
+
+
+def start_udp_relays(state: GatewayState, modes: list[str]) -> list[object]:
+    """Transparent modes also take UDP steered by TPROXY to the same port (when the process may)."""
+    from egressproxy.runtime.udp_relay import TransparentUdpRelay
+
+    relays = []
+    for mode in modes:
+        if mode.startswith("transparent"):
+            relay = TransparentUdpRelay(state, *mode_address(mode))
+            if relay.start():
+                relays.append(relay)
+    return relays
 
 
 def describe(snapshot: object, modes: list[str]) -> str:

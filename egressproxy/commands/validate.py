@@ -6,7 +6,9 @@ from typing import TextIO
 
 from egressproxy.compiler import compile_config
 from egressproxy.config.loader import load_paths
-from egressproxy.config.problems import Problem
+from egressproxy.config.problems import ObjectRef, Problem
+from egressproxy.config.resource import Resource
+from egressproxy.snapshot import Condition
 
 __all__ = ["validate"]
 
@@ -17,18 +19,42 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.file, p.line, p.path))
 
 
+def _compile_each_gateway(
+    resources: list[Resource], gateway: str | None, secrets_dir: str | None
+) -> tuple[list[Problem], dict[ObjectRef, tuple[Condition, ...]]]:
+    """Compile for the chosen gateway, or (validating a folder of several) for each EgressGateway in turn.
+
+    Problems are the union; an object's conditions come from the compile where they are best (attached to
+    its own gateway), so a route of gateway A is not reported as unattached while B is compiled.
+    """
+    names = [gateway] if gateway else [f"{r.namespace}/{r.name}" for r in resources if r.kind == "EgressGateway"]
+    problems: dict[str, Problem] = {}
+    statuses: dict[ObjectRef, tuple[Condition, ...]] = {}
+    for name in names or [None]:
+        compiled = compile_config(resources, gateway_name=name, secrets_dir=secrets_dir)
+        for problem in compiled.problems:
+            problems.setdefault(str(problem), problem)
+        for ref, conditions in compiled.statuses.items():
+            if ref not in statuses or _score(conditions) > _score(statuses[ref]):
+                statuses[ref] = conditions
+    return list(problems.values()), statuses
+
+
+def _score(conditions: tuple[Condition, ...]) -> int:
+    return sum(1 for c in conditions if c.ok)
+
+
 def validate(paths: list[str], *, secrets_dir: str | None, gateway: str | None, out: TextIO) -> int:
     loaded = load_paths(paths)
     if loaded.problems:
         for problem in _sorted(loaded.problems):
             out.write(f"{problem}\n")
         return 1
-    compiled = compile_config(loaded.resources, gateway_name=gateway, secrets_dir=secrets_dir)
-    if compiled.problems:
-        for problem in _sorted(list(compiled.problems)):
+    problems, statuses = _compile_each_gateway(loaded.resources, gateway, secrets_dir)
+    if problems:
+        for problem in _sorted(problems):
             out.write(f"{problem}\n")
         return 1
-    statuses = compiled.statuses
     width = max((len(str(ref)) for ref in statuses), default=10)
     out.write(f"{len(loaded.resources)} object(s) in {len(loaded.files)} file(s): valid\n")
     for ref in sorted(statuses, key=lambda r: (r.kind, r.namespace, r.name)):

@@ -301,6 +301,15 @@ def test_ai_backend_kind_with_provider_or_groups() -> None:
     assert groups["groups"][1] == {"priority": 1, "backends": [{"backendRef": {"name": "anthropic", "namespace": "ns"}}]}
 
 
+def test_ai_backend_provider_without_type_needs_one_block() -> None:
+    assert problems_of(head("AIBackend") + "  provider: {}\n") == [
+        "t.yaml:5: AIBackend/ns/x: spec.provider: set one of openai, azure, gemini, mistral"
+    ]
+    assert spec_of(head("AIBackend") + "  provider: {gemini: {model: gemini-2.5-flash}}\n") == {
+        "provider": {"gemini": {"model": "gemini-2.5-flash"}}
+    }
+
+
 def test_ai_backend_provider_type_must_agree_with_its_block() -> None:
     assert problems_of(head("AIBackend") + "  provider:\n    type: gemini\n    openai: {model: m}\n") == [
         "t.yaml:6: AIBackend/ns/x: spec.provider.gemini: gemini is required when type is gemini",

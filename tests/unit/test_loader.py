@@ -285,3 +285,20 @@ def test_missing_paths_and_empty_folders(tmp_path: Path) -> None:
         f"{tmp_path}/nope.yaml:0: -: -: no such file or folder",
         f"{tmp_path}:0: -: -: folder holds no *.yaml or *.yml file",
     ]
+
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+EXAMPLES = sorted(p.name for p in CONFIG.iterdir() if p.is_dir()) if CONFIG.is_dir() else []
+
+
+@pytest.mark.parametrize("folder", EXAMPLES)
+def test_example_configurations_load_without_problems(folder: str) -> None:
+    result = load_paths([CONFIG / folder])
+    assert [str(p) for p in result.problems] == []
+    assert any(r.kind == "EgressGateway" for r in result.resources)
+    assert (CONFIG / folder / "README.md").is_file()
+
+
+def test_there_is_an_example_per_user_story() -> None:
+    assert len([name for name in EXAMPLES if name[:2].isdigit()]) == 13
+    assert "quickstart" in EXAMPLES

@@ -126,7 +126,8 @@ def _type_agrees(type_field: str, member_for_type: dict[str, str]) -> Rule:
             problems.append((wanted, f"{wanted} is required when {type_field} is {chosen}"))
         for other_type, member in member_for_type.items():
             if member in value and member != wanted:
-                problems.append((member, f"{member} must not be set when {type_field} is {chosen} (it belongs to {other_type})"))
+                message = f"{member} must not be set when {type_field} is {chosen} (it belongs to {other_type})"
+                problems.append((member, message))
         return problems
 
     return rule

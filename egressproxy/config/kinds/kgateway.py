@@ -140,7 +140,9 @@ BEDROCK = _provider(
         "model": F(Str(min_length=1), required=True),
         "region": F(Str(min_length=1, pattern=r"[a-z]{2}(-gov)?-[a-z]+-\d+"), required=True),
         # Omitted: the ambient AWS credentials (IRSA).
-        "auth": Obj({"type": F(Str(enum=("Secret",)), default="Secret"), "secretRef": F(NAMESPACED_REF, required=True)}),
+        "auth": Obj(
+            {"type": F(Str(enum=("Secret",)), default="Secret"), "secretRef": F(NAMESPACED_REF, required=True)}
+        ),
     }
 )
 AZURE_OPENAI = _provider(
@@ -196,6 +198,13 @@ PRIORITY_GROUPS = List(Obj({"providers": F(List(NAMED_PROVIDER, min_items=1), re
 OPENAPI_PROVIDER_MEMBERS = {"openai": "openai", "azure": "azure", "gemini": "gemini", "mistral": "mistral"}
 _OPENAPI_MODEL_PROVIDER = Obj({"model": Str(min_length=1), "authToken": AUTH_TOKEN})
 
+def _openapi_provider_rule(provider: dict[str, Any]) -> Problems:
+    """With `type`, its block (mistral's may be omitted) and no other; without, exactly one block."""
+    if "type" in provider:
+        return _block_for_type(OPENAPI_PROVIDER_MEMBERS, optional=("mistral",))(provider)
+    return _exactly_one(tuple(OPENAPI_PROVIDER_MEMBERS))(provider)
+
+
 OPENAPI_PROVIDER = Obj(
     {
         "type": Str(enum=tuple(OPENAPI_PROVIDER_MEMBERS)),
@@ -211,7 +220,7 @@ OPENAPI_PROVIDER = Obj(
         "gemini": _OPENAPI_MODEL_PROVIDER,
         "mistral": _OPENAPI_MODEL_PROVIDER,
     },
-    rules=(_block_for_type(OPENAPI_PROVIDER_MEMBERS, optional=("mistral",)),),
+    rules=(_openapi_provider_rule,),
 )
 
 
@@ -222,7 +231,10 @@ def _ai_rules(ai: dict[str, Any]) -> Problems:
     return problems
 
 
-AI_BACKEND_BLOCK = Obj({"llm": LLM, "priorityGroups": PRIORITY_GROUPS, "provider": OPENAPI_PROVIDER}, rules=(_ai_rules,))
+AI_BACKEND_BLOCK = Obj(
+    {"llm": LLM, "priorityGroups": PRIORITY_GROUPS, "provider": OPENAPI_PROVIDER},
+    rules=(_ai_rules,),
+)
 
 # --- Backend --------------------------------------------------------------------------------------------------
 
@@ -398,6 +410,8 @@ FIELD_DEFAULT = Obj(
     }
 )
 
+RBAC_POLICY = Obj({"matchExpressions": F(List(Str(min_length=1), min_items=1), required=True)})
+
 TRAFFIC_POLICY = Obj(
     {
         "targetRefs": F(POLICY_TARGET_REFS, required=True),
@@ -410,9 +424,8 @@ TRAFFIC_POLICY = Obj(
         "retries": RETRIES,
         "requestHeaderModifier": HEADER_MODIFIER,
         "responseHeaderModifier": HEADER_MODIFIER,
-        "rbac": Obj(
-            {"policy": F(Obj({"matchExpressions": F(List(Str(min_length=1), min_items=1), required=True)}), required=True)}
-        ),
+        # CEL expressions; a request passes when one of them is true.
+        "rbac": Obj({"policy": F(RBAC_POLICY, required=True)}),
         "ai": Obj(
             {
                 "promptGuard": PROMPT_GUARD,
@@ -431,7 +444,9 @@ ACCESS_LOG = Obj(
     {
         "fileSink": Obj({"path": F(Str(min_length=1), required=True), "jsonFormat": Free()}),
         "grpcService": Obj({"logName": F(Str(min_length=1), required=True), "staticClusterName": Str(min_length=1)}),
-        "otel": Obj({"endpoint": F(Str(min_length=1), required=True), "protocol": F(Str(enum=OTEL_PROTOCOLS), default="grpc")}),
+        "otel": Obj(
+            {"endpoint": F(Str(min_length=1), required=True), "protocol": F(Str(enum=OTEL_PROTOCOLS), default="grpc")}
+        ),
     },
     rules=(_exactly_one(("fileSink", "grpcService", "otel")),),
 )
@@ -511,14 +526,8 @@ DIRECT_RESPONSE = Obj(
 
 # --- GatewayExtension -----------------------------------------------------------------------------------------
 
-GRPC_SERVICE = Obj(
-    {
-        "grpcService": F(
-            Obj({"backendRef": F(Obj({"name": F(NAME, required=True), "namespace": Str(), "port": PORT}), required=True)}),
-            required=True,
-        )
-    }
-)
+SERVICE_REF = Obj({"name": F(NAME, required=True), "namespace": Str(), "port": PORT})
+GRPC_SERVICE = Obj({"grpcService": F(Obj({"backendRef": F(SERVICE_REF, required=True)}), required=True)})
 
 GATEWAY_EXTENSION_MEMBERS = {"ExtAuth": "extAuth", "ExtProc": "extProc", "RateLimit": "rateLimit"}
 
