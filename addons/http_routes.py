@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, route_name
+from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
 from egressproxy.flowrecord import FlowRecord, Verdict
@@ -88,7 +88,14 @@ class HttpRoutes:
 
     def _forward(self, flow: http.HTTPFlow, record: object, frec: FlowRecord, decision: RequestDecision, view: RequestView) -> None:
         rule = decision.rule
-        assert rule is not None
+        if rule is None:
+            # defaultPolicy allow-all serves an unmatched request as a catch-all route would: to the requested
+            # destination, unmodified.
+            req = flow.request
+            req.host, req.port = view.host, view.port
+            _allow_upstream(record, view.host, view.port)
+            self._via_parent(flow, record, decision, None)
+            return
         filters = rule.filters
         if filters.direct_response is not None:
             direct = filters.direct_response
@@ -105,25 +112,41 @@ class HttpRoutes:
             if filters.url_rewrite.hostname:
                 _set_authority(req, filters.url_rewrite.hostname)
         host, port, scheme = view.host, view.port, req.scheme
+        backend_ref, trusted = None, False
         if rule.backends:
             target = decision.backend
             if target is None:
                 flow.response = error_response(flow, "no-healthy-backend", "every backendRef of the rule has weight 0")
                 return
             frec.backend = target.backend.name if target.backend is not None else str(target.ref)
-            if target.backend is not None and target.backend.static_hosts:
+            backend_ref = target.backend.ref if target.backend is not None else None
+            if target.backend is not None and target.backend.parent is not None:
+                pass  # parent mode: the original destination, reached through the parent (set below)
+            elif target.backend is not None and target.backend.static_hosts:
                 static = target.backend.static_hosts[0]
-                host, port = static.host, target.port or static.port
+                host, port, trusted = static.host, target.port or static.port, True
             elif target.service_host is not None:
-                host, port = target.service_host, target.port or port
+                host, port, trusted = target.service_host, target.port or port, True
+        self._via_parent(flow, record, decision, target_backend=decision.backend.backend if decision.backend else None)
         req.host = host  # dial the checked name (inside a tunnel this replaces an address with the name)
         req.port = port
         req.scheme = scheme
         if (host, port) != (view.host, view.port) and (filters.url_rewrite is None or not filters.url_rewrite.hostname):
             _set_authority(req, _authority(host, port, scheme))
-        record.allowed_upstreams.add((host, port))  # type: ignore[attr-defined]
+        _allow_upstream(record, host, port, trusted=trusted, backend=backend_ref)
         if filters.response_headers is not None:
             self.rules[flow.id] = rule
+
+    def _via_parent(self, flow: http.HTTPFlow, record: object, decision: RequestDecision, target_backend: object) -> None:
+        """Parent mode: a parent Backend chosen by the rule, else the gateway's parentRef, carries the request."""
+        snapshot = self.state.snapshot
+        assert snapshot is not None
+        backend = target_backend if getattr(target_backend, "parent", None) is not None else None
+        parent = parent_for(snapshot, None, backend)  # type: ignore[arg-type]
+        if parent is None:
+            return
+        flow.server_conn.via = ("http", (parent.host, parent.port))
+        _allow_upstream(record, parent.host, parent.port, trusted=True)
 
     @staticmethod
     def _redirect(flow: http.HTTPFlow, redirect: object, view: RequestView) -> None:
@@ -146,6 +169,22 @@ class HttpRoutes:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.rules.pop(flow.id, None)
+
+
+def _allow_upstream(record: object, host: str, port: int, *, trusted: bool = False, backend: object = None) -> None:
+    """Let the dial guard open (host, port) for this connection; `trusted` when a configured backend named it
+    (Static hosts, a Service): the SSRF guard then trusts its addresses. A destination the client named is
+    dynamic forwarding: any trust or backend DNSPolicy left from an earlier request is dropped."""
+    key = (host, port)
+    record.allowed_upstreams.add(key)  # type: ignore[attr-defined]
+    if trusted:
+        record.trusted_upstreams.add(key)  # type: ignore[attr-defined]
+    else:
+        record.trusted_upstreams.discard(key)  # type: ignore[attr-defined]
+    if backend is not None:
+        record.upstream_backends[key] = backend  # type: ignore[attr-defined]
+    else:
+        record.upstream_backends.pop(key, None)  # type: ignore[attr-defined]
 
 
 def _strip_port(authority: str) -> str:

@@ -1,22 +1,27 @@
 """Which listener takes a connection, by what it carries and its destination port (DESIGN.md section 4).
 
-Plain bytes are classified in `next_layer` (HTTP or other TCP); TLS is decided in `tls_clienthello`, once the
-whole ClientHello and its SNI are known. The outcome is written into the connection's record: passthrough
-(`ignore_connection`), interception, per-request HTTP routing, a raw relay, or a denial that closes the
-connection without dialling anything.
+Everything is decided in `next_layer`, before any layer that could dial exists: plain bytes are classified
+as HTTP or other TCP, and TLS waits (AddonHalt keeps mitmproxy's own NextLayer from deciding early) until the
+whole ClientHello and its SNI are in. The outcome is written into the connection's record and expressed as the
+layer stack: passthrough (raw relay, optionally through a parent proxy), interception (server and client TLS
+layers, then HTTP routing per request), per-request HTTP routing, a raw relay, or a layer that closes the
+connection without dialling anything. `tls_clienthello` only decides what next_layer could not (a host tool
+that set the TLS layers before us).
 """
 
 from __future__ import annotations
 
 import logging
 
-from mitmproxy import connection, tls
-from mitmproxy.proxy import layer, layers
+from mitmproxy import connection, exceptions, tls
+from mitmproxy.proxy import layer, layers, tunnel
+from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.http import HTTPMode
-from mitmproxy.proxy.layers.tls import starts_like_tls_record
+from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
+from mitmproxy.proxy.layers.tls import parse_client_hello, starts_like_tls_record
 from mitmproxy.proxy.mode_specs import RegularMode, TransparentMode
 
-from egressproxy.decisions import Action, ConnectionDecision, decide_connection, route_name
+from egressproxy.decisions import Action, ConnectionDecision, decide_connection, parent_for, route_name
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.layers import CloseLayer
 from egressproxy.flowrecord import ConnectionRecord
@@ -68,7 +73,16 @@ class ListenerMatch:
             return
         data = nextlayer.data_client()
         if client.transport_protocol == "tcp" and starts_like_tls_record(data):
-            return  # mitmproxy sets up the TLS layers; tls_clienthello decides with the full ClientHello
+            try:
+                hello = parse_client_hello(data)
+            except ValueError:
+                hello = None  # not a valid ClientHello after all: classified as other TCP below
+            else:
+                if hello is None:
+                    raise exceptions.AddonHalt()  # wait for the rest of the ClientHello; asked again on more data
+            if hello is not None:
+                nextlayer.layer = self._tls_layer(nextlayer, record, hello.sni)
+                return
         carries = Carries.UDP if client.transport_protocol == "udp" else (Carries.HTTP if looks_like_http(data) else Carries.TCP)
         ip, port = self._destination(client, context.server, record)
         decision = self._decide(record, carries, port, ip=ip)
@@ -81,8 +95,41 @@ class ListenerMatch:
             self._allow_dial(record, context.server)
             nextlayer.layer = layers.UDPLayer(context)
         else:
-            self._allow_dial(record, context.server)
-            nextlayer.layer = layers.TCPLayer(context)
+            self._dial_by_name(context.server, decision, port)
+            nextlayer.layer = self._relay(context, record, decision, ignore=False)
+
+    def _tls_layer(self, nextlayer: layer.NextLayer, record: ConnectionRecord, sni: str | None) -> layer.Layer:
+        context = nextlayer.context
+        ip, port = self._destination(context.client, context.server, record)
+        decision = self._decide(record, Carries.TLS, port, ip=ip, sni=sni)
+        if decision.action is Action.CLOSE:
+            return CloseLayer(context)
+        self._dial_by_name(context.server, decision, port)
+        if decision.action is Action.INTERCEPT:
+            record.intercept = True
+            stack = tunnel.LayerStack()
+            stack /= layers.ServerTLSLayer(context)  # sets server.tls, so requests go upstream as https
+            stack /= layers.ClientTLSLayer(context)
+            return stack[0]
+        return self._relay(context, record, decision, ignore=decision.action is Action.PASSTHROUGH)
+
+    def _relay(self, context: Context, record: ConnectionRecord, decision: ConnectionDecision, *, ignore: bool) -> layer.Layer:
+        """A raw relay to the decided destination, or, in parent mode, through a CONNECT to the parent.
+
+        The parent is asked for the decided name (it resolves and applies its own policy); TLS stays
+        end-to-end inside the tunnel.
+        """
+        self._allow_dial(record, context.server)
+        relay = layers.TCPLayer(context, ignore=ignore)
+        parent = parent_for(self.state.snapshot, decision.route) if self.state.snapshot else None
+        if parent is None:
+            return relay
+        context.server.via = ("http", (parent.host, parent.port))
+        record.allowed_upstreams.add((parent.host, parent.port))
+        record.trusted_upstreams.add((parent.host, parent.port))
+        stack = HttpUpstreamProxy.make(context, True)
+        stack /= relay
+        return stack[0]
 
     @fail_closed
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:

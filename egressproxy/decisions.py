@@ -22,6 +22,8 @@ from egressproxy.matching import (
     select_listener,
 )
 from egressproxy.snapshot import (
+    Backend,
+    StaticHost,
     DirectResponse,
     Gateway,
     HttpRouteMatch,
@@ -134,11 +136,18 @@ def decide_connection(
             Verdict.deny("sni-mismatch", gateway_policy(gateway), f"SNI {sni_c} does not match CONNECT {connect_c}"),
         )
     name = sni_c or connect_c or bound_c or ip
+    if ip is None and name is not None and is_ip_literal(name):
+        ip = name  # a CONNECT to an address: destinationCIDRs match it, as they do in decide_connect
     choice = select_listener(gateway, carries, port, name, ip)
     listener = choice.listener
     if listener is None:
         return ConnectionDecision(Action.CLOSE, _no_route(gateway), None, None, name)
     route = choice.route_hint
+    if route is None and carries is Carries.HTTP and listener.carries_http and not (sni_c or connect_c or bound_c):
+        # Plain HTTP that arrived with no name (transparent mode: only the original address is known). Each
+        # request's Host names its destination, so each request picks its listener and route (403 if denied),
+        # as absolute-form HTTP to the explicit proxy does.
+        return ConnectionDecision(Action.HTTP, Verdict.allow("per-request", gateway_policy(gateway)), None, None, None)
     if route is None:
         verdict = decide_unmatched(gateway)
     elif listener.carries_http:
@@ -211,6 +220,25 @@ def decide_request(
     rule = match.rule
     backend = _pick_backend(rule.backends)
     return RequestDecision(verdict, route, rule, match.rule_index, rule.filters.direct_response, backend, match.match)
+
+
+def parent_for(snapshot: Snapshot, route: Route | None, backend: Backend | None = None) -> StaticHost | None:
+    """The parent proxy traffic goes through (DESIGN.md 4.1 parent mode), or None to dial directly.
+
+    A parent Backend chosen by the request (or named by the route's backendRefs) wins; else the
+    EgressGateway's `parentRef` sends everything through its parent.
+    """
+    if backend is not None and backend.parent is not None:
+        return backend.parent.address
+    if route is not None:
+        for rule in route.rules:
+            for ref in rule.backends:
+                if ref.backend is not None and ref.backend.parent is not None:
+                    return ref.backend.parent.address
+    gateway_parent = snapshot.gateway.parent
+    if gateway_parent is not None and gateway_parent.parent is not None:
+        return gateway_parent.parent.address
+    return None
 
 
 def _pick_backend(backends: tuple[WeightedBackend, ...]) -> WeightedBackend | None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mitmproxy import http
+from mitmproxy import exceptions, http
 
 from egressproxy.flowrecord import Verdict
 
@@ -58,6 +58,8 @@ def fail_closed(fn: F) -> F:
         async def async_wrapper(self: Any, arg: Any) -> Any:
             try:
                 return await fn(self, arg)
+            except exceptions.AddonHalt:
+                raise  # mitmproxy's "stop the hook chain here", not a failure
             except Exception:
                 log.exception("%s.%s failed; denying", type(self).__name__, hook)
                 deny_on_error(self, hook, arg)
@@ -69,6 +71,8 @@ def fail_closed(fn: F) -> F:
     def wrapper(self: Any, arg: Any) -> Any:
         try:
             return fn(self, arg)
+        except exceptions.AddonHalt:
+            raise  # mitmproxy's "stop the hook chain here", not a failure
         except Exception:
             log.exception("%s.%s failed; denying", type(self).__name__, hook)
             deny_on_error(self, hook, arg)

@@ -13,6 +13,7 @@ from addons.gateway_errors import GatewayErrors
 from addons.http_routes import HttpRoutes
 from addons.l4_relay import L4Relay
 from addons.listener_match import ListenerMatch
+from addons.parent_proxy import ParentProxyAuth
 from addons.readiness import Readiness
 from addons.request_timeout import RequestTimeout
 from addons.upstream_trust import UpstreamTrust
@@ -35,6 +36,7 @@ class GatewayAddons:
             HttpRoutes(state),
             RequestTimeout(state),
             DialGuard(state),
+            ParentProxyAuth(state),
             self.cert_minting,
             GatewayErrors(state),
             L4Relay(state),

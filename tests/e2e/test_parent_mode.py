@@ -1,0 +1,112 @@
+"""Parent mode (DESIGN.md 4.1): the gateway sends traffic to its original destination through a parent proxy.
+
+The parent here is a bare mitmdump that tunnels everything untouched (`ignore_hosts` .*) and requires proxy
+credentials, so a request only succeeds when our gateway CONNECTs to it by hostname with the Secret's
+credentials. The origin is named `localhost`, which the parent resolves by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.gateway import free_port
+
+pytestmark = pytest.mark.e2e
+
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+
+
+@pytest.fixture
+def parent(tmp_path: Path):
+    port = free_port()
+    log = open(tmp_path / "parent.log", "wb")
+    proc = subprocess.Popen(
+        [str(MITMDUMP), "--mode", f"regular@127.0.0.1:{port}", "--set", "proxyauth=child:s3cret-parent-pass",
+         "--set", "ignore_hosts=.*", "--set", f"confdir={tmp_path / 'parent-conf'}", "-q"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with __import__("socket").create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _child_config(parent_port: int, password: str, listener: str) -> list[str]:
+    listeners = {
+        "intercept": "  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: egress-ca}}}",
+        "passthrough": "  - {name: pass, protocol: TLS, tls: {mode: Passthrough}}",
+    }[listener]
+    route = (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n"
+        "spec:\n  parentRefs: [{name: eg}]\n  hostnames: [localhost]\n"
+        if listener == "intercept"
+        else "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {name: r}\n"
+        "spec:\n  parentRefs: [{name: eg}]\n  hostnames: [localhost]\n"
+    )
+    gateway = (
+        "apiVersion: clrk.apoxy.dev/v1alpha1\nkind: EgressGateway\nmetadata: {name: eg}\nspec:\n"
+        "  defaultPolicy: deny-all\n  parentRef: {name: parent}\n"
+        "  upstreamTLS: {additionalTrustBundleSecretRef: {name: origin-ca}}\n"
+        f"  listeners:\n{listeners}\n"
+    )
+    backend = (
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: Backend\nmetadata: {name: parent}\nspec:\n"
+        f"  type: Static\n  static: {{hosts: [{{host: 127.0.0.1, port: {parent_port}}}]}}\n"
+        "  parent: {authSecretRef: {name: parent-auth}}\n"
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: parent-auth}\n"
+        f"stringData: {{username: child, password: {password}}}\n"
+    )
+    return [gateway, route, backend]
+
+
+def _curl(gw, url: str, cacert: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "-v", "--max-time", "10", "--proxy", gw.proxy_url, "--cacert", str(cacert), url],
+        capture_output=True, text=True, timeout=20,
+    )
+
+
+def test_intercepted_request_is_re_encrypted_to_the_origin_through_the_parent(gateway, gateway_ca, trust_secret, tls_origin, parent):
+    origin = tls_origin("localhost")
+    gw = gateway(*_child_config(parent, "s3cret-parent-pass", "intercept"), gateway_ca[1], trust_secret)
+    out = _curl(gw, f"https://localhost:{origin.port}/via-parent", gateway_ca[0])
+    assert out.returncode == 0, out.stderr + gw.logs()
+    assert json.loads(out.stdout)["path"] == "/via-parent"
+    assert "issuer: CN=egress-ca" in out.stderr  # intercepted by the child
+
+
+def test_passthrough_stays_end_to_end_through_the_parent(gateway, gateway_ca, trust_secret, tls_origin, parent, origin_ca, tmp_path):
+    origin = tls_origin("localhost")
+    ca = tmp_path / "origin-ca.pem"
+    ca.write_bytes(origin_ca.cert_pem)
+    gw = gateway(*_child_config(parent, "s3cret-parent-pass", "passthrough"), gateway_ca[1], trust_secret)
+    out = _curl(gw, f"https://localhost:{origin.port}/pass", ca)
+    assert out.returncode == 0, out.stderr + gw.logs()
+    assert "issuer: CN=egressproxy test origins" in out.stderr  # the origin's own certificate
+    assert json.loads(out.stdout)["path"] == "/pass"
+
+
+def test_wrong_parent_credentials_fail_closed(gateway, gateway_ca, trust_secret, tls_origin, parent):
+    origin = tls_origin("localhost")
+    gw = gateway(*_child_config(parent, "wrong-password", "intercept"), gateway_ca[1], trust_secret)
+    out = _curl(gw, f"https://localhost:{origin.port}/x", gateway_ca[0])
+    assert "HTTP/2 502" in out.stderr or "HTTP/1.1 502" in out.stderr, out.stderr
+    assert "x-egress-error: upstream-unreachable" in out.stderr
+    assert origin.requests == []
+    assert "s3cret" not in gw.logs() and "wrong-password" not in gw.logs()
