@@ -68,6 +68,13 @@ class ConnectionRecord:
     decided: bool = False  # the connection-level decision has been taken (next_layer / tls_clienthello)
     # (host, port) pairs a decision allowed this connection to dial; the dial guard refuses anything else.
     allowed_upstreams: set[tuple[str, int]] = field(default_factory=set)
+    # Of those, the ones a configured backend (Static hosts, a Service) named: the SSRF guard trusts their addresses.
+    trusted_upstreams: set[tuple[str, int]] = field(default_factory=set)
+    # (host, port) -> the Backend's ObjectRef a request decision chose, so the dial uses that Backend's DNSPolicy.
+    upstream_backends: dict[tuple[str, int], Any] = field(default_factory=dict)
+    # (host, port) -> the Verdict of a dial the guard refused after resolving (SSRF guard, reverse DNS), so the
+    # HTTP request that wanted it is answered with that denial instead of a gateway error.
+    dial_denials: dict[tuple[str, int], Verdict] = field(default_factory=dict)
     opened: float = field(default_factory=time.monotonic)
 
 
@@ -96,3 +103,25 @@ class FlowRecord:
         if self.verdict is None:
             return "unknown"
         return "allow" if self.verdict.allowed else "deny"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        """A plain dict of plain values, not a FlowRecord.
+
+        mitmproxy deep-copies `flow.metadata` into a flow's state (`Flow.get_state`), and that state is what it
+        serializes with tnetstring, which takes only plain types: mitmweb's /flows/dump and Save, `mitmdump -w`,
+        `flow.copy()` for replay and duplicate. A copied flow thus keeps the record as data, and `flow_record()`
+        gives it a fresh FlowRecord if it is decided again (a replay is a new request).
+        """
+        return _plain(self)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    return str(value)
