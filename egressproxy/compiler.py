@@ -18,6 +18,8 @@ a blocking function the runtime calls off the event loop and passes in as `mount
 
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 import os
 import re
@@ -1219,6 +1221,7 @@ def _redirect(spec: Mapping[str, Any]) -> RequestRedirect:
     )
 
 
+@functools.lru_cache(maxsize=64)  # a key parse costs ~0.1 s; reloads and per-gateway validation repeat it
 def _ca_error(cert_pem: bytes, key_pem: bytes, cert_key: str, key_key: str) -> str | None:
     """Why the CA pair cannot mint certificates, or None. Checked here so a bad CA fails validation, not a TLS
     handshake at 3 a.m."""
