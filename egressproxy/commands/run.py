@@ -90,7 +90,10 @@ def start_udp_relays(state: GatewayState, modes: list[str]) -> list[object]:
     """Transparent modes also take UDP steered by TPROXY to the same port (when the process may)."""
     from egressproxy.runtime.udp_relay import TransparentUdpRelay
 
-    relays = []
+    relays: list[object] = []
+    snapshot = state.snapshot
+    if snapshot is None or not any(listener.protocol == "UDP" for listener in snapshot.gateway.listeners):
+        return relays  # no UDP listener: nothing to relay, and no privilege to ask for
     for mode in modes:
         if mode.startswith("transparent"):
             relay = TransparentUdpRelay(state, *mode_address(mode))

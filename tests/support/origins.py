@@ -86,11 +86,15 @@ class _Server(ThreadingHTTPServer):
     requests: list[tuple[str, str, dict[str, str]]]
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class HttpOrigin:
     """An HTTP(S) origin in a background thread. `tls=(cert_path, key_path)` makes it HTTPS."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: tuple[Path, Path] | None = None, name: str = "origin") -> None:
-        self.server = _Server((host, port), _Handler)
+        self.server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self.server.name = name
         self.server.requests = []
         if tls is not None:
