@@ -166,7 +166,10 @@ class ListenerMatch:
 
             decision = ConnectionDecision(Action.CLOSE, Verdict.deny("no-route", message="no destination"))
         else:
-            decision = decide_connection(snapshot, carries, port, connect_host=record.connect_host, sni=sni, ip=ip)
+            bound = self.state.dns_bindings.name_for(ip)  # a name our DNS listener answered for this address
+            decision = decide_connection(
+                snapshot, carries, port, connect_host=record.connect_host, sni=sni, bound_host=bound, ip=ip
+            )
             record.generation = snapshot.generation
         try:
             record.sni = canonical_host(sni) if sni else None

@@ -222,6 +222,24 @@ def decide_request(
     return RequestDecision(verdict, route, rule, match.rule_index, rule.filters.direct_response, backend, match.match)
 
 
+def dns_name_allowed(snapshot: Snapshot, name: str) -> Verdict:
+    """Whether the DNS listener resolves `name`: some listener has a route naming it (or taking any host).
+
+    HTTPRoutes and TLSRoutes without hostnames take any host; L4 routes count only through their
+    destinationHostnames (a CIDR-only route says nothing about names). Under allow-all every name resolves.
+    """
+    for listener in snapshot.gateway.listeners:
+        for table in (listener.http_routes, listener.tls_routes):
+            route = table.first(name)
+            if route is not None:
+                return decide_route(route) if not listener.carries_http else Verdict.allow("route", _ref(route))
+        l4 = listener.l4_routes
+        for bucket in (l4.exact.get(name), *(l4.wildcard.get(name[i + 1 :]) for i, c in enumerate(name) if c == ".")):
+            if bucket is not None and bucket.routes:
+                return decide_route(bucket.routes[0])
+    return decide_unmatched(snapshot.gateway)
+
+
 def parent_for(snapshot: Snapshot, route: Route | None, backend: Backend | None = None) -> StaticHost | None:
     """The parent proxy traffic goes through (DESIGN.md 4.1 parent mode), or None to dial directly.
 

@@ -49,8 +49,25 @@ class GatewayMetrics:
         self.config_last_reload_success = Gauge(
             "egress_config_last_reload_successful", "1 if the last reload attempt succeeded", registry=r
         )
+        self.dns_lookups = Counter(
+            "egress_dns_lookups",
+            "DNS queries sent by the gateway's resolver (cache misses), by result: ok, nodata, nxdomain, timeout, error",
+            ("result",),
+            registry=r,
+        )
+        self.dns_cache_hits = Counter("egress_dns_cache_hits", "Lookups answered from the resolver's TTL cache", registry=r)
+        self.ssrf_denials = Counter(
+            "egress_ssrf_denials",
+            "Dials refused by the SSRF guard, by the range of the refused address (loopback, private, denyCIDRs, ...)",
+            ("range",),
+            registry=r,
+        )
         self.streamed_bytes = Counter(
             "egress_bytes", "Bytes relayed", ("gateway", "listener", "direction"), registry=r
+        )
+
+        self.dns_answers = Counter(
+            "egress_dns_answers", "Queries answered by the DNS listener", ("result",), registry=self.registry
         )
 
     def render(self) -> bytes:

@@ -8,6 +8,7 @@ from addons.cert_mint import CertMinting
 from addons.connect_gate import ConnectGate
 from addons.connection_table import ConnectionTable
 from addons.dial_guard import DialGuard
+from addons.dns_answers import DnsAnswers
 from addons.flow_metrics import FlowMetrics
 from addons.gateway_errors import GatewayErrors
 from addons.http_routes import HttpRoutes
@@ -16,6 +17,7 @@ from addons.listener_match import ListenerMatch
 from addons.parent_proxy import ParentProxyAuth
 from addons.readiness import Readiness
 from addons.request_timeout import RequestTimeout
+from addons.upstream_tls import UpstreamTls
 from addons.upstream_trust import UpstreamTrust
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
@@ -36,10 +38,12 @@ class GatewayAddons:
             HttpRoutes(state),
             RequestTimeout(state),
             DialGuard(state),
+            UpstreamTls(state),
             ParentProxyAuth(state),
             self.cert_minting,
             GatewayErrors(state),
             L4Relay(state),
+            DnsAnswers(state),
             FlowMetrics(state),
             self.readiness,
             self.upstream_trust,

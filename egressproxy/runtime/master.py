@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from mitmproxy import master, options
-from mitmproxy.addons import core, dns_resolver, next_layer, proxyserver, tlsconfig
+from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.reloader import Reloader
@@ -53,8 +53,7 @@ def build_master(modes: list[str], state: GatewayState, reloader: Reloader) -> t
     m.addons.add(core.Core(), proxyserver.Proxyserver())
     m.addons.add(*ours.addons)
     m.addons.add(next_layer.NextLayer(), tlsconfig.TlsConfig())
-    if any(mode.startswith("dns") for mode in modes):
-        m.addons.add(dns_resolver.DnsResolver())
+    # No DnsResolver: our DnsAnswers addon answers every query itself; forwarding would make UDP/53 a tunnel.
     values = engine_options(modes, state.data_dir)
     known = {k: v for k, v in values.items() if k in opts}
     opts.update(**known)
