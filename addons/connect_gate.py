@@ -1,8 +1,13 @@
-"""CONNECT: decided on its authority before any tunnel opens; a denial is a 403 with the JSON body."""
+"""CONNECT: decided on its authority before any tunnel opens; a denial is a 403 with the JSON body.
+
+Under mitmweb a denied CONNECT is also added to the flow list (mitmproxy's view only holds flows that reached
+`requestheaders`, which a CONNECT never does), marked and commented like any other denial. The view is looked
+up by name on the running master, never imported, so `egressproxy run` (no view) is unaffected.
+"""
 
 from __future__ import annotations
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from egressproxy.decisions import decide_connect
 from egressproxy.engine.answers import answer_denied, flow_record
@@ -28,6 +33,7 @@ class ConnectGate:
         frec.identity = record.identity
         if snapshot is None:
             answer_denied(flow, Verdict.deny("no-route", message="no configuration loaded"))
+            _show(flow)
             return
         frec.gateway = f"{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}"
         decision = decide_connect(snapshot, flow.request.host, flow.request.port)
@@ -37,6 +43,7 @@ class ConnectGate:
             self.state.metrics.denials.labels(decision.verdict.reason).inc()
             self.state.metrics.connections.labels(frec.gateway, frec.listener or "none", "none", "CONNECT", "deny").inc()
             answer_denied(flow, decision.verdict)
+            _show(flow)
             return
         assert decision.host is not None
         record.connect_host = decision.host
@@ -44,3 +51,11 @@ class ConnectGate:
         record.generation = snapshot.generation
         flow.request.host = decision.host  # dial the canonical spelling, never a numeric or mixed-case variant
         flow.comment = f"CONNECT {decision.host}:{flow.request.port} allowed ({decision.verdict.reason or 'route'})"
+
+
+def _show(flow: http.HTTPFlow) -> None:
+    """Add a denied CONNECT to mitmweb's (or mitmproxy console's) flow list when the host has one."""
+    master = getattr(ctx, "master", None)
+    view = master.addons.get("view") if master is not None else None
+    if view is not None:
+        view.add([flow])

@@ -1,7 +1,16 @@
 """The egress gateway as a mitmproxy script: `mitmweb -s addons/egress.py --set egress_config=PATH`.
 
 Loads the same addons `egressproxy run` embeds, so an operator watches live flows in mitmweb with each flow's
-decision (listener, route, backend, verdict) in its comment and denied flows marked. Options are `egress_*`.
+decision (listener, route, backend, verdict) in its comment and denied flows marked. Options are `egress_*`
+(see docs/mitmweb.md).
+
+Failure modes, all closed (no snapshot means the connect gate and the HTTP routes deny everything):
+- no `egress_config`: a warning, and every connection is denied until one is set.
+- an invalid one at start-up: every problem is logged as an error line `file:line: ...`, nothing is loaded, and
+  mitmweb/mitmdump exit with status 1 (their ErrorCheck stops start-up on any error line).
+- `egress_config` (or another `egress_*` option) changed at run time to an invalid configuration: the problems
+  are logged, the option change is rejected (mitmproxy rolls it back), the running snapshot keeps serving.
+- the files change on disk: the same hot reload as `egressproxy run` (a rejected reload keeps the old one).
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx
+from mitmproxy import ctx, exceptions
 
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.master import engine_options
@@ -19,8 +28,17 @@ from egressproxy.runtime.state import GatewayState
 
 log = logging.getLogger("egressproxy")
 
-# mitmproxy options the gateway needs whatever tool hosts it (mode and confdir stay the host tool's).
-_ENGINE = {k: v for k, v in engine_options([], Path(".")).items() if k not in ("mode", "confdir", "termlog_verbosity", "flow_detail")}
+# mitmproxy options the gateway needs whatever tool hosts it (mode and confdir stay the host tool's; logging
+# verbosity is the operator's). They are re-applied whenever options change, so the UI cannot switch them off.
+_ENGINE = {
+    k: v
+    for k, v in engine_options([], Path(".")).items()
+    if k not in ("mode", "confdir", "termlog_verbosity", "flow_detail")
+}
+
+_Key = tuple[str, str, str, str]
+_LOOPBACK = "127.0.0.1"
+_WILDCARDS = ("", "0.0.0.0", "::")
 
 
 class Egress:
@@ -29,36 +47,124 @@ class Egress:
         self.reloader = Reloader(ConfigSource(()), self.state)
         self.gateway = GatewayAddons(self.state, self.reloader)
         self.addons = self.gateway.addons
-        self._loaded_from: tuple[str, str, str] | None = None
+        self._loaded_from: _Key | None = None
+        self._warned_unset = False
+        self._running = False
 
     def load(self, loader: Any) -> None:
-        loader.add_option("egress_config", str, "", "EgressGateway configuration: a YAML file or a folder of them.")
+        loader.add_option(
+            "egress_config", str, "", "EgressGateway configuration: a YAML file or a folder of them (recursively)."
+        )
         loader.add_option("egress_gateway", str, "", "Which EgressGateway to serve when the config holds several.")
         loader.add_option("egress_secrets_dir", str, "", "Mounted Kubernetes Secret volumes: DIR/<name>/<key>.")
-        loader.add_option("egress_data_dir", str, ".egressproxy", "Minted-certificate cache and other state.")
+        loader.add_option(
+            "egress_data_dir", str, ".egressproxy", "Minted-certificate cache and upstream trust bundle files."
+        )
 
     def configure(self, updated: set[str]) -> None:
-        wanted = {k: v for k, v in _ENGINE.items() if getattr(ctx.options, k, v) != v}
+        wanted = {k: v for k, v in _ENGINE.items() if k in ctx.options and getattr(ctx.options, k) != v}
+        if "listen_host" in ctx.options and not ctx.options.listen_host:
+            # Never an open proxy by default (DESIGN.md 3): a mode without an address binds loopback, not every
+            # interface as mitmweb would. `--mode regular@0.0.0.0:8080` or `--set listen_host=0.0.0.0` opts in.
+            wanted["listen_host"] = _LOOPBACK
         if wanted:
-            ctx.options.update(**wanted)
-        key = (ctx.options.egress_config, ctx.options.egress_gateway, ctx.options.egress_secrets_dir)
-        if not ctx.options.egress_config or key == self._loaded_from:
+            ctx.options.update(**wanted)  # re-enters configure, which then does the rest
             return
-        self._loaded_from = key
-        self.state.data_dir = Path(ctx.options.egress_data_dir)
-        self.reloader.source = ConfigSource(
-            (ctx.options.egress_config,), ctx.options.egress_gateway or None, ctx.options.egress_secrets_dir or None
-        )
+        o = ctx.options
+        key: _Key = (o.egress_config, o.egress_gateway, o.egress_secrets_dir, o.egress_data_dir)
+        if key == self._loaded_from:
+            return
+        if not o.egress_config:
+            if self.state.snapshot is None and not self._warned_unset:
+                self._warned_unset = True
+                log.warning("egress_config is not set: every connection is denied (--set egress_config=PATH)")
+            return
+        source = ConfigSource((o.egress_config,), o.egress_gateway or None, o.egress_secrets_dir or None)
+        if self._running:
+            # A change at run time: validate first, so a bad one is rejected without touching the running gateway.
+            trial = source.build(0)
+            if not trial.ok:
+                self._reject(o.egress_config, trial.problems)
+        previous = (self.reloader.source, self.state.data_dir)
+        self.state.data_dir = Path(o.egress_data_dir)
+        self.reloader.source = source
         result = self.reloader.load_initial()
         if not result.ok:
-            for problem in result.problems:
-                log.error("%s", problem)
-            raise ValueError(f"egress_config is invalid ({len(result.problems)} problem(s), listed above)")
+            if self._running:  # the files changed between the trial and the load
+                self.reloader.source, self.state.data_dir = previous
+                self._reject(o.egress_config, result.problems)
+            # Start-up: every problem is an error line; mitmweb/mitmdump exit on errors logged during start-up,
+            # and until then nothing is served (no snapshot: every CONNECT and request is denied).
+            self._report(result.problems)
+            log.error(
+                "egress_config %s is invalid (%d problem(s), listed above): the gateway is not serving",
+                o.egress_config,
+                len(result.problems),
+            )
+            return
+        self._loaded_from = key
         self.gateway.upstream_trust.apply(self.gateway.prepare_blocking())
-        log.info("egress gateway loaded: generation %d", self.state.snapshot.generation if self.state.snapshot else 0)
+        snapshot = self.state.snapshot
+        assert snapshot is not None
+        log.info(
+            "egress gateway %s/%s loaded from %s: generation %d, %d file(s)",
+            snapshot.gateway.ref.namespace,
+            snapshot.gateway.ref.name,
+            o.egress_config,
+            snapshot.generation,
+            len(result.files),
+        )
 
-    def running(self) -> None:
+    @staticmethod
+    def _report(problems: tuple[str, ...]) -> None:
+        for problem in problems:
+            log.error("%s", problem)
+
+    def _reject(self, path: str, problems: tuple[str, ...]) -> None:
+        """Log the problems and refuse the option change (mitmproxy rolls it back)."""
+        self._report(problems)
+        serving = self.state.snapshot
+        still = f"; still serving generation {serving.generation}" if serving is not None else ""
+        raise exceptions.OptionsError(
+            f"egress_config {path} is invalid ({len(problems)} problem(s), see the log){still}"
+        )
+
+    async def running(self) -> None:
+        self._running = True
+        await self._keep_listeners_local()
         self.reloader.start()
+
+    async def _keep_listeners_local(self) -> None:
+        """Rebind to loopback the listeners mitmweb opened on every interface before this script was loaded.
+
+        mitmproxy binds its proxy servers before it loads `-s` scripts, so the `listen_host` set in `configure`
+        comes too late for them: a mode without an address (mitmweb's default `regular`, port 8080) was bound
+        to the wildcard address. It is restarted here, before `running` completes, on 127.0.0.1.
+        """
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if proxyserver is None or ctx.options.listen_host != _LOOPBACK:
+            return  # the operator chose the address
+        rebound = False
+        for server in list(proxyserver.servers):
+            if server.mode.custom_listen_host is not None or not server.is_running:
+                continue
+            if not any(addr[0] in _WILDCARDS for addr in server.listen_addrs):
+                continue
+            await server.stop()
+            try:
+                await server.start()
+            except Exception as e:  # the port was taken in between: nothing listens, which must not go unnoticed
+                log.error("could not rebind %s on %s: %s", server.mode.full_spec, _LOOPBACK, e)
+                ctx.master.shutdown()
+                return
+            rebound = True
+            log.info(
+                "%s: listening on loopback only (--mode %s@0.0.0.0:PORT to listen on every interface)",
+                server.mode.full_spec,
+                server.mode.type_name,
+            )
+        if rebound:
+            await proxyserver.servers.changed.send()
 
     def done(self) -> None:
         self.reloader.stop()

@@ -1,4 +1,4 @@
-"""The gateway's shared state: the serving snapshot, per-connection decisions and metrics.
+"""The gateway's shared state: the serving snapshot, per-connection decisions, metrics and the resolver.
 
 One instance per process, created by the runtime (or by `addons/egress.py` under mitmweb) and handed to every
 addon. Swapping the snapshot is one reference assignment: a flow that already holds the old snapshot finishes
@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from egressproxy.dns_bindings import DnsBindings
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.metrics import GatewayMetrics
+from egressproxy.resolver import Resolver
 
 if TYPE_CHECKING:
     from egressproxy.snapshot import Snapshot
@@ -39,6 +41,13 @@ class GatewayState:
     last_reload: ReloadStatus = field(default_factory=ReloadStatus)
     connections: dict[str, ConnectionRecord] = field(default_factory=dict)
     listeners_bound: bool = False
+    dns_bindings: DnsBindings = field(default_factory=DnsBindings)  # IP -> name, from our DNS answers
+    # The gateway's DNS resolver and its TTL cache (dial guard; later the DNS listener), sharing these metrics.
+    resolver: Resolver = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.resolver is None:
+            self.resolver = Resolver(self.metrics)
 
     def swap(self, snapshot: "Snapshot") -> None:
         self.snapshot = snapshot
