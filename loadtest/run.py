@@ -1,0 +1,658 @@
+"""Compare `egressproxy run` with bare `mitmdump` in one run: same client, same origin, same machine; report ratios.
+
+    python loadtest/run.py --duration 10 --concurrency 16 --scenarios plain,intercept,connect-new
+
+What happens (everything on 127.0.0.1, every loop bounded in time and count):
+1. A throwaway origin PKI; the origin (loadtest/origin.py) in its own process, plain HTTP and HTTPS ports.
+2. The gateway: `egressproxy ca init`, a generated bench config (EgressGateway with an HTTPS Terminate listener and
+   an HTTP listener, one catch-all HTTPRoute, the origin's root CA as upstream trust, ssrfGuard allowing
+   127.0.0.1/32), `egressproxy run` on free ports; ready when `GET /ready` answers 200.
+3. mitmdump: `--mode regular@127.0.0.1:PORT --set connection_strategy=lazy -q --set confdir=TMP
+   --set ssl_verify_upstream_trusted_ca=ORIGIN_CA`; ready when the port accepts and its CA file exists.
+4. For each scenario, a preflight request through each proxy, then `--runs` measured runs per proxy, alternating
+   (A, B, A, B, ...) to cancel drift; each run is `--client-procs` client processes (loadtest/client.py) sharing
+   `--concurrency` connections for `--warmup` + `--duration` seconds. CPU of every side is read from /proc.
+5. A table: median requests/s over runs, median p50/p99 latency, errors, CPU; and egressproxy/mitmdump ratios.
+
+Both proxies use the IP literal 127.0.0.1 as the destination, so both dial the same way (mitmdump has no host
+aliases). Gateway API route hostnames are names, not IPs, so the gateway's route has no hostnames (a catch-all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _ensure_venv() -> None:
+    """Re-run under the project's virtualenv when started by another interpreter (`python loadtest/run.py`)."""
+    try:
+        import cryptography  # noqa: F401
+        import mitmproxy  # noqa: F401
+    except ImportError:
+        venv_python = REPO / ".venv" / "bin" / "python"
+        if venv_python.exists() and Path(sys.executable).resolve() != venv_python.resolve():
+            os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()), *sys.argv[1:]])
+        raise
+
+
+_ensure_venv()
+
+from pki import write_origin_pki  # noqa: E402  (loadtest/ is sys.path[0] when run as a script)
+
+PROXIES = ("egressproxy", "mitmdump")
+SCENARIOS = ("plain", "intercept", "connect-new")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- processes and /proc ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu_ticks(pid: int) -> int:
+    """utime + stime of one process (all its threads), in clock ticks; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every live process below it (the gateway may run helpers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo and len(out) < 10_000:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(parents.get(pid, []))
+    return out
+
+
+def machine_busy_ticks() -> int:
+    """Busy ticks of all CPUs together (for `other`: load on the machine that is none of ours)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values[:8]) - idle
+
+
+@dataclass
+class Managed:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def start(name: str, cmd: list[str], log: Path, **kwargs: object) -> Managed:
+    handle = open(log, "wb")
+    try:
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+    finally:
+        handle.close()
+    return Managed(name, proc, log)
+
+
+def wait_until(check, what: str, managed: Managed, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not managed.alive():
+            raise RuntimeError(f"{managed.name} exited with {managed.proc.returncode} before {what}:\n{managed.tail()}")
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{managed.name}: no {what} after {timeout:.0f}s:\n{managed.tail()}")
+
+
+def http_ok(port: int, path: str) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        conn.close()
+        return status == 200
+    except OSError:
+        return False
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# --- the pieces under test ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Origin:
+    managed: Managed
+    http_port: int
+    https_port: int
+    ca_cert: Path
+
+
+def start_origin(work: Path, body_size: int) -> Origin:
+    pki = write_origin_pki(work / "origin-pki")
+    cmd = [sys.executable, str(HERE / "origin.py"), "--cert", str(pki.leaf_cert), "--key", str(pki.leaf_key),
+           "--body-size", str(body_size)]
+    log = work / "origin.log"
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "wb"))
+    managed = Managed("origin", proc, log)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 15)
+    line = proc.stdout.readline() if ready else b""
+    if not line:
+        managed.stop()
+        raise RuntimeError(f"origin did not start:\n{managed.tail()}")
+    ports = json.loads(line)
+    return Origin(managed, int(ports["http"]), int(ports["https"]), pki.ca_cert)
+
+
+BENCH_GATEWAY = """\
+# Generated by loadtest/run.py. The destination is the IP literal 127.0.0.1 (as for mitmdump), and Gateway API
+# route hostnames cannot be IPs, so the one HTTPRoute has no hostnames: it takes any host on both listeners.
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: bench}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - name: https
+    protocol: HTTPS
+    tls: {mode: Terminate, caCertRef: {name: egress-ca}}
+  - name: http
+    protocol: HTTP
+  upstreamTLS:
+    additionalTrustBundleSecretRef: {name: origin-ca}
+  ssrfGuard:
+    allowCIDRs: [127.0.0.1/32]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: origin}
+spec:
+  parentRefs:
+  - {name: bench, sectionName: https}
+  - {name: bench, sectionName: http}
+"""
+
+CONFIG_NOTE = (
+    "gateway config: HTTPS Terminate + HTTP listeners, one catch-all HTTPRoute (route hostnames cannot be IP "
+    "literals), defaultPolicy deny-all, ssrfGuard.allowCIDRs [127.0.0.1/32], origin root CA as upstream trust; "
+    "mitmdump: connection_strategy=lazy, ssl_verify_upstream_trusted_ca=<origin root CA>. Both verify the origin."
+)
+
+
+@dataclass
+class Proxy:
+    name: str
+    managed: Managed
+    port: int
+    ca_cert: Path
+
+
+def egressproxy_cmd() -> list[str]:
+    return [sys.executable, "-m", "egressproxy"]
+
+
+def start_gateway(work: Path, origin: Origin, profile: Path | None) -> Proxy:
+    ca_dir = work / "gateway-ca"
+    if not (ca_dir / "ca-secret.yaml").exists():
+        out = subprocess.run([*egressproxy_cmd(), "ca", "init", "--out", str(ca_dir)], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"egressproxy ca init failed:\n{out.stdout}{out.stderr}")
+    config = work / "gateway-config"
+    config.mkdir(exist_ok=True)
+    (config / "gateway.yaml").write_text(BENCH_GATEWAY)
+    shutil.copy(ca_dir / "ca-secret.yaml", config / "egress-ca.yaml")
+    pem = textwrap.indent(origin.ca_cert.read_text(), "    ")
+    (config / "origin-ca.yaml").write_text(
+        f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: origin-ca\nstringData:\n  ca.crt: |\n{pem}"
+    )
+    port, admin, ready, metrics = free_port(), free_port(), free_port(), free_port()
+    cmd = [*egressproxy_cmd(), "run", "-c", str(config), "--mode", f"regular@127.0.0.1:{port}",
+           "--admin-addr", f"127.0.0.1:{admin}", "--ready-addr", f"127.0.0.1:{ready}",
+           "--metrics-addr", f"127.0.0.1:{metrics}", "--data-dir", str(work / "gateway-data")]
+    if profile is not None:
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "egressproxy", *cmd[3:]]
+    managed = start("egressproxy", cmd, work / "gateway.log", cwd=REPO)
+    wait_until(lambda: http_ok(ready, "/ready"), "GET /ready = 200", managed, 60)
+    return Proxy("egressproxy", managed, port, ca_dir / "ca.crt")
+
+
+def mitmdump_path() -> str:
+    beside = Path(sys.executable).parent / "mitmdump"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mitmdump")
+    if found is None:
+        raise RuntimeError("mitmdump not found beside the interpreter or on PATH")
+    return found
+
+
+def start_mitmdump(work: Path, origin: Origin, profile: Path | None) -> Proxy:
+    confdir = work / "mitmdump-conf"
+    confdir.mkdir(exist_ok=True)
+    port = free_port()
+    cmd = [mitmdump_path(), "--mode", f"regular@127.0.0.1:{port}", "--set", "connection_strategy=lazy", "-q",
+           "--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={origin.ca_cert}"]
+    if profile is not None:
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
+    managed = start("mitmdump", cmd, work / "mitmdump.log", cwd=work)
+    ca = confdir / "mitmproxy-ca-cert.pem"
+    wait_until(lambda: ca.exists() and port_open(port), "listening port and CA", managed, 60)
+    return Proxy("mitmdump", managed, port, ca)
+
+
+def start_proxy(name: str, work: Path, origin: Origin, profile: Path | None, attempts: int = 3) -> Proxy:
+    """Start one proxy; retry on a port that another process took between our probe and its bind."""
+    for attempt in range(attempts):
+        try:
+            return start_gateway(work, origin, profile) if name == "egressproxy" else start_mitmdump(work, origin, profile)
+        except RuntimeError as e:
+            if "in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+# --- measuring ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    proxy: str
+    index: int
+    duration: float
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    proxy_cpu: float = 0.0  # percent of one core
+    client_cpu: float = 0.0
+    origin_cpu: float = 0.0
+    other_cpu: float = 0.0  # the rest of the machine's busy time (other processes), percent of one core
+    error_samples: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration
+
+    @property
+    def per_core(self) -> float:
+        """Requests per proxy CPU-second: throughput normalised by the CPU the proxy actually got."""
+        return self.requests / (self.proxy_cpu / 100 * self.duration) if self.proxy_cpu > 0 else 0.0
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] / 1000.0
+
+
+def client_cmds(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin: Origin, start_at: float,
+                warmup: float, duration: float, connections: int) -> list[list[str]]:
+    target_port = origin.http_port if scenario in ("plain", "direct") else origin.https_port
+    procs = max(1, min(args.client_procs, connections))
+    shares = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
+    cmds = []
+    for share in shares:
+        cmd = [sys.executable, str(HERE / "client.py"), "--scenario", scenario, "--target", f"127.0.0.1:{target_port}",
+               "--connections", str(share), "--start-at", f"{start_at:.6f}", "--warmup", str(warmup),
+               "--duration", str(duration)]
+        if proxy is not None:
+            cmd += ["--proxy", f"127.0.0.1:{proxy.port}"]
+            if scenario != "plain":
+                cmd += ["--ca", str(proxy.ca_cert)]
+        cmds.append(cmd)
+    return cmds
+
+
+def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin: Origin, index: int,
+            warmup: float, duration: float, connections: int) -> RunResult:
+    start_at = time.time() + 0.6  # time for the client interpreters to start
+    cmds = client_cmds(args, scenario, proxy, origin, start_at, warmup, duration, connections)
+    clients = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in cmds]
+    proxy_pids = descendants(proxy.managed.proc.pid) if proxy is not None else []
+    client_pids = [c.pid for c in clients]
+
+    def sample() -> tuple[int, int, int, int]:
+        return (sum(proc_cpu_ticks(p) for p in proxy_pids), sum(proc_cpu_ticks(p) for p in client_pids),
+                proc_cpu_ticks(origin.managed.proc.pid), machine_busy_ticks())
+
+    time.sleep(max(0.0, start_at + warmup - time.time()))
+    before = sample()
+    t0 = time.monotonic()
+    time.sleep(max(0.0, start_at + warmup + duration - time.time()))
+    after = sample()
+    elapsed = time.monotonic() - t0
+    outputs = []
+    for c in clients:
+        try:
+            out, err = c.communicate(timeout=warmup + duration + 30)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            out, err = c.communicate(timeout=5)
+        if c.returncode != 0 or not out.strip():
+            raise RuntimeError(f"client failed ({c.returncode}): {err.decode(errors='replace')[-2000:]}")
+        outputs.append(json.loads(out))
+    latencies = sorted(lat for o in outputs for lat in o["latencies_us"])
+    result = RunResult(scenario, proxy.name if proxy is not None else "direct", index, duration)
+    result.requests = sum(int(o["requests"]) for o in outputs)
+    result.errors = sum(int(o["errors"]) for o in outputs)
+    for o in outputs:
+        for k, v in o["error_samples"].items():
+            result.error_samples[k] = result.error_samples.get(k, 0) + int(v)
+    result.p50_ms, result.p99_ms = percentile(latencies, 0.50), percentile(latencies, 0.99)
+    pct = [(a - b) / CLK_TCK / elapsed * 100 for a, b in zip(after, before)]
+    result.proxy_cpu, result.client_cpu, result.origin_cpu = pct[0], pct[1], pct[2]
+    result.other_cpu = max(0.0, pct[3] - pct[0] - pct[1] - pct[2])
+    return result
+
+
+def preflight(args: argparse.Namespace, scenario: str, proxy: Proxy, origin: Origin) -> str | None:
+    """One connection for a moment: None when requests pass, else why not (and warms certificate caches).
+
+    A proxy that answers some requests is measured (its errors show in the table); one that answers none is not.
+    """
+    r = measure(args, scenario, proxy, origin, -1, 0.0, 0.5, 1)
+    if r.requests > 0:
+        return None
+    samples = "; ".join(f"{k} (x{v})" for k, v in r.error_samples.items()) or "no request completed"
+    return f"{proxy.name} {scenario} preflight: {r.requests} ok, {r.errors} errors: {samples}"
+
+
+# --- reporting ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    scenario: str
+    proxy: str
+    runs: list[RunResult]
+
+    def med(self, attr: str) -> float:
+        values = [getattr(r, attr) for r in self.runs]
+        return statistics.median(values) if values else 0.0
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.runs)
+
+
+def render_table(summaries: list[Summary]) -> str:
+    header = ["scenario", "proxy", "req/s", "runs req/s", "p50 ms", "p99 ms", "errors", "proxy CPU%",
+              "req/CPU-s", "client CPU%", "origin CPU%", "other CPU%"]
+    rows = []
+    for s in summaries:
+        rows.append([
+            s.scenario, s.proxy, f"{s.med('rps'):.0f}", "/".join(f"{r.rps:.0f}" for r in s.runs),
+            f"{s.med('p50_ms'):.2f}", f"{s.med('p99_ms'):.2f}", str(s.errors), f"{s.med('proxy_cpu'):.0f}",
+            f"{s.med('per_core'):.0f}" if s.proxy != "direct" else "-", f"{s.med('client_cpu'):.0f}",
+            f"{s.med('origin_cpu'):.0f}", f"{s.med('other_cpu'):.0f}",
+        ])
+    return _grid(header, rows)
+
+
+def ratio_rows(summaries: list[Summary]) -> list[dict[str, object]]:
+    by = {(s.scenario, s.proxy): s for s in summaries}
+    out = []
+    for scenario in dict.fromkeys(s.scenario for s in summaries):
+        a, b = by.get((scenario, "egressproxy")), by.get((scenario, "mitmdump"))
+        if a is None or b is None:
+            continue
+
+        def ratio(x: float, y: float) -> float | None:
+            return x / y if y else None
+
+        pairs = [ratio(x.rps, y.rps) for x, y in zip(a.runs, b.runs)]
+        known = [p for p in pairs if p is not None]
+        out.append({
+            "scenario": scenario,
+            "rps": ratio(a.med("rps"), b.med("rps")),
+            "rps_pairs_median": statistics.median(known) if known else None,
+            "per_core": ratio(a.med("per_core"), b.med("per_core")),
+            "p50": ratio(a.med("p50_ms"), b.med("p50_ms")),
+            "p99": ratio(a.med("p99_ms"), b.med("p99_ms")),
+            "run_ratios": pairs,
+        })
+    return out
+
+
+def render_ratios(ratios: list[dict[str, object]]) -> str:
+    def fmt(v: object) -> str:
+        return f"{v:.2f}x" if isinstance(v, float) else "n/a"
+
+    header = ["scenario", "req/s ratio", "per A/B pair", "median of pairs", "req/CPU-s ratio", "p50 ratio",
+              "p99 ratio"]
+    rows = [[str(r["scenario"]), fmt(r["rps"]), "/".join(fmt(x) for x in r["run_ratios"]),  # type: ignore[attr-defined]
+             fmt(r["rps_pairs_median"]), fmt(r["per_core"]), fmt(r["p50"]), fmt(r["p99"])] for r in ratios]
+    return _grid(header, rows)
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
+
+
+def versions() -> dict[str, str]:
+    import mitmproxy.version
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "mitmproxy": mitmproxy.version.VERSION,
+        "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
+    }
+
+
+# --- main -----------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per run (default 8)")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run (default 1)")
+    p.add_argument("--concurrency", type=int, default=16, help="client connections in total (default 16)")
+    p.add_argument("--scenarios", default="plain,intercept,connect-new",
+                   help=f"comma-separated, of {', '.join(SCENARIOS)} (default all)")
+    p.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated, of egressproxy, mitmdump")
+    p.add_argument("--runs", type=int, default=3, help="measured runs per proxy and scenario, alternating (default 3)")
+    p.add_argument("--client-procs", type=int, default=1, help="client processes sharing the connections (default 1)")
+    p.add_argument("--body-size", type=int, default=64, help="origin response body bytes (default 64)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip the short client->origin run that shows the harness's own ceiling")
+    p.add_argument("--json", type=Path, help="also write every run's numbers to this file")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run each proxy under cProfile, write DIR/<proxy>.pstats and print the hotspots "
+                        "(slows the proxies: the numbers of such a run are not comparable with normal runs)")
+    p.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
+    args = p.parse_args(argv)
+    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    args.proxy_list = [s.strip() for s in args.proxies.split(",") if s.strip()]
+    bad = [s for s in args.scenario_list if s not in SCENARIOS] + [x for x in args.proxy_list if x not in PROXIES]
+    if bad or not args.scenario_list or not args.proxy_list:
+        p.error(f"unknown or missing scenario/proxy: {', '.join(bad) or '(none given)'}")
+    if not (0 < args.duration <= 600 and 0 <= args.warmup <= 60 and 1 <= args.runs <= 20):
+        p.error("--duration must be in (0, 600], --warmup in [0, 60], --runs in [1, 20]")
+    if not (1 <= args.concurrency <= 1024 and 1 <= args.client_procs <= 16):
+        p.error("--concurrency must be in [1, 1024], --client-procs in [1, 16]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="egressproxy-loadtest-"))
+    started: list[Managed] = []
+    info = versions()
+    print(f"# egressproxy load test, {info['date']}: nproc {info['nproc']}, Python {info['python']}, "
+          f"mitmproxy {info['mitmproxy']}, {info['machine']}")
+    print(f"# {' '.join(['python', 'loadtest/run.py', *(argv if argv is not None else sys.argv[1:])])}")
+    print(f"# {args.duration:g}s measured (+{args.warmup:g}s warm-up) x {args.runs} runs per proxy, alternating; "
+          f"{args.concurrency} connections over {args.client_procs} client process(es); body {args.body_size} B")
+    print(f"# {CONFIG_NOTE}")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        print("# PROFILING: the proxies run under cProfile; their numbers are slower than normal")
+    sys.stdout.flush()
+    failures: list[str] = []
+    results: list[RunResult] = []
+    try:
+        origin = start_origin(work, args.body_size)
+        started.append(origin.managed)
+        proxies: list[Proxy] = []
+        for name in args.proxy_list:
+            profile = (args.profile.resolve() / f"{name}.pstats") if args.profile else None
+            proxy = start_proxy(name, work, origin, profile)
+            started.append(proxy.managed)
+            proxies.append(proxy)
+
+        if not args.no_calibrate:
+            r = measure(args, "direct", None, origin, 0, 0.5, min(args.duration, 3.0), args.concurrency)
+            results.append(r)
+            print(f"calibration: client -> origin directly, plain keep-alive: {r.rps:.0f} req/s "
+                  f"(client CPU {r.client_cpu:.0f}%, origin CPU {r.origin_cpu:.0f}%), the harness's ceiling", flush=True)
+
+        for scenario in args.scenario_list:
+            usable = []
+            for proxy in proxies:
+                why = preflight(args, scenario, proxy, origin)
+                if why is None:
+                    usable.append(proxy)
+                else:
+                    failures.append(why)
+                    print(f"SKIP {why}", flush=True)
+            for i in range(args.runs):
+                for proxy in usable:
+                    if not proxy.managed.alive():
+                        raise RuntimeError(f"{proxy.name} died:\n{proxy.managed.tail()}")
+                    r = measure(args, scenario, proxy, origin, i, args.warmup, args.duration, args.concurrency)
+                    results.append(r)
+                    extra = f"; errors: {r.error_samples}" if r.errors else ""
+                    print(f"run {i + 1}/{args.runs} {scenario:<11} {proxy.name:<11} {r.rps:8.0f} req/s  "
+                          f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  proxy CPU "
+                          f"{r.proxy_cpu:3.0f}%  client {r.client_cpu:3.0f}%  origin {r.origin_cpu:3.0f}%  "
+                          f"other {r.other_cpu:3.0f}%{extra}", flush=True)
+                    time.sleep(0.3)
+    finally:
+        for managed in reversed(started):
+            managed.stop()
+
+    summaries: list[Summary] = []
+    for scenario in ["direct", *args.scenario_list]:
+        for proxy_name in (["direct"] if scenario == "direct" else args.proxy_list):
+            runs = [r for r in results if r.scenario == scenario and r.proxy == proxy_name]
+            if runs:
+                summaries.append(Summary(scenario, proxy_name, runs))
+    print()
+    print(render_table(summaries))
+    ratios = ratio_rows(summaries)
+    if ratios:
+        print()
+        print("egressproxy / mitmdump (> 1.00x: egressproxy is faster for req/s and req/CPU-s, slower for latency)")
+        print(render_ratios(ratios))
+    busy = [r.other_cpu for r in results if r.proxy != "direct"]
+    if busy and statistics.median(busy) > 30:
+        print(f"\nNOTE: other work on the machine took a median {statistics.median(busy):.0f}% of a core during the "
+              "runs; req/s are depressed and noisy, prefer req/CPU-s and re-run when it is quieter")
+    for why in failures:
+        print(f"FAILED {why}")
+    if args.profile:
+        requests = {name: sum(r.requests for r in results if r.proxy == name) for name in args.proxy_list}
+        for name in args.proxy_list:
+            path = args.profile.resolve() / f"{name}.pstats"
+            if path.exists():
+                print_profile(name, path, requests[name])
+    if args.json:
+        args.json.write_text(json.dumps({
+            "info": info, "argv": argv if argv is not None else sys.argv[1:], "config_note": CONFIG_NOTE,
+            "runs": [{**{k: v for k, v in r.__dict__.items()}, "rps": r.rps, "per_core": r.per_core} for r in results],
+            "ratios": ratios,
+        }, indent=2))
+    if args.keep:
+        print(f"# working directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failures else 0
+
+
+def print_profile(name: str, path: Path, requests: int, limit: int = 25) -> None:
+    """Top functions by own and by cumulative time, and the share of the proxy's time in our own code."""
+    import io
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    ours = sum(tt for (fn, _, _), (_, _, tt, _, _) in stats.stats.items()  # type: ignore[attr-defined]
+               if fn.startswith((str(REPO / "egressproxy"), str(REPO / "addons"))))
+    print(f"\n# {name} profile ({path}): {stats.total_tt:.2f} s profiled, {requests} measured requests; "  # type: ignore[attr-defined]
+          f"own time in egressproxy/ and addons/: {ours:.2f} s")
+    for order in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(str(path), stream=buf).strip_dirs().sort_stats(order).print_stats(limit)
+        lines = [line for line in buf.getvalue().splitlines() if line.strip()]
+        start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
+        print(f"## top {limit} by {order}")
+        print("\n".join(lines[start:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The load harness runs end to end: both proxies serve the `plain` scenario and the table reports them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(90)
+def test_harness_reports_nonzero_throughput_for_both_proxies(tmp_path: Path) -> None:
+    """~2 s per proxy on `plain`: a table row with requests/s > 0 for egressproxy and for mitmdump, and a ratio."""
+    out_json = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "loadtest" / "run.py"), "--duration", "2", "--warmup", "0.3", "--runs", "1",
+         "--concurrency", "4", "--scenarios", "plain", "--no-calibrate", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=80, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[0] == "plain" and cells[1] in ("egressproxy", "mitmdump"):
+            rows[cells[1]] = cells
+    assert set(rows) == {"egressproxy", "mitmdump"}, proc.stdout
+    for name, cells in rows.items():
+        assert float(cells[2]) > 0, f"{name}: {cells}"
+    assert re.search(r"^\| plain\s+\| \d+\.\d\dx", proc.stdout, re.M), proc.stdout
+
+    result = json.loads(out_json.read_text())
+    by_proxy = {r["proxy"]: r for r in result["runs"] if r["scenario"] == "plain" and r["index"] >= 0}
+    assert by_proxy["egressproxy"]["rps"] > 0 and by_proxy["mitmdump"]["rps"] > 0
+    assert by_proxy["egressproxy"]["errors"] == 0 and by_proxy["mitmdump"]["errors"] == 0
+    assert result["ratios"][0]["scenario"] == "plain" and result["ratios"][0]["rps"] > 0
