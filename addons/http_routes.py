@@ -8,6 +8,7 @@ that destination is recorded as the only one the dial guard lets this connection
 from __future__ import annotations
 
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import RegularMode
 
 from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
@@ -68,10 +69,13 @@ class HttpRoutes:
         host = canonical_host(_strip_port(authority))
         # The name the connection was decided on: SNI / CONNECT authority / absolute-form URL host.
         connection_host = getattr(record, "sni", None) or getattr(record, "connect_host", None)
-        if connection_host is None and req.first_line_format == "absolute":
+        # mitmproxy rewrites an HTTP/1 absolute-form target to origin-form before any hook runs (so
+        # `first_line_format` already says "relative"), but keeps the URL's host in `request.host`; without a
+        # tunnel, an explicit-proxy request's destination is that host (from the Host header only when the
+        # request had no URL), and the Host header must agree with it.
+        if connection_host is None and (req.first_line_format == "absolute" or isinstance(flow.client_conn.proxy_mode, RegularMode)):
             connection_host = canonical_host(req.host)
-        headers = {k.lower(): ",".join(req.headers.get_all(k)) for k in req.headers.keys()}
-        query = {k: req.query.get_all(k) for k in req.query.keys()}
+        headers, query = _header_map(req.headers), _query_map(req.query)
         view = RequestView(host, req.port, req.method.upper(), req.path, headers, query, req.scheme)
         return view, connection_host
 
@@ -185,6 +189,24 @@ def _allow_upstream(record: object, host: str, port: int, *, trusted: bool = Fal
         record.upstream_backends[key] = backend  # type: ignore[attr-defined]
     else:
         record.upstream_backends.pop(key, None)  # type: ignore[attr-defined]
+
+
+def _header_map(headers: http.Headers) -> dict[str, str]:
+    """Lower-case name -> values joined with ",", in one pass (mitmproxy's `keys()`/`get_all()` are each linear
+    per call, so a request with thousands of headers would stall the event loop for seconds)."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in headers.fields:
+        name = raw_name.decode("utf-8", "surrogateescape").lower()
+        value = raw_value.decode("utf-8", "surrogateescape")
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
+def _query_map(query: object) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in query.fields:  # type: ignore[attr-defined]
+        out.setdefault(name, []).append(value)
+    return out
 
 
 def _strip_port(authority: str) -> str:

@@ -7,7 +7,7 @@ from mitmproxy import http
 from egressproxy.flowrecord import RECORD_KEY, FlowRecord, Verdict
 from egressproxy.responses import GatewayAnswer, denial, gateway_error
 
-__all__ = ["answer_denied", "make_response", "error_response", "flow_record"]
+__all__ = ["answer_denied", "denial_response", "make_response", "error_response", "flow_record"]
 
 
 def flow_record(flow: http.HTTPFlow) -> FlowRecord:
@@ -32,6 +32,15 @@ def answer_denied(flow: http.HTTPFlow, verdict: Verdict) -> None:
     flow.response = make_response(denial(verdict))
     flow.marked = ":no_entry:"
     flow.comment = f"denied: {verdict.reason}" + (f" by {verdict.policy}" if verdict.policy else "")
+
+
+def denial_response(flow: http.HTTPFlow, verdict: Verdict) -> http.Response:
+    """The denial as a Response object, for answers given where mitmproxy sends the response (a refused dial)."""
+    record = flow_record(flow)
+    record.verdict = verdict
+    flow.marked = ":no_entry:"
+    flow.comment = f"denied: {verdict.reason}" + (f" by {verdict.policy}" if verdict.policy else "")
+    return make_response(denial(verdict))
 
 
 def error_response(flow: http.HTTPFlow, reason: str, detail: str) -> http.Response:

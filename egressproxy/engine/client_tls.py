@@ -14,7 +14,21 @@ from OpenSSL import SSL
 
 from egressproxy.engine.certmint import MintedCert
 
-__all__ = ["start_client_tls"]
+__all__ = ["start_client_tls", "prefer_h2_alpn_select"]
+
+
+def prefer_h2_alpn_select(conn: SSL.Connection, options: list[bytes]) -> object:
+    """mitmproxy's ALPN choice, except that a client offering h2 gets h2 while no upstream has fixed the protocol.
+
+    mitmproxy picks the client's first offer; servers pick by their own preference (h2 first), and clients are
+    written for that: httpx with `http2=True` offers `[http/1.1, h2]` and expects h2 from an HTTP/2 server (with
+    `http1=False` it speaks h2 whatever was negotiated). Our upstream is not dialled yet when the client
+    handshakes (lazy), so we choose like a server; mitmproxy translates h2 to an HTTP/1.1 upstream when needed.
+    """
+    app_data = conn.get_app_data()
+    if app_data["client_alpn"] is None and app_data["server_alpn"] is None and app_data["http2"] and b"h2" in options:
+        return b"h2"
+    return alpn_select_callback(conn, options)
 
 
 def start_client_tls(tls_start: tls.TlsData, entry: MintedCert, dhparams: object) -> None:
@@ -30,7 +44,7 @@ def start_client_tls(tls_start: tls.TlsData, entry: MintedCert, dhparams: object
         ecdh_curve=net_tls.get_curve(ctx.options.tls_ecdh_curve_client),
         chain_file=None,
         request_client_cert=False,
-        alpn_select_callback=alpn_select_callback,
+        alpn_select_callback=prefer_h2_alpn_select,
         extra_chain_certs=tuple(entry.chain_certs),
         dhparams=dhparams,
     )

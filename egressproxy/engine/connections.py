@@ -9,9 +9,9 @@ gateway-errors wrapper then answers 504 when no response has started. This reach
 
 from __future__ import annotations
 
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, http
 
-__all__ = ["close_upstream"]
+__all__ = ["close_upstream", "relabel_address"]
 
 
 def close_upstream(flow: http.HTTPFlow, reason: str) -> bool:
@@ -28,3 +28,16 @@ def close_upstream(flow: http.HTTPFlow, reason: str) -> bool:
             io.handler.cancel(reason)
             return True
     return False
+
+
+def relabel_address(server: connection.Server, address: tuple[str, int]) -> None:
+    """Give an open upstream connection back the address it was requested with (the decided name).
+
+    We dial hostAliases (and, later, our own DNS answers) by setting `server.address` to an IP in
+    `server_connect`. mitmproxy reuses an upstream connection only for a request whose (host, port) equals the
+    connection's `address`, so a connection left labelled with the IP is never reused: every request on a
+    keep-alive client connection would open a new upstream connection. Once the socket is open, the address is
+    only a label; mitmproxy refuses to change it on an open connection through `__setattr__`, so this bypasses
+    that check deliberately.
+    """
+    object.__setattr__(server, "address", address)

@@ -93,13 +93,27 @@ class _Server6(_Server):
 class HttpOrigin:
     """An HTTP(S) origin in a background thread. `tls=(cert_path, key_path)` makes it HTTPS."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: tuple[Path, Path] | None = None, name: str = "origin") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: tuple[Path, Path] | None = None,
+        name: str = "origin",
+        *,
+        client_ca: Path | None = None,
+    ) -> None:
+        """`client_ca` (with `tls`): require a client certificate issued by that CA (mTLS origin)."""
         self.server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self.server.name = name
         self.server.requests = []
+        self.sni_seen: list[str | None] = []  # the SNI of each TLS handshake
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            ctx.sni_callback = lambda _sock, server_name, _ctx: self.sni_seen.append(server_name)
+            if client_ca is not None:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cafile=str(client_ca))
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
             self._ctx = ctx
         self.host, self.port = self.server.server_address[:2]

@@ -1,0 +1,605 @@
+"""Upstream TLS: every TLS connection the gateway opens to an origin is built here, never by mitmproxy's TlsConfig.
+
+Why our own `tls_start_server`: mitmproxy has one global trust store (`ssl_verify_upstream_trusted_ca`, which
+replaces the system bundle) and one global client-certificate option, while a BackendTLSPolicy is per Backend
+(its own CAs, hostname/SNI, SPKI pins, CRLs, client certificate). `tls_established_server` is too late to abort
+cleanly, so the checks run inside the handshake, in an OpenSSL verify callback: a failure fails the handshake,
+and the client gets `502` with `x-egress-error: upstream-tls-invalid` and a detail naming the cause. Setting
+`tls_start.ssl_conn` makes TlsConfig (which runs after us, in our master and in mitmweb) leave the connection
+alone. `ssl_insecure` is never honoured: there is no way to a silent insecure connection.
+
+Which parameters apply to a server connection (documented in docs/upstream-tls.md):
+- `requestheaders` (after HttpRoutes chose the backend and set the request's host and port) binds the request
+  to `(client connection id, host, port)` with the parameters of its backend's BackendTLSPolicy, else the
+  gateway trust (system bundle + additionalTrustBundleSecretRef). mitmproxy opens or reuses an upstream
+  connection for exactly that (host, port) on that client connection, and the dial guard relabels an aliased
+  connection back to that name, so `tls_start_server` finds the binding by `server.address`.
+- A connection verified under other parameters than a new request wants (two rules of one route sending the
+  same origin to Backends with different policies, or a reload that changed a policy) is retired from reuse
+  (relabelled, so mitmproxy's reuse check no longer matches it) and a new connection is opened.
+- When requests waiting for one new connection want different parameters, the connection is refused rather
+  than verified under either.
+- TLS without an HTTP request (a Terminate listener carrying other TCP) uses the connection record's backend.
+
+Failures: the verify callback records the cause; `tls_failed_server` and post-handshake alerts (a TLS 1.3 origin
+that requires a client certificate rejects the session only after our handshake completed) write it into the
+FlowRecord of the waiting requests (`extra[UPSTREAM_TLS_ERROR_KEY]`), which the gateway-errors addon answers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import certifi
+from cryptography import x509
+from mitmproxy import connection, ctx, http, tls
+from mitmproxy.addons.tlsconfig import DEFAULT_HOSTFLAGS, _default_ciphers
+from mitmproxy.net import tls as net_tls
+from mitmproxy.proxy import server_hooks
+from OpenSSL import SSL, crypto
+
+from egressproxy.engine.answers import error_response, flow_record
+from egressproxy.engine.connections import relabel_address
+from egressproxy.engine.guard import fail_closed
+from egressproxy.hostnames import InvalidHostname, canonical_host
+from egressproxy.runtime.state import GatewayState
+from egressproxy.upstream_tls import (
+    GATEWAY_SOURCE,
+    UPSTREAM_TLS_ERROR_KEY,
+    UpstreamTlsParams,
+    backend_policy,
+    backend_ref_from_name,
+    client_certificate_required,
+    describe_alert,
+    describe_verify_error,
+    gateway_params,
+    load_private_key,
+    matches_subject_alt_names,
+    policy_params,
+    spki_pin,
+)
+
+__all__ = ["UpstreamTls", "TlsSettings", "build_context", "make_connection", "Verification"]
+
+log = logging.getLogger("egressproxy")
+
+REASON = "upstream-tls-invalid"
+_CONTEXT_CACHE_MAX = 256
+_UNABLE_TO_GET_CRL = 3
+_retired = itertools.count(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OpenSSL: contexts, connections and the verify callback (no mitmproxy state; unit-testable)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """The protocol settings mitmproxy's options give an upstream connection (mirrors TlsConfig)."""
+
+    method: net_tls.Method = net_tls.Method.TLS_CLIENT_METHOD
+    min_version: net_tls.Version = net_tls.Version.TLS1_2
+    max_version: net_tls.Version = net_tls.Version.UNBOUNDED
+    cipher_list: tuple[str, ...] | None = None
+    ecdh_curve: Any = None
+
+
+def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
+    """An OpenSSL client context holding the trust anchors, CRLs and client certificate of `params`."""
+    context: SSL.Context = net_tls._create_ssl_context(  # mitmproxy's own base (versions, options, ciphers)
+        method=settings.method,
+        min_version=settings.min_version,
+        max_version=settings.max_version,
+        cipher_list=settings.cipher_list,
+        ecdh_curve=settings.ecdh_curve,
+    )
+    context.set_verify(SSL.VERIFY_PEER, None)  # each connection sets its own callback
+    context.set_info_callback(_info_callback)
+    if params.system_trust:
+        context.load_verify_locations(certifi.where())
+    store = context.get_cert_store()
+    assert store is not None
+    for der in params.trust_der:
+        store.add_cert(crypto.X509.from_cryptography(x509.load_der_x509_certificate(der)))
+    if params.crls_der:
+        for der in params.crls_der:
+            store.add_crl(x509.load_der_x509_crl(der))
+        # Every certificate of the chain is checked against its issuer's CRL; see Verification for which
+        # missing CRLs are tolerated.
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+    if params.has_client_certificate:
+        context.use_certificate(x509.load_der_x509_certificate(params.client_chain_der[0]))
+        for der in params.client_chain_der[1:]:
+            context.add_extra_chain_cert(x509.load_der_x509_certificate(der))
+        assert params.client_key_pem is not None
+        context.use_privatekey(load_private_key(params.client_key_pem))  # type: ignore[arg-type]
+        context.check_privatekey()
+        SSL._lib.SSL_CTX_set_post_handshake_auth(context._context, 1)  # type: ignore[attr-defined]
+    return context
+
+
+def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
+    """Notice the origin's CertificateRequest (the one sign of an mTLS origin a TLS 1.3 client gets)."""
+    if not where & SSL.SSL_CB_LOOP:
+        return
+    egress = getattr(conn, "egress", None)
+    if egress is not None and not egress.certificate_requested:
+        try:
+            if b"certificate request" in (conn.get_state_string() or b""):
+                egress.certificate_requested = True
+        except Exception:  # pragma: no cover - never let a callback raise into OpenSSL
+            pass
+
+
+def _openssl_error_text(code: int) -> str:
+    return SSL._ffi.string(SSL._lib.X509_verify_cert_error_string(code)).decode()  # type: ignore[attr-defined]
+
+
+def _subject(cert: Any) -> str:
+    try:
+        return cert.to_cryptography().subject.rfc4514_string()
+    except Exception:  # pragma: no cover - a certificate cryptography cannot parse
+        return "?"
+
+
+@dataclass(eq=False)
+class Verification:
+    """One upstream handshake's checks and, once something failed, its cause."""
+
+    params: UpstreamTlsParams
+    name: str  # the name verified (and sent as SNI unless an IP)
+    failure: str | None = None
+    received_data: bool = False
+    certificate_requested: bool = False  # the origin sent a CertificateRequest
+    tentative: str | None = None  # a cause assumed until the origin sends its first byte
+    on_failure: Callable[[str], None] | None = None
+    on_data: Callable[[], None] | None = None
+    refuse: str | None = None  # set: reject whatever the origin presents, with this cause
+
+    def fail(self, cause: str) -> bool:
+        if self.failure is None:
+            self.failure = cause
+        return False
+
+    def callback(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+        """OpenSSL's verify callback: never raises (an exception here would crash mitmproxy's TLS layer)."""
+        try:
+            return self._check(cert, errno, depth, ok)
+        except Exception as e:  # pragma: no cover - defensive: refuse, never accept, on a bug
+            log.exception("upstream TLS verify callback failed")
+            return self.fail(f"internal error while verifying the certificate: {e!r}")
+
+    def _check(self, cert: Any, errno: int, depth: int, ok: int) -> bool:
+        if self.refuse is not None:
+            return self.fail(self.refuse)
+        if not ok:
+            if errno == _UNABLE_TO_GET_CRL and depth > 0:
+                # crlRefs check every chain certificate whose issuer's CRL is configured; the leaf's issuer
+                # must have one (fail closed), an intermediate's issuer (usually the root) may not.
+                return True
+            text = _openssl_error_text(errno)
+            return self.fail(describe_verify_error(errno, text, depth, _subject(cert), self.name, self.params.source))
+        if depth == 0:
+            leaf = cert.to_cryptography()
+            if self.params.subject_alt_names and not matches_subject_alt_names(leaf, self.params.subject_alt_names):
+                wanted = ", ".join(f"{k}={v}" for k, v in self.params.subject_alt_names)
+                return self.fail(
+                    f"subjectAltName mismatch: certificate {_subject(cert)!r} for {self.name} names none of "
+                    f"validation.subjectAltNames [{wanted}] ({self.params.source})"
+                )
+            if self.params.spki_pins:
+                pin = spki_pin(leaf)
+                if pin not in self.params.spki_pins:
+                    return self.fail(
+                        f"SPKI pin mismatch: the public key of {_subject(cert)!r} for {self.name} has pin {pin}, "
+                        f"not one of the {len(self.params.spki_pins)} validation.spkiPins of {self.params.source}"
+                    )
+        return True
+
+    def alert(self, error: SSL.Error) -> None:
+        """An SSL error while reading after the handshake: before any data it is the origin rejecting us."""
+        if self.received_data or self.failure is not None:
+            return
+        text = _last_error_text(error)
+        if "alert" not in text:
+            return
+        self.failure = describe_alert(
+            text,
+            sent_client_certificate=self.params.has_client_certificate,
+            certificate_requested=self.certificate_requested,
+            name=self.name,
+            source=self.params.source,
+        )
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
+
+
+def _last_error_text(error: SSL.Error) -> str:
+    args = error.args
+    if args and isinstance(args[0], list) and args[0] and isinstance(args[0][-1], tuple):
+        return str(args[0][-1][-1])
+    return str(error)
+
+
+class UpstreamConnection(SSL.Connection):
+    """pyOpenSSL's Connection, noticing alerts the origin sends right after the handshake (TLS 1.3 mTLS).
+
+    A fatal alert leaves OpenSSL's RECEIVED_SHUTDOWN flag set, and mitmproxy's TLS layer then takes the
+    following TCP close for one it already passed on, so the request would hang until its timeout. We report
+    such an alert as the close it is (ZeroReturnError), after recording its cause.
+    """
+
+    egress: Verification
+
+    def recv(self, bufsiz: int, flags: int | None = None) -> bytes:
+        try:
+            data = super().recv(bufsiz, flags)
+        except SSL.Error as e:
+            if type(e) is SSL.Error:  # not WantRead/WantWrite/ZeroReturn/SysCall
+                log.warning("upstream TLS to %s: %s", self.egress.name, _last_error_text(e))
+                self.egress.alert(e)
+                if self.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
+                    raise SSL.ZeroReturnError() from e
+            raise
+        if data and not self.egress.received_data:
+            self.egress.received_data = True
+            if self.egress.on_data is not None:
+                self.egress.on_data()
+        return data
+
+
+def make_connection(context: SSL.Context, verification: Verification, alpn: list[bytes] | None = None) -> UpstreamConnection:
+    """A client connection that verifies `verification.name` (SNI too, unless an IP) with our callback."""
+    conn = UpstreamConnection(context)
+    conn.egress = verification
+    conn.set_verify(SSL.VERIFY_PEER, verification.callback)
+    name = verification.name
+    param = SSL._lib.SSL_get0_param(conn._ssl)  # type: ignore[attr-defined]
+    SSL._lib.X509_VERIFY_PARAM_set_hostflags(param, DEFAULT_HOSTFLAGS)  # type: ignore[attr-defined]
+    try:
+        ip = ipaddress.ip_address(name).packed
+    except ValueError:
+        host_name = name.encode("idna")
+        conn.set_tlsext_host_name(host_name)
+        if not verification.params.subject_alt_names:  # else the SAN check in the callback replaces it
+            ok = SSL._lib.X509_VERIFY_PARAM_set1_host(param, host_name, len(host_name))  # type: ignore[attr-defined]
+            SSL._openssl_assert(ok == 1)  # type: ignore[attr-defined]
+    else:
+        if not verification.params.subject_alt_names:
+            ok = SSL._lib.X509_VERIFY_PARAM_set1_ip(param, ip, len(ip))  # type: ignore[attr-defined]
+            SSL._openssl_assert(ok == 1)  # type: ignore[attr-defined]
+    if alpn:
+        conn.set_alpn_protos(alpn)
+    conn.set_connect_state()
+    return conn
+
+
+def refusing_connection(settings: TlsSettings, cause: str, name: str, source: str) -> UpstreamConnection:
+    """A connection that fails its handshake with `cause` whatever the origin presents (fail closed)."""
+    context: SSL.Context = net_tls._create_ssl_context(
+        method=settings.method,
+        min_version=settings.min_version,
+        max_version=settings.max_version,
+        cipher_list=settings.cipher_list,
+        ecdh_curve=settings.ecdh_curve,
+    )
+    verification = Verification(UpstreamTlsParams(source, system_trust=False), name, refuse=cause)
+    return make_connection(context, verification)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bookkeeping: which request wants which parameters for which upstream connection
+
+
+Key = tuple[str, int]  # (canonical host, port) the request dials
+
+
+@dataclass(eq=False)
+class _Upstream:
+    """One (host, port) on one client connection."""
+
+    last: UpstreamTlsParams | None = None  # the latest request's parameters
+    active: dict[str, tuple[http.HTTPFlow, UpstreamTlsParams]] = field(default_factory=dict)  # in-flight requests
+    pending: set[str] = field(default_factory=set)  # of those, the ones that need a new connection
+    live: dict[str, tuple[connection.Server, UpstreamTlsParams]] = field(default_factory=dict)  # server id ->
+
+
+@dataclass(eq=False)
+class _ServerInfo:
+    client_id: str
+    key: Key
+    verification: Verification
+    flows: list[http.HTTPFlow]  # the requests that were waiting for this connection when it started TLS
+
+
+class UpstreamTls:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.clients: dict[str, dict[Key, _Upstream]] = {}
+        self.servers: dict[str, _ServerInfo] = {}
+        self.flow_keys: dict[str, tuple[str, Key]] = {}  # flow id -> (client id, key)
+        self._snapshot: object | None = None
+        self._params: dict[str | None, UpstreamTlsParams] = {}
+        self._contexts: dict[tuple[UpstreamTlsParams, TlsSettings], SSL.Context] = {}
+
+    # --- parameters -------------------------------------------------------------------------------------------
+
+    def params_for(self, backend: str | None) -> UpstreamTlsParams:
+        """The parameters for traffic to `backend` (FlowRecord naming: `ns/name` or `Kind/ns/name`), memoised
+        per snapshot."""
+        snapshot = self.state.snapshot
+        if snapshot is not self._snapshot:
+            self._snapshot, self._params = snapshot, {}
+        cached = self._params.get(backend)
+        if cached is not None:
+            return cached
+        params: UpstreamTlsParams
+        if snapshot is None:
+            params = gateway_params(None)
+        else:
+            policy = backend_policy(snapshot, backend_ref_from_name(snapshot, backend)) if backend else None
+            if policy is not None:
+                params = policy_params(policy.ref, policy.spec, snapshot.secret)
+            else:
+                params = self._params.get(None) or gateway_params(snapshot.gateway.trust_bundle_pem)
+                self._params[None] = params
+            if params.problems:
+                log.warning("upstream TLS for %s cannot be honoured: %s", backend or "gateway", "; ".join(params.problems))
+        self._params[backend] = params
+        return params
+
+    def context_for(self, params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
+        key = (params, settings)
+        context = self._contexts.get(key)
+        if context is None:
+            if len(self._contexts) >= _CONTEXT_CACHE_MAX:
+                self._contexts.clear()
+            context = self._contexts[key] = build_context(params, settings)
+        return context
+
+    # --- requests ---------------------------------------------------------------------------------------------
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._bind(flow)
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._bind(flow)  # again, in case an addon after HttpRoutes chose another destination
+
+    def _bind(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or not flow.live:
+            return
+        params = self.params_for(flow_record(flow).backend)
+        if flow.request.scheme == "http" and params.source != GATEWAY_SOURCE:
+            # A BackendTLSPolicy means the gateway speaks TLS to that Backend (Gateway API), also for a request
+            # that reached the gateway as plain HTTP.
+            flow.request.scheme = "https"
+        if flow.request.scheme != "https":
+            return
+        try:
+            key = (canonical_host(flow.request.host), int(flow.request.port))
+        except InvalidHostname:
+            return  # the dial guard refuses it
+        client_id = flow.client_conn.id
+        previous = self.flow_keys.get(flow.id)
+        if previous == (client_id, key):
+            entry = self.clients[client_id][key].active.get(flow.id)
+            if entry is not None and entry[1] == params:
+                return
+        self._unbind(flow)
+        if params.problems:
+            self.state.metrics.upstream_errors.labels(REASON).inc()
+            detail = f"upstream TLS is invalid: {params.source} cannot be applied: {'; '.join(params.problems)}"
+            flow.response = error_response(flow, REASON, detail)
+            return
+        upstream = self.clients.setdefault(client_id, {}).setdefault(key, _Upstream())
+        for server_id, (server, live_params) in list(upstream.live.items()):
+            if live_params != params:
+                self._retire(upstream, server_id, server)
+        upstream.last = params
+        upstream.active[flow.id] = (flow, params)
+        if not any(p == params for _, p in upstream.live.values()):
+            upstream.pending.add(flow.id)
+        self.flow_keys[flow.id] = (client_id, key)
+
+    def _retire(self, upstream: _Upstream | None, server_id: str, server: connection.Server) -> None:
+        """Keep a connection verified under other parameters (or failed) from being reused for new requests."""
+        if upstream is not None:
+            upstream.live.pop(server_id, None)
+        if server.address is not None:
+            relabel_address(server, (f"retired-{next(_retired)}.upstream-tls.invalid", int(server.address[1])))
+
+    def _unbind(self, flow: http.HTTPFlow) -> None:
+        where = self.flow_keys.pop(flow.id, None)
+        if where is None:
+            return
+        upstream = self.clients.get(where[0], {}).get(where[1])
+        if upstream is not None:
+            upstream.active.pop(flow.id, None)
+            upstream.pending.discard(flow.id)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._unbind(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._unbind(flow)
+
+    # --- connections ------------------------------------------------------------------------------------------
+
+    def tls_start_server(self, tls_start: tls.TlsData) -> None:
+        if tls_start.ssl_conn is not None:
+            return
+        server = tls_start.conn
+        if not isinstance(server, connection.Server) or server is not tls_start.context.server:
+            return  # TLS to an HTTPS upstream proxy hop: TlsConfig's gateway-wide trust applies
+        settings = self._settings(tls_start)
+        try:
+            self._start(tls_start, server, settings)
+        except Exception as e:
+            # Hooks fail open, and TlsConfig would then build a connection without the policy: refuse instead.
+            log.exception("upstream TLS setup failed for %s; refusing the connection", server.address)
+            self.state.metrics.hook_errors.labels(type(self).__name__, "tls_start_server").inc()
+            name = str(server.sni or (server.address[0] if server.address else "?"))
+            cause = f"the gateway could not set up upstream TLS: {e!r}"
+            tls_start.ssl_conn = refusing_connection(settings, cause, name, "?")
+
+    def _start(self, tls_start: tls.TlsData, server: connection.Server, settings: TlsSettings) -> None:
+        client = tls_start.context.client
+        assert server.address is not None
+        key, upstream = self._upstream_of(client.id, server)
+        flows: list[http.HTTPFlow] = []
+        conflict: str | None = None
+        if upstream is not None:
+            waiting = [upstream.active[i] for i in sorted(upstream.pending) if i in upstream.active]
+            upstream.pending.clear()
+            flows = [f for f, _ in waiting]
+            wanted = list(dict.fromkeys(p for _, p in waiting))
+            if len(wanted) > 1:
+                conflict = (
+                    f"requests on one client connection want {key[0]}:{key[1]} verified under different policies "
+                    f"({', '.join(p.source for p in wanted)}); retry them separately"
+                )
+            params = wanted[0] if wanted else (upstream.last or self.params_for(None))
+        else:
+            record = self.state.connections.get(client.id)
+            params = self.params_for(getattr(record, "backend", None))
+
+        name = params.hostname or server.sni or client.sni or str(server.address[0])
+        server.sni = name
+        self._offer_alpn(client, server)
+        cause = conflict or (
+            f"{params.source} cannot be applied: {'; '.join(params.problems)}" if params.problems else None
+        )
+        if cause is not None:
+            conn = refusing_connection(settings, cause, name, params.source)
+        else:
+            verification = Verification(params, name)
+            conn = make_connection(self.context_for(params, settings), verification, list(server.alpn_offers) or None)
+        info = _ServerInfo(client.id, key, conn.egress, flows)
+        conn.egress.on_failure = lambda cause, info=info: self._mark(info.flows, info.client_id, info.key, cause)
+        conn.egress.on_data = lambda info=info: self._unmark_tentative(info)
+        tls_start.ssl_conn = conn
+        self.servers[server.id] = info
+        if upstream is not None:
+            upstream.live[server.id] = (server, params)
+
+    def _upstream_of(self, client_id: str, server: connection.Server) -> tuple[Key, _Upstream | None]:
+        assert server.address is not None
+        port = int(server.address[1])
+        table = self.clients.get(client_id, {})
+        for host in (server.address[0], server.sni):
+            if not host:
+                continue
+            try:
+                key = (canonical_host(str(host)), port)
+            except InvalidHostname:
+                continue
+            if key in table:
+                return key, table[key]
+        return (str(server.address[0]), port), None
+
+    @staticmethod
+    def _settings(tls_start: tls.TlsData) -> TlsSettings:
+        server = tls_start.conn
+        opts = ctx.options
+        if not server.cipher_list and opts.ciphers_server:
+            server.cipher_list = opts.ciphers_server.split(":")
+        min_version = net_tls.Version[opts.tls_version_server_min]
+        return TlsSettings(
+            method=net_tls.Method.DTLS_CLIENT_METHOD if tls_start.is_dtls else net_tls.Method.TLS_CLIENT_METHOD,
+            min_version=min_version,
+            max_version=net_tls.Version[opts.tls_version_server_max],
+            cipher_list=tuple(server.cipher_list or _default_ciphers(min_version)),
+            ecdh_curve=net_tls.get_curve(opts.tls_ecdh_curve_server),
+        )
+
+    @staticmethod
+    def _offer_alpn(client: connection.Client, server: connection.Server) -> None:
+        """As TlsConfig does: mirror the client's ALPN offers (without h2 when http2 is off)."""
+        if server.alpn_offers:
+            return
+        if client.alpn_offers:
+            if ctx.options.http2:
+                server.alpn_offers = tuple(client.alpn_offers)
+            else:
+                server.alpn_offers = tuple(x for x in client.alpn_offers if x != b"h2")
+        else:
+            server.alpn_offers = []
+
+    def tls_failed_server(self, tls_start: tls.TlsData) -> None:
+        info = self.servers.get(tls_start.conn.id)
+        if info is None:
+            return
+        cause = info.verification.failure
+        if cause is None:
+            error = tls_start.conn.error or "handshake failed"
+            if "alert" in error:
+                cause = describe_alert(
+                    error,
+                    sent_client_certificate=info.verification.params.has_client_certificate,
+                    certificate_requested=info.verification.certificate_requested,
+                    name=info.verification.name,
+                    source=info.verification.params.source,
+                )
+            else:
+                cause = f"{error}: {info.verification.name}, checked against {info.verification.params.source}"
+        log.warning("upstream TLS to %s failed: %s", info.verification.name, cause)
+        self._mark(info.flows, info.client_id, info.key, cause)
+        # mitmproxy keeps a failed connection and answers later requests for the same (host, port) on this
+        # client connection with its error, without dialling: those may want other parameters (another rule's
+        # Backend), and a fixed origin deserves a new handshake. Retire it, so each request dials afresh.
+        upstream = self.clients.get(info.client_id, {}).get(info.key)
+        self._retire(upstream, tls_start.conn.id, tls_start.conn)
+
+    def tls_established_server(self, tls_start: tls.TlsData) -> None:
+        """A TLS 1.3 origin that requires a client certificate we did not send completes the handshake and
+        rejects us only afterwards, often as a bare TCP reset: until it sends a first byte, that is the cause."""
+        info = self.servers.get(tls_start.conn.id)
+        if info is None:
+            return
+        verification = info.verification
+        if verification.certificate_requested and not verification.params.has_client_certificate:
+            verification.tentative = client_certificate_required(verification.name)
+            self._mark(info.flows, info.client_id, info.key, verification.tentative)
+
+    def _unmark_tentative(self, info: _ServerInfo) -> None:
+        cause, info.verification.tentative = info.verification.tentative, None
+        if cause is None:
+            return
+        upstream = self.clients.get(info.client_id, {}).get(info.key)
+        flows = list(info.flows) + ([f for f, _ in upstream.active.values()] if upstream is not None else [])
+        for flow in flows:
+            extra = flow_record(flow).extra
+            if extra.get(UPSTREAM_TLS_ERROR_KEY) == cause:
+                del extra[UPSTREAM_TLS_ERROR_KEY]
+
+    def _mark(self, flows: list[http.HTTPFlow], client_id: str, key: Key, cause: str) -> None:
+        """Leave the cause on the requests that wait for (or use) the failed connection."""
+        targets = {f.id: f for f in flows}
+        upstream = self.clients.get(client_id, {}).get(key)
+        if upstream is not None:
+            targets.update({i: f for i, (f, _) in upstream.active.items() if i not in upstream.pending})
+        for flow in targets.values():
+            if flow.response is None:
+                flow_record(flow).extra[UPSTREAM_TLS_ERROR_KEY] = cause
+
+    def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        info = self.servers.pop(data.server.id, None)
+        if info is None:
+            return
+        upstream = self.clients.get(info.client_id, {}).get(info.key)
+        if upstream is not None:
+            upstream.live.pop(data.server.id, None)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        for upstream in self.clients.pop(client.id, {}).values():
+            for server_id in upstream.live:
+                self.servers.pop(server_id, None)
+            for flow_id in upstream.active:
+                self.flow_keys.pop(flow_id, None)
