@@ -20,7 +20,7 @@ from egressproxy.flowrecord import Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
 from egressproxy.responses import classify_upstream_error
 from egressproxy.runtime.state import GatewayState
-from egressproxy.upstream_tls import UPSTREAM_TLS_ERROR_KEY
+from egressproxy.upstream_tls import UPSTREAM_TLS_ERROR_KEY, tls_failure_cause
 
 log = logging.getLogger("egressproxy")
 
@@ -52,11 +52,11 @@ class GatewayErrors:
             reason = "upstream-tls-invalid"
             message = record.extra[UPSTREAM_TLS_ERROR_KEY]
             self.state.metrics.upstream_errors.labels(reason).inc()
-        elif message.startswith("egress: dial"):
-            return None  # a refused dial is a bug upstream of here: keep mitmproxy's generic 502
         else:
             reason = classify_upstream_error(message)
             self.state.metrics.upstream_errors.labels(reason).inc()
+        if reason == "upstream-tls-invalid":
+            self.state.metrics.upstream_tls_failures.labels(tls_failure_cause(message)).inc()
         detail = {
             "upstream-timeout": "the upstream did not answer within requestTimeout",
             "upstream-tls-invalid": f"upstream TLS is invalid: {message}",

@@ -69,7 +69,16 @@ class ListenerMatch:
         context = nextlayer.context
         client = context.client
         record = self.state.connection(client.id)
-        if nextlayer.layer is not None or not self._takes_part(client, record):
+        if nextlayer.layer is not None:
+            return
+        if isinstance(client.proxy_mode, RegularMode) and record.connect_host is None and not record.decided:
+            # The explicit proxy speaks plain HTTP to its clients: TLS to the proxy port itself would be served
+            # with mitmproxy's own CA (a "secure web proxy"), which this gateway does not offer.
+            if starts_like_tls_record(nextlayer.data_client()):
+                record.decided = True
+                nextlayer.layer = CloseLayer(context)
+            return
+        if not self._takes_part(client, record):
             return
         data = nextlayer.data_client()
         if client.transport_protocol == "tcp" and starts_like_tls_record(data):

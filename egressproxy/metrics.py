@@ -66,6 +66,9 @@ class GatewayMetrics:
             "egress_bytes", "Bytes relayed", ("gateway", "listener", "direction"), registry=r
         )
 
+        self.upstream_tls_failures = Counter(
+            "egress_upstream_tls_failures", "Upstream TLS failures by cause", ("cause",), registry=self.registry
+        )
         self.dns_answers = Counter(
             "egress_dns_answers", "Queries answered by the DNS listener", ("result",), registry=self.registry
         )

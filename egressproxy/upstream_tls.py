@@ -352,6 +352,31 @@ _CAUSES: dict[int, str] = {
 }
 
 
+# Metric label for a failure's cause text (`egress_upstream_tls_failures_total{cause}`), first match wins.
+_CAUSE_LABELS: tuple[tuple[str, str], ...] = (
+    ("self-signed", "self-signed"),
+    ("unknown ca", "unknown-ca"),
+    ("unable to get local issuer", "unknown-ca"),
+    ("expired", "expired"),
+    ("not yet valid", "not-yet-valid"),
+    ("hostname mismatch", "hostname-mismatch"),
+    ("ip address mismatch", "hostname-mismatch"),
+    ("pin mismatch", "pin-mismatch"),
+    ("revoked", "revoked"),
+    ("crl", "crl"),
+    ("client certificate", "client-certificate-required"),
+)
+
+
+def tls_failure_cause(detail: str) -> str:
+    """A small fixed set of causes for the metric label (never the free text: labels must stay bounded)."""
+    lower = detail.lower()
+    for needle, label in _CAUSE_LABELS:
+        if needle in lower:
+            return label
+    return "other"
+
+
 def describe_verify_error(code: int, openssl_text: str, depth: int, subject: str, name: str, source: str) -> str:
     """A one-line cause for a failed certificate check, e.g. `certificate expired (certificate has expired)`."""
     cause = _CAUSES.get(code, "certificate verify failed")

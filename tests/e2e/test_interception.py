@@ -8,6 +8,9 @@ import subprocess
 
 import httpx
 import pytest
+from cryptography import x509
+
+from tests.support.rawproxy import open_socket, read_response
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +131,36 @@ def test_unrouted_host_gets_403_on_connect_before_any_tunnel(setup):
     )
     assert "HTTP/1.1 403" in out.stdout
     assert "x-egress-denied: no-route" in out.stdout
+
+
+def _minted_certificate(gw, authority: str, sni: str) -> x509.Certificate:
+    """The certificate the gateway presents inside a CONNECT tunnel to `authority`."""
+    sock = open_socket(gw.host, gw.port)
+    sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+    assert read_response(sock, head_only=True).status == 200
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with ctx.wrap_socket(sock, server_hostname=sni or None) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_minted_certificates_are_cached_on_disk_and_survive_a_restart(setup):
+    gw, origin, _ = setup
+    first = _minted_certificate(gw, f"api.example.test:{origin.port}", "api.example.test")
+    assert first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == ["api.example.test"]
+    assert list((gw.data_dir / "certs").glob("*/api.example.test.pem"))
+    gw.stop()
+    gw.start()
+    again = _minted_certificate(gw, f"api.example.test:{origin.port}", "api.example.test")
+    assert again.serial_number == first.serial_number  # served from --data-dir, not minted again
+
+
+def test_an_ip_literal_gets_a_certificate_with_an_ip_san(gateway, gateway_ca, trust_secret, tls_origin):
+    origin = tls_origin("127.0.0.1")
+    allow_all = GATEWAY.replace("defaultPolicy: deny-all", "defaultPolicy: allow-all\n  ssrfGuard: {allowCIDRs: [127.0.0.1/32]}")
+    gw = gateway(allow_all, gateway_ca[1], trust_secret)
+    cert = _minted_certificate(gw, f"127.0.0.1:{origin.port}", "")
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]

@@ -124,9 +124,27 @@ def _config(origin_ip: str) -> str:
     )
 
 
-def _start_gateway(topo: dict) -> subprocess.Popen[bytes]:
+UDP_ROUTE = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: udp, protocol: UDP, port: 5301}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {name: any-destination}
+spec:
+  parentRefs: [{name: eg, sectionName: udp}]
+  rules: [{}]
+"""
+
+
+def _start_gateway(topo: dict, config: str | None = None) -> subprocess.Popen[bytes]:
     cfg = topo["tmp"] / "cfg.yaml"
-    cfg.write_text(_config(topo["origin_ip"]))
+    cfg.write_text(config or _config(topo["origin_ip"]))
     log = open(topo["tmp"] / "gw.log", "wb")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", topo["gw"], sys.executable, "-m", "egressproxy", "run", "-c", str(cfg),
@@ -160,3 +178,9 @@ def test_datagram_to_a_destination_no_route_allows_is_dropped(topology):
     assert _send(topology, 5301, timeout=1.5) == "timeout"
     assert gw.poll() is None
     assert _send(topology, 5300) == f"echo:ping {topology['origin_ip']} 5300"
+
+
+def test_a_udproute_on_a_port_bound_listener_relays_that_port_only(topology):
+    _start_gateway(topology, UDP_ROUTE)
+    assert _send(topology, 5301) == f"echo:ping {topology['origin_ip']} 5301"
+    assert _send(topology, 5300, timeout=1.5) == "timeout"

@@ -414,3 +414,4 @@ def test_tls_failures_are_counted(setup: Setup) -> None:
     metrics = setup.gw.metrics()
     line = next(l for l in metrics.splitlines() if l.startswith('egress_upstream_errors_total{reason="upstream-tls-invalid"}'))
     assert float(line.rsplit(" ", 1)[1]) >= 1
+    assert 'egress_upstream_tls_failures_total{cause="pin-mismatch"}' in metrics

@@ -480,3 +480,16 @@ def test_refusing_connection_fails_whatever_the_origin_presents(ca: TestCA) -> N
     client = refusing_connection(TlsSettings(), "policy cannot be applied", "ok.test", "src")
     assert handshake(client, server_for(ca.issue("ok.test"))) is not None
     assert client.egress.failure == "policy cannot be applied"
+
+
+def test_failure_causes_map_to_a_bounded_set_of_metric_labels() -> None:
+    from egressproxy.upstream_tls import tls_failure_cause
+
+    assert tls_failure_cause("certificate expired (certificate has expired): certificate 'x'") == "expired"
+    assert tls_failure_cause("self-signed certificate (unknown CA): ...") == "self-signed"
+    assert tls_failure_cause("unknown CA: certificate 'a'") == "unknown-ca"
+    assert tls_failure_cause("hostname mismatch: certificate 'a' for b") == "hostname-mismatch"
+    assert tls_failure_cause("SPKI pin mismatch: leaf has pin X") == "pin-mismatch"
+    assert tls_failure_cause("certificate revoked: ...") == "revoked"
+    assert tls_failure_cause("client certificate required by the origin") == "client-certificate-required"
+    assert tls_failure_cause("something else entirely") == "other"
