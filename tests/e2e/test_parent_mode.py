@@ -8,15 +8,11 @@ credentials. The origin is named `localhost`, which the parent resolves by itsel
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.gateway import free_port

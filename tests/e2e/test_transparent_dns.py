@@ -22,7 +22,6 @@ from tests.e2e.test_transparent import (  # noqa: F401  (fixtures used by name)
     PodGateway,
     netns_works,
     pod,
-    sh,
 )
 from tests.support.origins import TcpEcho
 
