@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from mitmproxy import ctx, http
 
-from egressproxy.decisions import decide_connect
-from egressproxy.engine.answers import answer_denied, flow_record
+from egressproxy.decisions import ConnectionDecision, decide_connect, parent_for
+from egressproxy.engine.answers import answer_denied, error_response, flow_record
 from egressproxy.engine.guard import fail_closed
-from egressproxy.flowrecord import Verdict
+from egressproxy.flowrecord import ConnectionRecord, Verdict
 from egressproxy.identity import identity_from_proxy_authorization
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Snapshot
 
 
 class ConnectGate:
@@ -22,7 +23,7 @@ class ConnectGate:
         self.state = state
 
     @fail_closed
-    def http_connect(self, flow: http.HTTPFlow) -> None:
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
         snapshot = self.state.snapshot
         record = self.state.connection(flow.client_conn.id)
         identity = identity_from_proxy_authorization(flow.request.headers.get("proxy-authorization"))
@@ -46,11 +47,33 @@ class ConnectGate:
             _show(flow)
             return
         assert decision.host is not None
+        if not await self._destination_ok(flow, snapshot, record, decision):
+            return
         record.connect_host = decision.host
         record.port = flow.request.port
         record.generation = snapshot.generation
         flow.request.host = decision.host  # dial the canonical spelling, never a numeric or mixed-case variant
         flow.comment = f"CONNECT {decision.host}:{flow.request.port} allowed ({decision.verdict.reason or 'route'})"
+
+
+    async def _destination_ok(self, flow: http.HTTPFlow, snapshot: Snapshot, record: ConnectionRecord, decision: ConnectionDecision) -> bool:
+        """For a tunnel that can only go to its authority (no listener that routes requests could take it, no
+        parent), check the address before answering 200: a destination the SSRF guard or reverse DNS refuses
+        gets its 403 now, an unresolvable one a 502, and the checked address is pinned for the dial."""
+        listener = decision.listener
+        if listener is None or listener.carries_http or parent_for(snapshot, decision.route) is not None:
+            return True
+        host, port = decision.host or "", flow.request.port
+        destination = await self.state.destinations.check(snapshot, record, host, port)
+        if destination.address is not None:
+            record.pinned_addresses[(host, port)] = destination.address
+            return True
+        if destination.denial is not None:
+            answer_denied(flow, destination.denial)
+        else:
+            flow.response = error_response(flow, "upstream-unreachable", f"upstream unreachable: {destination.unreachable}")
+        _show(flow)
+        return False
 
 
 def _show(flow: http.HTTPFlow) -> None:

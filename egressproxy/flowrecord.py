@@ -75,6 +75,8 @@ class ConnectionRecord:
     # (host, port) -> the Verdict of a dial the guard refused after resolving (SSRF guard, reverse DNS), so the
     # HTTP request that wanted it is answered with that denial instead of a gateway error.
     dial_denials: dict[tuple[str, int], Verdict] = field(default_factory=dict)
+    # (host, port) -> the address the CONNECT gate checked for a tunnel it opened; the dial uses exactly it.
+    pinned_addresses: dict[tuple[str, int], str] = field(default_factory=dict)
     opened: float = field(default_factory=time.monotonic)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egressproxy.dns_bindings import DnsBindings
+from egressproxy.engine.destinations import DestinationCheck
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.metrics import GatewayMetrics
 from egressproxy.resolver import Resolver
@@ -45,9 +46,14 @@ class GatewayState:
     # The gateway's DNS resolver and its TTL cache (dial guard; later the DNS listener), sharing these metrics.
     resolver: Resolver = field(default=None)  # type: ignore[assignment]
 
+    # name -> checked address, shared by the dial guard and the CONNECT gate
+    destinations: DestinationCheck = field(default=None)  # type: ignore[assignment]
+
     def __post_init__(self) -> None:
         if self.resolver is None:
             self.resolver = Resolver(self.metrics)
+        if self.destinations is None:
+            self.destinations = DestinationCheck(self.resolver, self.metrics)
 
     def swap(self, snapshot: "Snapshot") -> None:
         self.snapshot = snapshot

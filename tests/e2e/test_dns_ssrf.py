@@ -237,7 +237,7 @@ def test_ssrf_guard_denies_inside_an_intercepted_connect_tunnel(gateway, gateway
     assert origin.requests == []
 
 
-def test_ssrf_guard_closes_a_tcp_tunnel_without_dialling(gateway, trust_secret) -> None:
+def test_ssrf_guard_refuses_a_tcp_tunnel_at_connect_without_dialling(gateway, trust_secret) -> None:
     with TcpEcho("127.0.0.1") as echo:
         accepted: list[object] = []
         original = echo.server.verify_request
@@ -245,9 +245,10 @@ def test_ssrf_guard_closes_a_tcp_tunnel_without_dialling(gateway, trust_secret) 
         gw = gateway(gateway_doc(listeners="  - name: tcp\n    protocol: TCP"), trust_secret)
         sock, answer = connect(gw.host, gw.port, f"127.0.0.1:{echo.port}")
         with sock:
-            assert answer.status == 200  # lazy dial: the tunnel opens, the dial happens on the first bytes
-            sock.sendall(b"ping\n")
-            assert is_closed(sock)
+            # The tunnel could only go to its authority, so the address is checked before any 200.
+            assert answer.status == 403
+            assert answer.headers["x-egress-denied"] == "destination-address-denied"
+            assert answer.json()["reason"] == "destination-address-denied"
         assert accepted == []
         assert metric(gw, 'egress_ssrf_denials_total{range="loopback"}') == 1
 
@@ -376,6 +377,27 @@ def test_dns_rebinding_cannot_reach_the_private_address(gateway, trust_secret, d
     assert dns_server.count("rebind.test", "A") == 6  # one lookup per dial, none at connect time
     assert private.requests == []
     assert len(public.requests) == 3
+
+
+def test_a_tcp_tunnel_dials_the_address_checked_at_connect(gateway, trust_secret, dns_server) -> None:
+    """CONNECT checks the address before its 200 and pins it: the dial makes no second lookup, so an answer
+    that flips between the check and the dial (TTL 0) cannot reach the denied address."""
+    with TcpEcho("127.0.0.2") as allowed, TcpEcho("127.0.0.1", allowed.port) as private:
+        dns_server.answer("flip.test", "A", lambda n: ["127.0.0.2"] if n % 2 else ["127.0.0.1"], ttl=0)
+        listeners = "  - name: tcp\n    protocol: TCP"
+        gw = gateway(gateway_doc(listeners=listeners, allow=["127.0.0.2/32"]), dns_policy(dns_server, extra="  minTTL: 0s\n"), trust_secret)
+        results = []
+        for _ in range(4):
+            sock, answer = connect(gw.host, gw.port, f"flip.test:{allowed.port}")
+            with sock:
+                if answer.status == 200:
+                    sock.sendall(b"ping")
+                    results.append(sock.recv(100))
+                else:
+                    assert answer.headers["x-egress-denied"] == "destination-address-denied"
+                    results.append(answer.status)
+        assert results == [b"echo:ping", 403, b"echo:ping", 403]
+        assert dns_server.count("flip.test", "A") == 4  # one lookup per tunnel: at CONNECT, none at the dial
 
 
 def test_resolution_failures_are_upstream_unreachable(gateway, trust_secret, dns_server, loopback_origins) -> None:

@@ -1,0 +1,159 @@
+"""From a decided (name, port) to the one address that may be dialled: aliases, DNS, SSRF guard, reverse DNS.
+
+Used by the dial guard for every dial, and by the CONNECT gate to refuse a tunnel to a destination the guard
+would refuse anyway before answering 200 (the address it checked is then pinned for the dial: one lookup, no
+rebinding between check and dial). Order:
+
+1. `upstreamTLS.hostAliases` first (no DNS query; trusted as configured), an IP literal as itself, anything else
+   through our resolver with the EgressGateway's lookup family and the effective DNSPolicy (the chosen
+   Backend's for a request routed to a Backend, else the gateway's);
+2. each address in order is checked by the SSRF guard (skipped for hostAliases and for destinations a
+   configured backend named) and, when the DNSPolicy enforces `reverseLookup`, by its PTR; the first address
+   that passes is the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from egressproxy.flowrecord import ConnectionRecord, Verdict
+from egressproxy.hostnames import is_ip_literal
+from egressproxy.metrics import GatewayMetrics
+from egressproxy.resolver import DnsSettings, ResolutionError, Resolver, order_by_family
+from egressproxy.snapshot import Snapshot
+from egressproxy.ssrf import AddressCheck, SsrfGuard
+
+__all__ = ["Destination", "DestinationCheck", "RESOLVE_TIMEOUT"]
+
+log = logging.getLogger("egressproxy")
+
+RESOLVE_TIMEOUT = 10.0  # the whole name -> checked address step (a query has 5 s; V4Preferred may ask twice)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """The outcome: an address to dial, or a denial (403), or an unreachable destination (502)."""
+
+    address: str | None = None
+    denial: Verdict | None = None
+    unreachable: str | None = None  # detail of an `upstream-unreachable`
+
+    @property
+    def error(self) -> str | None:
+        """`server.error` text for a refused dial (gateway_errors reads the reason from it)."""
+        if self.denial is not None:
+            return f"egress: {self.denial.reason}: {self.denial.message}"
+        if self.unreachable is not None:
+            return f"egress: upstream-unreachable: {self.unreachable}"
+        return None
+
+
+class DestinationCheck:
+    def __init__(self, resolver: Resolver, metrics: GatewayMetrics) -> None:
+        self.resolver = resolver
+        self.metrics = metrics
+        self.resolve_timeout = RESOLVE_TIMEOUT
+        self._generation = -1
+        self._dns: dict[Any, DnsSettings] = {}  # Backend ref (None: gateway) -> settings, for one generation
+        self._ssrf = SsrfGuard()
+
+    async def check(self, snapshot: Snapshot, record: ConnectionRecord, host: str, port: int) -> Destination:
+        key = (host, port)
+        pinned = record.pinned_addresses.get(key)
+        if pinned is not None:
+            return Destination(pinned)  # checked when the CONNECT was decided
+        gateway = snapshot.gateway
+        settings = self.settings(snapshot, record.upstream_backends.get(key))
+        trusted = key in record.trusted_upstreams
+        source = "dns"
+        try:
+            async with asyncio.timeout(self.resolve_timeout):
+                aliases = gateway.host_aliases.get(host)
+                if aliases:
+                    source, trusted = "hostAliases", True
+                    candidates = order_by_family(aliases, gateway.lookup_family)
+                    if not candidates:
+                        raise ResolutionError(
+                            f"no address of the allowed family for {host} in hostAliases "
+                            f"(lookupFamily {gateway.lookup_family})"
+                        )
+                elif is_ip_literal(host):
+                    source, candidates = "literal", (host,)
+                else:
+                    candidates = await self.resolver.resolve(host, gateway.lookup_family, settings)
+                return await self._choose(snapshot, record, host, port, candidates, source, trusted, settings)
+        except ResolutionError as e:
+            return self._unreachable(host, port, str(e))
+        except TimeoutError:
+            return self._unreachable(host, port, f"resolving {host} did not finish within {self.resolve_timeout:g}s")
+
+    async def _choose(
+        self,
+        snapshot: Snapshot,
+        record: ConnectionRecord,
+        host: str,
+        port: int,
+        candidates: tuple[str, ...],
+        source: str,
+        trusted: bool,
+        settings: DnsSettings,
+    ) -> Destination:
+        refused: list[AddressCheck] = []
+        mismatched: list[str] = []
+        for address in candidates:
+            if not trusted:
+                check = self._ssrf.check(address)
+                if not check.allowed:
+                    refused.append(check)
+                    continue
+            if source == "dns" and settings.reverse_enforce:
+                try:
+                    ok, names = await self.resolver.reverse_matches(address, host, settings)
+                except ResolutionError as e:
+                    mismatched.append(f"{address} (PTR lookup failed: {e})")
+                    continue
+                if not ok:
+                    mismatched.append(f"{address} (PTR {', '.join(names) if names else 'none'})")
+                    continue
+            return Destination(address)
+        if mismatched:
+            wanted = host + "".join(f" or *.{s}" for s in settings.reverse_suffixes)
+            detail = f"reverse DNS of {host} does not name {wanted}: {'; '.join(mismatched)}"
+            verdict = Verdict.deny("reverse-dns-mismatch", settings.policy or _gateway_ref(snapshot), detail)
+        else:
+            described = "; ".join(c.describe() for c in refused)
+            origin = "" if source == "literal" else f"{host} resolved to "
+            detail = f"{origin}{described}; the SSRF guard refuses it (unless ssrfGuard.allowCIDRs lists it)"
+            verdict = Verdict.deny("destination-address-denied", _gateway_ref(snapshot), detail)
+            self.metrics.ssrf_denials.labels(refused[0].range if refused else "unknown").inc()
+        self.metrics.denials.labels(verdict.reason).inc()
+        record.dial_denials[(host, port)] = verdict
+        log.info("refused dial to %s:%s (%s): %s", host, port, verdict.reason, detail)
+        return Destination(denial=verdict)
+
+    def _unreachable(self, host: str, port: int, detail: str) -> Destination:
+        self.metrics.upstream_errors.labels("upstream-unreachable").inc()
+        log.info("dial to %s:%s failed: %s", host, port, detail)
+        return Destination(unreachable=detail)
+
+    def settings(self, snapshot: Snapshot, backend: Any) -> DnsSettings:
+        """The effective DNSPolicy (Backend > Gateway), compiled once per snapshot generation."""
+        if snapshot.generation != self._generation:
+            self._generation = snapshot.generation
+            self._dns.clear()
+            self._ssrf = SsrfGuard(snapshot.gateway.ssrf_allow, snapshot.gateway.ssrf_deny)
+        settings = self._dns.get(backend)
+        if settings is None:
+            spec = snapshot.policies.effective("DNSPolicy", backend=backend)
+            attached = snapshot.policies.policies("DNSPolicy", backend=backend)
+            policy = f"DNSPolicy/{attached[0].ref.namespace}/{attached[0].ref.name}" if attached else ""
+            settings = self._dns[backend] = DnsSettings.from_spec(spec, policy)
+        return settings
+
+
+def _gateway_ref(snapshot: Snapshot) -> str:
+    ref = snapshot.gateway.ref
+    return f"EgressGateway/{ref.namespace}/{ref.name}"
