@@ -18,8 +18,8 @@ A refused dial sets `server.error` to `egress: <reason>: <detail>`; mitmproxy th
 connection. HTTP requests are answered by `addons/gateway_errors.py`: 403 with `x-egress-denied:
 destination-address-denied` / `reverse-dns-mismatch` (the Verdict is left in the connection record under the
 dialled host and port), 502 `upstream-unreachable` when the name does not resolve to an address of the allowed
-family. A raw TCP/UDP relay or a TLS passthrough tunnel is closed (an explicit-proxy CONNECT has already been
-answered 200 by then: with lazy connections the dial happens after the tunnel opens).
+family. A raw TCP/UDP relay or a TLS passthrough tunnel is closed (through the explicit proxy such a tunnel
+was already checked, and refused with 403, by the CONNECT gate).
 
 Resolution has its own time limit (destinations.RESOLVE_TIMEOUT). A cancellation of the connecting task (the request
 timeout) that lands while this hook awaits DNS is turned into `server.error` here: mitmproxy would otherwise
