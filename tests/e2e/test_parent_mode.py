@@ -106,3 +106,30 @@ def test_wrong_parent_credentials_fail_closed(gateway, gateway_ca, trust_secret,
     assert "x-egress-error: upstream-unreachable" in out.stderr
     assert origin.requests == []
     assert "s3cret" not in gw.logs() and "wrong-password" not in gw.logs()
+
+
+def test_a_rotated_mounted_secret_is_used_for_the_next_request_without_restart(gateway, gateway_ca, trust_secret, tls_origin, parent, tmp_path):
+    """`--secrets-dir DIR/<name>/<key>` (a mounted Secret volume) is watched: a new password is in use within a
+    reload, with no restart."""
+    origin = tls_origin("localhost")
+    secrets_dir = tmp_path / "secrets"
+    (secrets_dir / "parent-auth").mkdir(parents=True)
+    (secrets_dir / "parent-auth" / "username").write_text("child")
+    (secrets_dir / "parent-auth" / "password").write_text("stale-password")
+    gateway_doc, route, backend = _child_config(parent, "unused", "intercept")
+    backend = backend.split("---")[0]  # the Secret comes from the mounted folder instead
+    gw = gateway(gateway_doc, route, backend, gateway_ca[1], trust_secret, extra_args=["--secrets-dir", str(secrets_dir)])
+    url = f"https://localhost:{origin.port}/rotated"
+    stale = _curl(gw, url, gateway_ca[0]).stderr
+    assert "< HTTP/2 502" in stale or "< HTTP/1.1 502" in stale, stale
+    (secrets_dir / "parent-auth" / "password").write_text("s3cret-parent-pass")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = _curl(gw, url, gateway_ca[0])
+        if out.returncode == 0 and json.loads(out.stdout).get("path") == "/rotated":
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(out.stdout + gw.logs())
+    assert gw.proc is not None and gw.proc.poll() is None
+    assert "stale-password" not in gw.logs() and "s3cret-parent-pass" not in gw.logs()
