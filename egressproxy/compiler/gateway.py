@@ -1,0 +1,109 @@
+"""The served EgressGateway as the data plane sees it: listeners, timeouts, OTLP export, upstream TLS trust,
+host aliases, the SSRF guard and a parent proxy. A gateway that is not served still has its references checked."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+from egressproxy.compiler.ca_material import ca_material
+from egressproxy.compiler.compilation import Compilation
+from egressproxy.compiler.listeners import build_listener, listeners_by_port
+from egressproxy.compiler.secret_refs import resolve_secret
+from egressproxy.config.problems import ObjectRef
+from egressproxy.config.resource import Resource
+from egressproxy.hostnames import InvalidHostname, canonical_host
+from egressproxy.snapshot import Backend, Gateway, ParentProxy, SecretData
+
+
+def compile_gateway(comp: Compilation, gw: Resource) -> Gateway:
+    spec = gw.spec
+    listeners = tuple(build_listener(comp, shell) for shell in comp.shells)
+    otlp = spec.get("otlp") or {}
+    capture = otlp.get("captureBody") or {}
+    headers = otlp.get("headers") or {}
+    comp.secret_values.update(v for v in headers.values() if v)
+    upstream = spec.get("upstreamTLS") or {}
+    trust_ref = upstream.get("additionalTrustBundleSecretRef")
+    ssrf = spec.get("ssrfGuard") or {}
+    comp.status.set(gw.ref, "Accepted", True, "Accepted")
+    gateway = Gateway(
+        ref=gw.ref,
+        default_policy=spec.get("defaultPolicy", "deny-all"),
+        listeners=listeners,
+        request_timeout=float(spec.get("requestTimeout", 300.0)),
+        lookup_family=(spec.get("dns") or {}).get("lookupFamily", "V4Preferred"),
+        capture_max_bytes=int(capture.get("maxBytes", 65536)),
+        capture_content_types=tuple(capture.get("includeContentTypes", ())),
+        otlp_endpoint=otlp.get("endpoint") or None,
+        otlp_headers=SecretData({k: v.encode("utf-8") for k, v in headers.items()}),
+        host_aliases=_host_aliases(comp, gw, upstream.get("hostAliases", [])),
+        trust_bundle_pem=_trust_bundle(comp, gw, trust_ref),
+        trust_bundle_secret=(
+            ObjectRef("Secret", trust_ref.get("namespace") or gw.namespace, trust_ref["name"]) if trust_ref else None
+        ),
+        ssrf_allow=tuple(ipaddress.ip_network(c, strict=False) for c in ssrf.get("allowCIDRs", [])),
+        ssrf_deny=tuple(ipaddress.ip_network(c, strict=False) for c in ssrf.get("denyCIDRs", [])),
+        parent=_gateway_parent(comp, gw),
+        listeners_by_port=listeners_by_port(listeners),
+    )
+    if not comp.status.has(gw.ref, "ResolvedRefs"):
+        comp.status.set(gw.ref, "ResolvedRefs", True, "ResolvedRefs")
+    return gateway
+
+
+def check_gateway_refs(comp: Compilation, gw: Resource) -> None:
+    """A gateway that is not served still has its references checked: the config must be valid whole."""
+    for i, spec in enumerate(gw.spec.get("listeners", [])):
+        tls = spec.get("tls") or {}
+        if tls.get("mode") == "Terminate" and tls.get("caCertRef"):
+            ca_material(comp, gw, f"spec.listeners[{i}].tls.caCertRef", tls["caCertRef"])
+    _trust_bundle(comp, gw, (gw.spec.get("upstreamTLS") or {}).get("additionalTrustBundleSecretRef"))
+    _gateway_parent(comp, gw)
+
+
+def _host_aliases(comp: Compilation, gw: Resource, aliases: Sequence[Mapping[str, Any]]) -> Mapping[str, tuple[str, ...]]:
+    table: dict[str, list[str]] = {}
+    for i, alias in enumerate(aliases):
+        ip = str(ipaddress.ip_address(alias["ip"]))
+        for j, host in enumerate(alias.get("hostnames", [])):
+            try:
+                name = canonical_host(host)
+            except InvalidHostname as e:
+                comp.problem(gw, f"spec.upstreamTLS.hostAliases[{i}].hostnames[{j}]", str(e))
+                continue
+            ips = table.setdefault(name, [])
+            if ip not in ips:
+                ips.append(ip)
+    return MappingProxyType({k: tuple(v) for k, v in table.items()})
+
+
+def _trust_bundle(comp: Compilation, gw: Resource, ref: Mapping[str, Any] | None) -> bytes | None:
+    secret = resolve_secret(comp, gw, "spec.upstreamTLS.additionalTrustBundleSecretRef", ref)
+    if secret is None:
+        return None
+    pems = [secret[k].strip() for k in sorted(secret) if secret[k].strip()]
+    return b"\n".join(pems) + b"\n" if pems else None
+
+
+def _gateway_parent(comp: Compilation, gw: Resource) -> Backend | None:
+    ref = gw.spec.get("parentRef")
+    if not ref:
+        return None
+    kind = ref.get("kind") or "Backend"
+    ns = ref.get("namespace") or gw.namespace
+    backend = comp.backends.get(ObjectRef(kind, ns, ref["name"]))
+    if backend is None:
+        message = f'{kind} "{ns}/{ref["name"]}" not found'
+        comp.problem(gw, "spec.parentRef.name", message)
+        comp.status.set(gw.ref, "ResolvedRefs", False, "BackendNotFound", f"spec.parentRef.name: {message}")
+        return None
+    if not backend.static_hosts:
+        comp.problem(gw, "spec.parentRef.name", f'Backend "{ns}/{ref["name"]}" has no static.hosts[0] to dial as the parent proxy')
+        return None
+    if backend.parent is None:
+        backend = replace(backend, parent=ParentProxy(backend.static_hosts[0]))
+    return backend
