@@ -13,14 +13,15 @@ from mitmproxy.proxy.mode_specs import RegularMode
 from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
-from egressproxy.flowrecord import FlowRecord, Verdict
+from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
 from egressproxy.identity import identity_from_proxy_authorization
 from egressproxy.matching import Carries, select_listener
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
 from egressproxy.runtime.state import GatewayState
-from egressproxy.snapshot import Listener, Rule, Snapshot
+from egressproxy.config.problems import ObjectRef
+from egressproxy.snapshot import Backend, Listener, RequestRedirect, Rule, Snapshot
 
 
 class HttpRoutes:
@@ -63,12 +64,12 @@ class HttpRoutes:
             return
         self._forward(flow, record, frec, decision, view)
 
-    def _view(self, flow: http.HTTPFlow, record: object) -> tuple[RequestView, str | None]:
+    def _view(self, flow: http.HTTPFlow, record: ConnectionRecord) -> tuple[RequestView, str | None]:
         req = flow.request
         authority = req.host_header or req.authority or req.host
         host = canonical_host(_strip_port(authority))
         # The name the connection was decided on: SNI / CONNECT authority / absolute-form URL host.
-        connection_host = getattr(record, "sni", None) or getattr(record, "connect_host", None)
+        connection_host = record.sni or record.connect_host
         # mitmproxy rewrites an HTTP/1 absolute-form target to origin-form before any hook runs (so
         # `first_line_format` already says "relative"), but keeps the URL's host in `request.host`; without a
         # tunnel, an explicit-proxy request's destination is that host (from the Host header only when the
@@ -79,8 +80,8 @@ class HttpRoutes:
         view = RequestView(host, req.port, req.method.upper(), req.path, headers, query, req.scheme)
         return view, connection_host
 
-    def _listener(self, snapshot: Snapshot, record: object, view: RequestView) -> Listener | None:
-        name = getattr(record, "listener", None)
+    def _listener(self, snapshot: Snapshot, record: ConnectionRecord, view: RequestView) -> Listener | None:
+        name = record.listener
         if name is not None:
             return snapshot.gateway.listener(name)
         # Absolute-form HTTP to the explicit proxy: no tunnel, so the request itself picks the listener.
@@ -90,7 +91,7 @@ class HttpRoutes:
         self.state.metrics.denials.labels(verdict.reason).inc()
         answer_denied(flow, verdict)
 
-    def _forward(self, flow: http.HTTPFlow, record: object, frec: FlowRecord, decision: RequestDecision, view: RequestView) -> None:
+    def _forward(self, flow: http.HTTPFlow, record: ConnectionRecord, frec: FlowRecord, decision: RequestDecision, view: RequestView) -> None:
         rule = decision.rule
         if rule is None:
             # defaultPolicy allow-all serves an unmatched request as a catch-all route would: to the requested
@@ -141,26 +142,25 @@ class HttpRoutes:
         if filters.response_headers is not None:
             self.rules[flow.id] = rule
 
-    def _via_parent(self, flow: http.HTTPFlow, record: object, decision: RequestDecision, target_backend: object) -> None:
+    def _via_parent(self, flow: http.HTTPFlow, record: ConnectionRecord, decision: RequestDecision, target_backend: Backend | None) -> None:
         """Parent mode: a parent Backend chosen by the rule, else the gateway's parentRef, carries the request."""
         snapshot = self.state.snapshot
         assert snapshot is not None
-        backend = target_backend if getattr(target_backend, "parent", None) is not None else None
-        parent = parent_for(snapshot, None, backend)  # type: ignore[arg-type]
+        parent = parent_for(snapshot, None, target_backend)
         if parent is None:
             return
         flow.server_conn.via = ("http", (parent.host, parent.port))
         _allow_upstream(record, parent.host, parent.port, trusted=True)
 
     @staticmethod
-    def _redirect(flow: http.HTTPFlow, redirect: object, view: RequestView) -> None:
-        scheme = getattr(redirect, "scheme", None) or flow.request.scheme
-        host = getattr(redirect, "hostname", None) or view.host
-        port = getattr(redirect, "port", None)
-        path_rw = getattr(redirect, "path", None)
+    def _redirect(flow: http.HTTPFlow, redirect: RequestRedirect, view: RequestView) -> None:
+        scheme = redirect.scheme or flow.request.scheme
+        host = redirect.hostname or view.host
+        port = redirect.port
+        path_rw = redirect.path
         path = path_rw.value if path_rw is not None and path_rw.type == "ReplaceFullPath" else flow.request.path
         location = f"{scheme}://{host}{':' + str(port) if port else ''}{path}"
-        status = getattr(redirect, "status_code", 302)
+        status = redirect.status_code
         flow.response = make_response(GatewayAnswer(status, (("location", location),), b""))
 
     @fail_closed
@@ -175,20 +175,20 @@ class HttpRoutes:
         self.rules.pop(flow.id, None)
 
 
-def _allow_upstream(record: object, host: str, port: int, *, trusted: bool = False, backend: object = None) -> None:
+def _allow_upstream(record: ConnectionRecord, host: str, port: int, *, trusted: bool = False, backend: ObjectRef | None = None) -> None:
     """Let the dial guard open (host, port) for this connection; `trusted` when a configured backend named it
     (Static hosts, a Service): the SSRF guard then trusts its addresses. A destination the client named is
     dynamic forwarding: any trust or backend DNSPolicy left from an earlier request is dropped."""
     key = (host, port)
-    record.allowed_upstreams.add(key)  # type: ignore[attr-defined]
+    record.allowed_upstreams.add(key)
     if trusted:
-        record.trusted_upstreams.add(key)  # type: ignore[attr-defined]
+        record.trusted_upstreams.add(key)
     else:
-        record.trusted_upstreams.discard(key)  # type: ignore[attr-defined]
+        record.trusted_upstreams.discard(key)
     if backend is not None:
-        record.upstream_backends[key] = backend  # type: ignore[attr-defined]
+        record.upstream_backends[key] = backend
     else:
-        record.upstream_backends.pop(key, None)  # type: ignore[attr-defined]
+        record.upstream_backends.pop(key, None)
 
 
 def _header_map(headers: http.Headers) -> dict[str, str]:
@@ -204,7 +204,7 @@ def _header_map(headers: http.Headers) -> dict[str, str]:
 
 def _query_map(query: object) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for name, value in query.fields:  # type: ignore[attr-defined]
+    for name, value in query.fields:
         out.setdefault(name, []).append(value)
     return out
 
