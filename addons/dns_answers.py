@@ -85,8 +85,11 @@ class DnsAnswers:
                 denied += 1
                 continue
             self.state.dns_bindings.bind(str(ip), name, ttl)
-            maker = dns.ResourceRecord.A if ip.version == 4 else dns.ResourceRecord.AAAA
-            records.append(maker(request.question.name, ip, ttl=ttl))  # type: ignore[union-attr]
+            question_name = request.question.name  # type: ignore[union-attr]  # checked by _answer
+            if isinstance(ip, ipaddress.IPv4Address):
+                records.append(dns.ResourceRecord.A(question_name, ip, ttl=ttl))
+            else:
+                records.append(dns.ResourceRecord.AAAA(question_name, ip, ttl=ttl))
         if not records and denied:
             return request.fail(response_codes.NXDOMAIN)  # every address is one the SSRF guard refuses
         return request.succeed(records)

@@ -8,6 +8,7 @@ that destination is recorded as the only one the dial guard lets this connection
 from __future__ import annotations
 
 from mitmproxy import http
+from mitmproxy.coretypes import multidict
 from mitmproxy.proxy.mode_specs import RegularMode
 
 from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name
@@ -202,7 +203,7 @@ def _header_map(headers: http.Headers) -> dict[str, str]:
     return out
 
 
-def _query_map(query: object) -> dict[str, list[str]]:
+def _query_map(query: multidict.MultiDictView[str, str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, value in query.fields:
         out.setdefault(name, []).append(value)

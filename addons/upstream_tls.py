@@ -336,7 +336,9 @@ class UpstreamTls:
         # client connection with its error, without dialling: those may want other parameters (another rule's
         # Backend), and a fixed origin deserves a new handshake. Retire it, so each request dials afresh.
         upstream = self.clients.get(info.client_id, {}).get(info.key)
-        self._retire(upstream, tls_start.conn.id, tls_start.conn)
+        server = tls_start.conn
+        assert isinstance(server, connection.Server)
+        self._retire(upstream, server.id, server)
 
     def tls_established_server(self, tls_start: tls.TlsData) -> None:
         """A TLS 1.3 origin that requires a client certificate we did not send completes the handshake and

@@ -44,12 +44,12 @@ def _idna_ascii(name: str, original: str) -> str:
     """Unicode labels to `xn--` form the way clients do it today (IDNA 2008 with UTS 46 mapping: `faß.de` is
     `xn--fa-hia.de`, where Python's IDNA 2003 codec would say `fass.de`, another host)."""
     try:
-        import idna
+        import idna as idna_2008
     except ImportError:  # pragma: no cover - idna ships with httpx
-        idna = None
+        idna_2008 = None  # type: ignore[assignment]
     try:
-        if idna is not None:
-            return str(idna.encode(name, uts46=True).decode("ascii"))
+        if idna_2008 is not None:
+            return str(idna_2008.encode(name, uts46=True).decode("ascii"))
         return name.encode("idna").decode("ascii")
     except (UnicodeError, ValueError) as e:  # idna.IDNAError is a UnicodeError
         raise InvalidHostname(f"invalid internationalised host {original!r}") from e

@@ -31,6 +31,7 @@ answer before any of this (the dial guard looks them up first).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -244,7 +245,7 @@ class Resolver:
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(key))
             self._inflight[key] = pending
-            pending.add_done_callback(lambda f, k=key: self._settled(k, f))
+            pending.add_done_callback(functools.partial(self._settled, key))
         # shield: a dial that is cancelled while waiting must not cancel the query others may be waiting on
         return await asyncio.shield(pending)
 

@@ -134,6 +134,8 @@ class SecretData(Mapping[str, bytes]):
 
     __slots__ = ("_data",)
 
+    _data: Mapping[str, bytes]
+
     def __init__(self, data: Mapping[str, bytes]) -> None:
         object.__setattr__(self, "_data", MappingProxyType(dict(data)))
 
@@ -790,7 +792,7 @@ class PolicyIndex:
             for policy in reversed(self.policies(kind, route, backend, listener, rule)):
                 spec = deep_merge(spec, policy.spec)
             merged = self._memo[memo_key] = freeze(spec)
-        return thaw(merged)  # type: ignore[no-any-return]
+        return thaw(merged)
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(sorted({k for k, _, _ in self.attached}))
@@ -857,7 +859,7 @@ class Snapshot:
                 name: [c.to_dump() for c in conds] for name, conds in sorted(self.listener_statuses.items())
             },
         }
-        return scrub(dump, self._secret_values)  # type: ignore[no-any-return]
+        return scrub(dump, self._secret_values)
 
 
 MOUNTED_NAMESPACE = "*"

@@ -8,10 +8,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from egressproxy.runtime.logs import setup_logging
 from egressproxy.runtime.reloader import ConfigSource, Reloader
 from egressproxy.runtime.state import GatewayState
+
+if TYPE_CHECKING:
+    from egressproxy.runtime.udp_relay import TransparentUdpRelay
 
 log = logging.getLogger("egressproxy")
 
@@ -86,11 +90,11 @@ def mode_address(mode: str, default_port: int = 8080) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0", int(port) if port.isdigit() else default_port)
 
 
-def start_udp_relays(state: GatewayState, modes: list[str]) -> list[object]:
+def start_udp_relays(state: GatewayState, modes: list[str]) -> list["TransparentUdpRelay"]:
     """Transparent modes also take UDP steered by TPROXY to the same port (when the process may)."""
     from egressproxy.runtime.udp_relay import TransparentUdpRelay
 
-    relays: list[object] = []
+    relays: list[TransparentUdpRelay] = []
     snapshot = state.snapshot
     if snapshot is None or not any(listener.protocol == "UDP" for listener in snapshot.gateway.listeners):
         return relays  # no UDP listener: nothing to relay, and no privilege to ask for

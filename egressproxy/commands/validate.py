@@ -27,10 +27,12 @@ def _compile_each_gateway(
     Problems are the union; an object's conditions come from the compile where they are best (attached to
     its own gateway), so a route of gateway A is not reported as unattached while B is compiled.
     """
-    names = [gateway] if gateway else [f"{r.namespace}/{r.name}" for r in resources if r.kind == "EgressGateway"]
+    names: list[str | None] = (
+        [gateway] if gateway else [f"{r.namespace}/{r.name}" for r in resources if r.kind == "EgressGateway"]
+    )
     problems: dict[str, Problem] = {}
     statuses: dict[ObjectRef, tuple[Condition, ...]] = {}
-    for name in names or [None]:
+    for name in names or [None]:  # no gateway at all: one compile, which reports that
         compiled = compile_config(resources, gateway_name=name, secrets_dir=secrets_dir)
         for problem in compiled.problems:
             problems.setdefault(str(problem), problem)

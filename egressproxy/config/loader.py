@@ -127,11 +127,16 @@ def load_text(text: str, file: str = "<string>") -> LoadResult:
 
 
 def _identity(doc: Mapping[str, Any]) -> tuple[str, str, str]:
-    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "?"
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
-    name = meta.get("name") if isinstance(meta.get("name"), str) else "?"
-    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) else "default"
-    return kind, ns, name
+    """Kind, namespace and name for problem lines, whatever shape the document has."""
+    kind = doc.get("kind")
+    meta = doc.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    name, ns = meta.get("name"), meta.get("namespace")
+    return (
+        kind if isinstance(kind, str) else "?",
+        ns if isinstance(ns, str) else "default",
+        name if isinstance(name, str) else "?",
+    )
 
 
 def _load_document(doc: Any, file: str) -> tuple[Resource | None, list[Problem]]:

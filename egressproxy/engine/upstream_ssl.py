@@ -73,9 +73,9 @@ def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Conte
         for der in params.client_chain_der[1:]:
             context.add_extra_chain_cert(x509.load_der_x509_certificate(der))
         assert params.client_key_pem is not None
-        context.use_privatekey(load_private_key(params.client_key_pem))  # type: ignore[arg-type]
+        context.use_privatekey(load_private_key(params.client_key_pem))
         context.check_privatekey()
-        SSL._lib.SSL_CTX_set_post_handshake_auth(context._context, 1)  # type: ignore[attr-defined]
+        SSL._lib.SSL_CTX_set_post_handshake_auth(context._context, 1)
     return context
 
 
@@ -93,7 +93,7 @@ def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
 
 
 def _openssl_error_text(code: int) -> str:
-    return SSL._ffi.string(SSL._lib.X509_verify_cert_error_string(code)).decode()  # type: ignore[attr-defined]
+    return SSL._ffi.string(SSL._lib.X509_verify_cert_error_string(code)).decode()
 
 
 def _subject(cert: Any) -> str:
@@ -215,20 +215,20 @@ def make_connection(context: SSL.Context, verification: Verification, alpn: list
     conn.egress = verification
     conn.set_verify(SSL.VERIFY_PEER, verification.callback)
     name = verification.name
-    param = SSL._lib.SSL_get0_param(conn._ssl)  # type: ignore[attr-defined]
-    SSL._lib.X509_VERIFY_PARAM_set_hostflags(param, DEFAULT_HOSTFLAGS)  # type: ignore[attr-defined]
+    param = SSL._lib.SSL_get0_param(conn._ssl)
+    SSL._lib.X509_VERIFY_PARAM_set_hostflags(param, DEFAULT_HOSTFLAGS)
     try:
         ip = ipaddress.ip_address(name).packed
     except ValueError:
         host_name = name.encode("idna")
         conn.set_tlsext_host_name(host_name)
         if not verification.params.subject_alt_names:  # else the SAN check in the callback replaces it
-            ok = SSL._lib.X509_VERIFY_PARAM_set1_host(param, host_name, len(host_name))  # type: ignore[attr-defined]
-            SSL._openssl_assert(ok == 1)  # type: ignore[attr-defined]
+            ok = SSL._lib.X509_VERIFY_PARAM_set1_host(param, host_name, len(host_name))
+            SSL._openssl_assert(ok == 1)
     else:
         if not verification.params.subject_alt_names:
-            ok = SSL._lib.X509_VERIFY_PARAM_set1_ip(param, ip, len(ip))  # type: ignore[attr-defined]
-            SSL._openssl_assert(ok == 1)  # type: ignore[attr-defined]
+            ok = SSL._lib.X509_VERIFY_PARAM_set1_ip(param, ip, len(ip))
+            SSL._openssl_assert(ok == 1)
     if alpn:
         conn.set_alpn_protos(alpn)
     conn.set_connect_state()

@@ -179,13 +179,13 @@ def test_tcp_deny_all_without_routes_never_reaches_the_origin(gateway, tcp_echo,
 
 
 def test_tcp_route_relays_its_destination_under_deny_all(gateway, tcp_echo, trust_secret):
-    route = f"""
+    route = """
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
-metadata: {{name: echo}}
+metadata: {name: echo}
 spec:
-  parentRefs: [{{name: eg, sectionName: tcp}}]
-  rules: [{{}}]
+  parentRefs: [{name: eg, sectionName: tcp}]
+  rules: [{}]
 """
     gw = gateway(gateway_doc("deny-all", tcp_listener(tcp_echo.port)), route, trust_secret)
     assert relay(gw, f"tcp.example.test:{tcp_echo.port}") == b"echo:ping\n"

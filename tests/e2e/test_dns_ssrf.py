@@ -19,7 +19,7 @@ import pytest
 from tests.support.dnsserver import DnsServer
 from tests.support.gateway import GatewayProcess
 from tests.support.origins import HttpOrigin, TcpEcho
-from tests.support.rawproxy import RawResponse, connect, is_closed, open_socket, read_response
+from tests.support.rawproxy import RawResponse, connect, open_socket, read_response
 
 pytestmark = pytest.mark.e2e
 
@@ -383,6 +383,9 @@ def test_a_tcp_tunnel_dials_the_address_checked_at_connect(gateway, trust_secret
     """CONNECT checks the address before its 200 and pins it: the dial makes no second lookup, so an answer
     that flips between the check and the dial (TTL 0) cannot reach the denied address."""
     with TcpEcho("127.0.0.2") as allowed, TcpEcho("127.0.0.1", allowed.port) as private:
+        reached_private: list[object] = []
+        original = private.server.verify_request
+        private.server.verify_request = lambda req, addr: reached_private.append(addr) or original(req, addr)  # type: ignore[method-assign]
         dns_server.answer("flip.test", "A", lambda n: ["127.0.0.2"] if n % 2 else ["127.0.0.1"], ttl=0)
         listeners = "  - name: tcp\n    protocol: TCP"
         gw = gateway(gateway_doc(listeners=listeners, allow=["127.0.0.2/32"]), dns_policy(dns_server, extra="  minTTL: 0s\n"), trust_secret)
@@ -398,6 +401,7 @@ def test_a_tcp_tunnel_dials_the_address_checked_at_connect(gateway, trust_secret
                     results.append(answer.status)
         assert results == [b"echo:ping", 403, b"echo:ping", 403]
         assert dns_server.count("flip.test", "A") == 4  # one lookup per tunnel: at CONNECT, none at the dial
+        assert reached_private == []
 
 
 def test_resolution_failures_are_upstream_unreachable(gateway, trust_secret, dns_server, loopback_origins) -> None:
