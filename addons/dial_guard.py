@@ -44,6 +44,7 @@ class DialGuard:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self._names: dict[str, tuple[str, int]] = {}  # server id -> (name, port) while it connects by address
+        self._connect_timers: dict[str, asyncio.TimerHandle] = {}  # server id -> its connect timeout
 
     @fail_closed
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
@@ -88,8 +89,32 @@ class DialGuard:
         if address != str(original[0]):  # always dial the checked spelling, never a variant getaddrinfo parses
             server.address = (address, port)
             self._names[server.id] = original
+        self._arm_connect_timeout(server, host, port, snapshot.gateway.connect_timeout)
+
+    def _arm_connect_timeout(self, server: connection.Server, host: str, port: int, timeout: float) -> None:
+        """mitmproxy connects without a timeout (a blackholed SYN waits for the kernel's retries, minutes).
+
+        This hook runs inside the task that connects next, so cancelling that task after `timeout` ends the
+        attempt; mitmproxy reports it as a failed connect with our message (504 `upstream-timeout` for HTTP).
+        Armed last in the hook, so the cancellation cannot land inside a hook.
+        """
+        task = asyncio.current_task()
+        if task is None or timeout <= 0:
+            return
+        reason = f"egress: upstream-timeout: connecting to {host}:{port} did not complete within {timeout:g}s"
+        self._connect_timers[server.id] = asyncio.get_running_loop().call_later(timeout, self._connect_expired, task, reason)
+
+    def _connect_expired(self, task: asyncio.Task[object], reason: str) -> None:
+        self.state.metrics.upstream_errors.labels("upstream-timeout").inc()
+        task.cancel(reason)
+
+    def _disarm(self, server_id: str) -> None:
+        timer = self._connect_timers.pop(server_id, None)
+        if timer is not None:
+            timer.cancel()
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._disarm(data.server.id)
         name = self._names.pop(data.server.id, None)
         if name is not None and data.server.address != name:
             # Open connections refuse a new address (a guard against redirecting them); this only puts back the
@@ -97,9 +122,11 @@ class DialGuard:
             object.__setattr__(data.server, "address", name)
 
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._disarm(data.server.id)
         self._names.pop(data.server.id, None)
 
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._disarm(data.server.id)
         self._names.pop(data.server.id, None)
 
     @staticmethod

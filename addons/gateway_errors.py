@@ -25,7 +25,7 @@ from egressproxy.upstream_tls import UPSTREAM_TLS_ERROR_KEY, tls_failure_cause
 log = logging.getLogger("egressproxy")
 
 DIAL_DENIALS = ("destination-address-denied", "reverse-dns-mismatch")
-DIAL_ERRORS = ("upstream-unreachable",)
+DIAL_ERRORS = ("upstream-unreachable", "upstream-timeout")  # counted where they happen (dial guard)
 _EGRESS_REASON = re.compile(r"egress: ([a-z-]+): (.*)", re.S)
 
 
@@ -58,7 +58,7 @@ class GatewayErrors:
         if reason == "upstream-tls-invalid":
             self.state.metrics.upstream_tls_failures.labels(tls_failure_cause(message)).inc()
         detail = {
-            "upstream-timeout": "the upstream did not answer within requestTimeout",
+            "upstream-timeout": message if tagged is not None else "the upstream did not answer within requestTimeout",
             "upstream-tls-invalid": f"upstream TLS is invalid: {message}",
             "upstream-unreachable": f"upstream unreachable: {message}",
         }.get(reason, message)

@@ -664,6 +664,7 @@ class Gateway:
     default_policy: str  # allow-all | deny-all
     listeners: tuple[Listener, ...]  # in spec order
     request_timeout: float = 300.0
+    connect_timeout: float = 10.0  # extension: one upstream TCP connect
     lookup_family: str = "V4Preferred"
     capture_max_bytes: int = 65536
     capture_content_types: tuple[str, ...] = ()
@@ -703,6 +704,7 @@ class Gateway:
             "ref": str(self.ref),
             "defaultPolicy": self.default_policy,
             "requestTimeout": self.request_timeout,
+            "connectTimeout": self.connect_timeout,
             "lookupFamily": self.lookup_family,
             "capture": {"maxBytes": self.capture_max_bytes, "includeContentTypes": list(self.capture_content_types)},
             "otlp": {"endpoint": self.otlp_endpoint, "headers": self.otlp_headers.to_dump()},

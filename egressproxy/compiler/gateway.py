@@ -35,6 +35,7 @@ def compile_gateway(comp: Compilation, gw: Resource) -> Gateway:
         default_policy=spec.get("defaultPolicy", "deny-all"),
         listeners=listeners,
         request_timeout=float(spec.get("requestTimeout", 300.0)),
+        connect_timeout=float(spec.get("connectTimeout", 10.0)),
         lookup_family=(spec.get("dns") or {}).get("lookupFamily", "V4Preferred"),
         capture_max_bytes=int(capture.get("maxBytes", 65536)),
         capture_content_types=tuple(capture.get("includeContentTypes", ())),

@@ -17,6 +17,7 @@ APOXY = ("clrk.apoxy.dev/v1alpha1",)
 
 DEFAULT_CAPTURE_CONTENT_TYPES = ["application/json", "application/x-ndjson", "text/event-stream"]
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 300.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def cidr_error(value: str) -> str | None:
@@ -145,6 +146,8 @@ EGRESS_GATEWAY = Obj(
         ),
         # Extensions (DESIGN.md 4.1).
         "ssrfGuard": Obj({"allowCIDRs": List(CIDR), "denyCIDRs": List(CIDR)}),
+        # Extension: how long one upstream TCP connect may take (mitmproxy has no connect timeout of its own).
+        "connectTimeout": F(Duration(), default=DEFAULT_CONNECT_TIMEOUT_SECONDS),
         "parentRef": Obj({"name": F(NAME, required=True), "namespace": Str(), "group": Str(), "kind": Str()}),
     },
     rules=(_unique_listener_names,),
