@@ -22,6 +22,7 @@ from mitmproxy.proxy.layers.tls import parse_client_hello, starts_like_tls_recor
 from mitmproxy.proxy.mode_specs import RegularMode, TransparentMode
 
 from egressproxy.decisions import Action, ConnectionDecision, decide_connection, parent_for, route_name
+from egressproxy.engine import transparent_start
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.layers import CloseLayer
 from egressproxy.flowrecord import ConnectionRecord
@@ -44,6 +45,9 @@ def looks_like_http(data: bytes) -> bool:
 class ListenerMatch:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+
+    def load(self, loader: object) -> None:
+        transparent_start.install()
 
     def _destination(self, client: connection.Client, server: connection.Server, record: ConnectionRecord) -> tuple[str | None, int | None]:
         """(original destination IP, port) in transparent mode; (None, CONNECT port) after a CONNECT."""
@@ -81,6 +85,10 @@ class ListenerMatch:
         if not self._takes_part(client, record):
             return
         data = nextlayer.data_client()
+        if not data and client.transport_protocol == "tcp":
+            if not self._only_raw_tcp_could_take(context.server):
+                raise exceptions.AddonHalt()  # nothing to classify yet: asked again when the client sends
+            # Only raw-TCP listeners can take this port: decide now, so server-speaks-first protocols work.
         if client.transport_protocol == "tcp" and starts_like_tls_record(data):
             try:
                 hello = parse_client_hello(data)
@@ -106,6 +114,15 @@ class ListenerMatch:
         else:
             self._dial_by_name(context.server, decision, port)
             nextlayer.layer = self._relay(context, record, decision, ignore=False)
+
+    def _only_raw_tcp_could_take(self, server: connection.Server) -> bool:
+        snapshot = self.state.snapshot
+        if snapshot is None or server.address is None:
+            return False
+        port = int(server.address[1])
+        gateway = snapshot.gateway
+        candidates = {l.name: l for c in (Carries.TLS, Carries.HTTP, Carries.TCP) for l in gateway.candidates(c, port)}
+        return bool(candidates) and all(listener.protocol == "TCP" for listener in candidates.values())
 
     def _tls_layer(self, nextlayer: layer.NextLayer, record: ConnectionRecord, sni: str | None) -> layer.Layer:
         context = nextlayer.context
