@@ -102,6 +102,7 @@ class HttpRoutes:
             _allow_upstream(record, view.host, view.port)
             self._via_parent(flow, record, decision, None)
             return
+        frec.request_timeout = rule.request_timeout
         filters = rule.filters
         if filters.direct_response is not None:
             direct = filters.direct_response

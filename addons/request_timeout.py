@@ -1,5 +1,7 @@
 """`requestTimeout` (default 5m) bounds each request from its headers to the end of its response.
 
+An HTTPRoute rule's `timeouts.request` (Gateway API) overrides it for the requests that rule matches.
+
 A timer per request; when it fires before the response has started, the client gets 504 `upstream-timeout`;
 when the response is already streaming, the connection is closed (the status was already sent).
 """
@@ -26,7 +28,8 @@ class RequestTimeout:
         snapshot = self.state.snapshot
         if snapshot is None or flow.response is not None:
             return
-        timeout = snapshot.gateway.request_timeout
+        rule_timeout = flow_record(flow).request_timeout  # set by the route decision, which runs before us
+        timeout = rule_timeout if rule_timeout is not None else snapshot.gateway.request_timeout
         if timeout and timeout > 0:
             loop = asyncio.get_running_loop()
             self.timers[flow.id] = loop.call_later(timeout, self._expire, flow)

@@ -95,6 +95,7 @@ class FlowRecord:
     identity: Identity = UNKNOWN_IDENTITY
     generation: int = 0
     error: str | None = None  # x-egress-error reason, when the gateway failed the request
+    request_timeout: float | None = None  # the matched rule's `timeouts.request`, overriding the gateway's
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -180,3 +180,15 @@ def test_expired_origin_certificate_is_502_upstream_tls_invalid(gateway, gateway
     assert_gateway_error(r, 502, "upstream-tls-invalid")
     assert "expired" in r.json()["error"]
     assert origin.requests == []
+
+
+def test_a_rule_timeout_overrides_the_gateway_request_timeout(gateway, gateway_ca, trust_secret, plain_origin):
+    origin = plain_origin()
+    route = ROUTE + "  rules:\n  - matches: [{path: {type: PathPrefix, value: /slow}}]\n    timeouts: {request: 1s}\n  - {}\n"
+    gw = gateway(gateway_doc(timeout="30s"), route, gateway_ca[1], trust_secret)
+    start = time.monotonic()
+    r = httpx.get(f"http://api.example.test:{origin.port}/slow?seconds=4", proxy=gw.proxy_url, timeout=15)
+    assert_gateway_error(r, 504, "upstream-timeout")
+    assert 0.9 <= time.monotonic() - start < 3
+    fast = httpx.get(f"http://api.example.test:{origin.port}/other", proxy=gw.proxy_url, timeout=15)
+    assert fast.status_code == 200
