@@ -12,6 +12,7 @@ The gateway decides on the name the client sent (SNI for TLS, Host for plain HTT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -295,6 +296,29 @@ def sidecar(
         gw.start()
         applied = pod.egressproxy_iptables("--port", str(PROXY_PORT), "--apply")
         assert "OUTPUT jumps to it" in applied.stdout, applied.stderr
+        yield gw
+    finally:
+        try:
+            pod.egressproxy_iptables("--clean", check=False)
+        finally:
+            gw.stop()
+
+
+@contextlib.contextmanager
+def pod_gateway(
+    pod: Pod, base: Path, config_yaml: str, *, extra_modes: tuple[str, ...] = (), iptables: tuple[str, ...] = ()
+) -> Iterator[PodGateway]:
+    """`egressproxy run` in the pod on one YAML config, with `egressproxy iptables --apply` (cleaned after)."""
+    config, data = base / "config", base / "data"
+    config.mkdir()
+    data.mkdir()
+    os.chown(data, PROXY_UID, PROXY_UID)
+    (config / "gateway.yaml").write_text(textwrap.dedent(config_yaml))
+    gw = PodGateway(pod, config, data)
+    gw.modes = [*gw.modes, *extra_modes]
+    try:
+        gw.start()
+        pod.egressproxy_iptables("--port", str(PROXY_PORT), *iptables, "--apply")
         yield gw
     finally:
         try:

@@ -7,21 +7,18 @@ destinationHostnames. Before the answer, the same connection is refused. Uses th
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_transparent import (  # noqa: F401  (fixtures used by name)
-    PROXY_PORT,
-    PROXY_UID,
     Pod,
     PodGateway,
     netns_works,
     pod,
+    pod_gateway,
 )
 from tests.support.origins import TcpEcho
 
@@ -52,12 +49,6 @@ CLIENT = textwrap.dedent(
 )
 
 
-class DnsPodGateway(PodGateway):
-    def __init__(self, pod: Pod, config: Path, data_dir: Path) -> None:
-        super().__init__(pod, config, data_dir)
-        self.modes = [*self.modes, f"dns@127.0.0.1:{DNS_PORT}"]
-
-
 @pytest.fixture(scope="module")
 def echo(pod: Pod) -> Iterator[TcpEcho]:
     with TcpEcho(pod.host_ip, 0) as server:
@@ -65,48 +56,34 @@ def echo(pod: Pod) -> Iterator[TcpEcho]:
 
 
 @pytest.fixture(scope="module")
-def dns_sidecar(pod: Pod, echo: TcpEcho, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsPodGateway]:
-    base = tmp_path_factory.mktemp("transparent-dns")
-    config, data = base / "config", base / "data"
-    config.mkdir()
-    data.mkdir()
-    os.chown(data, PROXY_UID, PROXY_UID)
-    (config / "gateway.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            apiVersion: clrk.apoxy.dev/v1alpha1
-            kind: EgressGateway
-            metadata: {{name: eg}}
-            spec:
-              defaultPolicy: deny-all
-              listeners:
-              - {{name: dns, protocol: UDP, port: 53}}
-              - {{name: tcp, protocol: TCP, port: {echo.port}}}
-              upstreamTLS:
-                hostAliases:
-                - ip: {pod.host_ip}
-                  hostnames: [db.example.test, other.example.test]
-            ---
-            apiVersion: clrk.apoxy.dev/v1alpha1
-            kind: EgressL4Route
-            metadata: {{name: db}}
-            spec:
-              parentRefs: [{{name: eg, sectionName: tcp}}]
-              rules:
-              - matches: [{{destinationHostnames: [db.example.test], ports: [{{port: {echo.port}}}]}}]
-            """
-        )
-    )
-    gw = DnsPodGateway(pod, config, data)
-    try:
-        gw.start()
-        pod.egressproxy_iptables("--port", str(PROXY_PORT), "--dns-port", str(DNS_PORT), "--apply")
+def dns_sidecar(pod: Pod, echo: TcpEcho, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodGateway]:
+    config = f"""
+        apiVersion: clrk.apoxy.dev/v1alpha1
+        kind: EgressGateway
+        metadata: {{name: eg}}
+        spec:
+          defaultPolicy: deny-all
+          listeners:
+          - {{name: dns, protocol: UDP, port: 53}}
+          - {{name: tcp, protocol: TCP, port: {echo.port}}}
+          upstreamTLS:
+            hostAliases:
+            - ip: {pod.host_ip}
+              hostnames: [db.example.test, other.example.test]
+        ---
+        apiVersion: clrk.apoxy.dev/v1alpha1
+        kind: EgressL4Route
+        metadata: {{name: db}}
+        spec:
+          parentRefs: [{{name: eg, sectionName: tcp}}]
+          rules:
+          - matches: [{{destinationHostnames: [db.example.test], ports: [{{port: {echo.port}}}]}}]
+        """
+    with pod_gateway(
+        pod, tmp_path_factory.mktemp("transparent-dns"), config,
+        extra_modes=(f"dns@127.0.0.1:{DNS_PORT}",), iptables=("--dns-port", str(DNS_PORT)),
+    ) as gw:
         yield gw
-    finally:
-        try:
-            pod.egressproxy_iptables("--clean", check=False)
-        finally:
-            gw.stop()
 
 
 def _client(pod: Pod, name: str, port: int) -> dict[str, str]:
@@ -115,13 +92,13 @@ def _client(pod: Pod, name: str, port: int) -> dict[str, str]:
     return {key: value.strip() for key, _, value in pairs}
 
 
-def test_a_connection_to_an_answered_address_is_matched_by_its_hostname(pod: Pod, dns_sidecar: DnsPodGateway, echo: TcpEcho) -> None:
+def test_a_connection_to_an_answered_address_is_matched_by_its_hostname(pod: Pod, dns_sidecar: PodGateway, echo: TcpEcho) -> None:
     result = _client(pod, "db.example.test", echo.port)
     assert not result["before"].startswith("echo:"), result  # no name yet: refused
     assert result["rcode"] == "NOERROR" and result["answer"] == pod.host_ip
     assert result["after"] == "echo:hello", dns_sidecar.logs()
 
 
-def test_an_unrouted_name_gets_nxdomain_through_the_redirect(pod: Pod, dns_sidecar: DnsPodGateway, echo: TcpEcho) -> None:
+def test_an_unrouted_name_gets_nxdomain_through_the_redirect(pod: Pod, dns_sidecar: PodGateway, echo: TcpEcho) -> None:
     result = _client(pod, "other.example.test", echo.port)
     assert result["rcode"] == "NXDOMAIN" and result["answer"] == ""

@@ -8,21 +8,18 @@ test_transparent.py.
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_transparent import (  # noqa: F401  (fixtures used by name)
-    PROXY_PORT,
-    PROXY_UID,
     Pod,
     PodGateway,
     netns_works,
     pod,
+    pod_gateway,
 )
 from tests.support.origins import TcpEcho
 
@@ -51,44 +48,27 @@ def banner_servers(pod: Pod) -> Iterator[tuple[TcpEcho, TcpEcho]]:
 @pytest.fixture(scope="module")
 def sidecar(pod: Pod, banner_servers: tuple[TcpEcho, TcpEcho], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodGateway]:
     allowed, denied = banner_servers
-    base = tmp_path_factory.mktemp("server-first")
-    config, data = base / "config", base / "data"
-    config.mkdir()
-    data.mkdir()
-    os.chown(data, PROXY_UID, PROXY_UID)
-    (config / "gateway.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            apiVersion: clrk.apoxy.dev/v1alpha1
-            kind: EgressGateway
-            metadata: {{name: eg}}
-            spec:
-              defaultPolicy: deny-all
-              listeners:
-              - {{name: smtp, protocol: TCP, port: {allowed.port}}}
-              - {{name: other, protocol: TCP, port: {denied.port}}}
-              ssrfGuard: {{allowCIDRs: ["{pod.host_ip}/32"]}}
-            ---
-            apiVersion: clrk.apoxy.dev/v1alpha1
-            kind: EgressL4Route
-            metadata: {{name: smtp}}
-            spec:
-              parentRefs: [{{name: eg, sectionName: smtp}}]
-              rules:
-              - matches: [{{destinationCIDRs: ["{pod.host_ip}/32"], ports: [{{port: {allowed.port}}}]}}]
-            """
-        )
-    )
-    gw = PodGateway(pod, config, data)
-    try:
-        gw.start()
-        pod.egressproxy_iptables("--port", str(PROXY_PORT), "--apply")
+    config = f"""
+        apiVersion: clrk.apoxy.dev/v1alpha1
+        kind: EgressGateway
+        metadata: {{name: eg}}
+        spec:
+          defaultPolicy: deny-all
+          listeners:
+          - {{name: smtp, protocol: TCP, port: {allowed.port}}}
+          - {{name: other, protocol: TCP, port: {denied.port}}}
+          ssrfGuard: {{allowCIDRs: ["{pod.host_ip}/32"]}}
+        ---
+        apiVersion: clrk.apoxy.dev/v1alpha1
+        kind: EgressL4Route
+        metadata: {{name: smtp}}
+        spec:
+          parentRefs: [{{name: eg, sectionName: smtp}}]
+          rules:
+          - matches: [{{destinationCIDRs: ["{pod.host_ip}/32"], ports: [{{port: {allowed.port}}}]}}]
+        """
+    with pod_gateway(pod, tmp_path_factory.mktemp("server-first"), config) as gw:
         yield gw
-    finally:
-        try:
-            pod.egressproxy_iptables("--clean", check=False)
-        finally:
-            gw.stop()
 
 
 def _banner(pod: Pod, port: int) -> str:
