@@ -116,8 +116,6 @@ class HttpRoutes:
         apply_header_modifier(req.headers, filters.request_headers)
         if filters.url_rewrite is not None:
             req.path = rewrite_path(req.path, filters.url_rewrite, decision.match)
-            if filters.url_rewrite.hostname:
-                _set_authority(req, filters.url_rewrite.hostname)
         host, port, scheme = view.host, view.port, req.scheme
         backend_ref, trusted = None, False
         if rule.backends:
@@ -138,7 +136,11 @@ class HttpRoutes:
         req.host = host  # dial the checked name (inside a tunnel this replaces an address with the name)
         req.port = port
         req.scheme = scheme
-        if (host, port) != (view.host, view.port) and (filters.url_rewrite is None or not filters.url_rewrite.hostname):
+        # After `req.host` (whose setter rewrites the Host header): URLRewrite's hostname, else a backend's.
+        rewritten_host = filters.url_rewrite.hostname if filters.url_rewrite is not None else None
+        if rewritten_host:
+            _set_authority(req, rewritten_host)
+        elif (host, port) != (view.host, view.port):
             _set_authority(req, _authority(host, port, scheme))
         _allow_upstream(record, host, port, trusted=trusted, backend=backend_ref)
         if filters.response_headers is not None:

@@ -164,3 +164,47 @@ def test_an_ip_literal_gets_a_certificate_with_an_ip_san(gateway, gateway_ca, tr
     cert = _minted_certificate(gw, f"127.0.0.1:{origin.port}", "")
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+MATCHING = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: ["*.example.test"]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /v1}
+      headers: [{name: X-Tenant, value: acme}]
+      queryParams: [{name: mode, type: RegularExpression, value: "fast|slow"}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: internal.example.test
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /openai/v1}
+  - matches: [{path: {type: Exact, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: new.example.test, statusCode: 301}
+"""
+
+
+def test_header_and_query_matches_select_the_rule_and_url_rewrite_applies(gateway, gateway_ca, trust_secret, tls_origin):
+    origin = tls_origin("api.example.test")
+    gw = gateway(GATEWAY, MATCHING, gateway_ca[1], trust_secret)
+    verify = ssl.create_default_context(cafile=str(gateway_ca[0]))
+    base = f"https://api.example.test:{origin.port}"
+    with httpx.Client(proxy=gw.proxy_url, verify=verify, timeout=10) as client:
+        ok = client.get(f"{base}/v1/chat?mode=fast", headers={"x-tenant": "acme"})
+        assert ok.status_code == 200
+        seen = ok.json()
+        assert seen["path"] == "/openai/v1/chat?mode=fast"
+        assert seen["headers"]["host"] == "internal.example.test"
+        for headers, query in (({"x-tenant": "other"}, "mode=fast"), ({"x-tenant": "acme"}, "mode=other"), ({}, "mode=fast")):
+            denied = client.get(f"{base}/v1/chat?{query}", headers=headers)
+            assert denied.status_code == 403 and denied.headers["x-egress-denied"] == "no-route"
+        moved = client.get(f"{base}/old")
+        assert moved.status_code == 301
+        assert moved.headers["location"] == "https://new.example.test/old"
+    assert [path for _, path, _ in origin.requests] == ["/openai/v1/chat?mode=fast"]
