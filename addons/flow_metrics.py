@@ -39,6 +39,7 @@ class FlowMetrics:
         )
         self.state.metrics.requests.labels(*labels).inc()
         self.state.metrics.request_duration.labels(*labels).observe(time.monotonic() - record.started)
+        self.state.metrics.worker_requests.labels(str(self.state.worker)).inc()
         if not flow.comment:
             flow.comment = _describe(record)
 

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, metavar="N")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--dry-run", action="store_true", help="load, compile and print what would be served, then exit")
+    run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0 for the others
 
     validate = sub.add_parser("validate", help="check configuration files and print status conditions")
     _config_arg(validate)
@@ -109,6 +110,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return validate(args.config, secrets_dir=args.secrets_dir, gateway=args.gateway, out=sys.stdout)
     if args.command == "run":
+        if args.workers > 1 and args.worker_index == 0 and not args.dry_run:
+            from egressproxy.runtime.workers import prepare_metrics_dir
+
+            prepare_metrics_dir(args.data_dir)  # before prometheus_client is imported, in every worker
         from egressproxy.commands.run import run
 
         return run(args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 __all__ = ["GatewayMetrics", "status_class"]
 
@@ -45,9 +47,17 @@ class GatewayMetrics:
         self.config_reloads = Counter(
             "egress_config_reloads", "Configuration reload attempts", ("result",), registry=r
         )
-        self.config_generation = Gauge("egress_config_generation", "Generation of the serving snapshot", registry=r)
+        self.config_generation = Gauge(
+            "egress_config_generation", "Generation of the serving snapshot", registry=r, multiprocess_mode="max"
+        )
         self.config_last_reload_success = Gauge(
-            "egress_config_last_reload_successful", "1 if the last reload attempt succeeded", registry=r
+            "egress_config_last_reload_successful",
+            "1 if the last reload attempt succeeded (in every worker)",
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.worker_requests = Counter(
+            "egress_worker_requests", "HTTP requests by worker process (--workers)", ("worker",), registry=r
         )
         self.dns_lookups = Counter(
             "egress_dns_lookups",
@@ -74,4 +84,9 @@ class GatewayMetrics:
         )
 
     def render(self) -> bytes:
+        """The registry's text; with `--workers` (PROMETHEUS_MULTIPROC_DIR set) the sum over every worker."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            aggregate = CollectorRegistry()
+            multiprocess.MultiProcessCollector(aggregate)
+            return generate_latest(aggregate)
         return generate_latest(self.registry)

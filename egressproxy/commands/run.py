@@ -15,7 +15,10 @@ from egressproxy.runtime.reloader import ConfigSource, Reloader
 from egressproxy.runtime.state import GatewayState
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from egressproxy.runtime.udp_relay import TransparentUdpRelay
+    from egressproxy.runtime.workers import Supervisor
 
 log = logging.getLogger("egressproxy")
 
@@ -24,8 +27,9 @@ DEFAULT_MODE = "regular@127.0.0.1:8080"
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    if args.workers != 1:
-        log.warning("--workers %d: only one worker process is supported so far; running one", args.workers)
+    if args.workers < 1:
+        log.error("--workers must be at least 1")
+        return 2
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but keep running without it
@@ -38,7 +42,15 @@ async def serve(args: argparse.Namespace) -> int:
     from egressproxy.runtime.master import build_master
 
     modes = args.mode or [DEFAULT_MODE]
-    state = GatewayState(Path(args.data_dir))
+    worker = args.worker_index
+    if args.workers > 1:
+        from egressproxy.engine import reuse_port
+        from egressproxy.runtime.workers import worker_modes
+
+        reuse_port.install()
+        if worker:
+            modes = worker_modes(modes)
+    state = GatewayState(Path(args.data_dir), worker=worker)
     reloader = Reloader(ConfigSource(tuple(args.config), args.gateway, args.secrets_dir), state)
     first = await asyncio.to_thread(reloader.load_initial)
     if not first.ok:
@@ -54,12 +66,21 @@ async def serve(args: argparse.Namespace) -> int:
 
     master, ours = build_master(modes, state, reloader)
     ours.upstream_trust.apply(await asyncio.to_thread(ours.prepare_blocking))
-    try:
-        side = start_side_servers(state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr)
-    except OSError as e:
-        log.error("could not bind a side port: %s", e)
-        return 1
-    udp_relays = start_udp_relays(state, modes)
+    supervisor = None
+    side = []
+    udp_relays: list[TransparentUdpRelay] = []
+    if not worker:
+        if args.workers > 1:
+            from egressproxy.runtime.workers import Supervisor
+
+            supervisor = Supervisor(sys.argv[1:], args.workers)
+            reloader.on_swap.append(_pass_reload_on(supervisor))
+        try:
+            side = start_side_servers(state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr)
+        except OSError as e:
+            log.error("could not bind a side port: %s", e)
+            return 1
+        udp_relays = start_udp_relays(state, modes)
     reloader.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,14 +92,27 @@ async def serve(args: argparse.Namespace) -> int:
         ", ".join(args.config),
     )
     try:
+        if supervisor is not None:
+            supervisor.start()
         await master.run()
     finally:
+        if supervisor is not None:
+            await supervisor.stop()
         reloader.stop()
         for relay in udp_relays:
             relay.stop()
         for server in side:
             server.stop()
     return 0 if not ours.readiness.failed else 1
+
+
+def _pass_reload_on(supervisor: "Supervisor") -> "Callable[[], Awaitable[None]]":
+    """After worker 0 reloads, the other workers reload too (each reads the files itself)."""
+
+    async def on_swap() -> None:
+        supervisor.signal_all(signal.SIGHUP)
+
+    return on_swap
 
 
 def mode_address(mode: str, default_port: int = 8080) -> tuple[str, int]:

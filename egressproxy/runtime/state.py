@@ -42,6 +42,7 @@ class GatewayState:
     last_reload: ReloadStatus = field(default_factory=ReloadStatus)
     connections: dict[str, ConnectionRecord] = field(default_factory=dict)
     listeners_bound: bool = False
+    worker: int = 0  # this process's index under --workers (0: the one that supervises)
     dns_bindings: DnsBindings = field(default_factory=DnsBindings)  # IP -> name, from our DNS answers
     # The gateway's DNS resolver and its TTL cache (dial guard; later the DNS listener), sharing these metrics.
     resolver: Resolver = field(default=None)  # type: ignore[assignment]

@@ -1,0 +1,90 @@
+"""`--workers N`: N processes serving the same proxy ports (SO_REUSEPORT), one of them the supervisor.
+
+Worker 0 is the process the operator started: it binds the side ports (admin, readiness, metrics), the DNS
+listener and the transparent UDP relay, and supervises workers 1..N-1, which serve only the TCP proxy ports.
+Every worker loads, validates and watches the configuration itself; a reload asked of worker 0 (POST /reload,
+SIGHUP) is passed on as SIGHUP. Metrics are Prometheus multi-process: each worker writes its counters under
+the data dir and worker 0's /metrics sums them. A worker that exits is started again (a few times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["WORKER_FLAG", "prepare_metrics_dir", "Supervisor", "worker_modes"]
+
+log = logging.getLogger("egressproxy")
+
+WORKER_FLAG = "--worker-index"
+MAX_RESTARTS = 5
+
+
+def prepare_metrics_dir(data_dir: str) -> None:
+    """Point prometheus_client at a fresh multi-process directory (before it is imported)."""
+    path = Path(data_dir).resolve() / "prometheus-multiproc"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def worker_modes(modes: list[str]) -> list[str]:
+    """What an extra worker binds: the TCP proxy modes only (DNS is UDP, served by worker 0)."""
+    return [m for m in modes if not m.startswith("dns")]
+
+
+class Supervisor:
+    def __init__(self, argv: list[str], count: int) -> None:
+        self.argv = argv
+        self.count = count
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.restarts = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        for index in range(1, self.count):
+            self._spawn(index)
+        self._task = asyncio.ensure_future(self._watch())
+
+    def _spawn(self, index: int) -> None:
+        argv = [sys.executable, "-m", "egressproxy", *self.argv, WORKER_FLAG, str(index)]
+        self.children[index] = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        log.info("worker %d started (pid %d)", index, self.children[index].pid)
+
+    def signal_all(self, sig: int) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(1)
+            for index, child in list(self.children.items()):
+                code = child.poll()
+                if code is None or self._stopping:
+                    continue
+                if self.restarts >= MAX_RESTARTS:
+                    log.error("worker %d exited with %s; not restarting (%d restarts already)", index, code, self.restarts)
+                    del self.children[index]
+                    continue
+                self.restarts += 1
+                log.error("worker %d exited with %s; starting it again", index, code)
+                self._spawn(index)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+        self.signal_all(signal.SIGTERM)
+        for child in self.children.values():
+            try:
+                await asyncio.to_thread(child.wait, 10)
+            except subprocess.TimeoutExpired:
+                child.kill()
