@@ -251,6 +251,9 @@ def egressproxy_cmd() -> list[str]:
     return [sys.executable, "-m", "egressproxy"]
 
 
+GATEWAY_WORKERS = 1  # set from --gateway-workers
+
+
 def start_gateway(work: Path, origin: Origin, profile: Path | None) -> Proxy:
     ca_dir = work / "gateway-ca"
     if not (ca_dir / "ca-secret.yaml").exists():
@@ -269,7 +272,8 @@ def start_gateway(work: Path, origin: Origin, profile: Path | None) -> Proxy:
     port, admin, ready, metrics = free_port(), free_port(), free_port(), free_port()
     cmd = [*egressproxy_cmd(), "run", "-c", str(config), "--mode", f"regular@127.0.0.1:{port}",
            "--admin-addr", f"127.0.0.1:{admin}", "--ready-addr", f"127.0.0.1:{ready}",
-           "--metrics-addr", f"127.0.0.1:{metrics}", "--data-dir", str(work / "gateway-data")]
+           "--metrics-addr", f"127.0.0.1:{metrics}", "--data-dir", str(work / "gateway-data"),
+           "--workers", str(GATEWAY_WORKERS)]
     if profile is not None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "egressproxy", *cmd[3:]]
     managed = start("egressproxy", cmd, work / "gateway.log", cwd=REPO)
@@ -526,6 +530,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run each proxy under cProfile, write DIR/<proxy>.pstats and print the hotspots "
                         "(slows the proxies: the numbers of such a run are not comparable with normal runs)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
+    p.add_argument("--gateway-workers", type=int, default=1, metavar="N",
+                   help="run the gateway with --workers N (default 1: one process, like mitmdump)")
     args = p.parse_args(argv)
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.proxy_list = [s.strip() for s in args.proxies.split(",") if s.strip()]
@@ -550,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {args.duration:g}s measured (+{args.warmup:g}s warm-up) x {args.runs} runs per proxy, alternating; "
           f"{args.concurrency} connections over {args.client_procs} client process(es); body {args.body_size} B")
     print(f"# {CONFIG_NOTE}")
+    global GATEWAY_WORKERS
+    GATEWAY_WORKERS = args.gateway_workers
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         print("# PROFILING: the proxies run under cProfile; their numbers are slower than normal")
