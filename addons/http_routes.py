@@ -40,6 +40,8 @@ class HttpRoutes:
         identity = identity_from_proxy_authorization(flow.request.headers.get("proxy-authorization"))
         if identity is not None:
             record.identity = identity
+        # Credentials for this proxy are never forwarded to an origin (absolute-form requests carry them).
+        flow.request.headers.pop("proxy-authorization", None)
         frec.identity = record.identity
         if snapshot is None:
             answer_denied(flow, Verdict.deny("no-route", message="no configuration loaded"))

@@ -272,3 +272,24 @@ def test_egress_deny_policy_on_an_httproute_answers_intercepted_https(deny_gatew
     assert r.headers["x-egress-denied"] == "route-denied"
     assert r.json() == DENY_BODY
     assert origin.requests == []
+
+
+def test_proxy_credentials_never_reach_the_origin(gateway, plain_origin):
+    """Absolute-form requests carry Proxy-Authorization for the proxy; the origin must never see it."""
+    origin = plain_origin()
+    config = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: allow-all
+  ssrfGuard: {allowCIDRs: [127.0.0.1/32]}
+  listeners:
+  - {name: http, protocol: HTTP}
+"""
+    gw = gateway(config)
+    proxy = httpx.Proxy(gw.proxy_url, auth=("team-a/billing", "s3cret"))
+    r = httpx.get(f"http://127.0.0.1:{origin.port}/creds", proxy=proxy, timeout=10)
+    assert r.status_code == 200
+    assert "proxy-authorization" not in r.json()["headers"]
+    assert 'namespace="team-a"' in gw.metrics()  # still attributed
