@@ -13,7 +13,6 @@ from egressproxy.decisions import ConnectionDecision, decide_connect, parent_for
 from egressproxy.engine.answers import answer_denied, error_response, flow_record
 from egressproxy.engine.guard import fail_closed
 from egressproxy.flowrecord import ConnectionRecord, Verdict
-from egressproxy.identity import identity_from_proxy_authorization
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Snapshot
 
@@ -26,10 +25,7 @@ class ConnectGate:
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         snapshot = self.state.snapshot
         record = self.state.connection(flow.client_conn.id)
-        identity = identity_from_proxy_authorization(flow.request.headers.get("proxy-authorization"))
-        if identity is not None:
-            record.identity = identity
-        flow.request.headers.pop("proxy-authorization", None)
+        credentials = flow.request.headers.pop("proxy-authorization", None)  # never forwarded anywhere
         frec = flow_record(flow)
         frec.identity = record.identity
         if snapshot is None:
@@ -38,8 +34,16 @@ class ConnectGate:
             return
         frec.gateway = f"{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}"
         decision = decide_connect(snapshot, flow.request.host, flow.request.port)
-        frec.verdict = decision.verdict
         frec.listener = decision.listener.name if decision.listener else None
+        identity, challenge = await self.state.proxy_auth.verify(snapshot, frec.listener, credentials)
+        if challenge is not None:  # authentication comes before authorisation: 407 before any 403
+            self.state.metrics.denials.labels(challenge.reason).inc()
+            answer_denied(flow, challenge)
+            _show(flow)
+            return
+        if identity is not None:
+            record.identity = frec.identity = identity
+        frec.verdict = decision.verdict
         if not decision.verdict.allowed:
             self.state.metrics.denials.labels(decision.verdict.reason).inc()
             self.state.metrics.connections.labels(frec.gateway, frec.listener or "none", "none", "CONNECT", "deny").inc()

@@ -16,7 +16,6 @@ from egressproxy.engine.answers import answer_denied, error_response, flow_recor
 from egressproxy.engine.guard import fail_closed
 from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
-from egressproxy.identity import identity_from_proxy_authorization
 from egressproxy.matching import Carries, select_listener
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
@@ -31,17 +30,16 @@ class HttpRoutes:
         self.rules: dict[str, Rule] = {}  # flow id -> matched rule, for response filters
 
     @fail_closed
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         snapshot = self.state.snapshot
         record = self.state.connection(flow.client_conn.id)
         frec = flow_record(flow)
-        identity = identity_from_proxy_authorization(flow.request.headers.get("proxy-authorization"))
-        if identity is not None:
-            record.identity = identity
         # Credentials for this proxy are never forwarded to an origin (absolute-form requests carry them).
-        flow.request.headers.pop("proxy-authorization", None)
+        credentials = flow.request.headers.pop("proxy-authorization", None)
+        if snapshot is not None and not await self._authenticated(flow, snapshot, record, credentials):
+            return
         frec.identity = record.identity
         if snapshot is None:
             answer_denied(flow, Verdict.deny("no-route", message="no configuration loaded"))
@@ -66,6 +64,21 @@ class HttpRoutes:
             self._deny(flow, decision.verdict)
             return
         self._forward(flow, record, frec, decision, view)
+
+    async def _authenticated(
+        self, flow: http.HTTPFlow, snapshot: Snapshot, record: ConnectionRecord, credentials: str | None
+    ) -> bool:
+        """Absolute-form requests to the explicit proxy carry their own proxy credentials (a tunnel's were
+        checked at CONNECT; transparent clients have none): verified when a basicAuth policy applies."""
+        if record.connect_host is not None or not isinstance(flow.client_conn.proxy_mode, RegularMode):
+            return True
+        identity, challenge = await self.state.proxy_auth.verify(snapshot, record.listener, credentials)
+        if challenge is not None:
+            self._deny(flow, challenge)
+            return False
+        if identity is not None:
+            record.identity = identity
+        return True
 
     def _view(self, flow: http.HTTPFlow, record: ConnectionRecord) -> tuple[RequestView, str | None]:
         req = flow.request

@@ -16,6 +16,7 @@ from egressproxy.dns_bindings import DnsBindings
 from egressproxy.engine.destinations import DestinationCheck
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.metrics import GatewayMetrics
+from egressproxy.proxy_auth import ProxyAuthenticator
 from egressproxy.resolver import Resolver
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class GatewayState:
 
     # name -> checked address, shared by the dial guard and the CONNECT gate
     destinations: DestinationCheck = field(default=None)  # type: ignore[assignment]
+    # HTTPListenerPolicy.basicAuth, shared by the CONNECT gate and absolute-form HTTP
+    proxy_auth: ProxyAuthenticator = field(default_factory=ProxyAuthenticator)
 
     def __post_init__(self) -> None:
         if self.resolver is None:
