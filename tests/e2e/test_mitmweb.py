@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_interception import GATEWAY  # the same one-listener interception gateway
+
 from tests.support.gateway import free_port
 
 pytestmark = pytest.mark.e2e
@@ -30,23 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "addons" / "egress.py"
 MITMWEB = Path(sys.executable).parent / "mitmweb"
 TOKEN = "mitmweb-test-token"
-
-GATEWAY = """
-apiVersion: clrk.apoxy.dev/v1alpha1
-kind: EgressGateway
-metadata: {name: eg}
-spec:
-  defaultPolicy: deny-all
-  listeners:
-  - name: https
-    protocol: HTTPS
-    tls: {mode: Terminate, caCertRef: {name: egress-ca}}
-  upstreamTLS:
-    additionalTrustBundleSecretRef: {name: origin-ca}
-    hostAliases:
-    - ip: 127.0.0.1
-      hostnames: [api.example.test]
-"""
 
 ROUTE = """
 apiVersion: gateway.networking.k8s.io/v1
