@@ -134,4 +134,4 @@ class DialGuard:
         verdict = getattr(record, "verdict", None)
         if verdict is not None and not verdict.allowed:
             return False
-        return (host, port) in getattr(record, "allowed_upstreams", ())
+        return (host, port) in getattr(record, "upstreams", ())

@@ -20,8 +20,8 @@ from egressproxy.matching import Carries, select_listener
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
 from egressproxy.runtime.state import GatewayState
-from egressproxy.config.problems import ObjectRef
 from egressproxy.snapshot import Backend, Listener, RequestRedirect, Rule, Snapshot
+from egressproxy.upstreams import Upstream
 
 
 class HttpRoutes:
@@ -139,7 +139,7 @@ class HttpRoutes:
                 flow.response = error_response(flow, "no-healthy-backend", "every backendRef of the rule has weight 0")
                 return
             frec.backend = target.backend.name if target.backend is not None else str(target.ref)
-            backend_ref = target.backend.ref if target.backend is not None else None
+            backend_ref = target.backend
             if target.backend is not None and target.backend.parent is not None:
                 pass  # parent mode: the original destination, reached through the parent (set below)
             elif target.backend is not None and target.backend.static_hosts:
@@ -194,20 +194,11 @@ class HttpRoutes:
         self.rules.pop(flow.id, None)
 
 
-def _allow_upstream(record: ConnectionRecord, host: str, port: int, *, trusted: bool = False, backend: ObjectRef | None = None) -> None:
+def _allow_upstream(record: ConnectionRecord, host: str, port: int, *, trusted: bool = False, backend: Backend | None = None) -> None:
     """Let the dial guard open (host, port) for this connection; `trusted` when a configured backend named it
     (Static hosts, a Service): the SSRF guard then trusts its addresses. A destination the client named is
-    dynamic forwarding: any trust or backend DNSPolicy left from an earlier request is dropped."""
-    key = (host, port)
-    record.allowed_upstreams.add(key)
-    if trusted:
-        record.trusted_upstreams.add(key)
-    else:
-        record.trusted_upstreams.discard(key)
-    if backend is not None:
-        record.upstream_backends[key] = backend
-    else:
-        record.upstream_backends.pop(key, None)
+    dynamic forwarding: any trust or backend DNSPolicy left from an earlier request is replaced."""
+    record.upstreams[(host, port)] = Upstream(host, port, trusted=trusted, backend=backend)
 
 
 def _header_map(headers: http.Headers) -> dict[str, str]:

@@ -29,6 +29,7 @@ from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.hostnames import InvalidHostname, canonical_host
 from egressproxy.matching import Carries
 from egressproxy.runtime.state import GatewayState
+from egressproxy.upstreams import Upstream
 
 log = logging.getLogger("egressproxy")
 
@@ -151,8 +152,7 @@ class ListenerMatch:
         if parent is None:
             return relay
         context.server.via = ("http", (parent.host, parent.port))
-        record.allowed_upstreams.add((parent.host, parent.port))
-        record.trusted_upstreams.add((parent.host, parent.port))
+        record.upstreams[(parent.host, parent.port)] = Upstream(parent.host, parent.port, trusted=True)
         stack = HttpUpstreamProxy.make(context, True)
         stack /= relay
         return stack[0]
@@ -229,6 +229,7 @@ class ListenerMatch:
     def _allow_dial(record: ConnectionRecord, server: connection.Server) -> None:
         if server.address is not None:
             try:
-                record.allowed_upstreams.add((canonical_host(str(server.address[0])), int(server.address[1])))
+                key = (canonical_host(str(server.address[0])), int(server.address[1]))
+                record.upstreams.setdefault(key, Upstream(*key))
             except InvalidHostname:
                 pass

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from egressproxy.upstreams import Upstream
 
 __all__ = ["RECORD_KEY", "Identity", "Verdict", "ConnectionRecord", "FlowRecord", "UNKNOWN_IDENTITY"]
 
@@ -66,12 +69,9 @@ class ConnectionRecord:
     identity: Identity = UNKNOWN_IDENTITY
     connect_host: str | None = None  # the canonical CONNECT authority, for SNI and Host agreement
     decided: bool = False  # the connection-level decision has been taken (next_layer / tls_clienthello)
-    # (host, port) pairs a decision allowed this connection to dial; the dial guard refuses anything else.
-    allowed_upstreams: set[tuple[str, int]] = field(default_factory=set)
-    # Of those, the ones a configured backend (Static hosts, a Service) named: the SSRF guard trusts their addresses.
-    trusted_upstreams: set[tuple[str, int]] = field(default_factory=set)
-    # (host, port) -> the Backend's ObjectRef a request decision chose, so the dial uses that Backend's DNSPolicy.
-    upstream_backends: dict[tuple[str, int], Any] = field(default_factory=dict)
+    # (host, port) -> the upstream candidate a decision allowed this connection to dial (seam 1); the dial guard
+    # refuses anything else, and the destination check reads the candidate's trust and its Backend's DNSPolicy.
+    upstreams: dict[tuple[str, int], Upstream] = field(default_factory=dict)
     # (host, port) -> the Verdict of a dial the guard refused after resolving (SSRF guard, reverse DNS), so the
     # HTTP request that wanted it is answered with that denial instead of a gateway error.
     dial_denials: dict[tuple[str, int], Verdict] = field(default_factory=dict)

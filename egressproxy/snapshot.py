@@ -832,6 +832,9 @@ class Snapshot:
     direct_responses: Mapping[ObjectRef, DirectResponse] = field(default_factory=lambda: MappingProxyType({}))
     generation: int = 1
     files: tuple[str, ...] = ()
+    # Honest status (DESIGN.md section 6): object -> the field paths it sets that this build validates but does
+    # not enforce. Such an object is Programmed=False/Unsupported; `explain` says the fields are not applied.
+    unsupported: Mapping[ObjectRef, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     # Every secret value known at compile time, for the last-resort scrub of dumps; never shown.
     _secret_values: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 

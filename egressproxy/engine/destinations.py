@@ -66,8 +66,10 @@ class DestinationCheck:
         if pinned is not None:
             return Destination(pinned)  # checked when the CONNECT was decided
         gateway = snapshot.gateway
-        settings = self.settings(snapshot, record.upstream_backends.get(key))
-        trusted = key in record.trusted_upstreams
+        upstream = record.upstreams.get(key)
+        backend = upstream.backend if upstream is not None else None
+        settings = self.settings(snapshot, backend.ref if backend is not None else None)
+        trusted = upstream is not None and upstream.trusted
         source = "dns"
         try:
             async with asyncio.timeout(self.resolve_timeout):
