@@ -47,6 +47,7 @@ class Compilation:
         self.policy_dangling: set[ObjectRef] = set()
         self.denies: dict[ObjectRef, DenyAction] = {}
         self.routes: dict[ObjectRef, Route] = {}
+        self.unsupported: dict[ObjectRef, tuple[str, ...]] = {}  # object -> fields set but not enforced
 
     def of_kind(self, kind: str) -> list[Resource]:
         return sorted(self.objects.get(kind, {}).values(), key=lambda r: (r.namespace, r.name))

@@ -1,24 +1,48 @@
 """The last status pass: every object's Programmed condition, True only when the snapshot is served (a gateway
-was selected and nothing is wrong) and the object is something the served gateway uses."""
+was selected and nothing is wrong), the object is something the served gateway uses, and the data plane
+enforces every field it sets.
+
+A field this build validates but does not enforce (`enforcement`) makes its object `Programmed=False` with
+reason `Unsupported` and a message naming the fields; the same paths go into `Snapshot.unsupported`, for
+`run`'s warnings and `explain`. A configuration with problems reports `Invalid` first (nothing of it is
+served); `Unsupported` comes before `Pending`, because the fields it names stay unenforced wherever the object
+ends up attached.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from egressproxy.compiler.compilation import Compilation
+from egressproxy.compiler.enforcement import unsupported_fields, unsupported_message
 from egressproxy.compiler.kinds import BACKEND_KINDS, POLICY_KINDS, ROUTE_KINDS
 from egressproxy.compiler.status import StatusBook
 from egressproxy.config.problems import ObjectRef
 from egressproxy.snapshot import Gateway
 
+__all__ = ["EXTENSION_KINDS", "finish_statuses", "find_unsupported"]
+
+# Kinds the data plane only reaches through references; they get Accepted and Programmed like the others.
+EXTENSION_KINDS = ("GatewayExtension", "GatewayParameters")
+
+
+def find_unsupported(comp: Compilation) -> None:
+    """Every object's unsupported field paths, from the document as written (defaults never count)."""
+    for res in comp.resources:
+        raw_spec = res.raw.get("spec") if hasattr(res.raw, "get") else None
+        paths = unsupported_fields(res.kind, raw_spec)
+        if paths:
+            comp.unsupported[res.ref] = paths
+
 
 def finish_statuses(comp: Compilation, gateway: Gateway | None) -> None:
+    find_unsupported(comp)
     ok = gateway is not None and not comp.problems
     not_served = "the configuration has problems; nothing from it is served" if gateway is not None else "no EgressGateway is served"
     for gw in comp.of_kind("EgressGateway"):
         comp.status.set(gw.ref, "Accepted", True, "Accepted")
         if gateway is not None and gw.ref == gateway.ref:
-            _programmed_in(comp.status, gw.ref, ok, not_served)
+            _programmed(comp, gw.ref, ok, not_served)
         else:
             comp.status.set(gw.ref, "Programmed", False, "NotSelected", "another EgressGateway is served (--gateway)")
     for name, book in comp.listener_status.items():
@@ -26,14 +50,17 @@ def finish_statuses(comp: Compilation, gateway: Gateway | None) -> None:
     for kind in ROUTE_KINDS:
         for res in comp.of_kind(kind):
             attached = res.ref in comp.routes
-            _programmed_in(comp.status, res.ref, ok and attached, not_served if attached else "not attached to a served listener")
-    for kind in BACKEND_KINDS + ("DirectResponse",):
+            _programmed(comp, res.ref, ok and attached, not_served if attached else "not attached to a served listener")
+    for kind in EXTENSION_KINDS:
         for res in comp.of_kind(kind):
-            _programmed_in(comp.status, res.ref, ok, not_served)
+            comp.status.set(res.ref, "Accepted", True, "Accepted")
+    for kind in BACKEND_KINDS + ("DirectResponse",) + EXTENSION_KINDS:
+        for res in comp.of_kind(kind):
+            _programmed(comp, res.ref, ok, not_served)
     for kind in POLICY_KINDS:
         for res in comp.of_kind(kind):
             served = any(scope not in ("elsewhere",) and _point_served(comp, scope, key) for scope, key in comp.policy_targets.get(res.ref, []))
-            _programmed_in(comp.status, res.ref, ok and served, not_served if served else "attached to nothing the served gateway uses")
+            _programmed(comp, res.ref, ok and served, not_served if served else "attached to nothing the served gateway uses")
 
 
 def _point_served(comp: Compilation, scope: str, key: Any) -> bool:
@@ -41,6 +68,15 @@ def _point_served(comp: Compilation, scope: str, key: Any) -> bool:
         return True
     route_ref = key[0] if scope == "rule" else key
     return route_ref in comp.routes
+
+
+def _programmed(comp: Compilation, ref: ObjectRef, ok: bool, why_not: str) -> None:
+    """Programmed for one object: Invalid when nothing is served, else Unsupported, else Pending or True."""
+    unsupported = comp.unsupported.get(ref)
+    if unsupported and not comp.problems:
+        comp.status.set(ref, "Programmed", False, "Unsupported", unsupported_message(unsupported))
+    else:
+        _programmed_in(comp.status, ref, ok, why_not)
 
 
 def _programmed_in(book: StatusBook, ref: ObjectRef, ok: bool, why_not: str) -> None:

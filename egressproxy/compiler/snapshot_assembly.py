@@ -27,5 +27,6 @@ def assemble_snapshot(
         direct_responses=MappingProxyType(dict(comp.direct_responses)),
         generation=comp.generation,
         files=comp.files,
+        unsupported=MappingProxyType(dict(sorted(comp.unsupported.items()))),
         _secret_values=frozenset(comp.secret_values),
     )

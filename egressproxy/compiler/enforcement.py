@@ -1,0 +1,378 @@
+"""Which fields this build enforces: the honest-status table (DESIGN.md section 6, "Honest status").
+
+The rule: an object is `Programmed=True` only when the data plane enforces every field set on it. A field the
+schema accepts and validates but the data plane does not act on makes its object `Programmed=False` with reason
+`Unsupported`, and the message names the field paths. An operator who writes a rate limit must never believe it
+is in force when it is not.
+
+The table below is the decision for every field path a kind's schema accepts (paths as `field_paths` spells
+them: `spec.` then field names, list items transparent). Each kind lists
+
+- `enforced`: fields the data plane acts on (listeners, routes, matches, filters, DNSPolicy, BackendTLSPolicy,
+  ...); references such as `targetRefs` and `parentRefs` count as enforced by being resolved;
+- `unsupported`: fields validated but not acted on, each with the reason an operator reads in the docs.
+
+An entry ending in `.*` decides that field and everything below it (used for references and selectors the
+data plane reads whole, and for blocks not enforced at all); any other entry decides exactly one path, so a
+field added to a schema later has no decision until someone writes one (`tests/unit/test_enforcement.py`
+walks every schema path and fails on a missing one). When a capability lands, move its paths from
+`unsupported` to `enforced` in the same change.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from egressproxy.compiler.field_paths import kind_paths, set_paths
+from egressproxy.config.kinds import KINDS
+
+__all__ = [
+    "Enforcement",
+    "KindEnforcement",
+    "ENFORCEMENT",
+    "decision",
+    "unsupported_fields",
+    "unsupported_message",
+]
+
+
+class Enforcement(enum.Enum):
+    ENFORCED = "enforced"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class KindEnforcement:
+    """One kind's decisions: the enforced entries, and the unsupported ones with why."""
+
+    enforced: tuple[str, ...]
+    unsupported: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        both = set(self.enforced) & set(self.unsupported)
+        assert not both, f"decided both ways: {sorted(both)}"
+
+    def entry(self, key: str) -> Enforcement | None:
+        if key in self.unsupported:
+            return Enforcement.UNSUPPORTED
+        if key in self.enforced:
+            return Enforcement.ENFORCED
+        return None
+
+
+def _under(prefix: str, entries: Iterable[str]) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{e}" for e in entries)
+
+
+# --- shared pieces ----------------------------------------------------------------------------------------------
+
+_TARGET_REFS = ("spec.targetRefs.*",)
+_PARENT_REFS = ("spec.parentRefs.*",)
+
+_NOT_MIRRORED = "request mirroring is not implemented"
+_NO_CORS = "CORS handling is not implemented"
+_NO_BACKEND_FILTERS = "filters on a single backendRef are not applied (rule filters are)"
+_NO_L4_BACKENDS = (
+    "TLS, TCP and UDP connections go to the requested destination (a parent-proxy Backend excepted); "
+    "other backendRefs are resolved but not dialled"
+)
+
+
+def _http_filters(prefix: str, *, http: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Gateway API route filters under `prefix` (HTTPRoute has redirects, rewrites and CORS; GRPCRoute not)."""
+    enforced = [
+        "",
+        ".type",
+        ".requestHeaderModifier.*",
+        ".responseHeaderModifier.*",
+        ".extensionRef.*",
+    ]
+    unsupported = {".requestMirror.*": _NOT_MIRRORED}
+    if http:
+        enforced += [".requestRedirect.*", ".urlRewrite.*"]
+        unsupported[".cors.*"] = _NO_CORS
+    return tuple(prefix + e for e in enforced), {prefix + k: v for k, v in unsupported.items()}
+
+
+def _route_kind(*, http: bool) -> KindEnforcement:
+    rule_filters, rule_filters_unsupported = _http_filters("spec.rules.filters", http=http)
+    matches: tuple[str, ...] = (
+        ("spec.rules.matches", "spec.rules.matches.path.*", "spec.rules.matches.headers.*",
+         "spec.rules.matches.queryParams.*", "spec.rules.matches.method")
+        if http
+        else ("spec.rules.matches", "spec.rules.matches.method.*", "spec.rules.matches.headers.*")
+    )
+    backend_refs = _under("spec.rules.backendRefs", ("group", "kind", "name", "namespace", "port", "weight"))
+    unsupported = {
+        **rule_filters_unsupported,
+        "spec.rules.backendRefs.filters.*": _NO_BACKEND_FILTERS,
+        "spec.rules.sessionPersistence": "session persistence is not implemented",
+    }
+    enforced = (*_PARENT_REFS, "spec.hostnames", "spec.rules", "spec.rules.name", *matches, *rule_filters,
+                "spec.rules.backendRefs", *backend_refs)
+    if http:
+        enforced += ("spec.rules.timeouts", "spec.rules.timeouts.request")
+        unsupported["spec.rules.timeouts.backendRequest"] = "a per-backend-request timeout is not applied"
+        unsupported["spec.rules.retry.*"] = "retries are not implemented"
+    return KindEnforcement(enforced, MappingProxyType(unsupported))
+
+
+def _l4_route_kind(*, hostnames: bool) -> KindEnforcement:
+    enforced = (*_PARENT_REFS, "spec.rules", "spec.rules.name") + (("spec.hostnames",) if hostnames else ())
+    return KindEnforcement(enforced, MappingProxyType({"spec.rules.backendRefs.*": _NO_L4_BACKENDS}))
+
+
+# --- AI providers (Backend `ai`, AIBackend) ---------------------------------------------------------------------
+
+_NOT_ROUTED_TO_PROVIDER = "requests are not yet sent to the provider: they go to the host the client named"
+_NO_PROVIDER_AUTH = "the provider credential is not injected yet"
+_NO_REWRITE = "the request is not rewritten for the provider yet"
+
+# Every field of a provider block, whatever the provider: why it is not enforced yet.
+_PROVIDER_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "authToken.*": _NO_PROVIDER_AUTH,
+        "auth.*": _NO_PROVIDER_AUTH,
+        "authHeaderOverride.*": _NO_PROVIDER_AUTH,
+        "hostOverride.*": _NOT_ROUTED_TO_PROVIDER,
+        "endpoint": _NOT_ROUTED_TO_PROVIDER,
+        "region": _NOT_ROUTED_TO_PROVIDER,
+        "project": _NOT_ROUTED_TO_PROVIDER,
+        "location": _NOT_ROUTED_TO_PROVIDER,
+        "deploymentName": _NO_REWRITE,
+        "model": _NO_REWRITE,
+        "publisher": _NO_REWRITE,
+        "apiVersion": _NO_REWRITE,
+        "pathOverride.*": _NO_REWRITE,
+    }
+)
+_LLM_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "azureOpenai", "vertexAi")
+_OPENAPI_PROVIDERS = ("openai", "azure", "gemini", "mistral")
+
+
+def _providers(kind: str, prefix: str, providers: tuple[str, ...]) -> dict[str, str]:
+    """`_PROVIDER_FIELDS` for each provider block under `prefix`, limited to the fields that block has."""
+    accepted = set(kind_paths(KINDS[kind]))
+    out: dict[str, str] = {}
+    for provider in providers:
+        out[f"{prefix}.{provider}"] = _NOT_ROUTED_TO_PROVIDER
+        for name, why in _PROVIDER_FIELDS.items():
+            path = f"{prefix}.{provider}.{name}"
+            if path.removesuffix(".*") in accepted:
+                out[path] = why
+    return out
+
+
+_AI_PRIORITY_GROUPS = "failover across priority groups is not implemented"
+
+# --- the table --------------------------------------------------------------------------------------------------
+
+_NO_CAPTURE = "no capture store or OTLP export in this build"
+_NO_CREDENTIALS = "credential injection is not implemented"
+_NO_RATE_LIMIT = "rate limiting is not implemented"
+_NO_LOGGING_POLICY = "capture and header redaction are not implemented"
+_NO_REGIONS = "region allow-lists are not implemented"
+_NO_TRAFFIC = "this TrafficPolicy field is not enforced"
+_NO_EXT = "external services (ext_authz, ext_proc, rate limit service) are not called"
+
+ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
+    {
+        "EgressGateway": KindEnforcement(
+            (
+                "spec.defaultPolicy",
+                "spec.listeners",
+                *_under(
+                    "spec.listeners",
+                    ("name", "protocol", "port", "tls", "tls.mode", "tls.caCertRef.*", "allowedRoutes",
+                     "allowedRoutes.namespaces.*", "allowedRoutes.kinds.*"),
+                ),
+                "spec.dns",
+                "spec.dns.lookupFamily",
+                "spec.requestTimeout",
+                "spec.connectTimeout",
+                "spec.upstreamTLS",
+                "spec.upstreamTLS.additionalTrustBundleSecretRef.*",
+                "spec.upstreamTLS.hostAliases.*",
+                "spec.ssrfGuard",
+                "spec.ssrfGuard.allowCIDRs",
+                "spec.ssrfGuard.denyCIDRs",
+                "spec.parentRef.*",
+            ),
+            MappingProxyType({"spec.otlp.*": _NO_CAPTURE}),
+        ),
+        "HTTPRoute": _route_kind(http=True),
+        "GRPCRoute": _route_kind(http=False),
+        "TLSRoute": _l4_route_kind(hostnames=True),
+        "TCPRoute": _l4_route_kind(hostnames=False),
+        "UDPRoute": _l4_route_kind(hostnames=False),
+        "EgressL4Route": KindEnforcement(
+            (
+                *_PARENT_REFS,
+                "spec.rules",
+                "spec.rules.matches",
+                *_under("spec.rules.matches", ("destinationCIDRs", "destinationHostnames", "ports.*", "protocol")),
+                "spec.rules.filters.*",  # ExtensionRefs attach their policy, which reports its own status
+            ),
+            MappingProxyType(
+                {
+                    "spec.rules.matches.sourceAgents.*": "matching on the source workload is not implemented",
+                    "spec.rules.backendRefs.*": _NO_L4_BACKENDS,
+                }
+            ),
+        ),
+        "BackendTLSPolicy": KindEnforcement(
+            (
+                *_TARGET_REFS,
+                "spec.validation",
+                *_under(
+                    "spec.validation",
+                    ("caCertificateRefs.*", "wellKnownCACertificates", "hostname", "subjectAltNames.*", "spkiPins",
+                     "crlRefs.*"),
+                ),
+                "spec.clientCertificateRef.*",
+            ),
+            MappingProxyType({"spec.options": "TLS options (cipher suites, versions) are not applied"}),
+        ),
+        "DNSPolicy": KindEnforcement(
+            (*_TARGET_REFS, "spec.resolvers", "spec.minTTL", "spec.maxTTL", "spec.reverseLookup.*"),
+            MappingProxyType({}),
+        ),
+        "EgressDenyPolicy": KindEnforcement(
+            ("spec.targetRef.*", *_TARGET_REFS, "spec.denyResponse.*"),
+            MappingProxyType({}),
+        ),
+        "CredentialInjectionPolicy": KindEnforcement(
+            (*_PARENT_REFS, *_TARGET_REFS),
+            MappingProxyType(
+                {
+                    f"spec.{f}": _NO_CREDENTIALS
+                    for f in ("secretRef.*", "secretKey", "target", "headerName", "queryParamName", "providerAuth.*",
+                              "valuePrefix")
+                }
+            ),
+        ),
+        "RateLimitPolicy": KindEnforcement(
+            _TARGET_REFS,
+            MappingProxyType({f"spec.{f}": _NO_RATE_LIMIT for f in ("requests", "window", "scope")}),
+        ),
+        "LoggingPolicy": KindEnforcement(
+            (),
+            MappingProxyType(
+                {f"spec.{f}": _NO_LOGGING_POLICY for f in ("captureRequest", "captureResponse", "redactHeaders", "sinkRef")}
+            ),
+        ),
+        "RegionAllowListPolicy": KindEnforcement(
+            _TARGET_REFS,
+            MappingProxyType({f"spec.{f}": _NO_REGIONS for f in ("allowedRegions", "unknownRegion", "geoIP.*")}),
+        ),
+        "Backend": KindEnforcement(
+            (
+                "spec.type",
+                "spec.static",
+                "spec.static.hosts",
+                "spec.static.hosts.host",
+                "spec.static.hosts.port",
+                "spec.ai",
+                "spec.ai.llm",
+                "spec.ai.provider",
+                "spec.ai.provider.type",
+                "spec.dynamicForwardProxy",
+                "spec.parent.*",
+            ),
+            MappingProxyType(
+                {
+                    "spec.static.hosts.tls.*": "a per-host SNI is not applied",
+                    **_providers("Backend", "spec.ai.llm", _LLM_PROVIDERS),
+                    **_providers("Backend", "spec.ai.provider", _OPENAPI_PROVIDERS),
+                    "spec.ai.priorityGroups.*": _AI_PRIORITY_GROUPS,
+                    "spec.aws.*": "AWS Lambda backends are not implemented",
+                    "spec.mcp.*": "MCP backends are not implemented",
+                    "spec.dynamicForwardProxy.enableTls": "TLS origination for dynamic forwarding is not implemented",
+                }
+            ),
+        ),
+        "AIBackend": KindEnforcement(
+            ("spec.provider", "spec.provider.type"),
+            MappingProxyType(
+                {
+                    **_providers("AIBackend", "spec.provider", _OPENAPI_PROVIDERS),
+                    "spec.groups.*": _AI_PRIORITY_GROUPS,
+                }
+            ),
+        ),
+        "TrafficPolicy": KindEnforcement(
+            _TARGET_REFS,
+            MappingProxyType(
+                {
+                    **{
+                        f"spec.{f}.*": _NO_TRAFFIC
+                        for f in ("cors", "timeout", "retries", "requestHeaderModifier", "responseHeaderModifier",
+                                  "rbac", "ai")
+                    },
+                    **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")},
+                }
+            ),
+        ),
+        "HTTPListenerPolicy": KindEnforcement(
+            (*_TARGET_REFS, "spec.basicAuth.*"),
+            MappingProxyType(
+                {
+                    "spec.accessLogging": "access logs are not written",
+                    "spec.accessLog.*": "access logs are not written",
+                    "spec.tracing.*": "tracing is not implemented",
+                    "spec.buffer.*": "the request buffer limit is not applied",
+                    "spec.celValidation.*": "CEL validation is not implemented",
+                }
+            ),
+        ),
+        "DirectResponse": KindEnforcement(("spec.status", "spec.statusCode", "spec.body"), MappingProxyType({})),
+        "GatewayExtension": KindEnforcement(
+            ("spec.type",),
+            MappingProxyType({f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")}),
+        ),
+        "GatewayParameters": KindEnforcement(
+            (),
+            MappingProxyType({"spec.kube.*": "Kubernetes manifests (render-k8s) are not in this build"}),
+        ),
+        "Secret": KindEnforcement((), MappingProxyType({})),  # no spec: read whole by what references it
+    }
+)
+
+
+def decision(kind: str, path: str) -> Enforcement | None:
+    """The decision for one field path: its own entry, else the nearest `prefix.*` entry above it."""
+    table = ENFORCEMENT.get(kind)
+    if table is None:
+        return None
+    found = table.entry(path) or table.entry(f"{path}.*")
+    if found is not None:
+        return found
+    parts = path.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        found = table.entry(".".join(parts[:end]) + ".*")
+        if found is not None:
+            return found
+    return None
+
+
+def unsupported_fields(kind: str, raw_spec: Any) -> tuple[str, ...]:
+    """The field paths an object sets that this build does not enforce (the outermost of nested ones)."""
+    out: list[str] = []
+    for path in set_paths(kind, raw_spec) if kind in ENFORCEMENT else ():
+        if decision(kind, path) is not Enforcement.UNSUPPORTED:
+            continue
+        if any(path.startswith(f"{outer}.") for outer in out):
+            continue
+        out.append(path)
+    return tuple(out)
+
+
+def unsupported_message(paths: Iterable[str]) -> str:
+    """The `Programmed=False` / `Unsupported` condition message: which fields, and what that means."""
+    listed = list(paths)
+    verb = "is" if len(listed) == 1 else "are"
+    return f"{', '.join(listed)} {verb} validated but not enforced by this build"

@@ -1,0 +1,272 @@
+"""Honest status: every field the schemas accept has an enforcement decision, and an object that sets a field
+this build does not enforce is `Programmed=False` / `Unsupported`, naming the field."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from egressproxy.compiler import CompileResult, compile_config
+from egressproxy.compiler.enforcement import ENFORCEMENT, Enforcement, decision, unsupported_fields
+from egressproxy.compiler.field_paths import kind_paths, set_paths
+from egressproxy.config.kinds import KINDS
+from egressproxy.config.loader import load_text
+from egressproxy.config.problems import ObjectRef
+
+GATEWAY = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: gw}
+spec:
+  listeners:
+  - {name: http, protocol: HTTP}
+"""
+
+ROUTE = """\
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-a, value: b}]}
+"""
+
+
+def compile_text(text: str) -> CompileResult:
+    loaded = load_text(textwrap.dedent(text), "cfg.yaml")
+    assert [str(p) for p in loaded.problems] == []
+    result = compile_config(loaded.resources)
+    assert [str(p) for p in result.problems] == []
+    return result
+
+
+def programmed(result: CompileResult, ref: ObjectRef) -> tuple[str, str, str]:
+    (condition,) = [c for c in result.statuses[ref] if c.type == "Programmed"]
+    return condition.status, condition.reason, condition.message
+
+
+# --- the table covers the schemas ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_field_the_schema_accepts_has_a_decision(kind: str) -> None:
+    """A field added to a schema without deciding whether this build enforces it fails here."""
+    undecided = [path for path in kind_paths(KINDS[kind]) if decision(kind, path) is None]
+    assert undecided == [], f"{kind}: add these paths to egressproxy/compiler/enforcement.py"
+
+
+@pytest.mark.parametrize("kind", sorted(ENFORCEMENT))
+def test_every_decision_names_a_field_the_schema_accepts(kind: str) -> None:
+    """A renamed or removed field leaves no stale entry behind."""
+    assert kind in KINDS
+    accepted = set(kind_paths(KINDS[kind]))
+    table = ENFORCEMENT[kind]
+    stale = [e for e in (*table.enforced, *table.unsupported) if e.removesuffix(".*") not in accepted]
+    assert stale == []
+
+
+def test_a_field_without_a_decision_is_reported_undecided() -> None:
+    """The coverage test above can fail: a path nobody decided has no decision (not silently enforced)."""
+    assert decision("HTTPRoute", "spec.rules.somethingNew") is None
+    assert decision("EgressGateway", "spec.newBlock") is None
+    assert decision("NoSuchKind", "spec.x") is None
+
+
+def test_a_subtree_entry_decides_everything_below_it() -> None:
+    assert decision("EgressGateway", "spec.otlp") is Enforcement.UNSUPPORTED
+    assert decision("EgressGateway", "spec.otlp.captureBody.maxBytes") is Enforcement.UNSUPPORTED
+    assert decision("HTTPRoute", "spec.parentRefs.sectionName") is Enforcement.ENFORCED
+    assert decision("HTTPRoute", "spec.rules.filters.cors.maxAge") is Enforcement.UNSUPPORTED
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        ("CredentialInjectionPolicy", "spec.headerName"),
+        ("RateLimitPolicy", "spec.requests"),
+        ("LoggingPolicy", "spec.captureRequest"),
+        ("RegionAllowListPolicy", "spec.allowedRegions"),
+        ("TrafficPolicy", "spec.extAuth"),
+        ("TrafficPolicy", "spec.rbac.policy.matchExpressions"),
+        ("GatewayExtension", "spec.extAuth.grpcService.backendRef.name"),
+        ("HTTPListenerPolicy", "spec.accessLog.fileSink.path"),
+        ("EgressGateway", "spec.otlp.endpoint"),
+        ("Backend", "spec.ai.llm.openai.authToken.secretRef.name"),
+        ("Backend", "spec.ai.priorityGroups.providers.name"),
+        ("HTTPRoute", "spec.rules.filters.requestMirror"),
+    ],
+)
+def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) -> None:
+    assert decision(kind, path) is Enforcement.UNSUPPORTED
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        ("EgressGateway", "spec.listeners.tls.caCertRef.name"),
+        ("EgressGateway", "spec.ssrfGuard.denyCIDRs"),
+        ("EgressGateway", "spec.upstreamTLS.hostAliases.hostnames"),
+        ("HTTPRoute", "spec.rules.matches.headers.value"),
+        ("HTTPRoute", "spec.rules.filters.urlRewrite.path.replacePrefixMatch"),
+        ("DNSPolicy", "spec.reverseLookup.enforce"),
+        ("BackendTLSPolicy", "spec.validation.spkiPins"),
+        ("HTTPListenerPolicy", "spec.basicAuth.credentialsSecretRef.name"),
+        ("EgressDenyPolicy", "spec.denyResponse.statusCode"),
+        ("Backend", "spec.parent.authSecretRef.name"),
+        ("DirectResponse", "spec.body"),
+        ("RateLimitPolicy", "spec.targetRefs.name"),
+    ],
+)
+def test_what_the_data_plane_does_is_enforced(kind: str, path: str) -> None:
+    assert decision(kind, path) is Enforcement.ENFORCED
+
+
+# --- which fields an object sets -----------------------------------------------------------------------------
+
+
+def test_set_paths_are_the_fields_as_written_not_the_defaults() -> None:
+    """EgressGateway fills `spec.otlp.captureBody` in by default; only what the user wrote counts."""
+    (gw,) = load_text(GATEWAY, "gw.yaml").resources
+    assert "otlp" in gw.spec
+    assert set_paths("EgressGateway", gw.raw["spec"]) == ("spec.listeners", "spec.listeners.name", "spec.listeners.protocol")
+    assert unsupported_fields("EgressGateway", gw.raw["spec"]) == ()
+
+
+def test_an_explicit_null_is_unset() -> None:
+    assert unsupported_fields("EgressGateway", {"listeners": [], "otlp": None}) == ()
+
+
+def test_only_the_outermost_unsupported_field_is_named() -> None:
+    spec = {"otlp": {"endpoint": "collector:4317", "captureBody": {"maxBytes": 10}}, "requestTimeout": "1m"}
+    assert unsupported_fields("EgressGateway", spec) == ("spec.otlp",)
+
+
+def test_unsupported_fields_inside_lists_are_named_once() -> None:
+    spec = {
+        "rules": [
+            {"retry": {"attempts": 2}, "filters": [{"type": "CORS", "cors": {"maxAge": 5}}]},
+            {"retry": {"attempts": 3}},
+        ]
+    }
+    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.retry", "spec.rules.filters.cors")
+
+
+# --- statuses ------------------------------------------------------------------------------------------------
+
+
+def test_a_rate_limit_is_not_reported_as_in_force() -> None:
+    result = compile_text(
+        GATEWAY
+        + """\
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: budget}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
+  requests: 10
+  window: 1m
+"""
+    )
+    ref = ObjectRef("RateLimitPolicy", "default", "budget")
+    assert programmed(result, ref) == (
+        "False",
+        "Unsupported",
+        "spec.requests, spec.window are validated but not enforced by this build",
+    )
+    assert result.ok  # Unsupported is no problem: the configuration is still served
+    assert result.snapshot is not None
+    assert dict(result.snapshot.unsupported) == {ref: ("spec.requests", "spec.window")}
+
+
+def test_objects_with_only_enforced_fields_stay_programmed() -> None:
+    result = compile_text(
+        GATEWAY
+        + ROUTE
+        + """\
+---
+apiVersion: policy.egressproxy.io/v1alpha1
+kind: DNSPolicy
+metadata: {name: dns}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
+  minTTL: 5s
+  reverseLookup: {enforce: true}
+"""
+    )
+    for ref in (
+        ObjectRef("EgressGateway", "default", "gw"),
+        ObjectRef("HTTPRoute", "default", "r"),
+        ObjectRef("DNSPolicy", "default", "dns"),
+    ):
+        assert programmed(result, ref) == ("True", "Programmed", "in the served snapshot")
+    assert result.snapshot is not None and dict(result.snapshot.unsupported) == {}
+
+
+def test_an_unsupported_field_on_the_gateway_and_a_route() -> None:
+    result = compile_text(
+        GATEWAY
+        + "  otlp: {endpoint: 'collector:4317'}\n"
+        + ROUTE
+        + "    retry: {attempts: 2}\n"
+    )
+    assert programmed(result, ObjectRef("EgressGateway", "default", "gw"))[1:] == (
+        "Unsupported",
+        "spec.otlp is validated but not enforced by this build",
+    )
+    assert programmed(result, ObjectRef("HTTPRoute", "default", "r"))[1:] == (
+        "Unsupported",
+        "spec.rules.retry is validated but not enforced by this build",
+    )
+
+
+def test_a_gateway_extension_reports_its_status() -> None:
+    result = compile_text(
+        GATEWAY
+        + """\
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: GatewayExtension
+metadata: {name: authz}
+spec:
+  type: ExtAuth
+  extAuth: {grpcService: {backendRef: {name: opa, port: 9191}}}
+"""
+    )
+    ref = ObjectRef("GatewayExtension", "default", "authz")
+    assert [c.type for c in result.statuses[ref]] == ["Accepted", "Programmed"]
+    assert programmed(result, ref)[1:] == ("Unsupported", "spec.extAuth is validated but not enforced by this build")
+
+
+def test_a_configuration_with_problems_is_invalid_before_unsupported() -> None:
+    loaded = load_text(
+        GATEWAY
+        + """\
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: budget}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
+  requests: 10
+  window: 1m
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: nope}]}]
+""",
+        "cfg.yaml",
+    )
+    result = compile_config(loaded.resources)
+    assert result.problems
+    assert programmed(result, ObjectRef("RateLimitPolicy", "default", "budget"))[:2] == ("False", "Invalid")
