@@ -3,6 +3,10 @@
 Reading files and compiling run in a worker thread; only the final reference swap happens on the event loop.
 A configuration that fails validation never replaces a working one: its problems are logged, counted in
 `egress_config_reloads_total{result="rejected"}` and shown by the admin port's /stats.
+
+A configuration that is served may still set fields this build does not enforce (honest status, DESIGN.md
+section 6): each such object gets one warning at start and on every accepted reload, naming its fields, so an
+operator reading the log never takes a rate limit or an injected credential for one in force.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from egressproxy.compiler import compile_config
+from egressproxy.compiler.enforcement import unsupported_message
 from egressproxy.config.loader import config_files, load_paths
 from egressproxy.runtime.state import GatewayState, ReloadStatus
 from egressproxy.snapshot import Snapshot
 
-__all__ = ["ConfigSource", "BuildResult", "Reloader"]
+__all__ = ["ConfigSource", "BuildResult", "Reloader", "warn_unsupported"]
 
 log = logging.getLogger("egressproxy")
+
+
+def warn_unsupported(snapshot: Snapshot, logger: logging.Logger = log) -> None:
+    """One warning per object that sets fields this build validates but does not enforce."""
+    for ref, paths in snapshot.unsupported.items():
+        logger.warning("%s is not enforced in full (Programmed=False, Unsupported): %s", ref, unsupported_message(paths))
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,8 @@ class Reloader:
         if result.ok and result.snapshot is not None:
             self._generation = result.snapshot.generation
             self.state.swap(result.snapshot)
+            if not self.state.worker:  # worker 0 speaks for all: one warning per object, not one per process
+                warn_unsupported(result.snapshot)
             metrics.config_reloads.labels("accepted").inc()
             metrics.config_last_reload_success.set(1)
         else:

@@ -1,0 +1,101 @@
+"""reloader: the Unsupported warnings `run` logs at start and on every accepted reload (honest status)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from egressproxy.runtime.reloader import ConfigSource, Reloader
+from egressproxy.runtime.state import GatewayState
+
+GATEWAY = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: gw}
+spec:
+  listeners:
+  - {name: http, protocol: HTTP}
+"""
+
+RATE_LIMIT = """\
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: budget}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
+  requests: 10
+  window: 1m
+"""
+
+LOGGING = """\
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: LoggingPolicy
+metadata: {name: audit}
+spec: {captureRequest: true}
+"""
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "egressproxy"]
+
+
+def reloader_for(tmp_path: Path, text: str, worker: int = 0) -> tuple[Reloader, Path]:
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    state = GatewayState(tmp_path / "data", worker=worker)
+    return Reloader(ConfigSource((str(config),)), state), config
+
+
+def test_one_warning_per_unsupported_object_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reloader, _ = reloader_for(tmp_path, GATEWAY + RATE_LIMIT + LOGGING)
+    with caplog.at_level(logging.WARNING, logger="egressproxy"):
+        assert reloader.load_initial().ok
+    assert warnings_of(caplog) == [
+        "LoggingPolicy/default/audit is not enforced in full (Programmed=False, Unsupported): "
+        "spec.captureRequest is validated but not enforced by this build",
+        "RateLimitPolicy/default/budget is not enforced in full (Programmed=False, Unsupported): "
+        "spec.requests, spec.window are validated but not enforced by this build",
+    ]
+
+
+def test_the_warnings_repeat_on_every_reload(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reloader, config = reloader_for(tmp_path, GATEWAY + RATE_LIMIT)
+    assert reloader.load_initial().ok
+    caplog.clear()
+    config.write_text(GATEWAY + RATE_LIMIT + LOGGING)
+    with caplog.at_level(logging.WARNING, logger="egressproxy"):
+        assert asyncio.run(reloader.reload("test")).ok
+    assert [w.split(" is not enforced")[0] for w in warnings_of(caplog)] == [
+        "LoggingPolicy/default/audit",
+        "RateLimitPolicy/default/budget",
+    ]
+
+
+def test_a_fully_enforced_configuration_warns_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reloader, _ = reloader_for(tmp_path, GATEWAY)
+    with caplog.at_level(logging.WARNING, logger="egressproxy"):
+        assert reloader.load_initial().ok
+    assert warnings_of(caplog) == []
+
+
+def test_a_rejected_reload_warns_nothing_more(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reloader, config = reloader_for(tmp_path, GATEWAY + RATE_LIMIT)
+    assert reloader.load_initial().ok
+    caplog.clear()
+    config.write_text(GATEWAY + RATE_LIMIT.replace("requests: 10", "requests: ten"))
+    with caplog.at_level(logging.WARNING, logger="egressproxy"):
+        assert not asyncio.run(reloader.reload("test")).ok
+    assert warnings_of(caplog) == []
+
+
+def test_only_worker_zero_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Under --workers N every process loads the config; the log says each thing once."""
+    reloader, _ = reloader_for(tmp_path, GATEWAY + RATE_LIMIT, worker=1)
+    with caplog.at_level(logging.WARNING, logger="egressproxy"):
+        assert reloader.load_initial().ok
+    assert warnings_of(caplog) == []
