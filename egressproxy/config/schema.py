@@ -276,7 +276,8 @@ class Obj(Type):
             w.error(path, line, f"expected an object, got {_type_name(node)}")
             return None
         out: dict[str, Any] = {}
-        fields_valid = True
+        dropped = False  # a field was written but is invalid, so `out` lacks it
+        issues_before = len(w.issues)
         for key, value in node.items():
             key_line = w.key_line(node, key, line)
             sub = f"{path}.{key}" if path else str(key)
@@ -286,11 +287,11 @@ class Obj(Type):
                 continue
             if value is None and not spec.required:
                 continue  # an explicit null reads as "unset", as the Kubernetes API server does
-            issues_before = len(w.issues)
             checked = spec.type.check(value, sub, w.value_line(node, key, line), w)
-            fields_valid = fields_valid and len(w.issues) == issues_before
             if checked is not None:
                 out[key] = checked
+            else:
+                dropped = True
         for name in self.fields:
             spec = self.field_spec(name)
             assert spec is not None
@@ -300,11 +301,16 @@ class Obj(Type):
                 w.error(f"{path}.{name}" if path else name, line, "required field is missing")
             elif spec.default is not None and node.get(name) is None:
                 out[name] = _copy(spec.default)  # absent, or an explicit null (read as unset above)
-        # Cross-field rules read values: over a field that was invalid (dropped, or an object missing a part)
-        # they would report problems that are not there, so they wait until the fields are right.
-        for rule in self.rules if fields_valid else ():
+        # Cross-field rules read values. They run in the same pass as the field checks, so every problem is
+        # reported at once (a duplicate listener name beside a bad protocol). Where they would read a field
+        # that was invalid they could report problems that are not there: not when a field of this object was
+        # dropped, and no rule problem on (or above, or below) a path that already has one.
+        invalid = [issue_path for issue_path, _, _ in w.issues[issues_before:]]
+        for rule in self.rules if not dropped else ():
             for rel, message in rule(out):
-                w.error(f"{path}.{rel}" if rel else path, w.line_for(node, rel, line), message)
+                where = f"{path}.{rel}" if rel and path else (rel or path)
+                if not any(_related(where, other) for other in invalid):
+                    w.error(where, w.line_for(node, rel, line), message)
         return out
 
     def describe(self) -> str:
@@ -326,6 +332,11 @@ class OneOf(Type):
         names = " or ".join(o.describe() for o in self.options)
         w.error(path, line, f"expected {names}, got {_type_name(node)}")
         return None
+
+
+def _related(a: str, b: str) -> bool:
+    """Whether one field path is the other, or inside it (`spec.x` and `spec.x[0].y`)."""
+    return a == b or b.startswith((f"{a}.", f"{a}[")) or a.startswith((f"{b}.", f"{b}["))
 
 
 def _copy(value: Any) -> Any:
