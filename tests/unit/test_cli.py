@@ -91,6 +91,31 @@ def test_validate_valid_config_prints_status_conditions(good: Path) -> None:
     assert "HTTPRoute/default/api" in out and "TLSRoute/default/pinned" in out
 
 
+def test_validate_names_the_fields_this_build_does_not_enforce(good: Path) -> None:
+    """A rate limit is valid, but not in force: exit 0, and the status line says which fields."""
+    (good / "limit.yaml").write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: clrk.apoxy.dev/v1alpha1
+            kind: RateLimitPolicy
+            metadata: {name: budget}
+            spec:
+              targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]
+              requests: 10
+              window: 1m
+            """
+        )
+    )
+    code, out = run("validate", "-c", str(good))
+    assert code == 0, out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert lines["RateLimitPolicy/default/budget"].split(None, 1)[1] == (
+        "Accepted=True  ResolvedRefs=True  Programmed=False "
+        "(Unsupported: spec.requests, spec.window are validated but not enforced by this build)"
+    )
+    assert lines["EgressGateway/default/eg"].endswith("Programmed=True")
+
+
 def test_validate_broken_config_lists_every_problem_with_file_line_and_path(tmp_path: Path) -> None:
     p = tmp_path / "broken.yaml"
     p.write_text(BROKEN)
