@@ -176,7 +176,7 @@ _NO_CREDENTIALS = "credential injection is not implemented"
 _NO_RATE_LIMIT = "rate limiting is not implemented"
 _NO_LOGGING_POLICY = "capture and header redaction are not implemented"
 _NO_REGIONS = "region allow-lists are not implemented"
-_NO_TRAFFIC = "this TrafficPolicy field is not enforced"
+_NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
 _NO_EXT = "external services (ext_authz, ext_proc, rate limit service) are not called"
 
 ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
@@ -308,11 +308,13 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             _TARGET_REFS,
             MappingProxyType(
                 {
-                    **{
-                        f"spec.{f}.*": _NO_TRAFFIC
-                        for f in ("cors", "timeout", "retries", "requestHeaderModifier", "responseHeaderModifier",
-                                  "rbac", "ai")
-                    },
+                    "spec.cors.*": _NO_CORS,
+                    "spec.timeout.*": "TrafficPolicy timeouts are not applied (the gateway's and the route's are)",
+                    "spec.retries.*": "retries are not implemented",
+                    "spec.requestHeaderModifier.*": _NO_POLICY_HEADERS,
+                    "spec.responseHeaderModifier.*": _NO_POLICY_HEADERS,
+                    "spec.rbac.*": "CEL authorization (rbac) is not implemented",
+                    "spec.ai.*": "AI prompt guards, enrichment and field defaults are not implemented",
                     **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")},
                 }
             ),

@@ -4,11 +4,13 @@ this build does not enforce is `Programmed=False` / `Unsupported`, naming the fi
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from egressproxy.compiler import CompileResult, compile_config
 from egressproxy.compiler.enforcement import ENFORCEMENT, Enforcement, decision, unsupported_fields
+from egressproxy.compiler.enforcement_doc import render, replace_in
 from egressproxy.compiler.field_paths import kind_paths, set_paths
 from egressproxy.config.kinds import KINDS
 from egressproxy.config.loader import load_text
@@ -270,3 +272,16 @@ spec:
     result = compile_config(loaded.resources)
     assert result.problems
     assert programmed(result, ObjectRef("RateLimitPolicy", "default", "budget"))[:2] == ("False", "Invalid")
+
+
+# --- the documentation --------------------------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_the_configuration_doc_lists_what_this_build_does_not_enforce() -> None:
+    """Regenerate with `python -m egressproxy.compiler.enforcement_doc docs/configuration.md`."""
+    text = DOC.read_text()
+    assert replace_in(text) == text
+    assert "| RateLimitPolicy | `spec.requests`, `spec.window`, `spec.scope` | rate limiting is not implemented |" in render()
+
