@@ -285,3 +285,15 @@ def test_the_configuration_doc_lists_what_this_build_does_not_enforce() -> None:
     assert replace_in(text) == text
     assert "| RateLimitPolicy | `spec.requests`, `spec.window`, `spec.scope` | rate limiting is not implemented |" in render()
 
+
+
+def test_a_gateway_that_is_not_served_is_not_reported_unsupported() -> None:
+    other = GATEWAY.replace("name: gw", "name: other") + "  otlp: {endpoint: 'collector:4317'}\n"
+    loaded = load_text(GATEWAY + "---\n" + other, "cfg.yaml")
+    result = compile_config(loaded.resources, gateway_name="default/gw")
+    assert result.ok and result.snapshot is not None
+    assert dict(result.snapshot.unsupported) == {}
+    assert programmed(result, ObjectRef("EgressGateway", "default", "other"))[:2] == ("False", "NotSelected")
+    served = compile_config(loaded.resources, gateway_name="default/other")
+    assert served.snapshot is not None
+    assert dict(served.snapshot.unsupported) == {ObjectRef("EgressGateway", "default", "other"): ("spec.otlp",)}
