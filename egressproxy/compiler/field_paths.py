@@ -1,8 +1,9 @@
 """Field paths of the declarative kind schemas: every path a kind accepts, and the paths one object sets.
 
 Honest status (`enforcement`) classifies fields by path, so both sides must spell paths the same way: dotted
-field names from `spec` down, list items transparent (`spec.rules.filters.type`, not `spec.rules[0]...`), and a
-path ends where the schema stops naming fields (a `Map` of free keys, a `Free` value, a `OneOf` of scalars).
+field names from `spec` down, list items and map keys transparent (`spec.rules.filters.type`, not
+`spec.rules[0]...`; `spec.tracing.customTags.literal` for any tag name), the fields of every shape a `OneOf`
+allows, and a path ends where the schema stops naming fields (a scalar, a `Free` value).
 The set paths are read from the document as written (`Resource.raw`), not from the defaulted spec, so a default
 the schema fills in never counts as a field the user set.
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from egressproxy.config.kinds import KINDS, KindSchema
-from egressproxy.config.schema import Derive, List, Obj, Type, to_plain
+from egressproxy.config.schema import Derive, List, Map, Obj, OneOf, Type, to_plain
 
 __all__ = ["schema_paths", "kind_paths", "set_paths"]
 
@@ -24,6 +25,11 @@ def schema_paths(schema: Type, prefix: str) -> Iterator[str]:
         yield from schema_paths(schema.inner, prefix)
     elif isinstance(schema, List):
         yield from schema_paths(schema.item, prefix)
+    elif isinstance(schema, Map):
+        yield from schema_paths(schema.values, prefix)
+    elif isinstance(schema, OneOf):
+        for option in schema.options:
+            yield from schema_paths(option, prefix)
     elif isinstance(schema, Obj):
         for name in schema.fields:
             spec = schema.field_spec(name)
@@ -54,6 +60,12 @@ def _walk(schema: Type, value: Any, prefix: str) -> Iterator[str]:
     elif isinstance(schema, List) and isinstance(value, list):
         for item in value:
             yield from _walk(schema.item, item, prefix)
+    elif isinstance(schema, Map) and isinstance(value, Mapping):
+        for item in value.values():
+            yield from _walk(schema.values, item, prefix)
+    elif isinstance(schema, OneOf):
+        for option in schema.options:
+            yield from _walk(option, value, prefix)
     elif isinstance(schema, Obj) and isinstance(value, Mapping):
         for name, item in value.items():
             spec = schema.field_spec(name)

@@ -297,3 +297,15 @@ def test_a_gateway_that_is_not_served_is_not_reported_unsupported() -> None:
     served = compile_config(loaded.resources, gateway_name="default/other")
     assert served.snapshot is not None
     assert dict(served.snapshot.unsupported) == {ObjectRef("EgressGateway", "default", "other"): ("spec.otlp",)}
+
+
+def test_fields_inside_maps_are_walked_too() -> None:
+    """A tracing custom tag is an object under a free key: its fields are paths of their own."""
+    paths = kind_paths(KINDS["HTTPListenerPolicy"])
+    assert "spec.tracing.customTags.literal" in paths
+    spec = {"tracing": {"customTags": {"team": {"literal": "a"}}}}
+    assert set_paths("HTTPListenerPolicy", spec) == (
+        "spec.tracing",
+        "spec.tracing.customTags",
+        "spec.tracing.customTags.literal",
+    )
