@@ -15,7 +15,7 @@ from typing import Any
 
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.enforcement import unsupported_fields, unsupported_message
-from egressproxy.compiler.kinds import BACKEND_KINDS, POLICY_KINDS, ROUTE_KINDS
+from egressproxy.compiler.kinds import BACKEND_KINDS, HTTP_ROUTE_KINDS, POLICY_KINDS, ROUTE_KINDS
 from egressproxy.compiler.status import StatusBook
 from egressproxy.config.problems import ObjectRef
 from egressproxy.snapshot import Gateway
@@ -36,8 +36,23 @@ def find_unsupported(comp: Compilation) -> None:
             continue
         raw_spec = res.raw.get("spec") if hasattr(res.raw, "get") else None
         paths = unsupported_fields(res.kind, raw_spec)
+        if L4_BACKEND_REFS in paths and _only_parent_backends(comp, res.ref):
+            paths = tuple(p for p in paths if p != L4_BACKEND_REFS)
         if paths:
             comp.unsupported[res.ref] = paths
+
+
+# The one decision that depends on values: an L4 route's backendRefs are dialled when they name parent proxies
+# (DESIGN.md 4.1 parent mode: the connection goes through the parent), and only then.
+L4_BACKEND_REFS = "spec.rules.backendRefs"
+
+
+def _only_parent_backends(comp: Compilation, ref: ObjectRef) -> bool:
+    route = comp.routes.get(ref)
+    if route is None or route.kind in HTTP_ROUTE_KINDS:
+        return False
+    refs = [wb for rule in route.rules for wb in rule.backends]
+    return bool(refs) and all(wb.backend is not None and wb.backend.parent is not None for wb in refs)
 
 
 def finish_statuses(comp: Compilation, gateway: Gateway | None) -> None:

@@ -309,3 +309,34 @@ def test_fields_inside_maps_are_walked_too() -> None:
         "spec.tracing.customTags",
         "spec.tracing.customTags.literal",
     )
+
+
+L4_ROUTE_TO = """\
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: t}}
+spec:
+  parentRefs: [{{name: gw, sectionName: tcp}}]
+  rules: [{{backendRefs: [{{name: {backend}, port: 443}}]}}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {{name: {backend}}}
+spec:
+  type: Static
+  static: {{hosts: [{{host: proxy.internal, port: 3128}}]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("backend_extra", "status"),
+    [
+        ("  parent: {}\n", ("True", "Programmed")),  # parent mode: the connection goes through the parent
+        ("", ("False", "Unsupported")),  # any other Backend: the connection goes to the requested destination
+    ],
+)
+def test_l4_backend_refs_are_enforced_only_for_parent_proxies(backend_extra: str, status: tuple[str, str]) -> None:
+    gateway = GATEWAY + "  - {name: tcp, protocol: TCP}\n"
+    result = compile_text(gateway + L4_ROUTE_TO.format(backend="up") + backend_extra)
+    assert programmed(result, ObjectRef("TCPRoute", "default", "t"))[:2] == status
