@@ -94,7 +94,10 @@ class BasicAuth:
         stored = self.entries.get(user)
         if stored is None:
             return False
-        return bool(HTPASSWD_CONTEXT.verify(password, stored))
+        try:
+            return bool(HTPASSWD_CONTEXT.verify(password, stored))
+        except ValueError:  # the compiler refuses malformed hashes; a wrong credential is a 407, never an error
+            return False
 
     def to_dump(self) -> dict[str, Any]:
         return {"policy": self.policy, "users": len(self.entries)}

@@ -2,7 +2,8 @@
 
 Each line is `user:hash`; blank lines and `#` comments are skipped. A hash of a scheme the gateway does not
 verify (see `compiled_policies.HTPASSWD_SCHEMES`) is a problem naming the Secret and the line, never silently
-a clear-text password (passlib's own htpasswd reader would take it as one). Problems never show a hash.
+a clear-text password (passlib's own htpasswd reader would take it as one); so is a malformed hash of a known
+scheme, which would otherwise fail every login with an error instead of a 407. Problems never show a hash.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ __all__ = ["HTPASSWD_KEY", "compile_basic_auth", "parse_htpasswd"]
 
 HTPASSWD_KEY = ".htpasswd"
 SCHEMES_TEXT = "bcrypt, {SHA}, $apr1$, $5$ or $6$"
+_SCHEME_NAMES = {
+    "bcrypt": "bcrypt",
+    "ldap_sha1": "{SHA}",
+    "apr_md5_crypt": "$apr1$",
+    "sha256_crypt": "$5$",
+    "sha512_crypt": "$6$",
+}
 
 
 def compile_basic_auth(comp: Compilation) -> dict[ObjectRef, BasicAuth]:
@@ -43,8 +51,14 @@ def parse_htpasswd(text: str) -> tuple[dict[str, str], list[str]]:
         if not sep or not user or not stored:
             problems.append(f"line {number} is not user:hash")
             continue
-        if HTPASSWD_CONTEXT.identify(stored, required=False) is None:
+        scheme = HTPASSWD_CONTEXT.identify(stored, required=False)
+        if scheme is None:
             problems.append(f'line {number}: the hash of user "{user}" is of an unknown scheme (use {SCHEMES_TEXT})')
+            continue
+        try:
+            HTPASSWD_CONTEXT.handler(scheme).from_string(stored)
+        except ValueError:
+            problems.append(f'line {number}: the hash of user "{user}" is no valid {_SCHEME_NAMES[scheme]} hash')
             continue
         entries.setdefault(user, stored)  # Apache uses the first line of a user
     return entries, problems

@@ -436,6 +436,20 @@ def test_htpasswd_accepts_the_apache_schemes_and_keeps_a_users_first_line() -> N
     ]
 
 
+def test_htpasswd_refuses_a_malformed_hash_of_a_known_scheme() -> None:
+    entries, problems = parse_htpasswd("a:{SHA}not*base64\nb:$2y$05$short\nc:$apr1$abc$def\n")
+    assert entries == {}
+    assert problems == [
+        'line 1: the hash of user "a" is no valid {SHA} hash',
+        'line 2: the hash of user "b" is no valid bcrypt hash',
+        'line 3: the hash of user "c" is no valid $apr1$ hash',
+    ]
+
+
+def test_a_stored_hash_that_cannot_be_verified_is_a_wrong_credential() -> None:
+    assert not BasicAuth("HTTPListenerPolicy/ns/p", {"a": "{SHA}not*base64"}).check("a", "x")
+
+
 def test_htpasswd_never_takes_an_unknown_scheme_as_clear_text() -> None:
     entries, problems = parse_htpasswd("bob:secret\ncarol:abcdefghijklm\n")
     assert entries == {}
