@@ -3,7 +3,8 @@
 Names the routes allow are resolved by the gateway's own resolver, every answer passes the SSRF guard, and
 each answered address is bound to its name for later transparent connections (egressproxy/dns_bindings.py).
 Other names get NXDOMAIN under deny-all. Nothing is ever forwarded as-is to another resolver, so UDP/53 cannot
-be used as a tunnel; a query this addon does not answer fails (mitmproxy answers SERVFAIL).
+be used as a tunnel; a query this addon does not answer fails (mitmproxy answers SERVFAIL). The SSRF guard and
+the gateway's DNS settings are the snapshot's compiled ones, never rebuilt per query.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from mitmproxy.proxy.mode_specs import DnsMode
 from egressproxy.decisions import dns_name_allowed
 from egressproxy.engine.guard import fail_closed
 from egressproxy.hostnames import InvalidHostname, canonical_host
-from egressproxy.resolver import DnsSettings, ResolutionError
+from egressproxy.resolver import ResolutionError
 from egressproxy.runtime.state import GatewayState
-from egressproxy.ssrf import SsrfGuard
+from egressproxy.snapshot import Snapshot
 
 log = logging.getLogger("egressproxy")
 
@@ -61,10 +62,10 @@ class DnsAnswers:
             return request.succeed([])  # NODATA: only A and AAAA are answered
         return await self._resolve(request, snapshot, name, family)
 
-    async def _resolve(self, request: dns.DNSMessage, snapshot: object, name: str, family: str) -> dns.DNSMessage:
-        gateway = snapshot.gateway  # type: ignore[attr-defined]
-        spec = snapshot.policies.effective("DNSPolicy")  # type: ignore[attr-defined]
-        settings = DnsSettings.from_spec(spec)
+    async def _resolve(self, request: dns.DNSMessage, snapshot: Snapshot, name: str, family: str) -> dns.DNSMessage:
+        gateway = snapshot.gateway
+        settings = snapshot.compiled.dns_for(None)  # the gateway's DNSPolicy: a DNS answer names no Backend
+        guard = snapshot.compiled.ssrf_guard
         aliases = gateway.host_aliases.get(name)
         if aliases:
             addresses, trusted = aliases, True
@@ -73,7 +74,6 @@ class DnsAnswers:
                 addresses, trusted = await self.state.resolver.resolve(name, family, settings), False
             except ResolutionError:
                 return request.fail(response_codes.NXDOMAIN)
-        guard = SsrfGuard(gateway.ssrf_allow, gateway.ssrf_deny)
         ttl = int(settings.clamp(ANSWER_TTL))
         records, denied = [], 0
         for address in addresses:

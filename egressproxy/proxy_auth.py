@@ -3,7 +3,9 @@
 Without a basicAuth policy the Basic user is taken as the identity unverified (it attributes, it does not
 authorise; DESIGN.md section 5). With one attached to the gateway (or the listener), the credential is checked
 against the htpasswd in the Secret's `.htpasswd` key (bcrypt, `{SHA}` and `$apr1$` entries, as Apache writes
-them) and a missing or wrong one is a 407 with `Proxy-Authenticate`.
+them) and a missing or wrong one is a 407 with `Proxy-Authenticate`. The htpasswd tables are compiled with the
+snapshot (`egressproxy/compiler/htpasswd_tables.py`): an entry of an unknown scheme is a validation problem there,
+never a clear-text password here.
 
 Hash checks are slow on purpose (bcrypt: ~60 ms), so they run in a worker thread, and a verified credential is
 remembered (by a salted digest, never the password itself) for a short while: keep-alive clients send the same
@@ -21,8 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from passlib.apache import HtpasswdFile
-
+from egressproxy.compiled_policies import BasicAuth
 from egressproxy.flowrecord import Identity, Verdict
 from egressproxy.snapshot import Snapshot
 
@@ -58,28 +59,20 @@ def parse_basic(value: str | None) -> BasicCredentials | None:
     return BasicCredentials(user, password)
 
 
-@dataclass(frozen=True, slots=True)
-class _Policy:
-    ref: str  # HTTPListenerPolicy/ns/name
-    htpasswd: HtpasswdFile
-
-
 class ProxyAuthenticator:
-    """Per snapshot generation: which listener requires which htpasswd; and the remembered good credentials."""
+    """The remembered good credentials; which listener requires which htpasswd is the snapshot's
+    (`Snapshot.compiled.basic_auth_for`, parsed once by the compiler)."""
 
     def __init__(self) -> None:
         self._generation = -1
-        self._policies: dict[str | None, _Policy | None] = {}
         self._remembered: OrderedDict[bytes, float] = OrderedDict()
         self._salt = os.urandom(16)
 
-    def _policy(self, snapshot: Snapshot, listener: str | None) -> _Policy | None:
+    def _policy(self, snapshot: Snapshot, listener: str | None) -> BasicAuth | None:
         if snapshot.generation != self._generation:
-            self._generation, self._policies = snapshot.generation, {}
-            self._remembered.clear()
-        if listener not in self._policies:
-            self._policies[listener] = _load(snapshot, listener)
-        return self._policies[listener]
+            self._generation = snapshot.generation
+            self._remembered.clear()  # a rotated htpasswd must not keep honouring a removed user
+        return snapshot.compiled.basic_auth_for(listener)
 
     def required(self, snapshot: Snapshot, listener: str | None) -> bool:
         return self._policy(snapshot, listener) is not None
@@ -94,10 +87,13 @@ class ProxyAuthenticator:
             return (credentials.identity if credentials else None), None
         if credentials is None:
             return None, _challenge(policy, "proxy authentication required")
-        key = hashlib.sha256(self._salt + credentials.user.encode() + b"\0" + credentials.password.encode()).digest()
+        # Keyed by the policy too: a credential one listener's table accepts proves nothing on another listener.
+        key = hashlib.sha256(
+            b"\0".join((self._salt, policy.policy.encode(), credentials.user.encode(), credentials.password.encode()))
+        ).digest()
         until = self._remembered.get(key)
         if until is None or until < time.monotonic():
-            ok = await asyncio.to_thread(policy.htpasswd.check_password, credentials.user, credentials.password)
+            ok = await asyncio.to_thread(policy.check, credentials.user, credentials.password)
             if not ok:
                 return None, _challenge(policy, "proxy credentials are not valid")
             self._remember(key)
@@ -111,19 +107,5 @@ class ProxyAuthenticator:
             self._remembered.popitem(last=False)
 
 
-def _challenge(policy: _Policy, message: str) -> Verdict:
-    return Verdict.deny("proxy-auth-required", policy.ref, message, status_code=407)
-
-
-def _load(snapshot: Snapshot, listener: str | None) -> _Policy | None:
-    for attached in snapshot.policies.policies("HTTPListenerPolicy", listener=listener):
-        basic = attached.spec.get("basicAuth")
-        if not basic:
-            continue
-        ref = basic.get("credentialsSecretRef") or {}
-        secret = snapshot.secret(ref.get("namespace") or attached.ref.namespace, ref.get("name", ""))
-        if secret is None or ".htpasswd" not in secret:
-            continue  # the compiler reports a missing Secret or key as a problem; never reached when served
-        htpasswd = HtpasswdFile.from_string(secret[".htpasswd"].decode("utf-8", "replace"))
-        return _Policy(f"HTTPListenerPolicy/{attached.ref.namespace}/{attached.ref.name}", htpasswd)
-    return None
+def _challenge(policy: BasicAuth, message: str) -> Verdict:
+    return Verdict.deny("proxy-auth-required", policy.policy, message, status_code=407)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from egressproxy.compiled_policies import CompiledPolicies
 from egressproxy.config.problems import ObjectRef
 
 __all__ = [
@@ -835,6 +836,9 @@ class Snapshot:
     # Honest status (DESIGN.md section 6): object -> the field paths it sets that this build validates but does
     # not enforce. Such an object is Programmed=False/Unsupported; `explain` says the fields are not applied.
     unsupported: Mapping[ObjectRef, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # Every policy in its compiled form (SSRF guard, DNS settings, upstream TLS material, htpasswd tables, parent
+    # credentials), built once with the snapshot: the data plane looks these up, it never parses a Secret.
+    compiled: CompiledPolicies = field(default_factory=CompiledPolicies, compare=False)
     # Every secret value known at compile time, for the last-resort scrub of dumps; never shown.
     _secret_values: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
@@ -858,6 +862,7 @@ class Snapshot:
                 str(ref): {"status": d.status, "body": d.body} for ref, d in sorted(self.direct_responses.items())
             },
             "policies": self.policies.to_dump(),
+            "compiled": self.compiled.to_dump(),
             "secrets": {str(ref): s.to_dump() for ref, s in sorted(self.secrets.items())},
             "statuses": {str(ref): [c.to_dump() for c in conds] for ref, conds in sorted(self.statuses.items())},
             "listenerStatuses": {

@@ -2,7 +2,8 @@
 
 Secrets, direct responses and backends come first (everything refers to them); then the served gateway and its
 listener shells; then policies, before routes so an EgressDenyPolicy reaches its routes; then the gateway with
-its route tables, and statuses last, once every problem is known.
+its route tables; then every policy's Secret material parsed (what does not parse is a problem), and statuses
+last, once every problem is known. The parsed material is indexed into the snapshot's `CompiledPolicies`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from egressproxy.compiler.backends import compile_backends
 from egressproxy.compiler.compilation import Compilation
+from egressproxy.compiler.compiled_forms import parse_policy_material
 from egressproxy.compiler.direct_responses import compile_direct_responses
 from egressproxy.compiler.gateway import check_gateway_refs, compile_gateway
 from egressproxy.compiler.gateway_selection import select_served_gateway
@@ -70,12 +72,13 @@ def _run(comp: Compilation) -> CompileResult:
     compile_routes(comp)
     report_extension_only_policies(comp)
     gateway = compile_gateway(comp, comp.served) if comp.served is not None else None
+    material = parse_policy_material(comp)
     finish_statuses(comp, gateway)
     statuses = comp.status.frozen()
     listener_statuses = {
         name: book.frozen().get(ObjectRef("Listener", "", name), ()) for name, book in comp.listener_status.items()
     }
-    snapshot = assemble_snapshot(comp, gateway, statuses, listener_statuses) if gateway is not None else None
+    snapshot = assemble_snapshot(comp, gateway, statuses, listener_statuses, material) if gateway is not None else None
     return CompileResult(snapshot, _dedupe(comp.problems), statuses, listener_statuses)
 
 

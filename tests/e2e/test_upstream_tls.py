@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import shutil
 import ssl
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -124,7 +127,7 @@ spec:
 ALIASED = [
     "selfsigned.test", "expired.test", "wrongname.test", "bundle.test", "private.test", "private-nopolicy.test",
     "mtls.test", "mtls-nocert.test", "pin-ok.test", "pin-bad.test", "revoked.test", "crl-ok.test",
-    "bundle-system.test", "mixed.test", "plain.test", "broken.test", "private.internal", "mtls.internal", "pinned.internal", "revoked.internal", "good.internal",
+    "bundle-system.test", "mixed.test", "plain.test", "private.internal", "mtls.internal", "pinned.internal", "revoked.internal", "good.internal",
 ]
 
 
@@ -229,11 +232,6 @@ spec:
   hostnames: [plain.test]
   rules: [{backendRefs: [{name: private}]}]
 """,
-        # A policy whose CA Secret holds no certificate fails closed (it compiles: the Secret exists).
-        secret("not-a-ca", ca_crt="hello"),
-        backend("broken", "private.internal", origins["private"].port),
-        route("broken", "broken.test", "broken"),
-        tls_policy("broken", "broken", "not-a-ca", "private.internal"),
         # A policy replaces the gateway trust: `System` alone does not include the trust bundle.
         backend("bundle-system", "bundle.test", origins["bundle"].port),
         route("bundle-system", "bundle-system.test", "bundle-system"),
@@ -361,11 +359,30 @@ def test_plain_http_to_a_backend_with_a_tls_policy_is_sent_over_verified_tls(set
     assert (r.json()["origin"], r.json()["path"]) == ("private", "/plain")
 
 
-def test_a_policy_that_cannot_be_applied_fails_closed_without_dialling(setup: Setup) -> None:
-    before = len(setup.origins["private"].requests)
-    r = get(setup, "https://broken.test/")
-    assert_tls_invalid(r, "BackendTLSPolicy/default/broken cannot be applied", "holds no PEM certificate")
-    assert len(setup.origins["private"].requests) == before
+def test_a_policy_whose_ca_secret_holds_no_certificate_does_not_validate(setup: Setup, tmp_path: Path) -> None:
+    """DESIGN.md 4.2: Secret material that does not parse is a validation problem, not a 502 on the first request."""
+    config = tmp_path / "config"
+    shutil.copytree(setup.gw.configs[0], config)
+    broken = "---\n".join(
+        [
+            secret("not-a-ca", ca_crt="hello"),
+            backend("broken", "private.internal", setup.origins["private"].port),
+            tls_policy("broken", "broken", "not-a-ca", "private.internal"),
+        ]
+    )
+    (config / "99-broken.yaml").write_text(broken)
+    line = next(n for n, text in enumerate(broken.splitlines(), start=1) if "caCertificateRefs" in text)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "egressproxy"), "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"99-broken.yaml:{line}: BackendTLSPolicy/default/broken: spec.validation.caCertificateRefs[0].name: "
+        "Secret \"default/not-a-ca\" key 'ca.crt' holds no PEM certificate"
+    ) in done.stdout + done.stderr
 
 
 def test_a_policy_replaces_the_gateway_trust(setup: Setup) -> None:

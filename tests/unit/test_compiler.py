@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -741,8 +742,10 @@ def test_gateway_fields() -> None:
         "    - {ip: '::1', hostnames: [api.openai.com]}\n"
         "  ssrfGuard: {allowCIDRs: [10.1.0.0/16], denyCIDRs: [192.0.2.0/24]}\n"
     )
+    pem_a, pem_b = create_ca("bundle-a")[0], create_ca("bundle-b")[0]
+    bundle = f"{{b.pem: {json.dumps(pem_b.decode())}, a.pem: {json.dumps(pem_a.decode())}, empty: ''}}"
     text = GATEWAY.replace("defaultPolicy: deny-all", "defaultPolicy: allow-all") + extra + doc(
-        SECRET, "metadata: {name: bundle}\nstringData: {b.pem: PEM-B, a.pem: PEM-A, empty: ''}\n"
+        SECRET, f"metadata: {{name: bundle}}\nstringData: {bundle}\n"
     )
     gw = compiled(text).gateway
     assert (gw.default_policy, gw.request_timeout, gw.lookup_family) == ("allow-all", 90.0, "V6Only")
@@ -750,7 +753,7 @@ def test_gateway_fields() -> None:
     assert gw.otlp_endpoint == "https://otel.example.com"
     assert gw.otlp_headers.text("authorization") == "Bearer otlp-token-xyz"
     assert dict(gw.host_aliases) == {"api.openai.com": ("127.0.0.1", "::1"), "api.anthropic.com": ("127.0.0.1",)}
-    assert gw.trust_bundle_pem == b"PEM-A\nPEM-B\n"
+    assert gw.trust_bundle_pem == pem_a.strip() + b"\n" + pem_b.strip() + b"\n"
     assert gw.ssrf_allow == (ipaddress.ip_network("10.1.0.0/16"),)
     assert gw.ssrf_deny == (ipaddress.ip_network("192.0.2.0/24"),)
 

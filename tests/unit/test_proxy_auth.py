@@ -76,3 +76,51 @@ def test_with_a_policy_only_valid_credentials_pass() -> None:
         identity, challenge = asyncio.run(auth.verify(snapshot, "http", header))
         assert identity is None and challenge is not None
         assert (challenge.status_code, challenge.reason, challenge.policy) == (407, "proxy-auth-required", "HTTPListenerPolicy/default/auth")
+
+
+def test_a_credential_remembered_on_one_listener_is_checked_again_on_another() -> None:
+    """Listener-scoped basicAuth beats the gateway's; a remembered good credential does not cross tables."""
+    gateway_entry = "team-a/billing:" + bcrypt.using(rounds=4).hash("pw")
+    admin_entry = "ops/admin:" + bcrypt.using(rounds=4).hash("ops")
+    text = textwrap.dedent(
+        f"""
+        apiVersion: clrk.apoxy.dev/v1alpha1
+        kind: EgressGateway
+        metadata: {{name: eg}}
+        spec:
+          listeners: [{{name: http, protocol: HTTP}}, {{name: admin, protocol: HTTP, port: 8081}}]
+        ---
+        apiVersion: gateway.kgateway.dev/v1alpha1
+        kind: HTTPListenerPolicy
+        metadata: {{name: auth}}
+        spec:
+          targetRefs: [{{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}}]
+          basicAuth: {{credentialsSecretRef: {{name: users}}}}
+        ---
+        apiVersion: gateway.kgateway.dev/v1alpha1
+        kind: HTTPListenerPolicy
+        metadata: {{name: admin-auth}}
+        spec:
+          targetRefs: [{{group: clrk.apoxy.dev, kind: EgressGateway, name: eg, sectionName: admin}}]
+          basicAuth: {{credentialsSecretRef: {{name: admins}}}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: users}}
+        stringData: {{.htpasswd: "{gateway_entry}"}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: admins}}
+        stringData: {{.htpasswd: "{admin_entry}"}}
+        """
+    )
+    loaded = load_text(text, "auth.yaml")
+    compiled = compile_config(loaded.resources)
+    assert compiled.ok and compiled.snapshot is not None, compiled.problems
+    snapshot, auth = compiled.snapshot, ProxyAuthenticator()
+    good = _header("team-a/billing", "pw")
+    assert asyncio.run(auth.verify(snapshot, "http", good)) == (Identity("team-a", "billing"), None)
+    identity, challenge = asyncio.run(auth.verify(snapshot, "admin", good))
+    assert identity is None and challenge is not None and challenge.policy == "HTTPListenerPolicy/default/admin-auth"
+    assert asyncio.run(auth.verify(snapshot, "admin", _header("ops/admin", "ops"))) == (Identity("ops", "admin"), None)

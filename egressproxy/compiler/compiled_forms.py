@@ -1,0 +1,115 @@
+"""The compiled-policies pass: parse every policy's material once, then index it for the data plane's lookups.
+
+`parse_policy_material` runs in the pipeline before statuses are finished, so what does not parse is a problem
+(and the snapshot is not served). `link_compiled_policies` runs when the snapshot is assembled, over its
+`PolicyIndex`, and answers each lookup the way the consumers used to compute it per request: DNSPolicy Backend >
+Gateway (`PolicyIndex.effective`), the BackendTLSPolicy attached to a Backend (the first by namespace/name), the
+basicAuth on a listener (a listener-scoped policy first, then the gateway's), parent credentials by address.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
+from egressproxy.compiler.compilation import Compilation
+from egressproxy.compiler.htpasswd_tables import compile_basic_auth
+from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
+from egressproxy.config.problems import ObjectRef
+from egressproxy.resolver import DnsSettings
+from egressproxy.snapshot import Backend, Gateway, PolicyIndex
+from egressproxy.ssrf import SsrfGuard
+
+__all__ = ["PolicyMaterial", "parse_policy_material", "link_compiled_policies"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMaterial:
+    """What parsing the Secrets gave, per policy: the input of `link_compiled_policies`."""
+
+    backend_tls: Mapping[ObjectRef, BackendTls] = field(default_factory=dict)  # BackendTLSPolicy ref ->
+    basic_auth: Mapping[ObjectRef, BasicAuth] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
+    gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
+
+
+def parse_policy_material(comp: Compilation) -> PolicyMaterial:
+    """Parse every BackendTLSPolicy, basicAuth and trust bundle of the config; problems for what does not parse."""
+    trust = gateway_tls(())
+    for gw in comp.of_kind("EgressGateway"):
+        certificates = compile_trust_bundle(comp, gw)
+        if gw is comp.served:
+            trust = gateway_tls(certificates)
+    return PolicyMaterial(compile_backend_tls_policies(comp), compile_basic_auth(comp), trust)
+
+
+def link_compiled_policies(
+    material: PolicyMaterial, gateway: Gateway, backends: Mapping[ObjectRef, Backend], policies: PolicyIndex
+) -> CompiledPolicies:
+    listeners = {
+        listener.name: _basic_auth(material, policies, listener.name) for listener in gateway.listeners
+    }
+    return CompiledPolicies(
+        ssrf_guard=SsrfGuard(gateway.ssrf_allow, gateway.ssrf_deny),
+        gateway_dns=_dns(policies, None),
+        backend_dns=MappingProxyType({ref: _dns(policies, ref) for ref in sorted(backends)}),
+        gateway_tls=material.gateway_tls,
+        backend_tls=MappingProxyType(_backend_tls(material, policies)),
+        backend_names=MappingProxyType(_backend_names(backends)),
+        gateway_basic_auth=_basic_auth(material, policies, None),
+        listener_basic_auth=MappingProxyType(listeners),
+        parents=MappingProxyType(_parents(gateway, backends)),
+    )
+
+
+def _dns(policies: PolicyIndex, backend: ObjectRef | None) -> DnsSettings:
+    spec = policies.effective("DNSPolicy", backend=backend)
+    attached = policies.policies("DNSPolicy", backend=backend)
+    policy = f"DNSPolicy/{attached[0].ref.namespace}/{attached[0].ref.name}" if attached else ""
+    return DnsSettings.from_spec(spec, policy)
+
+
+def _backend_tls(material: PolicyMaterial, policies: PolicyIndex) -> dict[ObjectRef, BackendTls]:
+    out: dict[ObjectRef, BackendTls] = {}
+    for (kind, scope, key), attached in sorted(policies.attached.items(), key=lambda kv: repr(kv[0])):
+        if kind != "BackendTLSPolicy" or scope != "backend" or not attached:
+            continue
+        compiled = material.backend_tls.get(attached[0].ref)
+        if compiled is not None:
+            out[key] = compiled
+    return out
+
+
+def _backend_names(backends: Mapping[ObjectRef, Backend]) -> dict[str, ObjectRef]:
+    """`ns/name` names a `Backend` before any other kind of that name; `Kind/ns/name` names exactly."""
+    out: dict[str, ObjectRef] = {}
+    for ref in sorted(backends, key=lambda r: (r.kind != "Backend", r)):
+        out.setdefault(f"{ref.namespace}/{ref.name}", ref)
+        out[str(ref)] = ref
+    return out
+
+
+def _basic_auth(material: PolicyMaterial, policies: PolicyIndex, listener: str | None) -> BasicAuth | None:
+    for attached in policies.policies("HTTPListenerPolicy", listener=listener):
+        if not attached.spec.get("basicAuth"):
+            continue
+        auth = material.basic_auth.get(attached.ref)
+        if auth is not None:
+            return auth
+    return None
+
+
+def _parents(gateway: Gateway, backends: Mapping[ObjectRef, Backend]) -> dict[tuple[str, int], ParentCredentials]:
+    out: dict[tuple[str, int], ParentCredentials] = {}
+    candidates = list(backends.values()) + ([gateway.parent] if gateway.parent is not None else [])
+    for backend in candidates:
+        parent = backend.parent
+        if parent is None or parent.address is None:
+            continue
+        header = None
+        if parent.username is not None:
+            header = "Basic " + base64.b64encode(f"{parent.username}:{parent.password or ''}".encode()).decode()
+        out[(parent.address.host, parent.address.port)] = ParentCredentials(backend.ref, header)
+    return out
