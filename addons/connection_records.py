@@ -32,8 +32,8 @@ class ConnectionRecords:
     @fail_closed
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context
-        if context.layers:
-            return  # not the connection's root: already metered from there
+        if context.layers and context.layers[0] is not nextlayer.layer:
+            return  # a layer above this one: not the connection's root, which already meters everything
         record = self.state.connection(context.client.id)
         if record.metered:
             return
@@ -43,6 +43,7 @@ class ConnectionRecords:
         child = nextlayer.layer or layer.NextLayer(context, ask_on_start=True)
         nextlayer.layer = MeteredLayer(context, child, record)
 
+    @fail_closed
     def client_disconnected(self, client: connection.Client) -> None:
         record = self.state.connections.get(client.id)
         if record is None:
