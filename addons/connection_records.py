@@ -1,24 +1,23 @@
 """Every client connection ends in one finished record for the sinks, with its bytes metered on the way.
 
-At a connection's first `next_layer` (its root) the layer that will decide it is wrapped in a `MeteredLayer`:
+At `client_connected` the connection's top layer is wrapped in a `MeteredLayer` (egressproxy/engine/metering.py):
 whatever takes the connection later - a passthrough relay, an L4 relay, interception, the explicit proxy - is
-then metered without any hook of its own. When the client connection is gone (`client_disconnected`, which
-mitmproxy fires once for every connection) its record is finished and handed to the sinks.
+then metered without any hook of its own, and who decides the connection and how is unchanged. When the client
+connection is gone (`client_disconnected`, which mitmproxy fires once for every connection) its record is
+finished and handed to the sinks.
 
-This addon runs before the connection table (which forgets the record on disconnect) and before the listener
-matcher; in either position of mitmweb's script order it wraps a fresh NextLayer, so who decides the connection
-and how is unchanged.
+This addon runs before the connection table, which forgets the record on disconnect.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from mitmproxy import connection
-from mitmproxy.proxy import layer
+from mitmproxy import connection, ctx
 
 from egressproxy.engine.guard import fail_closed
-from egressproxy.engine.metering import MeteredLayer
+from egressproxy.engine.metering import meter_connection
 from egressproxy.flowrecord import ConnectionRecord, FinishedConnection
 from egressproxy.runtime.state import GatewayState
 
@@ -26,22 +25,15 @@ __all__ = ["ConnectionRecords"]
 
 
 class ConnectionRecords:
-    def __init__(self, state: GatewayState) -> None:
+    def __init__(self, state: GatewayState, proxyserver: Any = None) -> None:
         self.state = state
+        self.proxyserver = proxyserver  # mitmproxy's Proxyserver addon (its `connections`), found when running
 
     @fail_closed
-    def next_layer(self, nextlayer: layer.NextLayer) -> None:
-        context = nextlayer.context
-        if context.layers and context.layers[0] is not nextlayer.layer:
-            return  # a layer above this one: not the connection's root, which already meters everything
-        record = self.state.connection(context.client.id)
-        if record.metered:
-            return
-        record.metered = True
-        # Another addon may already have decided (an addon order of a host tool); else decide in a fresh
-        # NextLayer below ours, which asks the next_layer hook again with the same data.
-        child = nextlayer.layer or layer.NextLayer(context, ask_on_start=True)
-        nextlayer.layer = MeteredLayer(context, child, record)
+    def client_connected(self, client: connection.Client) -> None:
+        if self.proxyserver is None:
+            self.proxyserver = ctx.master.addons.get("proxyserver")
+        meter_connection(self.proxyserver, client, self.state.connection(client.id))
 
     @fail_closed
     def client_disconnected(self, client: connection.Client) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from types import SimpleNamespace
 
 from mitmproxy import connection
 from mitmproxy.options import Options
@@ -70,45 +72,57 @@ class Collect(Sink):
         self.records.append(record)
 
 
-def test_the_root_is_wrapped_once_and_the_record_finishes_on_disconnect(tmp_path: Path) -> None:
+class Handler:
+    """What mitmproxy's ProxyConnectionHandler offers: the top layer every event of the connection enters."""
+
+    def __init__(self, top: layer.Layer) -> None:
+        self.layer = top
+
+
+def test_the_top_layer_is_wrapped_once_and_the_record_finishes_on_disconnect(tmp_path: Path) -> None:
     state = GatewayState(tmp_path)
     collect = Collect()
     state.sinks.register(collect)
-    addon = ConnectionRecords(state)
     ctx = context()
     client: connection.Client = ctx.client
-    root = layer.NextLayer(ctx, ask_on_start=True)
-    addon.next_layer(root)
-    assert isinstance(root.layer, MeteredLayer)
-    inner = root.layer.child
-    assert isinstance(inner, layer.NextLayer) and inner.layer is None  # decided later by the other addons
-    addon.next_layer(inner)  # the inner NextLayer asks again: not wrapped twice
-    assert inner.layer is None
+    top = Echo(ctx)  # the mode's layer (HttpProxy, TransparentProxy, ...) the server instance put there
+    handler = Handler(top)
+    addon = ConnectionRecords(state, proxyserver=SimpleNamespace(connections={client.id: handler}))
+    addon.client_connected(client)
+    assert isinstance(handler.layer, MeteredLayer) and handler.layer.child is top
+    assert ctx.layers == [top]
+    addon.client_connected(client)  # never wrapped twice
+    assert isinstance(handler.layer, MeteredLayer) and handler.layer.child is top
 
     record = state.connection(client.id)
+    assert record.metered
+    for event in (events.Start(), events.DataReceived(client, b"CONNECT"), events.DataReceived(ctx.server, b"ok")):
+        list(handler.layer.handle_event(event))
     record.listener, record.route, record.carries = "tls", "default/pinned", "TLS"
-    record.bytes_upstream, record.bytes_downstream = 517, 4096
     addon.client_disconnected(client)
     [finished] = collect.records
     assert (finished.listener, finished.route, finished.carries) == ("tls", "default/pinned", "TLS")
-    assert (finished.bytes_upstream, finished.bytes_downstream) == (517, 4096)
+    assert (finished.bytes_upstream, finished.bytes_downstream) == (7, 2)
     assert finished.duration >= 0
 
 
-def test_a_layer_already_chosen_at_the_root_is_wrapped_as_it_is(tmp_path: Path) -> None:
+def test_a_connection_mitmproxy_has_no_handler_for_still_gets_a_record(tmp_path: Path) -> None:
     state = GatewayState(tmp_path)
-    ctx = context()
-    root = layer.NextLayer(ctx, ask_on_start=True)
-    chosen = Echo(ctx)
-    root.layer = chosen
-    ConnectionRecords(state).next_layer(root)
-    assert isinstance(root.layer, MeteredLayer) and root.layer.child is chosen
+    collect = Collect()
+    state.sinks.register(collect)
+    client = tflow.tclient_conn()
+    addon = ConnectionRecords(state, proxyserver=SimpleNamespace(connections={}))
+    addon.client_connected(client)
+    assert not state.connection(client.id).metered
+    addon.client_disconnected(client)
+    assert [(r.bytes_upstream, r.bytes_downstream, r.listener) for r in collect.records] == [(0, 0, None)]
 
 
-def test_nested_layers_are_not_wrapped(tmp_path: Path) -> None:
-    state = GatewayState(tmp_path)
-    ctx = context()
-    Echo(ctx)  # a parent layer on the stack: this NextLayer is inside a connection (e.g. a CONNECT tunnel)
-    nested = layer.NextLayer(ctx)
-    ConnectionRecords(state).next_layer(nested)
-    assert nested.layer is None
+def test_mitmproxy_still_keeps_handlers_where_the_meter_looks() -> None:
+    """Pins the engine detail `meter_connection` relies on: Proxyserver.connections maps a client id to a
+    handler whose `layer` gets every event of that connection."""
+    from mitmproxy.addons.proxyserver import Proxyserver
+    from mitmproxy.proxy.server import ConnectionHandler
+
+    assert isinstance(Proxyserver().connections, dict)
+    assert "self.layer.handle_event(event)" in inspect.getsource(ConnectionHandler)
