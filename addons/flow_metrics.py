@@ -1,4 +1,8 @@
-"""Per-request metrics from the finished flow record (labels of DESIGN.md 4.1), and mitmweb annotations."""
+"""Each HTTP request ends in one finished record for the sinks (metrics among them), and a mitmweb annotation.
+
+The record is finished once, at the end of the response (`response` fires after a streamed body's last chunk)
+or at the error that ended the request, from the flow's record that the deciding addons wrote.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import time
 from mitmproxy import http
 
 from egressproxy.engine.answers import flow_record
-from egressproxy.metrics import status_class
+from egressproxy.flowrecord import FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
+
+__all__ = ["FlowMetrics"]
 
 
 class FlowMetrics:
@@ -16,39 +22,52 @@ class FlowMetrics:
         self.state = state
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._observe(flow)
+        self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._observe(flow)
+        self._finish(flow)
 
-    def _observe(self, flow: http.HTTPFlow) -> None:
+    def _finish(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get("egress_observed"):
             return
         flow.metadata["egress_observed"] = True
         record = flow_record(flow)
-        status = flow.response.status_code if flow.response is not None else None
-        labels = (
-            record.gateway or "none",
-            record.listener or "none",
-            record.route or "none",
-            record.backend or "none",
-            record.identity.namespace,
-            record.identity.service_account,
-            record.decision,
-            status_class(status),
-        )
-        self.state.metrics.requests.labels(*labels).inc()
-        self.state.metrics.request_duration.labels(*labels).observe(time.monotonic() - record.started)
-        self.state.metrics.worker_requests.labels(str(self.state.worker)).inc()
+        connection = self.state.connections.get(flow.client_conn.id)
+        if connection is not None:
+            connection.requests += 1
+            connection.request_listener, connection.request_route = record.listener, record.route
+        self.state.sinks.request_finished(finished_request(flow, record, connection.sni if connection else None))
         if not flow.comment:
             flow.comment = _describe(record)
 
 
-def _describe(record: object) -> str:
+def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -> FinishedRequest:
+    return FinishedRequest(
+        gateway=record.gateway,
+        listener=record.listener,
+        route=record.route,
+        backend=record.backend,
+        identity=record.identity,
+        verdict=record.verdict,
+        decision=record.decision,
+        error=record.error,
+        host=record.host,
+        sni=sni,
+        method=flow.request.method,
+        url=flow.request.url,
+        status=flow.response.status_code if flow.response is not None else None,
+        started=flow.request.timestamp_start,
+        duration=max(0.0, time.monotonic() - record.started),
+        request_body=record.request_body,
+        response_body=record.response_body,
+    )
+
+
+def _describe(record: FlowRecord) -> str:
     parts = []
     for name in ("listener", "route", "backend"):
         value = getattr(record, name, None)
         if value:
             parts.append(f"{name}={value}")
-    parts.append(f"verdict={getattr(record, 'decision', 'unknown')}")
+    parts.append(f"verdict={record.decision}")
     return " ".join(parts)

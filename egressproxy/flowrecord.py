@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from egressproxy.upstreams import Upstream
 
-__all__ = ["RECORD_KEY", "Identity", "Verdict", "ConnectionRecord", "FlowRecord", "UNKNOWN_IDENTITY"]
+__all__ = [
+    "RECORD_KEY",
+    "Identity",
+    "Verdict",
+    "ConnectionRecord",
+    "FlowRecord",
+    "UNKNOWN_IDENTITY",
+    "BodyCopy",
+    "FinishedConnection",
+    "FinishedRequest",
+]
 
 RECORD_KEY = "egress"
 
@@ -78,6 +88,69 @@ class ConnectionRecord:
     # (host, port) -> the address the CONNECT gate checked for a tunnel it opened; the dial uses exactly it.
     pinned_addresses: dict[tuple[str, int], str] = field(default_factory=dict)
     opened: float = field(default_factory=time.monotonic)
+    # Bytes received from the client (`upstream`) and from every upstream (`downstream`) on this connection, as
+    # on the wire (CONNECT heads and TLS records included); the metering layer adds to them (seam 5).
+    bytes_upstream: int = 0
+    bytes_downstream: int = 0
+    metered: bool = False  # the metering layer wraps this connection's root layer
+    requests: int = 0  # HTTP requests finished on this connection
+    # Listener and route of the last request on a connection decided per request (explicit-proxy plain HTTP,
+    # where the connection itself is never decided): the labels its finished record carries.
+    request_listener: str | None = None
+    request_route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BodyCopy:
+    """The first bytes of a body as they passed (at most `captureBody.maxBytes`), its full size, and whether the
+    copy stopped short of it. Bytes are as on the wire: a Content-Encoding is not undone."""
+
+    data: bytes
+    size: int
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedConnection:
+    """What sinks receive when a client connection (or a UDP session) ends: passthrough and L4 tunnels too."""
+
+    gateway: str
+    listener: str | None
+    route: str | None
+    identity: Identity
+    verdict: Verdict | None
+    host: str | None
+    sni: str | None
+    carries: str | None  # "HTTP" | "TLS" | "TCP" | "UDP", None when the connection ended undecided
+    started: float  # wall-clock seconds since the epoch
+    duration: float  # seconds
+    bytes_upstream: int  # received from the client
+    bytes_downstream: int  # received from upstream
+    requests: int = 0
+    backend: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRequest:
+    """What sinks receive when an HTTP request ends (answered, denied or failed)."""
+
+    gateway: str
+    listener: str | None
+    route: str | None
+    backend: str | None
+    identity: Identity
+    verdict: Verdict | None
+    decision: str  # allow | deny | error | unknown
+    error: str | None  # x-egress-error reason
+    host: str | None
+    sni: str | None
+    method: str
+    url: str
+    status: int | None  # None when no response was sent
+    started: float  # wall-clock seconds since the epoch
+    duration: float  # seconds, request to the end of the response
+    request_body: BodyCopy | None = None
+    response_body: BodyCopy | None = None
 
 
 @dataclass(slots=True)
@@ -98,6 +171,8 @@ class FlowRecord:
     request_timeout: float | None = None  # the matched rule's `timeouts.request`, overriding the gateway's
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
+    request_body: BodyCopy | None = None  # the tap chain's capped copies (seam 5)
+    response_body: BodyCopy | None = None
 
     @property
     def decision(self) -> str:

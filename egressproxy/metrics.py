@@ -1,4 +1,9 @@
-"""Prometheus metrics (names and labels of DESIGN.md 4.1 are a contract), on a registry of our own."""
+"""Prometheus metrics (names and labels of DESIGN.md 4.1 and 4.2 are a contract), on a registry of our own.
+
+Request and connection metrics come from finished records through `MetricsSink` (seam 5), so they count the
+same requests and connections every other sink sees; counters that describe the gateway's own machinery
+(reloads, DNS, hook errors) are written where it happens.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,13 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-__all__ = ["GatewayMetrics", "status_class"]
+from egressproxy.flowrecord import FinishedConnection, FinishedRequest
+from egressproxy.sinks import Sink
+
+__all__ = ["GatewayMetrics", "MetricsSink", "status_class"]
 
 REQUEST_LABELS = ("gateway", "listener", "route", "backend", "namespace", "serviceaccount", "decision", "status_class")
+CONNECTION_LABELS = ("gateway", "listener", "route")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -72,8 +81,24 @@ class GatewayMetrics:
             ("range",),
             registry=r,
         )
-        self.streamed_bytes = Counter(
-            "egress_bytes", "Bytes relayed", ("gateway", "listener", "direction"), registry=r
+        self.connection_bytes = Counter(
+            "egress_connection_bytes",
+            "Bytes received on finished connections: direction upstream from the client, downstream from upstream",
+            (*CONNECTION_LABELS, "direction"),
+            registry=r,
+        )
+        self.connection_duration = Histogram(
+            "egress_connection_duration_seconds",
+            "Lifetime of finished client connections (and transparent UDP sessions)",
+            CONNECTION_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.sink_errors = Counter(
+            "egress_sink_errors", "Finished records a sink failed on (traffic and other sinks unaffected)", ("sink",), registry=r
+        )
+        self.tap_errors = Counter(
+            "egress_tap_errors", "Body taps that failed (the chunk passed on unchanged)", ("tap",), registry=r
         )
 
         self.upstream_tls_failures = Counter(
@@ -90,3 +115,34 @@ class GatewayMetrics:
             multiprocess.MultiProcessCollector(aggregate)
             return generate_latest(aggregate)
         return generate_latest(self.registry)
+
+
+class MetricsSink(Sink):
+    """Request and connection metrics from finished records."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: GatewayMetrics, worker: int = 0) -> None:
+        self.metrics = metrics
+        self.worker = str(worker)
+
+    def request_finished(self, record: FinishedRequest) -> None:
+        labels = (
+            record.gateway or "none",
+            record.listener or "none",
+            record.route or "none",
+            record.backend or "none",
+            record.identity.namespace,
+            record.identity.service_account,
+            record.decision,
+            status_class(record.status),
+        )
+        self.metrics.requests.labels(*labels).inc()
+        self.metrics.request_duration.labels(*labels).observe(record.duration)
+        self.metrics.worker_requests.labels(self.worker).inc()
+
+    def connection_finished(self, record: FinishedConnection) -> None:
+        labels = (record.gateway or "none", record.listener or "none", record.route or "none")
+        self.metrics.connection_bytes.labels(*labels, "upstream").inc(record.bytes_upstream)
+        self.metrics.connection_bytes.labels(*labels, "downstream").inc(record.bytes_downstream)
+        self.metrics.connection_duration.labels(*labels).observe(record.duration)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from addons.body_taps import BodyTaps
 from addons.cert_mint import CertMinting
 from addons.connect_gate import ConnectGate
+from addons.connection_records import ConnectionRecords
 from addons.connection_table import ConnectionTable
 from addons.dial_guard import DialGuard
 from addons.dns_answers import DnsAnswers
@@ -32,10 +34,12 @@ class GatewayAddons:
         self.upstream_trust = UpstreamTrust(state)
         self.readiness = Readiness(state)
         self.addons: list[object] = [
+            ConnectionRecords(state),  # first: meters from the root layer, finishes before the table forgets
             ConnectionTable(state),
             ConnectGate(state),
             ListenerMatch(state),
             HttpRoutes(state),
+            BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
             RequestTimeout(state),
             DialGuard(state),
             UpstreamTls(state),

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from egressproxy.dns_bindings import DnsBindings
 from egressproxy.engine.destinations import DestinationCheck
 from egressproxy.flowrecord import ConnectionRecord
-from egressproxy.metrics import GatewayMetrics
+from egressproxy.metrics import GatewayMetrics, MetricsSink
 from egressproxy.proxy_auth import ProxyAuthenticator
 from egressproxy.resolver import Resolver
+from egressproxy.sinks import Sink, Sinks
 
 if TYPE_CHECKING:
     from egressproxy.snapshot import Snapshot
@@ -52,12 +53,20 @@ class GatewayState:
     destinations: DestinationCheck = field(default=None)  # type: ignore[assignment]
     # HTTPListenerPolicy.basicAuth, shared by the CONNECT gate and absolute-form HTTP
     proxy_auth: ProxyAuthenticator = field(default_factory=ProxyAuthenticator)
+    # where finished connection and request records go (seam 5): metrics first; later sinks register here
+    sinks: Sinks = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.sinks is None:
+            self.sinks = Sinks(on_error=self._sink_failed)
+            self.sinks.register(MetricsSink(self.metrics, self.worker))
         if self.resolver is None:
             self.resolver = Resolver(self.metrics)
         if self.destinations is None:
             self.destinations = DestinationCheck(self.resolver, self.metrics)
+
+    def _sink_failed(self, sink: Sink, error: BaseException) -> None:
+        self.metrics.sink_errors.labels(sink.name).inc()
 
     def swap(self, snapshot: "Snapshot") -> None:
         self.snapshot = snapshot

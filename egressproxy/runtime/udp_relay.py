@@ -5,7 +5,8 @@ delivers the datagram unchanged to our IP_TRANSPARENT socket and tells us, per d
 workload addressed (IP_RECVORIGDSTADDR). Each (client, destination) pair is a session: it is decided once
 with the same `decide_connection` the TCP side uses (a UDP listener, UDPRoutes and EgressL4Routes), then
 relayed through a connected upstream socket; replies go back from a transparent socket bound to the original
-destination, so the workload sees the answer come from where it sent. Sessions idle out after 60 s.
+destination, so the workload sees the answer come from where it sent. Sessions idle out after 60 s; a session
+that ends is one finished connection record for the sinks (bytes each way, duration), like a TCP connection.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from egressproxy.decisions import Action, decide_connection, route_name
+from egressproxy.flowrecord import UNKNOWN_IDENTITY, FinishedConnection, Verdict
 from egressproxy.matching import Carries
 from egressproxy.runtime.state import GatewayState
 
@@ -49,7 +51,13 @@ class _Session:
     reply: socket.socket
     listener: str
     route: str | None
+    gateway: str = ""
+    verdict: Verdict | None = None
     last: float = field(default_factory=time.monotonic)
+    opened: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.time)
+    bytes_upstream: int = 0
+    bytes_downstream: int = 0
 
 
 class TransparentUdpRelay:
@@ -121,7 +129,7 @@ class TransparentUdpRelay:
                 return
         session.last = time.monotonic()
         session.upstream.send(data)
-        self._count_bytes(session, "upstream", len(data))
+        session.bytes_upstream += len(data)
 
     def _open(self, client: tuple[str, int], destination: tuple[str, int]) -> _Session | None:
         snapshot = self.state.snapshot
@@ -144,7 +152,9 @@ class TransparentUdpRelay:
         reply.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         reply.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         reply.bind(destination)
-        session = _Session(client, destination, upstream, reply, listener, route_name(decision.route))
+        session = _Session(
+            client, destination, upstream, reply, listener, route_name(decision.route), gateway, decision.verdict
+        )
         self.sessions[(client, destination)] = session
         asyncio.get_running_loop().add_reader(upstream, self._on_reply, session)
         return session
@@ -159,12 +169,7 @@ class TransparentUdpRelay:
                 return
             session.last = time.monotonic()
             session.reply.sendto(data, session.client)
-            self._count_bytes(session, "downstream", len(data))
-
-    def _count_bytes(self, session: _Session, direction: str, n: int) -> None:
-        snapshot = self.state.snapshot
-        gateway = snapshot.gateway.name if snapshot else "none"
-        self.state.metrics.streamed_bytes.labels(gateway, session.listener, direction).inc(n)
+            session.bytes_downstream += len(data)
 
     def _close(self, session: _Session) -> None:
         try:
@@ -173,7 +178,8 @@ class TransparentUdpRelay:
             pass
         session.upstream.close()
         session.reply.close()
-        self.sessions.pop((session.client, session.destination), None)
+        if self.sessions.pop((session.client, session.destination), None) is not None:
+            self.state.sinks.connection_finished(_finished(session))
 
     async def _sweep(self) -> None:
         while True:
@@ -183,3 +189,20 @@ class TransparentUdpRelay:
                 self._close(session)
             for key in [k for k, t in self.denied.items() if now - t > IDLE_SECONDS]:
                 del self.denied[key]
+
+
+def _finished(session: _Session) -> FinishedConnection:
+    return FinishedConnection(
+        gateway=session.gateway,
+        listener=session.listener,
+        route=session.route,
+        identity=UNKNOWN_IDENTITY,
+        verdict=session.verdict,
+        host=session.destination[0],
+        sni=None,
+        carries="UDP",
+        started=session.started,
+        duration=max(0.0, time.monotonic() - session.opened),
+        bytes_upstream=session.bytes_upstream,
+        bytes_downstream=session.bytes_downstream,
+    )

@@ -1,0 +1,81 @@
+"""Request and response bodies through the one tap chain (seam 5); the capped copies land in the flow record.
+
+Responses stream (the routing addon sets `stream = True` in `responseheaders`: never buffer a whole response);
+this addon, placed after it, turns that into the tap chain, which mitmproxy calls with each chunk and a final
+b"". A response that is not streamed (an answer of the gateway's own, a denial, or one another addon chose to
+buffer) goes through the same chain once, whole, in the `response` hook.
+
+Request bodies are not streamed: they stay buffered as mitmproxy reads them (within `body_size_limit`), because
+decisions taken on the `request` hook (guardrails, token limits, failover's replay buffer) must see the whole
+body before any byte goes upstream. They pass through the chain once, as one chunk, in the `request` hook.
+
+The chain today holds one tap, the capture copy of at most `captureBody.maxBytes` per direction; masking and
+token counting go before it, in that order.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from egressproxy.engine.answers import flow_record
+from egressproxy.engine.guard import fail_closed
+from egressproxy.runtime.state import GatewayState
+from egressproxy.taps import CappedCopy, Tap, TapChain
+
+__all__ = ["BodyTaps"]
+
+
+class BodyTaps:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.response_copies: dict[str, CappedCopy] = {}  # flow id -> the copy tap of a streaming response
+
+    def _chain(self) -> tuple[TapChain, CappedCopy]:
+        snapshot = self.state.snapshot
+        copy = CappedCopy(snapshot.gateway.capture_max_bytes if snapshot is not None else 0)
+        taps: list[Tap] = [copy]  # later: guardrail masking, then token counting, before the copy
+        return TapChain(taps, on_error=self._tap_failed), copy
+
+    def _tap_failed(self, tap: Tap, error: BaseException) -> None:
+        self.state.metrics.tap_errors.labels(tap.name).inc()
+
+    def _whole(self, body: bytes) -> tuple[bytes, CappedCopy]:
+        chain, copy = self._chain()
+        out = chain.feed(body) if body else b""
+        return out + chain.finish(), copy
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        body = flow.request.raw_content
+        if body is None:
+            return  # streamed by a host tool's choice: nothing buffered to pass through
+        out, copy = self._whole(body)
+        if out != body:
+            flow.request.raw_content = out
+        flow_record(flow).request_body = copy.result()
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        if flow.response.stream is True:
+            chain, copy = self._chain()
+            flow.response.stream = chain
+            self.response_copies[flow.id] = copy
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        copy = self.response_copies.pop(flow.id, None)
+        if copy is None:
+            body = flow.response.raw_content
+            if body is None:
+                return
+            out, copy = self._whole(body)
+            if out != body:
+                flow.response.raw_content = out
+        flow_record(flow).response_body = copy.result()
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        copy = self.response_copies.pop(flow.id, None)
+        if copy is not None:
+            flow_record(flow).response_body = copy.result()  # what passed before the failure

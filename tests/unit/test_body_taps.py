@@ -1,0 +1,73 @@
+"""The body-taps addon: streamed responses go through the chain chunk by chunk, others whole; copies land in the record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from mitmproxy.test import tflow
+
+from addons.body_taps import BodyTaps
+from egressproxy.engine.answers import flow_record
+from egressproxy.flowrecord import BodyCopy
+from egressproxy.runtime.state import GatewayState
+from egressproxy.taps import TapChain
+
+
+def addon(tmp_path: Path, max_bytes: int = 4) -> BodyTaps:
+    state = GatewayState(tmp_path)
+    # only `gateway.capture_max_bytes` (captureBody.maxBytes) is read
+    state.snapshot = SimpleNamespace(gateway=SimpleNamespace(capture_max_bytes=max_bytes))  # type: ignore[assignment]
+    return BodyTaps(state)
+
+
+def test_a_streaming_response_gets_the_chain_and_its_copy_lands_in_the_record(tmp_path: Path) -> None:
+    taps = addon(tmp_path)
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.response.stream = True  # what the routing addon sets: never buffer a whole response
+    taps.responseheaders(flow)
+    chain = flow.response.stream
+    assert isinstance(chain, TapChain)
+    assert chain(b"data: 1\n\n") == b"data: 1\n\n"  # the client gets each event as it comes
+    assert chain(b"") == b""
+    taps.response(flow)
+    assert flow_record(flow).response_body == BodyCopy(b"data", 9, True)
+    assert taps.response_copies == {}
+
+
+def test_a_buffered_response_passes_once_whole(tmp_path: Path) -> None:
+    taps = addon(tmp_path, max_bytes=1000)
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.response.stream = False  # e.g. a gateway answer, or a response another addon chose to buffer
+    taps.responseheaders(flow)
+    assert flow.response.stream is False
+    body = flow.response.raw_content
+    taps.response(flow)
+    assert flow.response.raw_content == body
+    assert body
+    assert flow_record(flow).response_body == BodyCopy(body, len(body), False)
+
+
+def test_a_request_body_is_copied_in_the_request_hook(tmp_path: Path) -> None:
+    """Request bodies stay buffered (policies on the request hook need all of it) and pass the chain once."""
+    taps = addon(tmp_path)
+    flow = tflow.tflow()
+    flow.request.raw_content = b'{"prompt": "hi"}'
+    taps.request(flow)
+    assert flow.request.raw_content == b'{"prompt": "hi"}'
+    assert flow_record(flow).request_body == BodyCopy(b'{"pr', 16, True)
+
+
+def test_an_aborted_stream_keeps_what_passed(tmp_path: Path) -> None:
+    taps = addon(tmp_path)
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.response.stream = True
+    taps.responseheaders(flow)
+    chain = flow.response.stream
+    assert isinstance(chain, TapChain)
+    chain(b"partial")
+    taps.error(flow)
+    assert flow_record(flow).response_body == BodyCopy(b"part", 7, True)

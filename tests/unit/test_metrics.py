@@ -1,0 +1,101 @@
+"""MetricsSink: request metrics with the DESIGN.md 4.1 labels, connection bytes and durations (4.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from egressproxy.flowrecord import FinishedConnection, Identity
+from egressproxy.metrics import GatewayMetrics, MetricsSink, status_class
+from egressproxy.runtime.state import GatewayState
+from egressproxy.sinks import Sink
+from tests.unit.test_sinks import connection, request
+
+
+def sample(metrics: GatewayMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_a_finished_request_counts_with_the_contract_labels() -> None:
+    metrics = GatewayMetrics()
+    MetricsSink(metrics, worker=2).request_finished(
+        request(identity=Identity("team-a", "agent"), backend="default/openai", status=503, decision="error", duration=0.3)
+    )
+    labels = dict(
+        gateway="default/eg",
+        listener="https",
+        route="default/api",
+        backend="default/openai",
+        namespace="team-a",
+        serviceaccount="agent",
+        decision="error",
+        status_class="5xx",
+    )
+    assert sample(metrics, "egress_requests_total", **labels) == 1
+    assert sample(metrics, "egress_request_duration_seconds_count", **labels) == 1
+    assert sample(metrics, "egress_request_duration_seconds_sum", **labels) == 0.3
+    assert sample(metrics, "egress_worker_requests_total", worker="2") == 1
+
+
+def test_missing_names_and_no_response_are_labelled_none() -> None:
+    metrics = GatewayMetrics()
+    MetricsSink(metrics).request_finished(request(listener=None, route=None, status=None, decision="deny"))
+    assert (
+        sample(
+            metrics,
+            "egress_requests_total",
+            gateway="default/eg",
+            listener="none",
+            route="none",
+            backend="none",
+            namespace="unknown",
+            serviceaccount="unknown",
+            decision="deny",
+            status_class="none",
+        )
+        == 1
+    )
+
+
+def test_a_finished_connection_adds_its_bytes_per_direction_and_observes_its_duration() -> None:
+    metrics = GatewayMetrics()
+    sink = MetricsSink(metrics)
+    sink.connection_finished(connection(bytes_upstream=100, bytes_downstream=2500, duration=1.5))
+    sink.connection_finished(connection(bytes_upstream=1, bytes_downstream=0, duration=0.5))
+    route = dict(gateway="default/eg", listener="tls", route="default/pinned")
+    assert sample(metrics, "egress_connection_bytes_total", **route, direction="upstream") == 101
+    assert sample(metrics, "egress_connection_bytes_total", **route, direction="downstream") == 2500
+    assert sample(metrics, "egress_connection_duration_seconds_count", **route) == 2
+    assert sample(metrics, "egress_connection_duration_seconds_sum", **route) == 2.0
+
+
+def test_an_undecided_connection_is_labelled_none() -> None:
+    metrics = GatewayMetrics()
+    MetricsSink(metrics).connection_finished(connection(gateway="", listener=None, route=None))
+    assert sample(metrics, "egress_connection_duration_seconds_count", gateway="none", listener="none", route="none") == 1
+
+
+def test_the_gateway_state_sends_records_to_metrics_and_counts_a_failing_sink(tmp_path: Path) -> None:
+    class Broken(Sink):
+        name = "broken"
+
+        def connection_finished(self, record: FinishedConnection) -> None:
+            raise OSError("down")
+
+    state = GatewayState(tmp_path)
+    state.sinks.register(Broken())
+    state.sinks.connection_finished(connection())
+    state.sinks.request_finished(request())
+    text = generate_latest(state.metrics.registry).decode()
+    assert 'egress_sink_errors_total{sink="broken"} 1.0' in text
+    assert "egress_connection_duration_seconds_count" in text
+    assert state.metrics.registry.get_sample_value(
+        "egress_requests_total",
+        dict(gateway="default/eg", listener="https", route="default/api", backend="none", namespace="unknown",
+             serviceaccount="unknown", decision="allow", status_class="2xx"),
+    ) == 1
+
+
+def test_status_class() -> None:
+    assert [status_class(s) for s in (None, 0, 101, 204, 302, 404, 504)] == ["none", "none", "1xx", "2xx", "3xx", "4xx", "5xx"]
