@@ -108,57 +108,46 @@ class HttpRoutes:
         answer_denied(flow, verdict)
 
     def _forward(self, flow: http.HTTPFlow, record: ConnectionRecord, frec: FlowRecord, decision: RequestDecision, view: RequestView) -> None:
+        """Send an allowed request to its FIRST upstream candidate (failover over the rest is a later step) and
+        record that candidate as the one destination the dial guard lets this request open."""
         rule = decision.rule
-        if rule is None:
-            # defaultPolicy allow-all serves an unmatched request as a catch-all route would: to the requested
-            # destination, unmodified.
-            req = flow.request
-            req.host, req.port = view.host, view.port
-            _allow_upstream(record, view.host, view.port)
-            self._via_parent(flow, record, decision, None)
-            return
-        frec.request_timeout = rule.request_timeout
-        filters = rule.filters
-        if filters.direct_response is not None:
-            direct = filters.direct_response
-            flow.response = make_response(GatewayAnswer(direct.status, (("content-type", "text/plain"),), direct.body.encode()))
-            flow.comment = f"direct response {direct.ref}"
-            return
-        if filters.redirect is not None:
-            self._redirect(flow, filters.redirect, view)
-            return
         req = flow.request
-        apply_header_modifier(req.headers, filters.request_headers)
-        if filters.url_rewrite is not None:
-            req.path = rewrite_path(req.path, filters.url_rewrite, decision.match)
-        host, port, scheme = view.host, view.port, req.scheme
-        backend_ref, trusted = None, False
-        if rule.backends:
-            target = decision.backend
-            if target is None:
-                flow.response = error_response(flow, "no-healthy-backend", "every backendRef of the rule has weight 0")
+        if rule is not None:
+            frec.request_timeout = rule.request_timeout
+            filters = rule.filters
+            if filters.direct_response is not None:
+                direct = filters.direct_response
+                flow.response = make_response(GatewayAnswer(direct.status, (("content-type", "text/plain"),), direct.body.encode()))
+                flow.comment = f"direct response {direct.ref}"
                 return
-            frec.backend = target.backend.name if target.backend is not None else str(target.ref)
-            backend_ref = target.backend
-            if target.backend is not None and target.backend.parent is not None:
-                pass  # parent mode: the original destination, reached through the parent (set below)
-            elif target.backend is not None and target.backend.static_hosts:
-                static = target.backend.static_hosts[0]
-                host, port, trusted = static.host, target.port or static.port, True
-            elif target.service_host is not None:
-                host, port, trusted = target.service_host, target.port or port, True
-        self._via_parent(flow, record, decision, target_backend=decision.backend.backend if decision.backend else None)
-        req.host = host  # dial the checked name (inside a tunnel this replaces an address with the name)
-        req.port = port
-        req.scheme = scheme
+            if filters.redirect is not None:
+                self._redirect(flow, filters.redirect, view)
+                return
+        if not decision.upstreams:
+            flow.response = error_response(flow, "no-healthy-backend", "no backendRef of the rule leaves a candidate to try")
+            return
+        upstream = decision.upstreams[0]
+        if upstream.backend is not None:
+            backend = upstream.backend
+            # A Service keeps its kind (BackendTLSPolicy may target a Service by `Kind/ns/name`).
+            frec.backend = str(backend.ref) if backend.type == "Service" else upstream.backend_name
+        if rule is not None:
+            apply_header_modifier(req.headers, rule.filters.request_headers)
+            if rule.filters.url_rewrite is not None:
+                req.path = rewrite_path(req.path, rule.filters.url_rewrite, decision.match)
+        self._via_parent(flow, record, decision, target_backend=upstream.backend)
+        req.host = upstream.host  # dial the checked name (inside a tunnel this replaces an address with the name)
+        req.port = upstream.port
+        req.scheme = upstream.scheme
         # After `req.host` (whose setter rewrites the Host header): URLRewrite's hostname, else a backend's.
-        rewritten_host = filters.url_rewrite.hostname if filters.url_rewrite is not None else None
+        rewritten_host = rule.filters.url_rewrite.hostname if rule is not None and rule.filters.url_rewrite is not None else None
         if rewritten_host:
             _set_authority(req, rewritten_host)
-        elif (host, port) != (view.host, view.port):
-            _set_authority(req, _authority(host, port, scheme))
-        _allow_upstream(record, host, port, trusted=trusted, backend=backend_ref)
-        if filters.response_headers is not None:
+        elif (upstream.host, upstream.port) != (view.host, view.port):
+            _set_authority(req, _authority(upstream.host, upstream.port, upstream.scheme))
+        # A destination the client named replaces any trust or Backend DNSPolicy an earlier request left for it.
+        record.upstreams[upstream.key] = upstream
+        if rule is not None and rule.filters.response_headers is not None:
             self.rules[flow.id] = rule
 
     def _via_parent(self, flow: http.HTTPFlow, record: ConnectionRecord, decision: RequestDecision, target_backend: Backend | None) -> None:

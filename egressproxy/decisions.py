@@ -6,7 +6,6 @@ serving would do. Nothing here touches mitmproxy or the network.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,7 +20,9 @@ from egressproxy.matching import (
     match_http,
     select_listener,
 )
+from egressproxy.provider_endpoints import provider_endpoint
 from egressproxy.snapshot import (
+    AIProvider,
     Backend,
     StaticHost,
     DirectResponse,
@@ -33,6 +34,7 @@ from egressproxy.snapshot import (
     Snapshot,
     WeightedBackend,
 )
+from egressproxy.upstreams import RandomSource, Upstream, order_candidates
 
 __all__ = [
     "Action",
@@ -43,6 +45,7 @@ __all__ = [
     "decide_connection",
     "decide_request",
     "gateway_policy",
+    "request_candidates",
     "route_name",
 ]
 
@@ -192,14 +195,22 @@ class RequestDecision:
     rule: Rule | None = None
     rule_index: int | None = None
     direct_response: DirectResponse | None = None
-    backend: WeightedBackend | None = None
+    # Where an allowed request goes, in try order (seam 1): the first is dialled, failover walks the rest.
+    # Empty for a denial, and for a rule whose backendRefs leave no candidate (every weight 0).
+    upstreams: tuple[Upstream, ...] = ()
     match: HttpRouteMatch | None = None  # the match that selected the rule (URLRewrite prefix replacement needs it)
 
 
 def decide_request(
-    snapshot: Snapshot, listener: Listener, request: RequestView, *, connection_host: str | None = None
+    snapshot: Snapshot,
+    listener: Listener,
+    request: RequestView,
+    *,
+    connection_host: str | None = None,
+    rng: RandomSource | None = None,
 ) -> RequestDecision:
-    """An HTTP request on an intercepting or plain-HTTP listener: HTTPRoute match, deny, direct answer, backend."""
+    """An HTTP request on an intercepting or plain-HTTP listener: HTTPRoute match, deny, direct answer, and the
+    upstream candidates in try order (weighted choice within a priority group draws from `rng`)."""
     gateway = snapshot.gateway
     if connection_host is not None and connection_host != request.host:
         return RequestDecision(
@@ -212,14 +223,102 @@ def decide_request(
         )
     match = match_http(listener, request.host, request.method, request.path, request.headers, request.query)
     if match is None:
-        return RequestDecision(decide_unmatched(gateway))
+        verdict = decide_unmatched(gateway)
+        if not verdict.allowed:
+            return RequestDecision(verdict)
+        # allow-all serves it as a catch-all route would: to the requested destination, unmodified.
+        return RequestDecision(verdict, upstreams=request_candidates(snapshot, None, request, rng))
     route = match.route
     verdict = decide_route(route)
     if not verdict.allowed:
         return RequestDecision(verdict, route, match.rule, match.rule_index)
     rule = match.rule
-    backend = _pick_backend(rule.backends)
-    return RequestDecision(verdict, route, rule, match.rule_index, rule.filters.direct_response, backend, match.match)
+    upstreams = request_candidates(snapshot, rule, request, rng)
+    return RequestDecision(verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match)
+
+
+def request_candidates(
+    snapshot: Snapshot, rule: Rule | None, request: RequestView, rng: RandomSource | None = None
+) -> tuple[Upstream, ...]:
+    """The upstream candidates of an allowed request, in try order.
+
+    A rule without backendRefs (or no rule: allow-all) forwards to the requested destination, untrusted. Each
+    backendRef adds: a Static Backend's first host (trusted); a Service's cluster DNS name (trusted); a parent
+    Backend's original destination, reached through that parent; an AI Backend's providers, one candidate per
+    provider and priority group (group index = priority). A backendRef's weight applies within group 0; a
+    weight-0 backendRef is never tried, its fallback groups included. The gateway's `parentRef` carries every
+    candidate that has no parent Backend of its own.
+    """
+    gateway_parent = parent_for(snapshot, None)
+    if rule is None or not rule.backends:
+        return (_dynamic(request, None, gateway_parent),)
+    candidates: list[Upstream] = []
+    for ref in rule.backends:
+        if ref.weight > 0:
+            candidates.extend(_backend_candidates(ref, request, gateway_parent))
+    return order_candidates(candidates, rng)
+
+
+def _dynamic(request: RequestView, backend: Backend | None, parent: StaticHost | None, weight: int = 1) -> Upstream:
+    return _upstream(request.host, request.port, request.scheme, backend, False, parent, weight=weight)
+
+
+def _upstream(
+    host: str,
+    port: int,
+    scheme: str,
+    backend: Backend | None,
+    trusted: bool,
+    parent: StaticHost | None,
+    *,
+    weight: int = 1,
+    group: int = 0,
+    provider: AIProvider | None = None,
+) -> Upstream:
+    sni = host if scheme == "https" and not is_ip_literal(host) else None
+    return Upstream(host, port, scheme, sni, backend, trusted, parent, group, weight, provider)
+
+
+def _backend_candidates(ref: WeightedBackend, request: RequestView, gateway_parent: StaticHost | None) -> list[Upstream]:
+    backend = ref.backend
+    if backend is None:
+        if ref.service_host is None:
+            return []
+        # A Service (Gateway API's default backendRef kind), named by its ref so metrics and explain show it.
+        service = Backend(ref.ref, "Service")
+        port = ref.port or request.port
+        return [_upstream(ref.service_host, port, request.scheme, service, True, gateway_parent, weight=ref.weight)]
+    if backend.parent is not None:
+        # Parent mode: the original destination, through the parent (which resolves it and applies its policy).
+        return [_dynamic(request, backend, backend.parent.address, ref.weight)]
+    if backend.static_hosts:
+        static = backend.static_hosts[0]
+        port = ref.port or static.port
+        return [_upstream(static.host, port, request.scheme, backend, True, gateway_parent, weight=ref.weight)]
+    if backend.ai_groups:
+        out: list[Upstream] = []
+        for group, providers in enumerate(backend.ai_groups):
+            for provider in providers:
+                endpoint = provider_endpoint(provider)
+                if endpoint is None:
+                    continue
+                weight = ref.weight if group == 0 else 1
+                out.append(
+                    _upstream(
+                        endpoint.host,
+                        endpoint.port,
+                        endpoint.scheme,
+                        backend,
+                        endpoint.trusted,
+                        gateway_parent,
+                        weight=weight,
+                        group=group,
+                        provider=provider,
+                    )
+                )
+        return out
+    # Other Backend types (DynamicForwardProxy, AWS, MCP without hosts): the requested destination.
+    return [_dynamic(request, backend, gateway_parent, ref.weight)]
 
 
 def dns_name_allowed(snapshot: Snapshot, name: str) -> Verdict:
@@ -257,13 +356,3 @@ def parent_for(snapshot: Snapshot, route: Route | None, backend: Backend | None 
     if gateway_parent is not None and gateway_parent.parent is not None:
         return gateway_parent.parent.address
     return None
-
-
-def _pick_backend(backends: tuple[WeightedBackend, ...]) -> WeightedBackend | None:
-    """Weighted choice among a rule's backendRefs (weight 0 never chosen)."""
-    if not backends:
-        return None
-    weights = [max(0, b.weight) for b in backends]
-    if sum(weights) == 0:
-        return None
-    return random.choices(backends, weights=weights, k=1)[0]

@@ -1,28 +1,62 @@
-"""`egressproxy explain`: a dry run through the same decision functions the data plane calls."""
+"""`egressproxy explain`: a dry run through the same decisions the data plane takes, the dial included.
+
+The CONNECT, connection and request decisions are the functions the addons call (egressproxy/decisions.py);
+the destination the first upstream candidate names then goes through the dial guard's own destination check
+(hostAliases, DNS with the effective DNSPolicy, the SSRF guard, reverse lookup), so `explain` never says ALLOW
+for a request the gateway answers with `destination-address-denied`. `--no-resolve` skips DNS (aliases and IP
+literals are still checked) and says so. DESIGN.md 4.2 pins the `--json` document.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from egressproxy.compiler import compile_config
 from egressproxy.config.loader import load_paths
+from egressproxy.config.problems import ObjectRef
 from egressproxy.decisions import (
     Action,
     RequestView,
     decide_connect,
     decide_connection,
     decide_request,
+    gateway_policy,
+    parent_for,
     route_name,
 )
-from egressproxy.flowrecord import Verdict
-from egressproxy.hostnames import InvalidHostname, canonical_host
+from egressproxy.engine.destinations import Destination, DestinationCheck
+from egressproxy.flowrecord import ConnectionRecord, Verdict
+from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
 from egressproxy.matching import Carries, select_listener
-from egressproxy.snapshot import Listener, Snapshot
+from egressproxy.metrics import GatewayMetrics
+from egressproxy.resolver import Resolver
+from egressproxy.snapshot import Backend, Listener, Route, Snapshot
+from egressproxy.upstreams import RandomSource, Upstream
 
-__all__ = ["explain", "explain_target"]
+__all__ = ["check_destination", "explain", "explain_target"]
+
+NO_RESOLVE_NOTE = "--no-resolve: DNS was not consulted; the SSRF guard and reverse lookup did not check this name"
+
+
+def check_destination(snapshot: Snapshot, upstream: Upstream, *, resolve: bool = True) -> Destination | None:
+    """The dial guard's destination check (egressproxy/engine/destinations.py) for the candidate that would be
+    dialled: through a parent, the parent itself (it resolves the destination and applies its own policy).
+
+    None when `resolve` is False and the name needs DNS (hostAliases and IP literals need none).
+    """
+    if upstream.parent is not None:
+        upstream = Upstream(upstream.parent.host, upstream.parent.port, "http", trusted=True)
+    if not resolve and not (is_ip_literal(upstream.host) or snapshot.gateway.host_aliases.get(upstream.host)):
+        return None
+    metrics = GatewayMetrics()
+    check = DestinationCheck(Resolver(metrics), metrics)
+    record = ConnectionRecord(generation=snapshot.generation)
+    record.upstreams[upstream.key] = upstream
+    return asyncio.run(check.check(snapshot, record, upstream.host, upstream.port))
 
 
 def _verdict(v: Verdict) -> dict[str, Any]:
@@ -34,52 +68,91 @@ def _verdict(v: Verdict) -> dict[str, Any]:
     return out
 
 
-def _policies(snapshot: Snapshot, listener: Listener | None, route: Any, backend: Any, rule: int | None) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _policies(
+    snapshot: Snapshot,
+    listener: Listener | None,
+    route: Route | None,
+    backend: Backend | None,
+    rule: int | None,
+    verdict: Verdict,
+) -> list[dict[str, Any]]:
+    """Each policy consulted for this traffic with its verdict. A policy whose fields this build does not
+    enforce (`Snapshot.unsupported`) is `not-enforced`, never `applied`."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for kind in snapshot.policies.kinds():
         attached = snapshot.policies.policies(
             kind,
             route=route.ref if route is not None else None,
-            backend=backend.ref if backend is not None else None,
+            backend=backend.ref if backend is not None and backend.type != "Service" else None,
             listener=listener.name if listener is not None else None,
             rule=rule,
         )
-        if attached:
-            out[kind] = [f"{p.ref} ({p.scope})" for p in attached]
+        for p in attached:
+            out.append(_policy_entry(snapshot, p.ref, p.scope, verdict))
+            seen.add(str(p.ref))
+    if verdict.policy and verdict.policy not in seen:
+        kind, _, rest = verdict.policy.partition("/")
+        namespace, _, name = rest.partition("/")
+        out.append(_policy_entry(snapshot, ObjectRef(kind, namespace, name), None, verdict))
     return out
 
 
-def explain_target(
-    snapshot: Snapshot, target: str, method: str = "GET", headers: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """What the gateway would do with a request to URL, or a connection to HOST:PORT."""
-    headers = {k.lower(): v for k, v in (headers or {}).items()}
+def _policy_entry(snapshot: Snapshot, ref: ObjectRef, scope: str | None, verdict: Verdict) -> dict[str, Any]:
+    entry: dict[str, Any] = {"policy": str(ref), "scope": scope}
+    unsupported = snapshot.unsupported.get(ref)
+    if unsupported:
+        entry["verdict"] = "not-enforced"
+        entry["unsupportedFields"] = list(unsupported)
+    elif str(ref) == verdict.policy:
+        entry["verdict"] = "allow" if verdict.allowed else "deny"
+    else:
+        entry["verdict"] = "applied"
+    return entry
+
+
+def _target(target: str) -> tuple[str, str, int, str]:
     if "://" in target:
         url = urlsplit(target)
         scheme = url.scheme.lower()
-        host = url.hostname or ""
         port = url.port or (443 if scheme == "https" else 80)
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    else:
-        scheme, path = "", ""
-        host, _, p = target.rpartition(":")
-        port = int(p) if p.isdigit() else 443
-        host = host.strip("[]") or target
-    result: dict[str, Any] = {"gateway": snapshot.gateway.name, "target": target}
+        return scheme, url.hostname or "", port, path
+    host, _, p = target.rpartition(":")
+    return "", host.strip("[]") or target, int(p) if p.isdigit() else 443, ""
+
+
+def explain_target(
+    snapshot: Snapshot,
+    target: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    *,
+    resolve: bool = True,
+    rng: RandomSource | None = None,
+) -> dict[str, Any]:
+    """What the gateway would do with a request to URL, or a connection to HOST:PORT (DESIGN.md 4.2)."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    scheme, host, port, path = _target(target)
+    result: dict[str, Any] = {"gateway": snapshot.gateway.name, "target": target, "connect": None, "connection": None}
+    result["request"] = None
+    result["policies"] = []
     try:
         name = canonical_host(host)
     except InvalidHostname as e:
-        result["verdict"] = _verdict(Verdict.deny("invalid-host", message=str(e), status_code=400))
+        result["verdict"] = _verdict(Verdict.deny("invalid-host", gateway_policy(snapshot.gateway), str(e), 400))
         return result
     result["host"], result["port"] = name, port
     if scheme == "http":
+        # Absolute-form HTTP to the explicit proxy: the request picks its listener; its URL names the destination.
         choice = select_listener(snapshot.gateway, Carries.HTTP, port, name, None)
         result["connection"] = {"via": "absolute-form HTTP", "listener": choice.listener.name if choice.listener else None}
-        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, None)
+        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, resolve, rng)
     connect = decide_connect(snapshot, name, port)
     result["connect"] = {"verdict": _verdict(connect.verdict), "listener": connect.listener.name if connect.listener else None}
     if not connect.verdict.allowed:
         result["verdict"] = _verdict(connect.verdict)
+        result["policies"] = _policies(snapshot, connect.listener, connect.route, None, None, connect.verdict)
         return result
     carries = Carries.TLS if scheme == "https" or not scheme else Carries.TCP
     conn = decide_connection(snapshot, carries, port, connect_host=name, sni=name if carries is Carries.TLS else None)
@@ -91,9 +164,14 @@ def explain_target(
         "verdict": _verdict(conn.verdict),
     }
     if conn.action is Action.INTERCEPT and scheme:
-        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, name)
-    result["verdict"] = _verdict(conn.verdict)
-    result["policies"] = _policies(snapshot, conn.listener, conn.route, None, None)
+        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, resolve, rng)
+    verdict = conn.verdict
+    if verdict.allowed:
+        # A relayed tunnel dials the destination the client named (through the gateway's parent, if any).
+        parent = parent_for(snapshot, None)
+        verdict = _destination(result, snapshot, Upstream(name, port, "https", parent=parent), resolve) or verdict
+    result["verdict"] = _verdict(verdict)
+    result["policies"] = _policies(snapshot, conn.listener, conn.route, None, None, verdict)
     return result
 
 
@@ -107,47 +185,109 @@ def _with_request(
     path: str,
     headers: dict[str, str],
     scheme: str,
-    connection_host: str | None,
+    resolve: bool,
+    rng: RandomSource | None,
 ) -> dict[str, Any]:
     if listener is None:
-        result["verdict"] = _verdict(Verdict.deny("no-route", f"EgressGateway/{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}"))
+        verdict = Verdict.deny("no-route", gateway_policy(snapshot.gateway))
+        result["verdict"] = _verdict(verdict)
+        result["policies"] = _policies(snapshot, None, None, None, None, verdict)
         return result
+    # The Host header names the request's host; it must agree with the name the connection was decided on.
+    request_host = host
+    if "host" in headers:
+        try:
+            request_host = canonical_host(_strip_port(headers["host"]))
+        except InvalidHostname as e:
+            result["verdict"] = _verdict(Verdict.deny("invalid-host", gateway_policy(snapshot.gateway), str(e), 400))
+            return result
     query = {k: v for k, v in parse_qs(path.partition("?")[2], keep_blank_values=True).items()}
-    view = RequestView(host, port, method.upper(), path, headers, query, scheme)
-    decision = decide_request(snapshot, listener, view, connection_host=connection_host)
-    backend = decision.backend.backend if decision.backend is not None else None
+    view = RequestView(request_host, port, method.upper(), path, headers, query, scheme)
+    decision = decide_request(snapshot, listener, view, connection_host=host, rng=rng)
+    first = decision.upstreams[0] if decision.upstreams else None
     result["request"] = {
         "method": view.method,
         "path": path,
         "route": route_name(decision.route),
         "rule": decision.rule_index,
-        "backend": backend.name if backend is not None else (str(decision.backend.ref) if decision.backend else None),
+        "backend": first.backend_name if first is not None else None,
         "directResponse": str(decision.direct_response.ref) if decision.direct_response else None,
+        "upstreams": [u.to_dump() for u in decision.upstreams],
     }
-    result["verdict"] = _verdict(decision.verdict)
-    result["policies"] = _policies(snapshot, listener, decision.route, backend, decision.rule_index)
+    verdict = decision.verdict
+    answered = decision.direct_response is not None or (decision.rule is not None and decision.rule.filters.redirect is not None)
+    if verdict.allowed and not answered:  # the gateway answers a direct response or redirect itself, dialling nothing
+        if first is None:
+            verdict = Verdict.deny("no-healthy-backend", "", "no backendRef of the rule leaves a candidate to try", 502)
+        else:
+            verdict = _destination(result, snapshot, first, resolve) or verdict
+    result["verdict"] = _verdict(verdict)
+    backend = first.backend if first is not None else None
+    result["policies"] = _policies(snapshot, listener, decision.route, backend, decision.rule_index, verdict)
     return result
+
+
+def _destination(result: dict[str, Any], snapshot: Snapshot, upstream: Upstream, resolve: bool) -> Verdict | None:
+    """Run the destination check on the candidate dialled first: its denial (403) or failure (502), else None."""
+    dialled = upstream.parent or upstream
+    out: dict[str, Any] = {"host": dialled.host, "port": dialled.port, "resolved": resolve}
+    if upstream.parent is not None:
+        out["via"] = "parent"
+    result["destination"] = out
+    checked = check_destination(snapshot, upstream, resolve=resolve)
+    if checked is None:
+        out["resolved"] = False
+        out["note"] = NO_RESOLVE_NOTE
+        return None
+    if checked.denial is not None:
+        return checked.denial
+    if checked.unreachable is not None:
+        out["unreachable"] = checked.unreachable
+        return Verdict.deny("upstream-unreachable", "", checked.unreachable, 502)
+    out["address"] = checked.address
+    return None
+
+
+def _strip_port(authority: str) -> str:
+    if authority.startswith("["):
+        return authority[1 : authority.index("]")] if "]" in authority else authority
+    host, sep, port = authority.rpartition(":")
+    return host if sep and port.isdigit() else authority
 
 
 def _render(result: dict[str, Any]) -> str:
     lines = [f"gateway   {result['gateway']}", f"target    {result['target']}"]
-    if "connect" in result:
+    if result.get("connect"):
         c = result["connect"]
         lines.append(f"CONNECT   {'allowed' if c['verdict']['allowed'] else 'denied'} (listener {c['listener']})")
-    if "connection" in result:
+    if result.get("connection"):
         c = result["connection"]
         lines.append("listener  " + str(c.get("listener")) + (f"  action {c['action']}" if "action" in c else ""))
         if c.get("route"):
             lines.append(f"route     {c['route']}")
-    if "request" in result:
+    if result.get("request"):
         r = result["request"]
         lines.append(f"request   {r['method']} {r['path']}: route {r['route']} rule {r['rule']}")
         if r["backend"]:
             lines.append(f"backend   {r['backend']}")
         if r["directResponse"]:
             lines.append(f"answer    {r['directResponse']}")
-    for kind, refs in (result.get("policies") or {}).items():
-        lines.append(f"policy    {kind}: {', '.join(refs)}")
+        for u in r["upstreams"]:
+            via = f" via parent {u['parent']}" if u.get("parent") else ""
+            lines.append(f"upstream  group {u['group']}: {u['scheme']}://{u['host']}:{u['port']} ({u['backend'] or 'requested destination'}){via}")
+    if result.get("destination"):
+        d = result["destination"]
+        where = f"{d['host']}:{d['port']}"
+        if "address" in d:
+            lines.append(f"dial      {where} -> {d['address']}")
+        elif "note" in d:
+            lines.append(f"dial      {where}: {d['note']}")
+        elif "unreachable" in d:
+            lines.append(f"dial      {where}: unreachable ({d['unreachable']})")
+        else:
+            lines.append(f"dial      {where}: refused")
+    for p in result.get("policies") or []:
+        lines.append(f"policy    {p['policy']} ({p['scope'] or 'decides'}): {p['verdict']}" + (f" {', '.join(p['unsupportedFields'])}" if p.get("unsupportedFields") else ""))
     v = result.get("verdict", {})
     word = "ALLOW" if v.get("allowed") else f"DENY {v.get('status', '')}".strip()
     lines.append(f"verdict   {word}: {v.get('reason')}" + (f" by {v['policy']}" if v.get("policy") else "") + (f" ({v['message']})" if v.get("message") else ""))
@@ -169,7 +309,8 @@ def explain(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"error: --header takes K:V, got {h!r}\n")
             return 2
         headers[k.strip()] = v.strip()
-    result = explain_target(compiled.snapshot, args.target, args.method, headers)
+    resolve = not getattr(args, "no_resolve", False)
+    result = explain_target(compiled.snapshot, args.target, args.method, headers, resolve=resolve)
     if args.identity:
         result["identity"] = args.identity
     out.write(json.dumps(result, indent=2) + "\n" if getattr(args, "json", False) else _render(result) + "\n")

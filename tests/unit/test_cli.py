@@ -155,9 +155,141 @@ def test_validate_invalid_yaml_gives_line_and_column_not_a_traceback(tmp_path: P
     ],
 )
 def test_explain_reports_listener_route_and_verdict(good: Path, target: str, allowed: bool, expect: str) -> None:
-    code, out = run("explain", "-c", str(good), target)
+    code, out = run("explain", "-c", str(good), "--no-resolve", target)
     assert code == (0 if allowed else 3)
     assert expect in out
+
+
+OPEN = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: allow-all
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+  - {name: http, protocol: HTTP}
+  upstreamTLS:
+    hostAliases:
+    - {ip: 127.0.0.1, hostnames: [stub.example.com]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [llm.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: ai}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: ai}
+spec:
+  type: AI
+  ai:
+    priorityGroups:
+    - providers:
+      - name: local
+        openai: {model: m, hostOverride: {host: 127.0.0.1, port: 9000, scheme: http}}
+    - providers:
+      - name: claude
+        anthropic: {model: claude}
+"""
+
+
+@pytest.fixture
+def open_config(tmp_path: Path) -> Path:
+    from egressproxy.ca import create_ca, secret_manifest
+
+    (tmp_path / "open.yaml").write_text(textwrap.dedent(OPEN))
+    (tmp_path / "ca.yaml").write_text(secret_manifest("ca", *create_ca("ca")))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://169.254.169.254/latest/meta-data", "https://127.0.0.1/", "http://[::1]:8080/", "169.254.169.254:443"],
+)
+@pytest.mark.parametrize("resolve", [True, False])
+def test_explain_applies_the_ssrf_guard_like_the_gateway(open_config: Path, target: str, resolve: bool) -> None:
+    """allow-all lets the request through its routes, but the dial guard refuses the address: so does explain,
+    with or without DNS (an IP literal needs none)."""
+    code, out = run("explain", "-c", str(open_config), target, *(() if resolve else ("--no-resolve",)))
+    assert code == 3
+    assert "DENY 403: destination-address-denied by EgressGateway/default/eg" in out
+
+
+def test_explain_no_resolve_says_the_name_was_not_checked(open_config: Path) -> None:
+    code, out = run("explain", "-c", str(open_config), "--no-resolve", "https://anything.example.net/x")
+    assert code == 0
+    assert "--no-resolve: DNS was not consulted" in out and "verdict   ALLOW" in out
+
+
+def test_explain_json_is_one_document_with_candidates_in_try_order(open_config: Path) -> None:
+    import json
+
+    code, out = run("explain", "-c", str(open_config), "--json", "https://llm.example.com/v1/chat/completions")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["verdict"] == {"allowed": True, "reason": "route", "policy": "HTTPRoute/default/llm"}
+    assert doc["connect"]["verdict"]["allowed"] and doc["connection"]["action"] == "intercept"
+    assert doc["request"]["route"] == "default/llm" and doc["request"]["backend"] == "default/ai"
+    assert doc["request"]["upstreams"] == [
+        {"backend": "default/ai", "host": "127.0.0.1", "port": 9000, "scheme": "http", "group": 0, "provider": "local"},
+        {"backend": "default/ai", "host": "api.anthropic.com", "port": 443, "scheme": "https", "group": 1, "provider": "claude"},
+    ]
+    # The hostOverride is dialled first: a configured address, trusted past the SSRF guard like a Static Backend.
+    assert doc["destination"] == {"host": "127.0.0.1", "port": 9000, "resolved": True, "address": "127.0.0.1"}
+    assert isinstance(doc["policies"], list)
+
+
+def test_explain_host_aliases_are_trusted_as_configured(open_config: Path) -> None:
+    import json
+
+    code, out = run("explain", "-c", str(open_config), "--json", "https://stub.example.com/")
+    assert code == 0, out
+    assert json.loads(out)["destination"]["address"] == "127.0.0.1"
+
+
+def test_explain_host_header_must_agree_with_the_connection(open_config: Path) -> None:
+    code, out = run("explain", "-c", str(open_config), "--no-resolve", "--header", "Host: other.example.com", "https://stub.example.com/")
+    assert code == 3 and "DENY 421: host-mismatch" in out
+
+
+def test_explain_invalid_config_exits_1(tmp_path: Path) -> None:
+    p = tmp_path / "broken.yaml"
+    p.write_text(BROKEN)
+    code, out = run("explain", "-c", str(p), "https://api.example.com/")
+    assert code == 1 and "spec.defaultPolicy" in out
+
+
+def test_explain_shows_a_policy_with_unsupported_fields_as_not_enforced(good: Path) -> None:
+    """Honest status: a consulted policy whose fields this build does not enforce is never shown as applied."""
+    import dataclasses
+    import types
+
+    from egressproxy.commands.explain import explain_target
+    from egressproxy.compiler import compile_config
+    from egressproxy.config.loader import load_paths
+    from egressproxy.config.problems import ObjectRef
+
+    (good / "policy.yaml").write_text(
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: tp}\n"
+        "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]\n"
+        "  timeout: {request: 30s}\n"
+    )
+    loaded = load_paths([str(good)])
+    assert loaded.ok, loaded.problems
+    snapshot = compile_config(loaded.resources).snapshot
+    assert snapshot is not None
+    ref = ObjectRef("TrafficPolicy", "default", "tp")
+    target = "https://api.example.com/v1/x"
+    (applied,) = explain_target(snapshot, target, resolve=False)["policies"][:1]
+    assert applied == {"policy": str(ref), "scope": "route", "verdict": "applied"}
+    honest = dataclasses.replace(snapshot, unsupported=types.MappingProxyType({ref: ("spec.timeout.request",)}))
+    (shown,) = explain_target(honest, target, resolve=False)["policies"][:1]
+    assert shown == {"policy": str(ref), "scope": "route", "verdict": "not-enforced", "unsupportedFields": ["spec.timeout.request"]}
 
 
 def test_ca_init_writes_private_files_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:

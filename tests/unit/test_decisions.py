@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import textwrap
 from collections import Counter
 
@@ -130,10 +131,242 @@ def test_weighted_backends_never_pick_a_zero_weight(snapshot) -> None:
     picks = Counter()
     for _ in range(200):
         decision = decide_request(snapshot, listener, _request("api.example.com", "/v1/x"), connection_host="api.example.com")
-        assert decision.verdict.allowed and decision.backend is not None
-        picks[decision.backend.ref.name] += 1
-    assert picks == Counter({"primary": 200})
+        assert decision.verdict.allowed
+        picks[tuple(u.backend_name for u in decision.upstreams)] += 1
+    assert picks == Counter({("default/primary",): 200})
 
 
 def test_no_parent_without_parent_mode(snapshot) -> None:
     assert parent_for(snapshot, None) is None
+
+
+# --- upstream candidates (DESIGN.md section 6, seam 1) ---------------------------------------------------------
+
+CANDIDATES = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: allow-all
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [llm.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: ai}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [split.example.com]
+  rules:
+  - backendRefs:
+    - {group: gateway.kgateway.dev, kind: Backend, name: heavy, weight: 3}
+    - {kind: Service, name: svc, port: 8080, weight: 1}
+    - {group: gateway.kgateway.dev, kind: Backend, name: off, weight: 0}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mixed}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [mixed.example.com]
+  rules:
+  - backendRefs:
+    - {group: gateway.kgateway.dev, kind: Backend, name: heavy, weight: 1}
+    - {group: gateway.kgateway.dev, kind: Backend, name: ai, weight: 1}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: dynamic}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [dynamic.example.com]
+  rules: [{}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: heavy}
+spec: {type: Static, static: {hosts: [{host: heavy.internal, port: 8443}]}}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: off}
+spec: {type: Static, static: {hosts: [{host: off.internal, port: 443}]}}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: ai, namespace: default}
+spec:
+  type: AI
+  ai:
+    priorityGroups:
+    - providers:
+      - name: local
+        openai:
+          model: m
+          hostOverride: {host: 127.0.0.1, port: 9000, scheme: http}
+      - name: azure
+        azureOpenai: {endpoint: "https://my-res.openai.azure.com/", deploymentName: d, apiVersion: "2024-02-01"}
+    - providers:
+      - name: claude
+        anthropic: {model: claude}
+      - name: bedrock
+        bedrock: {model: m, region: eu-west-1}
+    - providers:
+      - name: vertex
+        vertexAi: {model: gemini, project: p, location: europe-west4}
+      - name: gemini
+        gemini: {model: gemini}
+"""
+
+
+def _compiled(config: str):
+    text = textwrap.dedent(config) + "---\n" + secret_manifest("ca", *create_ca("ca"))
+    loaded = load_text(text, "candidates.yaml")
+    assert loaded.ok, loaded.problems
+    compiled = compile_config(loaded.resources)
+    assert compiled.ok, compiled.problems
+    return compiled.snapshot
+
+
+@pytest.fixture(scope="module")
+def candidates_snapshot():
+    return _compiled(CANDIDATES)
+
+
+def _candidates(snapshot, host: str, seed: int = 0):
+    listener = snapshot.gateway.listener("https")
+    decision = decide_request(snapshot, listener, _request(host, "/v1/chat"), connection_host=host, rng=random.Random(seed))
+    assert decision.verdict.allowed
+    return decision.upstreams
+
+
+def test_ai_priority_groups_are_tried_in_order_with_each_providers_endpoint(candidates_snapshot) -> None:
+    """Group 0 first, then group 1, then group 2; each provider at its hostOverride or well-known endpoint."""
+    ups = _candidates(candidates_snapshot, "llm.example.com")
+    assert [u.group for u in ups] == [0, 0, 1, 1, 2, 2]
+    by_provider = {u.provider.name: (u.host, u.port, u.scheme, u.group) for u in ups}
+    assert by_provider == {
+        "local": ("127.0.0.1", 9000, "http", 0),
+        "azure": ("my-res.openai.azure.com", 443, "https", 0),
+        "claude": ("api.anthropic.com", 443, "https", 1),
+        "bedrock": ("bedrock-runtime.eu-west-1.amazonaws.com", 443, "https", 1),
+        "vertex": ("europe-west4-aiplatform.googleapis.com", 443, "https", 2),
+        "gemini": ("generativelanguage.googleapis.com", 443, "https", 2),
+    }
+    assert {u.backend_name for u in ups} == {"default/ai"}
+
+
+def test_a_host_override_is_trusted_and_a_public_endpoint_is_not(candidates_snapshot) -> None:
+    ups = {u.provider.name: u for u in _candidates(candidates_snapshot, "llm.example.com")}
+    assert ups["local"].trusted and ups["local"].sni is None  # plain HTTP to a local model server
+    assert not ups["azure"].trusted and ups["azure"].sni == "my-res.openai.azure.com"
+    assert not ups["claude"].trusted
+
+
+def test_weights_order_a_group_from_the_injected_random_source(candidates_snapshot) -> None:
+    """Weight 3 : 1 puts the heavy Backend first about 3 times in 4; weight 0 is never a candidate; the same
+    seed gives the same order."""
+    firsts = Counter(_candidates(candidates_snapshot, "split.example.com", seed)[0].backend_name for seed in range(400))
+    assert set(firsts) == {"default/heavy", "default/svc"}
+    assert 0.65 < firsts["default/heavy"] / 400 < 0.85
+    for seed in range(20):
+        ups = _candidates(candidates_snapshot, "split.example.com", seed)
+        assert len(ups) == 2 and "default/off" not in {u.backend_name for u in ups}
+        assert ups == _candidates(candidates_snapshot, "split.example.com", seed)
+
+
+def test_static_and_service_candidates_are_trusted_configured_addresses(candidates_snapshot) -> None:
+    ups = {u.backend_name: u for u in _candidates(candidates_snapshot, "split.example.com")}
+    heavy, svc = ups["default/heavy"], ups["default/svc"]
+    assert (heavy.host, heavy.port, heavy.trusted, heavy.weight) == ("heavy.internal", 8443, True, 3)
+    assert (svc.host, svc.port, svc.trusted, svc.weight) == ("svc.default.svc.cluster.local", 8080, True, 1)
+    assert svc.backend is not None and svc.backend.type == "Service"
+
+
+def test_backendref_weights_apply_within_group_zero_only(candidates_snapshot) -> None:
+    """A Static Backend and an AI Backend side by side: both compete in group 0, AI fallbacks come after."""
+    for seed in range(10):
+        ups = _candidates(candidates_snapshot, "mixed.example.com", seed)
+        assert {u.backend_name for u in ups if u.group == 0} == {"default/heavy", "default/ai"}
+        assert [u.group for u in ups] == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_a_rule_without_backends_forwards_to_the_requested_destination_untrusted(candidates_snapshot) -> None:
+    (only,) = _candidates(candidates_snapshot, "dynamic.example.com")
+    assert (only.host, only.port, only.backend, only.trusted, only.parent) == ("dynamic.example.com", 443, None, False, None)
+    (unrouted,) = _candidates(candidates_snapshot, "elsewhere.example.net")  # allow-all: the same, no route
+    assert (unrouted.host, unrouted.backend, unrouted.trusted) == ("elsewhere.example.net", None, False)
+
+
+def test_a_denied_request_has_no_candidates(snapshot) -> None:
+    listener = snapshot.gateway.listener("https")
+    decision = decide_request(snapshot, listener, _request("api.example.com", "/v2"), connection_host="api.example.com")
+    assert not decision.verdict.allowed and decision.upstreams == ()
+
+
+PARENTS = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: allow-all
+  parentRef: {name: corp}
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: via-branch}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [branch.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: branch}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: pinned}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [pinned.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: pinned}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: corp}
+spec: {type: Static, static: {hosts: [{host: corp-proxy.internal, port: 3128}]}, parent: {}}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: branch}
+spec: {type: Static, static: {hosts: [{host: branch-proxy.internal, port: 8080}]}, parent: {}}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: pinned}
+spec: {type: Static, static: {hosts: [{host: pinned.internal, port: 443}]}}
+"""
+
+
+def test_parent_backends_and_the_gateway_parent_ref_set_each_candidates_parent() -> None:
+    """A parent Backend sends the original destination through itself; the gateway's parentRef carries the
+    rest (a Static Backend's host included); `parent_for` agrees with the candidates."""
+    snapshot = _compiled(PARENTS)
+    (branch,) = _candidates(snapshot, "branch.example.com")
+    assert (branch.host, branch.port, branch.backend_name) == ("branch.example.com", 443, "default/branch")
+    assert (branch.parent.host, branch.parent.port) == ("branch-proxy.internal", 8080)
+    assert parent_for(snapshot, None, branch.backend) == branch.parent
+    (pinned,) = _candidates(snapshot, "pinned.example.com")
+    assert (pinned.host, pinned.trusted, pinned.parent.host) == ("pinned.internal", True, "corp-proxy.internal")
+    (dynamic,) = _candidates(snapshot, "any.example.org")
+    assert (dynamic.host, dynamic.parent.host, dynamic.parent.port) == ("any.example.org", "corp-proxy.internal", 3128)
