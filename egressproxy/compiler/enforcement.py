@@ -128,7 +128,9 @@ def _l4_route_kind(*, hostnames: bool) -> KindEnforcement:
 
 # --- AI providers (Backend `ai`, AIBackend) ---------------------------------------------------------------------
 
-_NOT_ROUTED_TO_PROVIDER = "requests are not yet sent to the provider: they go to the host the client named"
+# Routing fields: the first provider of the highest priority group is the request's dial target (its
+# hostOverride, else its well-known endpoint from endpoint/region/location: egressproxy/provider_endpoints.py).
+_PROVIDER_ROUTING = ("hostOverride.*", "endpoint", "region", "location")
 _NO_PROVIDER_AUTH = "the provider credential is not injected yet"
 _NO_REWRITE = "the request is not rewritten for the provider yet"
 
@@ -138,11 +140,7 @@ _PROVIDER_FIELDS: Mapping[str, str] = MappingProxyType(
         "authToken.*": _NO_PROVIDER_AUTH,
         "auth.*": _NO_PROVIDER_AUTH,
         "authHeaderOverride.*": _NO_PROVIDER_AUTH,
-        "hostOverride.*": _NOT_ROUTED_TO_PROVIDER,
-        "endpoint": _NOT_ROUTED_TO_PROVIDER,
-        "region": _NOT_ROUTED_TO_PROVIDER,
-        "project": _NOT_ROUTED_TO_PROVIDER,
-        "location": _NOT_ROUTED_TO_PROVIDER,
+        "project": _NO_REWRITE,
         "deploymentName": _NO_REWRITE,
         "model": _NO_REWRITE,
         "publisher": _NO_REWRITE,
@@ -154,20 +152,33 @@ _LLM_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "azureOpenai", "ve
 _OPENAPI_PROVIDERS = ("openai", "azure", "gemini", "mistral")
 
 
-def _providers(kind: str, prefix: str, providers: tuple[str, ...]) -> dict[str, str]:
-    """`_PROVIDER_FIELDS` for each provider block under `prefix`, limited to the fields that block has."""
+def _providers(kind: str, prefix: str, providers: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """For each provider block under `prefix`: the routing entries it has (enforced), and `_PROVIDER_FIELDS`
+    limited to the fields that block has (unsupported)."""
     accepted = set(kind_paths(KINDS[kind]))
-    out: dict[str, str] = {}
+    enforced: list[str] = []
+    unsupported: dict[str, str] = {}
     for provider in providers:
-        out[f"{prefix}.{provider}"] = _NOT_ROUTED_TO_PROVIDER
+        enforced.append(f"{prefix}.{provider}")
+        for name in _PROVIDER_ROUTING:
+            path = f"{prefix}.{provider}.{name}"
+            if path.removesuffix(".*") in accepted:
+                enforced.append(path)
         for name, why in _PROVIDER_FIELDS.items():
             path = f"{prefix}.{provider}.{name}"
             if path.removesuffix(".*") in accepted:
-                out[path] = why
-    return out
+                unsupported[path] = why
+    return tuple(enforced), unsupported
 
 
-_AI_PRIORITY_GROUPS = "failover across priority groups is not implemented"
+_BACKEND_LLM = _providers("Backend", "spec.ai.llm", _LLM_PROVIDERS)
+_BACKEND_OPENAPI = _providers("Backend", "spec.ai.provider", _OPENAPI_PROVIDERS)
+_AIBACKEND_PROVIDERS = _providers("AIBackend", "spec.provider", _OPENAPI_PROVIDERS)
+
+
+_AI_PRIORITY_GROUPS = (
+    "failover across priority groups is not implemented (the first provider of the first group is dialled)"
+)
 
 # --- the table --------------------------------------------------------------------------------------------------
 
@@ -282,12 +293,14 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 "spec.ai.provider.type",
                 "spec.dynamicForwardProxy",
                 "spec.parent.*",
+                *_BACKEND_LLM[0],
+                *_BACKEND_OPENAPI[0],
             ),
             MappingProxyType(
                 {
                     "spec.static.hosts.tls.*": "a per-host SNI is not applied",
-                    **_providers("Backend", "spec.ai.llm", _LLM_PROVIDERS),
-                    **_providers("Backend", "spec.ai.provider", _OPENAPI_PROVIDERS),
+                    **_BACKEND_LLM[1],
+                    **_BACKEND_OPENAPI[1],
                     "spec.ai.priorityGroups.*": _AI_PRIORITY_GROUPS,
                     "spec.aws.*": "AWS Lambda backends are not implemented",
                     "spec.mcp.*": "MCP backends are not implemented",
@@ -296,10 +309,10 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "AIBackend": KindEnforcement(
-            ("spec.provider", "spec.provider.type"),
+            ("spec.provider", "spec.provider.type", *_AIBACKEND_PROVIDERS[0]),
             MappingProxyType(
                 {
-                    **_providers("AIBackend", "spec.provider", _OPENAPI_PROVIDERS),
+                    **_AIBACKEND_PROVIDERS[1],
                     "spec.groups.*": _AI_PRIORITY_GROUPS,
                 }
             ),

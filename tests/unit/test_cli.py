@@ -285,11 +285,13 @@ def test_explain_shows_a_policy_with_unsupported_fields_as_not_enforced(good: Pa
     assert snapshot is not None
     ref = ObjectRef("TrafficPolicy", "default", "tp")
     target = "https://api.example.com/v1/x"
-    (applied,) = explain_target(snapshot, target, resolve=False)["policies"][:1]
+    # The compiler itself marks the TrafficPolicy's timeout as not enforced; explain never calls it applied.
+    assert snapshot.unsupported[ref] == ("spec.timeout",)
+    (shown,) = explain_target(snapshot, target, resolve=False)["policies"][:1]
+    assert shown == {"policy": str(ref), "scope": "route", "verdict": "not-enforced", "unsupportedFields": ["spec.timeout"]}
+    enforced_only = dataclasses.replace(snapshot, unsupported=types.MappingProxyType({}))
+    (applied,) = explain_target(enforced_only, target, resolve=False)["policies"][:1]
     assert applied == {"policy": str(ref), "scope": "route", "verdict": "applied"}
-    honest = dataclasses.replace(snapshot, unsupported=types.MappingProxyType({ref: ("spec.timeout.request",)}))
-    (shown,) = explain_target(honest, target, resolve=False)["policies"][:1]
-    assert shown == {"policy": str(ref), "scope": "route", "verdict": "not-enforced", "unsupportedFields": ["spec.timeout.request"]}
 
 
 def test_ca_init_writes_private_files_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
