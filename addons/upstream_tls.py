@@ -23,7 +23,8 @@ Which parameters apply to a server connection (documented in docs/upstream-tls.m
 
 Failures: the verify callback records the cause; `tls_failed_server` and post-handshake alerts (a TLS 1.3 origin
 that requires a client certificate rejects the session only after our handshake completed) write it into the
-FlowRecord of the waiting requests (`extra[UPSTREAM_TLS_ERROR_KEY]`), which the gateway-errors addon answers.
+FlowRecord of the waiting requests as a typed `GatewayFailure` (`FlowRecord.failure`), which the gateway-errors
+addon answers.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from egressproxy.engine.answers import error_response, flow_record
 from egressproxy.engine.connections import relabel_address
 from egressproxy.engine.guard import fail_closed
 from egressproxy.hostnames import InvalidHostname, canonical_host
+from egressproxy.outcomes import GatewayFailure
 from egressproxy.runtime.state import GatewayState
 from egressproxy.engine.upstream_ssl import (
     TlsSettings,
@@ -52,7 +54,6 @@ from egressproxy.engine.upstream_ssl import (
 )
 from egressproxy.upstream_tls import (
     GATEWAY_SOURCE,
-    UPSTREAM_TLS_ERROR_KEY,
     UpstreamTlsParams,
     backend_policy,
     backend_ref_from_name,
@@ -263,7 +264,9 @@ class UpstreamTls:
             verification = Verification(params, name)
             conn = make_connection(self.context_for(params, settings), verification, list(server.alpn_offers) or None)
         info = _ServerInfo(client.id, key, conn.egress, flows)
-        conn.egress.on_failure = lambda cause, info=info: self._mark(info.flows, info.client_id, info.key, cause)
+        conn.egress.on_failure = lambda cause, info=info: self._mark(
+            info.flows, info.client_id, info.key, cause, info.verification.params.source
+        )
         conn.egress.on_data = lambda info=info: self._unmark_tentative(info)
         tls_start.ssl_conn = conn
         self.servers[server.id] = info
@@ -331,7 +334,7 @@ class UpstreamTls:
             else:
                 cause = f"{error}: {info.verification.name}, checked against {info.verification.params.source}"
         log.warning("upstream TLS to %s failed: %s", info.verification.name, cause)
-        self._mark(info.flows, info.client_id, info.key, cause)
+        self._mark(info.flows, info.client_id, info.key, cause, info.verification.params.source)
         # mitmproxy keeps a failed connection and answers later requests for the same (host, port) on this
         # client connection with its error, without dialling: those may want other parameters (another rule's
         # Backend), and a fixed origin deserves a new handshake. Retire it, so each request dials afresh.
@@ -349,7 +352,7 @@ class UpstreamTls:
         verification = info.verification
         if verification.certificate_requested and not verification.params.has_client_certificate:
             verification.tentative = client_certificate_required(verification.name)
-            self._mark(info.flows, info.client_id, info.key, verification.tentative)
+            self._mark(info.flows, info.client_id, info.key, verification.tentative, verification.params.source)
 
     def _unmark_tentative(self, info: _ServerInfo) -> None:
         cause, info.verification.tentative = info.verification.tentative, None
@@ -358,19 +361,20 @@ class UpstreamTls:
         upstream = self.clients.get(info.client_id, {}).get(info.key)
         flows = list(info.flows) + ([f for f, _ in upstream.active.values()] if upstream is not None else [])
         for flow in flows:
-            extra = flow_record(flow).extra
-            if extra.get(UPSTREAM_TLS_ERROR_KEY) == cause:
-                del extra[UPSTREAM_TLS_ERROR_KEY]
+            record = flow_record(flow)
+            if record.failure is not None and record.failure.detail == cause:
+                record.failure = None
 
-    def _mark(self, flows: list[http.HTTPFlow], client_id: str, key: Key, cause: str) -> None:
-        """Leave the cause on the requests that wait for (or use) the failed connection."""
+    def _mark(self, flows: list[http.HTTPFlow], client_id: str, key: Key, cause: str, source: str) -> None:
+        """Leave the typed failure on the requests that wait for (or use) the failed connection."""
         targets = {f.id: f for f in flows}
         upstream = self.clients.get(client_id, {}).get(key)
         if upstream is not None:
             targets.update({i: f for i, (f, _) in upstream.active.items() if i not in upstream.pending})
+        failure = GatewayFailure(REASON, cause, source if source.startswith("BackendTLSPolicy/") else "")
         for flow in targets.values():
             if flow.response is None:
-                flow_record(flow).extra[UPSTREAM_TLS_ERROR_KEY] = cause
+                flow_record(flow).failure = failure
 
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
         info = self.servers.pop(data.server.id, None)

@@ -32,7 +32,6 @@ __all__ = [
     "CRL_KEY",
     "CLIENT_CERT_KEY",
     "CLIENT_KEY_KEY",
-    "UPSTREAM_TLS_ERROR_KEY",
     "UpstreamTlsParams",
     "PemError",
     "split_pem_certificates",
@@ -52,9 +51,6 @@ __all__ = [
 CRL_KEY = "ca.crl"  # DESIGN.md 4.1
 CLIENT_CERT_KEY = "tls.crt"
 CLIENT_KEY_KEY = "tls.key"
-# FlowRecord.extra key under which the upstream-TLS addon leaves the cause of a failed upstream handshake for the
-# gateway-errors addon (which answers 502 `upstream-tls-invalid` naming it).
-UPSTREAM_TLS_ERROR_KEY = "upstream_tls_error"
 
 GATEWAY_SOURCE = "gateway trust (system bundle + upstreamTLS.additionalTrustBundleSecretRef)"
 
