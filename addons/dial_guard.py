@@ -75,7 +75,7 @@ class DialGuard:
             return
         record.dial_outcomes.pop((host, port), None)  # a new dial: the previous one's outcome no longer applies
         try:
-            destination = await self.state.destinations.check(snapshot, record, host, port)
+            destination = await self.state.dialer.destination(snapshot, record, host, port)
         except asyncio.CancelledError as e:
             # The request timeout (or the client going away) cancelled the connecting task while we awaited DNS.
             # Swallow it here and fail the dial instead, so mitmproxy reports the connection attempt as finished.

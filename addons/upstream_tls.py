@@ -37,7 +37,6 @@ from mitmproxy import connection, ctx, http, tls
 from mitmproxy.addons.tlsconfig import _default_ciphers
 from mitmproxy.net import tls as net_tls
 from mitmproxy.proxy import server_hooks
-from OpenSSL import SSL
 
 from egressproxy.engine.answers import error_response, flow_record
 from egressproxy.engine.connections import relabel_address
@@ -55,12 +54,8 @@ from egressproxy.engine.upstream_ssl import (
 from egressproxy.upstream_tls import (
     GATEWAY_SOURCE,
     UpstreamTlsParams,
-    backend_policy,
-    backend_ref_from_name,
     client_certificate_required,
     describe_alert,
-    gateway_params,
-    policy_params,
 )
 
 __all__ = ["UpstreamTls", "TlsSettings", "build_context", "make_connection", "Verification"]
@@ -105,44 +100,12 @@ class UpstreamTls:
         self.clients: dict[str, dict[Key, _Upstream]] = {}
         self.servers: dict[str, _ServerInfo] = {}
         self.flow_keys: dict[str, tuple[str, Key]] = {}  # flow id -> (client id, key)
-        self._snapshot: object | None = None
-        self._params: dict[str | None, UpstreamTlsParams] = {}
-        self._contexts: dict[tuple[UpstreamTlsParams, TlsSettings], SSL.Context] = {}
 
-    # --- parameters -------------------------------------------------------------------------------------------
+    # --- parameters (the dialer holds them: one place for the hooks and the gateway's own clients) --------------
 
     def params_for(self, backend: str | None) -> UpstreamTlsParams:
-        """The parameters for traffic to `backend` (FlowRecord naming: `ns/name` or `Kind/ns/name`), memoised
-        per snapshot."""
-        snapshot = self.state.snapshot
-        if snapshot is not self._snapshot:
-            self._snapshot, self._params = snapshot, {}
-        cached = self._params.get(backend)
-        if cached is not None:
-            return cached
-        params: UpstreamTlsParams
-        if snapshot is None:
-            params = gateway_params(None)
-        else:
-            policy = backend_policy(snapshot, backend_ref_from_name(snapshot, backend)) if backend else None
-            if policy is not None:
-                params = policy_params(policy.ref, policy.spec, snapshot.secret)
-            else:
-                params = self._params.get(None) or gateway_params(snapshot.gateway.trust_bundle_pem)
-                self._params[None] = params
-            if params.problems:
-                log.warning("upstream TLS for %s cannot be honoured: %s", backend or "gateway", "; ".join(params.problems))
-        self._params[backend] = params
-        return params
-
-    def context_for(self, params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
-        key = (params, settings)
-        context = self._contexts.get(key)
-        if context is None:
-            if len(self._contexts) >= _CONTEXT_CACHE_MAX:
-                self._contexts.clear()
-            context = self._contexts[key] = build_context(params, settings)
-        return context
+        """The parameters for traffic to `backend` (FlowRecord naming: `ns/name` or `Kind/ns/name`)."""
+        return self.state.dialer.tls_params(self.state.snapshot, backend)
 
     # --- requests ---------------------------------------------------------------------------------------------
 
@@ -255,14 +218,10 @@ class UpstreamTls:
         name = params.hostname or server.sni or client.sni or str(server.address[0])
         server.sni = name
         self._offer_alpn(client, server)
-        cause = conflict or (
-            f"{params.source} cannot be applied: {'; '.join(params.problems)}" if params.problems else None
-        )
-        if cause is not None:
-            conn = refusing_connection(settings, cause, name, params.source)
+        if conflict is not None:
+            conn = refusing_connection(settings, conflict, name, params.source)
         else:
-            verification = Verification(params, name)
-            conn = make_connection(self.context_for(params, settings), verification, list(server.alpn_offers) or None)
+            conn = self.state.dialer.tls_connection(params, name, settings, list(server.alpn_offers) or None)
         info = _ServerInfo(client.id, key, conn.egress, flows)
         conn.egress.on_failure = lambda cause, info=info: self._mark(
             info.flows, info.client_id, info.key, cause, info.verification.params.source

@@ -73,7 +73,7 @@ def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Conte
         for der in params.client_chain_der[1:]:
             context.add_extra_chain_cert(x509.load_der_x509_certificate(der))
         assert params.client_key_pem is not None
-        context.use_privatekey(load_private_key(params.client_key_pem))
+        context.use_privatekey(load_private_key(params.client_key_pem))  # type: ignore[arg-type]  # ML-DSA keys: pyOpenSSL refuses them at runtime
         context.check_privatekey()
         SSL._lib.SSL_CTX_set_post_handshake_auth(context._context, 1)
     return context
