@@ -11,7 +11,7 @@ alone. `ssl_insecure` is never honoured: there is no way to a silent insecure co
 Which parameters apply to a server connection (documented in docs/upstream-tls.md):
 - `requestheaders` (after HttpRoutes chose the backend and set the request's host and port) binds the request
   to `(client connection id, host, port)` with the parameters of its backend's BackendTLSPolicy, else the
-  gateway trust (system bundle + additionalTrustBundleSecretRef). mitmproxy opens or reuses an upstream
+  gateway trust (the system store + additionalTrustBundleSecretRef). mitmproxy opens or reuses an upstream
   connection for exactly that (host, port) on that client connection, and the dial guard relabels an aliased
   connection back to that name, so `tls_start_server` finds the binding by `server.address`.
 - A connection verified under other parameters than a new request wants (two rules of one route sending the
@@ -52,7 +52,7 @@ from egressproxy.engine.upstream_ssl import (
     refusing_connection,
 )
 from egressproxy.upstream_tls import (
-    GATEWAY_SOURCE,
+    POLICY_SOURCE_PREFIX,
     UpstreamTlsParams,
     client_certificate_required,
     describe_alert,
@@ -121,7 +121,7 @@ class UpstreamTls:
         if flow.response is not None or not flow.live:
             return
         params = self.params_for(flow_record(flow).backend)
-        if flow.request.scheme == "http" and params.source != GATEWAY_SOURCE:
+        if flow.request.scheme == "http" and params.from_policy:
             # A BackendTLSPolicy means the gateway speaks TLS to that Backend (Gateway API), also for a request
             # that reached the gateway as plain HTTP.
             flow.request.scheme = "https"
@@ -330,7 +330,7 @@ class UpstreamTls:
         upstream = self.clients.get(client_id, {}).get(key)
         if upstream is not None:
             targets.update({i: f for i, (f, _) in upstream.active.items() if i not in upstream.pending})
-        failure = GatewayFailure(REASON, cause, source if source.startswith("BackendTLSPolicy/") else "")
+        failure = GatewayFailure(REASON, cause, source if source.startswith(POLICY_SOURCE_PREFIX) else "")
         for flow in targets.values():
             if flow.response is None:
                 flow_record(flow).failure = failure

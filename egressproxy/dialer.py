@@ -5,8 +5,8 @@ no connection can skip either:
 
 - the destination check (egressproxy/engine/destinations.py): hostAliases, DNS with the Backend's DNSPolicy,
   the SSRF guard, reverse DNS, and the one checked address that is then dialled (pinned: no second lookup);
-- the upstream TLS context (egressproxy/engine/upstream_ssl.py): the trust (system store + the gateway's
-  bundle, or a BackendTLSPolicy's CAs), hostname/SANs, the client certificate (mTLS), SPKI pins and CRLs,
+- the upstream TLS context (egressproxy/engine/upstream_ssl.py): the trust (the system store as OpenSSL finds
+  it + the gateway's bundle, or a BackendTLSPolicy's CAs), hostname/SANs, the client certificate (mTLS), SPKI pins and CRLs,
   checked inside the handshake by an OpenSSL verify callback.
 
 Two kinds of callers use it. mitmproxy's hooks: `server_connect` (addons/dial_guard.py) asks `destination()`,
@@ -38,6 +38,7 @@ from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.metrics import GatewayMetrics
 from egressproxy.resolver import DnsSettings, Resolver
 from egressproxy.snapshot import Snapshot
+from egressproxy.system_trust import system_store
 from egressproxy.upstream_tls import (
     UpstreamTlsParams,
     backend_policy,
@@ -90,13 +91,16 @@ class Dialer:
             return cached
         params: UpstreamTlsParams
         if snapshot is None:
-            params = gateway_params(None)
+            params = gateway_params(None, None, system_store().describe())
         else:
             policy = backend_policy(snapshot, backend_ref_from_name(snapshot, backend)) if backend else None
             if policy is not None:
                 params = policy_params(policy.ref, policy.spec, snapshot.secret)
             else:
-                params = self._params.get(None) or gateway_params(snapshot.gateway.trust_bundle_pem)
+                gateway = snapshot.gateway
+                params = self._params.get(None) or gateway_params(
+                    gateway.trust_bundle_pem, gateway.trust_bundle_secret, system_store().describe()
+                )
                 self._params[None] = params
             if params.problems:
                 log.warning("upstream TLS for %s cannot be honoured: %s", backend or "gateway", "; ".join(params.problems))

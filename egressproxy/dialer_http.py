@@ -186,8 +186,8 @@ class _TlsStream(httpcore.AsyncNetworkStream):
     def _failed(self, fallback: str) -> UpstreamFailed:
         verification = self.conn.egress
         cause = verification.failure or fallback
-        source = verification.params.source
-        return UpstreamFailed(GatewayFailure(_TLS_INVALID, cause, source if source.startswith("BackendTLSPolicy/") else ""))
+        params = verification.params
+        return UpstreamFailed(GatewayFailure(_TLS_INVALID, cause, params.source if params.from_policy else ""))
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         while True:

@@ -19,7 +19,6 @@ from addons.upstream_tls import TlsSettings, Verification, build_context, make_c
 from egressproxy.config.problems import ObjectRef
 from egressproxy.snapshot import SecretData
 from egressproxy.upstream_tls import (
-    GATEWAY_SOURCE,
     PemError,
     UpstreamTlsParams,
     backend_policy,
@@ -257,9 +256,11 @@ def test_client_key_that_does_not_match_the_certificate_is_a_problem(ca: TestCA)
 
 def test_gateway_params_are_system_plus_the_bundle(ca: TestCA) -> None:
     other = TestCA("b")
-    params = gateway_params(ca.cert_pem + b"\n" + other.cert_pem)
-    assert params.system_trust and len(params.trust_der) == 2 and params.source == GATEWAY_SOURCE
-    assert gateway_params(None).trust_der == ()
+    secret = ObjectRef("Secret", "ns", "bundle")
+    params = gateway_params(ca.cert_pem + b"\n" + other.cert_pem, secret, "the system store /etc/ssl/x.pem")
+    assert params.system_trust and len(params.trust_der) == 2 and not params.from_policy
+    assert params.source == "the system store /etc/ssl/x.pem + Secret ns/bundle"
+    assert gateway_params(None).trust_der == () and gateway_params(None).source == "the system store"
 
 
 def test_backend_policy_lookup_on_a_compiled_snapshot(ca: TestCA) -> None:
