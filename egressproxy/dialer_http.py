@@ -13,7 +13,7 @@ dials through `DialerNetworkBackend`, an httpcore network backend (httpcore's do
 
 A refusal or failure raises `UpstreamFailed` carrying the typed outcome (a denial `Verdict` or a
 `GatewayFailure`), the same values the hooks write on the records: callers answer from it, never from text.
-HTTP/1.1 only for now (ALPN offers `http/1.1`).
+HTTP/1.1 only for now (ALPN offers `http/1.1`); a candidate behind a parent proxy is refused (no CONNECT yet).
 """
 
 from __future__ import annotations
@@ -77,6 +77,12 @@ class DialerNetworkBackend(httpcore.AsyncNetworkBackend):
             name = canonical_host(host)
         except InvalidHostname:
             name = host
+        if self.upstream.parent is not None:
+            # Parent mode (DESIGN.md 4.1) tunnels through the parent proxy with its credentials; this client does
+            # not speak CONNECT yet, and dialling the destination directly would skip the parent's policy.
+            parent = self.upstream.parent
+            detail = f"{name}:{port} is reached through the parent proxy {parent.host}:{parent.port}, which the gateway client does not support yet"
+            raise UpstreamFailed(GatewayFailure("upstream-unreachable", detail))
         if (name, port) != self.upstream.key:
             raise UpstreamFailed(
                 Verdict.deny("dial-not-allowed", "", f"dial to {name}:{port} is not the candidate {self.upstream.host}:{self.upstream.port}")
@@ -153,7 +159,7 @@ class _TlsStream(httpcore.AsyncNetworkStream):
                 if not await self._fill(timeout):
                     raise self._failed("the origin closed the connection during the TLS handshake") from None
             except SSL.Error as e:
-                raise self._failed(describe_alert_of(self.conn, e)) from e
+                raise self._failed(_describe_ssl_error(self.conn, e)) from e
         await self._flush(timeout)
 
     async def _flush(self, timeout: float | None) -> None:
@@ -202,7 +208,7 @@ class _TlsStream(httpcore.AsyncNetworkStream):
             except SSL.SysCallError:
                 return self._eof()
             except SSL.Error as e:
-                raise self._failed(describe_alert_of(self.conn, e)) from e
+                raise self._failed(_describe_ssl_error(self.conn, e)) from e
 
     def _eof(self) -> bytes:
         """The end of the stream; before any data from an origin that asked for a client certificate we did not
@@ -236,7 +242,7 @@ class _TlsStream(httpcore.AsyncNetworkStream):
                     raise self._failed("the origin closed the connection")
                 continue
             except SSL.Error as e:
-                raise self._failed(describe_alert_of(self.conn, e)) from e
+                raise self._failed(_describe_ssl_error(self.conn, e)) from e
             view = view[sent:]
             await self._flush(timeout)
 
@@ -259,7 +265,7 @@ class _TlsStream(httpcore.AsyncNetworkStream):
         return self.raw.get_extra_info(info)
 
 
-def describe_alert_of(conn: UpstreamConnection, error: SSL.Error) -> str:
+def _describe_ssl_error(conn: UpstreamConnection, error: SSL.Error) -> str:
     """The cause of an SSL error outside the verify callback (an alert from the origin), as the hooks name it."""
     verification = conn.egress
     if verification.failure is not None:
@@ -331,7 +337,9 @@ def gateway_client(
 ) -> httpx.AsyncClient:
     """An httpx client for one upstream candidate that can reach nothing else and skips no check.
 
-    `trust_env=False`: no proxy or CA bundle from the environment can bypass the dialer.
+    Connecting is bounded by the gateway's `connectTimeout`, everything else by `timeout`. `trust_env=False`: no
+    proxy or CA bundle from the environment can bypass the dialer.
     """
     transport = DialerTransport(DialerNetworkBackend(dialer, snapshot, upstream, settings))
-    return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
+    connect = snapshot.gateway.connect_timeout if snapshot.gateway.connect_timeout > 0 else timeout
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout, connect=connect), trust_env=False)

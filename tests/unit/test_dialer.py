@@ -32,6 +32,7 @@ from egressproxy.engine.upstream_ssl import UpstreamConnection
 from egressproxy.flowrecord import Verdict
 from egressproxy.outcomes import DialOutcome, GatewayFailure
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import StaticHost
 from egressproxy.upstreams import Upstream
 from tests.e2e.test_upstream_tls import crl_of, pin_of, secret
 from tests.support.dnsserver import DnsServer
@@ -327,3 +328,13 @@ def test_a_closed_port_is_unreachable_naming_the_destination(world: World) -> No
     assert isinstance(outcome, GatewayFailure) and outcome.reason == "upstream-unreachable", outcome
     assert f"mtls.internal:{port} (127.0.0.1)" in outcome.detail
 
+
+
+def test_a_candidate_behind_a_parent_proxy_is_refused_not_dialled_directly(world: World) -> None:
+    """The parent applies its own policy; a client that went around it would skip that policy."""
+    direct = candidate(world, "pin-ok", "pinned.internal", world.ports["pinned"])
+    behind = Upstream(direct.host, direct.port, "https", sni=direct.sni, backend=direct.backend, trusted=True,
+                      parent=StaticHost("parent.internal", 3128))
+    outcome = via_httpx(world, behind)
+    assert isinstance(outcome, GatewayFailure) and outcome.reason == "upstream-unreachable", outcome
+    assert "parent proxy parent.internal:3128" in outcome.detail
