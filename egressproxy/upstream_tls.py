@@ -134,7 +134,8 @@ def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
             raise PemError("no PEM 'X509 CRL' block found")
         return crls
     try:
-        return [x509.load_der_x509_crl(stripped)]
+        # DER is binary: its last bytes may be whitespace values, so it is parsed unstripped.
+        return [x509.load_der_x509_crl(data)]
     except ValueError as e:
         raise PemError(f"neither a PEM nor a DER CRL: {e}") from e
 

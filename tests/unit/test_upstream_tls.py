@@ -494,3 +494,14 @@ def test_failure_causes_map_to_a_bounded_set_of_metric_labels() -> None:
     assert tls_failure_cause("certificate revoked: ...") == "revoked"
     assert tls_failure_cause("client certificate required by the origin") == "client-certificate-required"
     assert tls_failure_cause("something else entirely") == "other"
+
+
+def test_a_der_crl_ending_in_whitespace_bytes_still_loads(ca: TestCA) -> None:
+    """DER is binary: a signature that happens to end in 0x20 or 0x0a must not be stripped away."""
+    for _ in range(400):
+        der = crl(ca, encoding=serialization.Encoding.DER)
+        if der[-1:].isspace():
+            break
+    else:
+        pytest.skip("no DER CRL ending in a whitespace byte drawn")
+    assert load_crls(der)[0].issuer == ca.cert.subject
