@@ -14,11 +14,12 @@ The name stays the TLS SNI. Once connected the Server's `address` is relabelled 
 `peername` keeps the IP), so mitmproxy reuses the connection for the next request to the same name exactly
 as it would have without us.
 
-A refused dial sets `server.error` to `egress: <reason>: <detail>`; mitmproxy then fails whatever wanted the
-connection. HTTP requests are answered by `addons/gateway_errors.py`: 403 with `x-egress-denied:
-destination-address-denied` / `reverse-dns-mismatch` (the Verdict is left in the connection record under the
-dialled host and port), 502 `upstream-unreachable` when the name does not resolve to an address of the allowed
-family. A raw TCP/UDP relay or a TLS passthrough tunnel is closed (through the explicit proxy such a tunnel
+A refused or failed dial leaves its typed outcome (egressproxy/outcomes.py) in the connection record under the
+dialled (host, port): a denial Verdict (403 `destination-address-denied` / `reverse-dns-mismatch`) or a
+GatewayFailure (502 `upstream-unreachable` when the name does not resolve to an address of the allowed family
+or the connect itself fails, 504 `upstream-timeout`). `server.error` only carries text for mitmproxy's logs;
+mitmproxy then fails whatever wanted the connection and `addons/gateway_errors.py` answers HTTP requests from
+the record. A raw TCP/UDP relay or a TLS passthrough tunnel is closed (through the explicit proxy such a tunnel
 was already checked, and refused with 403, by the CONNECT gate).
 
 Resolution has its own time limit (destinations.RESOLVE_TIMEOUT). A cancellation of the connecting task (the request
@@ -35,7 +36,9 @@ from mitmproxy import connection
 from mitmproxy.proxy import server_hooks
 
 from egressproxy.engine.guard import fail_closed
+from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
+from egressproxy.outcomes import GatewayFailure
 from egressproxy.runtime.state import GatewayState
 
 log = logging.getLogger("egressproxy")
@@ -44,6 +47,7 @@ class DialGuard:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self._names: dict[str, tuple[str, int]] = {}  # server id -> (name, port) while it connects by address
+        self._dials: dict[str, tuple[ConnectionRecord, tuple[str, int]]] = {}  # server id -> record, (host, port)
         self._connect_timers: dict[str, asyncio.TimerHandle] = {}  # server id -> its connect timeout
 
     @fail_closed
@@ -69,8 +73,9 @@ class DialGuard:
         if snapshot is None:
             server.error = "egress: dial refused: no configuration loaded"
             return
+        record.dial_outcomes.pop((host, port), None)  # a new dial: the previous one's outcome no longer applies
         try:
-            destination = await self.state.destinations.check(snapshot, record, host, port)
+            destination = await self.state.dialer.destination(snapshot, record, host, port)
         except asyncio.CancelledError as e:
             # The request timeout (or the client going away) cancelled the connecting task while we awaited DNS.
             # Swallow it here and fail the dial instead, so mitmproxy reports the connection attempt as finished.
@@ -78,12 +83,17 @@ class DialGuard:
             if task is not None:
                 task.uncancel()
             cause = str(e) or "cancelled"
-            server.error = f"egress: upstream-timeout: dial to {host}:{port} cancelled while resolving ({cause})"
+            failure = GatewayFailure("upstream-timeout", f"dial to {host}:{port} cancelled while resolving ({cause})")
+            record.dial_outcomes[(host, port)] = failure
+            server.error = failure.server_error
             return
         if destination.address is None:
+            if destination.outcome is not None:
+                record.dial_outcomes[(host, port)] = destination.outcome
             server.error = destination.error
             return
         address = destination.address
+        self._dials[server.id] = (record, (host, port))
         if server.sni is None and not is_ip_literal(host):
             server.sni = host
         if address != str(original[0]):  # always dial the checked spelling, never a variant getaddrinfo parses
@@ -101,12 +111,16 @@ class DialGuard:
         task = asyncio.current_task()
         if task is None or timeout <= 0:
             return
-        reason = f"egress: upstream-timeout: connecting to {host}:{port} did not complete within {timeout:g}s"
-        self._connect_timers[server.id] = asyncio.get_running_loop().call_later(timeout, self._connect_expired, task, reason)
+        failure = GatewayFailure("upstream-timeout", f"connecting to {host}:{port} did not complete within {timeout:g}s")
+        loop = asyncio.get_running_loop()
+        self._connect_timers[server.id] = loop.call_later(timeout, self._connect_expired, server.id, task, failure)
 
-    def _connect_expired(self, task: asyncio.Task[object], reason: str) -> None:
-        self.state.metrics.upstream_errors.labels("upstream-timeout").inc()
-        task.cancel(reason)
+    def _connect_expired(self, server_id: str, task: asyncio.Task[object], failure: GatewayFailure) -> None:
+        self.state.metrics.upstream_errors.labels(failure.reason).inc()
+        dial = self._dials.get(server_id)
+        if dial is not None:
+            dial[0].dial_outcomes[dial[1]] = failure
+        task.cancel(failure.server_error)
 
     def _disarm(self, server_id: str) -> None:
         timer = self._connect_timers.pop(server_id, None)
@@ -115,6 +129,7 @@ class DialGuard:
 
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._disarm(data.server.id)
+        self._dials.pop(data.server.id, None)
         name = self._names.pop(data.server.id, None)
         if name is not None and data.server.address != name:
             # Open connections refuse a new address (a guard against redirecting them); this only puts back the
@@ -122,12 +137,25 @@ class DialGuard:
             object.__setattr__(data.server, "address", name)
 
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """The checked address did not accept the connection: an `upstream-unreachable` naming the destination
+        (unless the connect timeout already recorded why)."""
         self._disarm(data.server.id)
         self._names.pop(data.server.id, None)
+        dial = self._dials.pop(data.server.id, None)
+        if dial is None:
+            return
+        record, (host, port) = dial
+        if (host, port) not in record.dial_outcomes:
+            peer = data.server.address[0] if data.server.address else "?"
+            cause = data.server.error or "connection failed"
+            detail = f"connecting to {host}:{port} ({peer}) failed: {cause}"
+            record.dial_outcomes[(host, port)] = GatewayFailure("upstream-unreachable", detail)
+            self.state.metrics.upstream_errors.labels("upstream-unreachable").inc()
 
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._disarm(data.server.id)
         self._names.pop(data.server.id, None)
+        self._dials.pop(data.server.id, None)
 
     @staticmethod
     def _allowed(record: object, host: str, port: int) -> bool:

@@ -1,16 +1,18 @@
 """502/504 answers with `x-egress-error` when the way upstream fails (unreachable, TLS invalid, timeout).
 
-A dial the dial guard refused after resolving (SSRF guard: `destination-address-denied`; reverse DNS:
-`reverse-dns-mismatch`) is a denial, not a gateway error: the request gets the 403 with `x-egress-denied` and
-the JSON body, as if a route had denied it. The guard leaves the Verdict on the connection's record under the
-dialled (host, port) and names the reason in the error text (`egress: <reason>: <detail>`); resolution
-failures read `egress: upstream-unreachable: <detail>` (502).
+Answered from typed outcomes (egressproxy/outcomes.py), never from error text: the flow's own failure (the
+upstream-TLS addon writes `FlowRecord.failure` when the handshake fails), else the outcome of the dial the
+request waited for (the dial guard leaves it on the connection record under the dialled (host, port)). A dial
+refused after resolving (SSRF guard: `destination-address-denied`; reverse DNS: `reverse-dns-mismatch`) is a
+denial, not a gateway error: the request gets the 403 with `x-egress-denied` and the JSON body, as if a route
+had denied it. Only a failure none of our parts saw is classified from mitmproxy's own message.
+
+A dial's failures are counted by the dial guard when they happen (tunnels too); the others here, per request.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 
 from mitmproxy import http
 
@@ -18,15 +20,13 @@ from egressproxy.engine import gateway_errors
 from egressproxy.engine.answers import denial_response, error_response, flow_record
 from egressproxy.flowrecord import Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
-from egressproxy.responses import classify_upstream_error
+from egressproxy.outcomes import DialOutcome, GatewayFailure, outcome_for
 from egressproxy.runtime.state import GatewayState
-from egressproxy.upstream_tls import UPSTREAM_TLS_ERROR_KEY, tls_failure_cause
+from egressproxy.upstream_tls import tls_failure_cause
 
 log = logging.getLogger("egressproxy")
 
-DIAL_DENIALS = ("destination-address-denied", "reverse-dns-mismatch")
-DIAL_ERRORS = ("upstream-unreachable", "upstream-timeout")  # counted where they happen (dial guard)
-_EGRESS_REASON = re.compile(r"egress: ([a-z-]+): (.*)", re.S)
+_REQUEST_TIMEOUT = "the upstream did not answer within requestTimeout"
 
 
 class GatewayErrors:
@@ -38,43 +38,26 @@ class GatewayErrors:
 
     def answer(self, flow: http.HTTPFlow, message: str) -> http.Response | None:
         record = flow_record(flow)
-        tagged = _EGRESS_REASON.search(message)
-        if record.error:
-            reason = record.error
-        elif tagged is not None and tagged.group(1) in DIAL_DENIALS:
-            return denial_response(flow, self._dial_verdict(flow, tagged.group(1), tagged.group(2)))
-        elif tagged is not None and tagged.group(1) in DIAL_ERRORS:
-            reason = tagged.group(1)  # counted by the dial guard
-            message = tagged.group(2)
-        elif record.extra.get(UPSTREAM_TLS_ERROR_KEY):
-            # The upstream-TLS addon saw the handshake fail (or the origin reject us right after it) and left
-            # the cause; mitmproxy's own text may only say "server closed connection".
-            reason = "upstream-tls-invalid"
-            message = record.extra[UPSTREAM_TLS_ERROR_KEY]
-            self.state.metrics.upstream_errors.labels(reason).inc()
-        else:
-            reason = classify_upstream_error(message)
-            self.state.metrics.upstream_errors.labels(reason).inc()
-        if reason == "upstream-tls-invalid":
-            self.state.metrics.upstream_tls_failures.labels(tls_failure_cause(message)).inc()
-        detail = {
-            "upstream-timeout": message if tagged is not None else "the upstream did not answer within requestTimeout",
-            "upstream-tls-invalid": f"upstream TLS is invalid: {message}",
-            "upstream-unreachable": f"upstream unreachable: {message}",
-        }.get(reason, message)
-        return error_response(flow, reason, detail)
+        if record.error:  # another addon already decided this request failed (the request timeout)
+            failure = GatewayFailure(record.error, _REQUEST_TIMEOUT if record.error == "upstream-timeout" else message)
+            return error_response(flow, failure.reason, failure.message)
+        dialled = self._dial_outcome(flow)
+        outcome = outcome_for(record.failure, dialled, message)
+        if isinstance(outcome, Verdict):
+            return denial_response(flow, outcome)
+        if outcome is not dialled:  # the dial guard counted its own when the dial failed
+            self.state.metrics.upstream_errors.labels(outcome.reason).inc()
+        if outcome.reason == "upstream-tls-invalid":
+            self.state.metrics.upstream_tls_failures.labels(tls_failure_cause(outcome.detail)).inc()
+        return error_response(flow, outcome.reason, outcome.message)
 
-    def _dial_verdict(self, flow: http.HTTPFlow, reason: str, detail: str) -> Verdict:
-        """The guard's own Verdict for this request's destination, else one rebuilt from the error text."""
+    def _dial_outcome(self, flow: http.HTTPFlow) -> DialOutcome | None:
+        """How the dial for this request's destination ended on its client connection, if it did not connect."""
         connection = self.state.connections.get(flow.client_conn.id)
-        if connection is not None:
-            try:
-                key = (canonical_host(flow.request.host), int(flow.request.port))
-            except InvalidHostname:
-                key = None
-            verdict = connection.dial_denials.get(key) if key is not None else None
-            if verdict is not None and verdict.reason == reason:
-                return verdict
-        snapshot = self.state.snapshot
-        policy = f"EgressGateway/{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}" if snapshot else ""
-        return Verdict.deny(reason, policy, detail.strip())
+        if connection is None:
+            return None
+        try:
+            key = (canonical_host(flow.request.host), int(flow.request.port))
+        except InvalidHostname:
+            return None
+        return connection.dial_outcomes.get(key)

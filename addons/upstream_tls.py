@@ -11,7 +11,7 @@ alone. `ssl_insecure` is never honoured: there is no way to a silent insecure co
 Which parameters apply to a server connection (documented in docs/upstream-tls.md):
 - `requestheaders` (after HttpRoutes chose the backend and set the request's host and port) binds the request
   to `(client connection id, host, port)` with the parameters of its backend's BackendTLSPolicy, else the
-  gateway trust (system bundle + additionalTrustBundleSecretRef). mitmproxy opens or reuses an upstream
+  gateway trust (the system store + additionalTrustBundleSecretRef). mitmproxy opens or reuses an upstream
   connection for exactly that (host, port) on that client connection, and the dial guard relabels an aliased
   connection back to that name, so `tls_start_server` finds the binding by `server.address`.
 - A connection verified under other parameters than a new request wants (two rules of one route sending the
@@ -23,7 +23,8 @@ Which parameters apply to a server connection (documented in docs/upstream-tls.m
 
 Failures: the verify callback records the cause; `tls_failed_server` and post-handshake alerts (a TLS 1.3 origin
 that requires a client certificate rejects the session only after our handshake completed) write it into the
-FlowRecord of the waiting requests (`extra[UPSTREAM_TLS_ERROR_KEY]`), which the gateway-errors addon answers.
+FlowRecord of the waiting requests as a typed `GatewayFailure` (`FlowRecord.failure`), which the gateway-errors
+addon answers.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from mitmproxy import connection, ctx, http, tls
 from mitmproxy.addons.tlsconfig import _default_ciphers
 from mitmproxy.net import tls as net_tls
 from mitmproxy.proxy import server_hooks
-from OpenSSL import SSL
 
 from egressproxy.engine.answers import error_response, flow_record
 from egressproxy.engine.connections import relabel_address
 from egressproxy.engine.guard import fail_closed
 from egressproxy.hostnames import InvalidHostname, canonical_host
+from egressproxy.outcomes import GatewayFailure
 from egressproxy.runtime.state import GatewayState
 from egressproxy.engine.upstream_ssl import (
     TlsSettings,
@@ -51,15 +52,10 @@ from egressproxy.engine.upstream_ssl import (
     refusing_connection,
 )
 from egressproxy.upstream_tls import (
-    GATEWAY_SOURCE,
-    UPSTREAM_TLS_ERROR_KEY,
+    POLICY_SOURCE_PREFIX,
     UpstreamTlsParams,
-    backend_policy,
-    backend_ref_from_name,
     client_certificate_required,
     describe_alert,
-    gateway_params,
-    policy_params,
 )
 
 __all__ = ["UpstreamTls", "TlsSettings", "build_context", "make_connection", "Verification"]
@@ -104,44 +100,12 @@ class UpstreamTls:
         self.clients: dict[str, dict[Key, _Upstream]] = {}
         self.servers: dict[str, _ServerInfo] = {}
         self.flow_keys: dict[str, tuple[str, Key]] = {}  # flow id -> (client id, key)
-        self._snapshot: object | None = None
-        self._params: dict[str | None, UpstreamTlsParams] = {}
-        self._contexts: dict[tuple[UpstreamTlsParams, TlsSettings], SSL.Context] = {}
 
-    # --- parameters -------------------------------------------------------------------------------------------
+    # --- parameters (the dialer holds them: one place for the hooks and the gateway's own clients) --------------
 
     def params_for(self, backend: str | None) -> UpstreamTlsParams:
-        """The parameters for traffic to `backend` (FlowRecord naming: `ns/name` or `Kind/ns/name`), memoised
-        per snapshot."""
-        snapshot = self.state.snapshot
-        if snapshot is not self._snapshot:
-            self._snapshot, self._params = snapshot, {}
-        cached = self._params.get(backend)
-        if cached is not None:
-            return cached
-        params: UpstreamTlsParams
-        if snapshot is None:
-            params = gateway_params(None)
-        else:
-            policy = backend_policy(snapshot, backend_ref_from_name(snapshot, backend)) if backend else None
-            if policy is not None:
-                params = policy_params(policy.ref, policy.spec, snapshot.secret)
-            else:
-                params = self._params.get(None) or gateway_params(snapshot.gateway.trust_bundle_pem)
-                self._params[None] = params
-            if params.problems:
-                log.warning("upstream TLS for %s cannot be honoured: %s", backend or "gateway", "; ".join(params.problems))
-        self._params[backend] = params
-        return params
-
-    def context_for(self, params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
-        key = (params, settings)
-        context = self._contexts.get(key)
-        if context is None:
-            if len(self._contexts) >= _CONTEXT_CACHE_MAX:
-                self._contexts.clear()
-            context = self._contexts[key] = build_context(params, settings)
-        return context
+        """The parameters for traffic to `backend` (FlowRecord naming: `ns/name` or `Kind/ns/name`)."""
+        return self.state.dialer.tls_params(self.state.snapshot, backend)
 
     # --- requests ---------------------------------------------------------------------------------------------
 
@@ -157,7 +121,7 @@ class UpstreamTls:
         if flow.response is not None or not flow.live:
             return
         params = self.params_for(flow_record(flow).backend)
-        if flow.request.scheme == "http" and params.source != GATEWAY_SOURCE:
+        if flow.request.scheme == "http" and params.from_policy:
             # A BackendTLSPolicy means the gateway speaks TLS to that Backend (Gateway API), also for a request
             # that reached the gateway as plain HTTP.
             flow.request.scheme = "https"
@@ -254,16 +218,14 @@ class UpstreamTls:
         name = params.hostname or server.sni or client.sni or str(server.address[0])
         server.sni = name
         self._offer_alpn(client, server)
-        cause = conflict or (
-            f"{params.source} cannot be applied: {'; '.join(params.problems)}" if params.problems else None
-        )
-        if cause is not None:
-            conn = refusing_connection(settings, cause, name, params.source)
+        if conflict is not None:
+            conn = refusing_connection(settings, conflict, name, params.source)
         else:
-            verification = Verification(params, name)
-            conn = make_connection(self.context_for(params, settings), verification, list(server.alpn_offers) or None)
+            conn = self.state.dialer.tls_connection(params, name, settings, list(server.alpn_offers) or None)
         info = _ServerInfo(client.id, key, conn.egress, flows)
-        conn.egress.on_failure = lambda cause, info=info: self._mark(info.flows, info.client_id, info.key, cause)
+        conn.egress.on_failure = lambda cause, info=info: self._mark(
+            info.flows, info.client_id, info.key, cause, info.verification.params.source
+        )
         conn.egress.on_data = lambda info=info: self._unmark_tentative(info)
         tls_start.ssl_conn = conn
         self.servers[server.id] = info
@@ -331,7 +293,7 @@ class UpstreamTls:
             else:
                 cause = f"{error}: {info.verification.name}, checked against {info.verification.params.source}"
         log.warning("upstream TLS to %s failed: %s", info.verification.name, cause)
-        self._mark(info.flows, info.client_id, info.key, cause)
+        self._mark(info.flows, info.client_id, info.key, cause, info.verification.params.source)
         # mitmproxy keeps a failed connection and answers later requests for the same (host, port) on this
         # client connection with its error, without dialling: those may want other parameters (another rule's
         # Backend), and a fixed origin deserves a new handshake. Retire it, so each request dials afresh.
@@ -349,7 +311,7 @@ class UpstreamTls:
         verification = info.verification
         if verification.certificate_requested and not verification.params.has_client_certificate:
             verification.tentative = client_certificate_required(verification.name)
-            self._mark(info.flows, info.client_id, info.key, verification.tentative)
+            self._mark(info.flows, info.client_id, info.key, verification.tentative, verification.params.source)
 
     def _unmark_tentative(self, info: _ServerInfo) -> None:
         cause, info.verification.tentative = info.verification.tentative, None
@@ -358,19 +320,20 @@ class UpstreamTls:
         upstream = self.clients.get(info.client_id, {}).get(info.key)
         flows = list(info.flows) + ([f for f, _ in upstream.active.values()] if upstream is not None else [])
         for flow in flows:
-            extra = flow_record(flow).extra
-            if extra.get(UPSTREAM_TLS_ERROR_KEY) == cause:
-                del extra[UPSTREAM_TLS_ERROR_KEY]
+            record = flow_record(flow)
+            if record.failure is not None and record.failure.detail == cause:
+                record.failure = None
 
-    def _mark(self, flows: list[http.HTTPFlow], client_id: str, key: Key, cause: str) -> None:
-        """Leave the cause on the requests that wait for (or use) the failed connection."""
+    def _mark(self, flows: list[http.HTTPFlow], client_id: str, key: Key, cause: str, source: str) -> None:
+        """Leave the typed failure on the requests that wait for (or use) the failed connection."""
         targets = {f.id: f for f in flows}
         upstream = self.clients.get(client_id, {}).get(key)
         if upstream is not None:
             targets.update({i: f for i, (f, _) in upstream.active.items() if i not in upstream.pending})
+        failure = GatewayFailure(REASON, cause, source if source.startswith(POLICY_SOURCE_PREFIX) else "")
         for flow in targets.values():
             if flow.response is None:
-                flow_record(flow).extra[UPSTREAM_TLS_ERROR_KEY] = cause
+                flow_record(flow).failure = failure
 
     def server_disconnected(self, data: server_hooks.ServerConnectionHookData) -> None:
         info = self.servers.pop(data.server.id, None)

@@ -1,7 +1,11 @@
-"""Upstream certificate verification: the system bundle plus `upstreamTLS.additionalTrustBundleSecretRef`.
+"""Upstream certificate verification for mitmproxy's own TLS (an HTTPS upstream proxy hop): the system store
+plus `upstreamTLS.additionalTrustBundleSecretRef`.
 
-mitmproxy's `ssl_verify_upstream_trusted_ca` replaces the trust store, so the system bundle (certifi) and the
-Secret's PEM values are written as one combined file under --data-dir whenever the snapshot's bundle changes.
+mitmproxy's `ssl_verify_upstream_trusted_ca` replaces its trust store (certifi by default), so the system store
+as OpenSSL finds it (egressproxy/system_trust.py: `SSL_CERT_FILE`, `SSL_CERT_DIR`, the distribution bundle;
+certifi only where there is none) and the Secret's PEM values are written as one combined file under
+--data-dir whenever the snapshot's bundle changes. Origins themselves are verified by the dialer
+(egressproxy/dialer.py), which reads the same store.
 """
 
 from __future__ import annotations
@@ -11,22 +15,24 @@ import logging
 import os
 from pathlib import Path
 
-import certifi
 from mitmproxy import ctx
 
 from egressproxy.runtime.state import GatewayState
+from egressproxy.system_trust import SystemStore, system_store
 
 log = logging.getLogger("egressproxy")
 
 
-def write_bundle(data_dir: Path, extra_pem: bytes) -> Path:
-    """The combined PEM file for `extra_pem` (blocking; content-addressed, so rewriting is idempotent)."""
-    digest = hashlib.sha256(extra_pem).hexdigest()[:16]
+def write_bundle(data_dir: Path, extra_pem: bytes, store: SystemStore | None = None) -> Path:
+    """The combined PEM file for the system store and `extra_pem` (blocking; content-addressed, so rewriting is
+    idempotent)."""
+    system_pem = (store or system_store()).pem()
+    digest = hashlib.sha256(system_pem + b"\0" + extra_pem).hexdigest()[:16]
     path = data_dir / f"upstream-trust-{digest}.pem"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + extra_pem + b"\n")
+        tmp.write_bytes(system_pem + b"\n" + extra_pem + b"\n")
         os.replace(tmp, path)
     return path
 
@@ -40,11 +46,12 @@ class UpstreamTrust:
         """The option value for the current snapshot (blocking file write on change: call off the loop)."""
         snapshot = self.state.snapshot
         extra = snapshot.gateway.trust_bundle_pem if snapshot is not None else None
-        if not extra:
-            return None
-        return str(write_bundle(self.state.data_dir, extra))
+        store = system_store()
+        if not extra and store.certifi:
+            return None  # mitmproxy's default is certifi already
+        return str(write_bundle(self.state.data_dir, extra or b"", store))
 
     def apply(self, path: str | None) -> None:
         if ctx.options.ssl_verify_upstream_trusted_ca != path:
             ctx.options.update(ssl_verify_upstream_trusted_ca=path)
-            log.info("upstream trust: %s", path or "system bundle")
+            log.info("upstream trust: %s%s", system_store().describe(), f" (combined in {path})" if path else "")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from egressproxy.outcomes import DialOutcome, GatewayFailure
     from egressproxy.upstreams import Upstream
 
 __all__ = [
@@ -82,9 +83,10 @@ class ConnectionRecord:
     # (host, port) -> the upstream candidate a decision allowed this connection to dial (seam 1); the dial guard
     # refuses anything else, and the destination check reads the candidate's trust and its Backend's DNSPolicy.
     upstreams: dict[tuple[str, int], Upstream] = field(default_factory=dict)
-    # (host, port) -> the Verdict of a dial the guard refused after resolving (SSRF guard, reverse DNS), so the
-    # HTTP request that wanted it is answered with that denial instead of a gateway error.
-    dial_denials: dict[tuple[str, int], Verdict] = field(default_factory=dict)
+    # (host, port) -> how the latest dial to it ended when it did not connect (seam 4): a denial Verdict (SSRF
+    # guard, reverse DNS) or a GatewayFailure (unreachable, timeout), written by the dial guard and answered by
+    # the gateway-errors addon; cleared when a new dial to it starts.
+    dial_outcomes: dict[tuple[str, int], DialOutcome] = field(default_factory=dict)
     # (host, port) -> the address the CONNECT gate checked for a tunnel it opened; the dial uses exactly it.
     pinned_addresses: dict[tuple[str, int], str] = field(default_factory=dict)
     opened: float = field(default_factory=time.monotonic)
@@ -168,6 +170,7 @@ class FlowRecord:
     identity: Identity = UNKNOWN_IDENTITY
     generation: int = 0
     error: str | None = None  # x-egress-error reason, when the gateway failed the request
+    failure: GatewayFailure | None = None  # why this request's upstream failed, as the failing part saw it (TLS)
     request_timeout: float | None = None  # the matched rule's `timeouts.request`, overriding the gateway's
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from egressproxy.flowrecord import Verdict
 
-__all__ = ["GatewayAnswer", "denial", "gateway_error", "ERROR_STATUS", "classify_upstream_error"]
+__all__ = ["GatewayAnswer", "denial", "gateway_error", "ERROR_STATUS"]
 
 ERROR_STATUS = {
     "upstream-unreachable": 502,
@@ -56,17 +56,3 @@ def gateway_error(reason: str, detail: str, policy: str = "") -> GatewayAnswer:
     status = ERROR_STATUS.get(reason, 502)
     headers = (("content-type", "application/json"), ("x-egress-error", reason))
     return GatewayAnswer(status, headers, _json(detail, reason, policy))
-
-
-_TLS_MARKERS = ("certificate", "tls", "ssl", "handshake")
-_TIMEOUT_MARKERS = ("timed out", "timeout")
-
-
-def classify_upstream_error(message: str) -> str:
-    """mitmproxy's error text to a DESIGN.md 4.1 reason."""
-    lower = message.lower()
-    if any(m in lower for m in _TLS_MARKERS):
-        return "upstream-tls-invalid"
-    if any(m in lower for m in _TIMEOUT_MARKERS):
-        return "upstream-timeout"
-    return "upstream-unreachable"

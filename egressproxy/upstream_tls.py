@@ -8,7 +8,8 @@ Pure (no mitmproxy, no I/O): `addons/upstream_tls.py` turns an `UpstreamTlsParam
   of `validation.subjectAltNames`; the extensions (DESIGN.md 4.1) `validation.spkiPins` (base64 SHA-256 of the
   leaf's SubjectPublicKeyInfo, one must match), `validation.crlRefs` (Secret key `ca.crl`, PEM or DER) and
   `clientCertificateRef` (Secret with `tls.crt`, `tls.key`: the gateway's client certificate for mTLS).
-- Everything else is checked against the gateway trust: the system bundle (certifi, as mitmproxy uses it) plus
+- Everything else is checked against the gateway trust: the system store as OpenSSL finds it (`SSL_CERT_FILE`,
+  `SSL_CERT_DIR`, the distribution bundle; certifi only where there is none: egressproxy/system_trust.py) plus
   every PEM certificate of `upstreamTLS.additionalTrustBundleSecretRef`, for the dialled name.
 
 A policy that cannot be honoured (a CA Secret holding no certificate, an unreadable CRL or client key) never
@@ -32,7 +33,7 @@ __all__ = [
     "CRL_KEY",
     "CLIENT_CERT_KEY",
     "CLIENT_KEY_KEY",
-    "UPSTREAM_TLS_ERROR_KEY",
+    "POLICY_SOURCE_PREFIX",
     "UpstreamTlsParams",
     "PemError",
     "split_pem_certificates",
@@ -52,11 +53,8 @@ __all__ = [
 CRL_KEY = "ca.crl"  # DESIGN.md 4.1
 CLIENT_CERT_KEY = "tls.crt"
 CLIENT_KEY_KEY = "tls.key"
-# FlowRecord.extra key under which the upstream-TLS addon leaves the cause of a failed upstream handshake for the
-# gateway-errors addon (which answers 502 `upstream-tls-invalid` naming it).
-UPSTREAM_TLS_ERROR_KEY = "upstream_tls_error"
 
-GATEWAY_SOURCE = "gateway trust (system bundle + upstreamTLS.additionalTrustBundleSecretRef)"
+POLICY_SOURCE_PREFIX = "BackendTLSPolicy/"
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
 
@@ -77,7 +75,7 @@ class UpstreamTlsParams:
     OpenSSL contexts built for them can be shared.
     """
 
-    source: str  # "BackendTLSPolicy/ns/name" or GATEWAY_SOURCE, for error details and logs
+    source: str  # "BackendTLSPolicy/ns/name", or what the gateway trust is (gateway_params), for errors and logs
     system_trust: bool = True
     trust_der: tuple[bytes, ...] = ()  # extra trust anchors (DER), in the order found
     hostname: str | None = None  # verify this name and send it as SNI (None: the dialled name)
@@ -87,6 +85,11 @@ class UpstreamTlsParams:
     client_chain_der: tuple[bytes, ...] = ()  # the client certificate first, then its intermediates
     client_key_pem: bytes | None = field(default=None, repr=False)
     problems: tuple[str, ...] = ()  # why this policy cannot be honoured: every connection under it fails
+
+    @property
+    def from_policy(self) -> bool:
+        """A BackendTLSPolicy decided these (else the gateway trust)."""
+        return self.source.startswith(POLICY_SOURCE_PREFIX)
 
     @property
     def has_client_certificate(self) -> bool:
@@ -131,7 +134,8 @@ def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
             raise PemError("no PEM 'X509 CRL' block found")
         return crls
     try:
-        return [x509.load_der_x509_crl(stripped)]
+        # DER is binary: its last bytes may be whitespace values, so it is parsed unstripped.
+        return [x509.load_der_x509_crl(data)]
     except ValueError as e:
         raise PemError(f"neither a PEM nor a DER CRL: {e}") from e
 
@@ -185,8 +189,12 @@ def _der(cert: x509.Certificate) -> bytes:
 # From the snapshot
 
 
-def gateway_params(trust_bundle_pem: bytes | None) -> UpstreamTlsParams:
-    """The gateway trust: the system bundle plus the certificates of additionalTrustBundleSecretRef."""
+def gateway_params(trust_bundle_pem: bytes | None, secret: Any = None, system: str | None = None) -> UpstreamTlsParams:
+    """The gateway trust: the system store plus the certificates of additionalTrustBundleSecretRef.
+
+    `secret` is that Secret's ObjectRef and `system` what the system store is (SystemStore.describe()), so an
+    error names what was trusted: `the system store /etc/ssl/certs/ca-certificates.crt + Secret ns/name`.
+    """
     problems: list[str] = []
     trust: list[bytes] = []
     if trust_bundle_pem:
@@ -194,7 +202,12 @@ def gateway_params(trust_bundle_pem: bytes | None) -> UpstreamTlsParams:
             trust = [_der(c) for c in split_pem_certificates(trust_bundle_pem)]
         except PemError as e:
             problems.append(f"upstreamTLS.additionalTrustBundleSecretRef: {e}")
-    return UpstreamTlsParams(GATEWAY_SOURCE, system_trust=True, trust_der=tuple(trust), problems=tuple(problems))
+    source = system or "the system store"
+    if secret is not None:
+        source += f" + Secret {secret.namespace}/{secret.name}"
+    elif trust_bundle_pem:
+        source += " + upstreamTLS.additionalTrustBundleSecretRef"
+    return UpstreamTlsParams(source, system_trust=True, trust_der=tuple(trust), problems=tuple(problems))
 
 
 def _ref_namespace(ref: Mapping[str, Any], default: str) -> str:

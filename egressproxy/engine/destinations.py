@@ -22,6 +22,7 @@ from typing import Any
 from egressproxy.flowrecord import ConnectionRecord, Verdict
 from egressproxy.hostnames import is_ip_literal
 from egressproxy.metrics import GatewayMetrics
+from egressproxy.outcomes import DialOutcome, GatewayFailure
 from egressproxy.resolver import DnsSettings, ResolutionError, Resolver, order_by_family
 from egressproxy.snapshot import Snapshot
 from egressproxy.ssrf import AddressCheck, SsrfGuard
@@ -35,19 +36,29 @@ RESOLVE_TIMEOUT = 10.0  # the whole name -> checked address step (a query has 5 
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """The outcome: an address to dial, or a denial (403), or an unreachable destination (502)."""
+    """The outcome: an address to dial, or a denial (403), or a failure (502 `upstream-unreachable`)."""
 
     address: str | None = None
     denial: Verdict | None = None
-    unreachable: str | None = None  # detail of an `upstream-unreachable`
+    failure: GatewayFailure | None = None
+
+    @property
+    def outcome(self) -> DialOutcome | None:
+        """The typed refusal the dial guard leaves on the connection record (None: an address to dial)."""
+        return self.denial if self.denial is not None else self.failure
+
+    @property
+    def unreachable(self) -> str | None:
+        """The detail of an `upstream-unreachable` (None otherwise)."""
+        return self.failure.detail if self.failure is not None else None
 
     @property
     def error(self) -> str | None:
-        """`server.error` text for a refused dial (gateway_errors reads the reason from it)."""
+        """`server.error` text for a refused dial (for mitmproxy's logs; the answer comes from `outcome`)."""
         if self.denial is not None:
             return f"egress: {self.denial.reason}: {self.denial.message}"
-        if self.unreachable is not None:
-            return f"egress: upstream-unreachable: {self.unreachable}"
+        if self.failure is not None:
+            return self.failure.server_error
         return None
 
 
@@ -132,14 +143,13 @@ class DestinationCheck:
             verdict = Verdict.deny("destination-address-denied", _gateway_ref(snapshot), detail)
             self.metrics.ssrf_denials.labels(refused[0].range if refused else "unknown").inc()
         self.metrics.denials.labels(verdict.reason).inc()
-        record.dial_denials[(host, port)] = verdict
         log.info("refused dial to %s:%s (%s): %s", host, port, verdict.reason, detail)
         return Destination(denial=verdict)
 
     def _unreachable(self, host: str, port: int, detail: str) -> Destination:
         self.metrics.upstream_errors.labels("upstream-unreachable").inc()
         log.info("dial to %s:%s failed: %s", host, port, detail)
-        return Destination(unreachable=detail)
+        return Destination(failure=GatewayFailure("upstream-unreachable", detail))
 
     def settings(self, snapshot: Snapshot, backend: Any) -> DnsSettings:
         """The effective DNSPolicy (Backend > Gateway), compiled once per snapshot generation."""

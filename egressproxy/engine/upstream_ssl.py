@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import certifi
 from cryptography import x509
 from mitmproxy.addons.tlsconfig import DEFAULT_HOSTFLAGS
 from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL, crypto
 
+from egressproxy.system_trust import system_store
 from egressproxy.upstream_tls import (
     UpstreamTlsParams,
     describe_alert,
@@ -57,7 +57,8 @@ def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Conte
     context.set_verify(SSL.VERIFY_PEER, None)  # each connection sets its own callback
     context.set_info_callback(_info_callback)
     if params.system_trust:
-        context.load_verify_locations(certifi.where())
+        store_paths = system_store()
+        context.load_verify_locations(store_paths.cafile, store_paths.capath)
     store = context.get_cert_store()
     assert store is not None
     for der in params.trust_der:
@@ -73,7 +74,7 @@ def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Conte
         for der in params.client_chain_der[1:]:
             context.add_extra_chain_cert(x509.load_der_x509_certificate(der))
         assert params.client_key_pem is not None
-        context.use_privatekey(load_private_key(params.client_key_pem))
+        context.use_privatekey(load_private_key(params.client_key_pem))  # type: ignore[arg-type]  # ML-DSA keys: pyOpenSSL refuses them at runtime
         context.check_privatekey()
         SSL._lib.SSL_CTX_set_post_handshake_auth(context._context, 1)
     return context

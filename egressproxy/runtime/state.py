@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egressproxy.dns_bindings import DnsBindings
+from egressproxy.dialer import Dialer
 from egressproxy.engine.destinations import DestinationCheck
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.metrics import GatewayMetrics, MetricsSink
@@ -49,7 +50,9 @@ class GatewayState:
     # The gateway's DNS resolver and its TTL cache (dial guard; later the DNS listener), sharing these metrics.
     resolver: Resolver = field(default=None)  # type: ignore[assignment]
 
-    # name -> checked address, shared by the dial guard and the CONNECT gate
+    # The one dialer (destination check + upstream TLS) for the hooks and the gateway's own connections.
+    dialer: Dialer = field(default=None)  # type: ignore[assignment]
+    # name -> checked address, shared by the dial guard and the CONNECT gate (the dialer's destination check)
     destinations: DestinationCheck = field(default=None)  # type: ignore[assignment]
     # HTTPListenerPolicy.basicAuth, shared by the CONNECT gate and absolute-form HTTP
     proxy_auth: ProxyAuthenticator = field(default_factory=ProxyAuthenticator)
@@ -62,8 +65,10 @@ class GatewayState:
             self.sinks.register(MetricsSink(self.metrics, self.worker))
         if self.resolver is None:
             self.resolver = Resolver(self.metrics)
+        if self.dialer is None:
+            self.dialer = Dialer(self.resolver, self.metrics)
         if self.destinations is None:
-            self.destinations = DestinationCheck(self.resolver, self.metrics)
+            self.destinations = self.dialer.destinations
 
     def _sink_failed(self, sink: Sink, error: BaseException) -> None:
         self.metrics.sink_errors.labels(sink.name).inc()

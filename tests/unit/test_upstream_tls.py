@@ -19,7 +19,6 @@ from addons.upstream_tls import TlsSettings, Verification, build_context, make_c
 from egressproxy.config.problems import ObjectRef
 from egressproxy.snapshot import SecretData
 from egressproxy.upstream_tls import (
-    GATEWAY_SOURCE,
     PemError,
     UpstreamTlsParams,
     backend_policy,
@@ -257,9 +256,11 @@ def test_client_key_that_does_not_match_the_certificate_is_a_problem(ca: TestCA)
 
 def test_gateway_params_are_system_plus_the_bundle(ca: TestCA) -> None:
     other = TestCA("b")
-    params = gateway_params(ca.cert_pem + b"\n" + other.cert_pem)
-    assert params.system_trust and len(params.trust_der) == 2 and params.source == GATEWAY_SOURCE
-    assert gateway_params(None).trust_der == ()
+    secret = ObjectRef("Secret", "ns", "bundle")
+    params = gateway_params(ca.cert_pem + b"\n" + other.cert_pem, secret, "the system store /etc/ssl/x.pem")
+    assert params.system_trust and len(params.trust_der) == 2 and not params.from_policy
+    assert params.source == "the system store /etc/ssl/x.pem + Secret ns/bundle"
+    assert gateway_params(None).trust_der == () and gateway_params(None).source == "the system store"
 
 
 def test_backend_policy_lookup_on_a_compiled_snapshot(ca: TestCA) -> None:
@@ -493,3 +494,14 @@ def test_failure_causes_map_to_a_bounded_set_of_metric_labels() -> None:
     assert tls_failure_cause("certificate revoked: ...") == "revoked"
     assert tls_failure_cause("client certificate required by the origin") == "client-certificate-required"
     assert tls_failure_cause("something else entirely") == "other"
+
+
+def test_a_der_crl_ending_in_whitespace_bytes_still_loads(ca: TestCA) -> None:
+    """DER is binary: a signature that happens to end in 0x20 or 0x0a must not be stripped away."""
+    for _ in range(400):
+        der = crl(ca, encoding=serialization.Encoding.DER)
+        if der[-1:].isspace():
+            break
+    else:
+        pytest.skip("no DER CRL ending in a whitespace byte drawn")
+    assert load_crls(der)[0].issuer == ca.cert.subject

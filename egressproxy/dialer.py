@@ -1,0 +1,128 @@
+"""The one dialer (DESIGN.md section 6, seam 2): every upstream connection the gateway opens passes through here.
+
+Two checks decide whether and how the gateway may talk to an upstream, and both live in this one component so
+no connection can skip either:
+
+- the destination check (egressproxy/engine/destinations.py): hostAliases, DNS with the Backend's DNSPolicy,
+  the SSRF guard, reverse DNS, and the one checked address that is then dialled (pinned: no second lookup);
+- the upstream TLS context (egressproxy/engine/upstream_ssl.py): the trust (the system store as OpenSSL finds
+  it + the gateway's bundle, or a BackendTLSPolicy's CAs), hostname/SANs, the client certificate (mTLS), SPKI pins and CRLs,
+  checked inside the handshake by an OpenSSL verify callback.
+
+Two kinds of callers use it. mitmproxy's hooks: `server_connect` (addons/dial_guard.py) asks `destination()`,
+`tls_start_server` (addons/upstream_tls.py) asks `tls_params()` and `tls_connection()`. Connections the gateway
+opens on its own (a failover replay, an ext_authz call, a token fetch) use `egressproxy/dialer_http.py`, an
+httpcore network backend over the same three calls, as an httpx client.
+
+Settings are read through one function each (`dns_settings`, `tls_params`), memoised per snapshot generation,
+so they can be swapped for the compiler's typed forms in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from OpenSSL import SSL
+
+from egressproxy.engine.destinations import Destination, DestinationCheck
+from egressproxy.engine.upstream_ssl import (
+    TlsSettings,
+    UpstreamConnection,
+    Verification,
+    build_context,
+    make_connection,
+    refusing_connection,
+)
+from egressproxy.flowrecord import ConnectionRecord
+from egressproxy.metrics import GatewayMetrics
+from egressproxy.resolver import DnsSettings, Resolver
+from egressproxy.snapshot import Snapshot
+from egressproxy.system_trust import system_store
+from egressproxy.upstream_tls import (
+    UpstreamTlsParams,
+    backend_policy,
+    backend_ref_from_name,
+    gateway_params,
+    policy_params,
+)
+
+__all__ = ["Dialer", "TlsSettings"]
+
+log = logging.getLogger("egressproxy")
+
+_CONTEXT_CACHE_MAX = 256
+
+
+class Dialer:
+    """Destination check and upstream TLS, shared by the hooks and the gateway's own clients."""
+
+    def __init__(self, resolver: Resolver, metrics: GatewayMetrics) -> None:
+        self.resolver = resolver
+        self.metrics = metrics
+        self.destinations = DestinationCheck(resolver, metrics)
+        self._snapshot: Snapshot | None = None
+        self._params: dict[str | None, UpstreamTlsParams] = {}
+        self._contexts: dict[tuple[UpstreamTlsParams, TlsSettings], SSL.Context] = {}
+
+    # --- where to connect ----------------------------------------------------------------------------------------
+
+    async def destination(self, snapshot: Snapshot, record: ConnectionRecord, host: str, port: int) -> Destination:
+        """The one address (host, port) may be dialled at for this connection, or the typed refusal.
+
+        `record.upstreams` names the candidates a decision allowed (their trust and Backend); an address the
+        CONNECT gate already checked is in `record.pinned_addresses`.
+        """
+        return await self.destinations.check(snapshot, record, host, port)
+
+    def dns_settings(self, snapshot: Snapshot, backend: Any) -> DnsSettings:
+        """The effective DNSPolicy for a Backend ref (None: the gateway's)."""
+        return self.destinations.settings(snapshot, backend)
+
+    # --- how to speak TLS ------------------------------------------------------------------------------------------
+
+    def tls_params(self, snapshot: Snapshot | None, backend: str | None) -> UpstreamTlsParams:
+        """The verification parameters for traffic to `backend` (`ns/name` or `Kind/ns/name`; None: the gateway
+        trust), memoised per snapshot."""
+        if snapshot is not self._snapshot:
+            self._snapshot, self._params = snapshot, {}
+        cached = self._params.get(backend)
+        if cached is not None:
+            return cached
+        params: UpstreamTlsParams
+        if snapshot is None:
+            params = gateway_params(None, None, system_store().describe())
+        else:
+            policy = backend_policy(snapshot, backend_ref_from_name(snapshot, backend)) if backend else None
+            if policy is not None:
+                params = policy_params(policy.ref, policy.spec, snapshot.secret)
+            else:
+                gateway = snapshot.gateway
+                params = self._params.get(None) or gateway_params(
+                    gateway.trust_bundle_pem, gateway.trust_bundle_secret, system_store().describe()
+                )
+                self._params[None] = params
+            if params.problems:
+                log.warning("upstream TLS for %s cannot be honoured: %s", backend or "gateway", "; ".join(params.problems))
+        self._params[backend] = params
+        return params
+
+    def tls_context(self, params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
+        """An OpenSSL client context for `params` (built once, shared by every connection under them)."""
+        key = (params, settings)
+        context = self._contexts.get(key)
+        if context is None:
+            if len(self._contexts) >= _CONTEXT_CACHE_MAX:
+                self._contexts.clear()
+            context = self._contexts[key] = build_context(params, settings)
+        return context
+
+    def tls_connection(
+        self, params: UpstreamTlsParams, name: str, settings: TlsSettings, alpn: list[bytes] | None = None
+    ) -> UpstreamConnection:
+        """A client connection verifying `name` under `params` (a policy that cannot be honoured refuses every
+        handshake: never a weaker check). Its `egress` Verification holds the cause once a check failed."""
+        if params.problems:
+            cause = f"{params.source} cannot be applied: {'; '.join(params.problems)}"
+            return refusing_connection(settings, cause, name, params.source)
+        return make_connection(self.tls_context(params, settings), Verification(params, name), alpn)
