@@ -68,7 +68,7 @@ class ConnectGate:
         if listener is None or listener.carries_http or parent_for(snapshot, decision.route) is not None:
             return True
         host, port = decision.host or "", flow.request.port
-        destination = await self.state.destinations.check(snapshot, record, host, port)
+        destination = await self.state.dialer.destination(snapshot, record, host, port)
         if destination.address is not None:
             record.pinned_addresses[(host, port)] = destination.address
             return True

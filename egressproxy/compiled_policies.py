@@ -48,7 +48,7 @@ class BackendTls:
     build from the Secrets, ready for the upstream TLS context builder.
     """
 
-    source: str  # "BackendTLSPolicy/ns/name", or upstream_tls.GATEWAY_SOURCE
+    source: str  # "BackendTLSPolicy/ns/name", or what the gateway trust is (upstream_tls.gateway_params)
     params: UpstreamTlsParams
     ca_certificates: tuple[x509.Certificate, ...] = ()
     crls: tuple[x509.CertificateRevocationList, ...] = ()
@@ -148,7 +148,13 @@ class CompiledPolicies:
 
     def tls_for_name(self, name: str | None) -> BackendTls:
         """`tls_for` by the name a FlowRecord/ConnectionRecord gives a backend (`ns/name` or `Kind/ns/name`)."""
-        return self.tls_for(self.backend_names.get(name) if name else None)
+        if not name:
+            return self.gateway_tls
+        ref = self.backend_names.get(name)
+        if ref is None and name.count("/") == 2:  # `Kind/ns/name` of a backend that is no Backend (a Service)
+            kind, namespace, short = name.split("/")
+            ref = ObjectRef(kind, namespace, short)
+        return self.tls_for(ref)
 
     def basic_auth_for(self, listener: str | None) -> BasicAuth | None:
         """The basicAuth that applies on `listener` (listener-scoped policy first, then the gateway's)."""

@@ -41,10 +41,7 @@ from egressproxy.snapshot import Snapshot
 from egressproxy.system_trust import system_store
 from egressproxy.upstream_tls import (
     UpstreamTlsParams,
-    backend_policy,
-    backend_ref_from_name,
     gateway_params,
-    policy_params,
 )
 
 __all__ = ["Dialer", "TlsSettings"]
@@ -61,8 +58,7 @@ class Dialer:
         self.resolver = resolver
         self.metrics = metrics
         self.destinations = DestinationCheck(resolver, metrics)
-        self._snapshot: Snapshot | None = None
-        self._params: dict[str | None, UpstreamTlsParams] = {}
+        self._no_snapshot_params = gateway_params(None, None, system_store().describe())
         self._contexts: dict[tuple[UpstreamTlsParams, TlsSettings], SSL.Context] = {}
 
     # --- where to connect ----------------------------------------------------------------------------------------
@@ -83,29 +79,10 @@ class Dialer:
 
     def tls_params(self, snapshot: Snapshot | None, backend: str | None) -> UpstreamTlsParams:
         """The verification parameters for traffic to `backend` (`ns/name` or `Kind/ns/name`; None: the gateway
-        trust), memoised per snapshot."""
-        if snapshot is not self._snapshot:
-            self._snapshot, self._params = snapshot, {}
-        cached = self._params.get(backend)
-        if cached is not None:
-            return cached
-        params: UpstreamTlsParams
+        trust), compiled with the snapshot (seam 3): the attached BackendTLSPolicy's, else the gateway trust."""
         if snapshot is None:
-            params = gateway_params(None, None, system_store().describe())
-        else:
-            policy = backend_policy(snapshot, backend_ref_from_name(snapshot, backend)) if backend else None
-            if policy is not None:
-                params = policy_params(policy.ref, policy.spec, snapshot.secret)
-            else:
-                gateway = snapshot.gateway
-                params = self._params.get(None) or gateway_params(
-                    gateway.trust_bundle_pem, gateway.trust_bundle_secret, system_store().describe()
-                )
-                self._params[None] = params
-            if params.problems:
-                log.warning("upstream TLS for %s cannot be honoured: %s", backend or "gateway", "; ".join(params.problems))
-        self._params[backend] = params
-        return params
+            return self._no_snapshot_params
+        return snapshot.compiled.tls_for_name(backend).params
 
     def tls_context(self, params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
         """An OpenSSL client context for `params` (built once, shared by every connection under them)."""

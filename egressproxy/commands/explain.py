@@ -28,7 +28,8 @@ from egressproxy.decisions import (
     parent_for,
     route_name,
 )
-from egressproxy.engine.destinations import Destination, DestinationCheck
+from egressproxy.dialer import Dialer
+from egressproxy.engine.destinations import Destination
 from egressproxy.flowrecord import ConnectionRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
 from egressproxy.matching import Carries, select_listener
@@ -43,7 +44,7 @@ NO_RESOLVE_NOTE = "--no-resolve: DNS was not consulted; the SSRF guard and rever
 
 
 def check_destination(snapshot: Snapshot, upstream: Upstream, *, resolve: bool = True) -> Destination | None:
-    """The dial guard's destination check (egressproxy/engine/destinations.py) for the candidate that would be
+    """The dial guard's destination check (the one dialer, egressproxy/dialer.py) for the candidate that would be
     dialled: through a parent, the parent itself (it resolves the destination and applies its own policy).
 
     None when `resolve` is False and the name needs DNS (hostAliases and IP literals need none).
@@ -53,10 +54,10 @@ def check_destination(snapshot: Snapshot, upstream: Upstream, *, resolve: bool =
     if not resolve and not (is_ip_literal(upstream.host) or snapshot.gateway.host_aliases.get(upstream.host)):
         return None
     metrics = GatewayMetrics()
-    check = DestinationCheck(Resolver(metrics), metrics)
+    dialer = Dialer(Resolver(metrics), metrics)
     record = ConnectionRecord(generation=snapshot.generation)
     record.upstreams[upstream.key] = upstream
-    return asyncio.run(check.check(snapshot, record, upstream.host, upstream.port))
+    return asyncio.run(dialer.destination(snapshot, record, upstream.host, upstream.port))
 
 
 def _verdict(v: Verdict) -> dict[str, Any]:

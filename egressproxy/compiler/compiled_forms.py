@@ -19,6 +19,7 @@ from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
 from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
 from egressproxy.config.problems import ObjectRef
+from egressproxy.config.resource import Resource
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Backend, Gateway, PolicyIndex
 from egressproxy.ssrf import SsrfGuard
@@ -41,7 +42,7 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
     for gw in comp.of_kind("EgressGateway"):
         certificates = compile_trust_bundle(comp, gw)
         if gw is comp.served:
-            trust = gateway_tls(certificates)
+            trust = gateway_tls(certificates, _trust_bundle_secret(gw))
     return PolicyMaterial(compile_backend_tls_policies(comp), compile_basic_auth(comp), trust)
 
 
@@ -113,3 +114,10 @@ def _parents(gateway: Gateway, backends: Mapping[ObjectRef, Backend]) -> dict[tu
             header = "Basic " + base64.b64encode(f"{parent.username}:{parent.password or ''}".encode()).decode()
         out[(parent.address.host, parent.address.port)] = ParentCredentials(backend.ref, header)
     return out
+
+
+def _trust_bundle_secret(gw: Resource) -> ObjectRef | None:
+    ref = (gw.spec.get("upstreamTLS") or {}).get("additionalTrustBundleSecretRef")
+    if not ref:
+        return None
+    return ObjectRef("Secret", ref.get("namespace") or gw.namespace, ref["name"])

@@ -23,13 +23,14 @@ from egressproxy.compiler.compilation import Compilation
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.snapshot import MOUNTED_NAMESPACE, SecretData
+from egressproxy.system_trust import system_store
 from egressproxy.upstream_tls import (
     CLIENT_CERT_KEY,
     CLIENT_KEY_KEY,
     CRL_KEY,
-    GATEWAY_SOURCE,
     PemError,
     UpstreamTlsParams,
+    gateway_params,
     load_crls,
     load_private_key,
     split_pem_certificates,
@@ -56,10 +57,12 @@ def compile_trust_bundle(comp: Compilation, gw: Resource) -> tuple[x509.Certific
     return _certificates(comp, gw, path, _secret_name(gw, ref), secret, sorted(secret))
 
 
-def gateway_tls(certificates: tuple[x509.Certificate, ...]) -> BackendTls:
-    """The gateway trust (system bundle plus the trust bundle), as `upstream_tls.gateway_params` builds it."""
-    params = UpstreamTlsParams(GATEWAY_SOURCE, system_trust=True, trust_der=tuple(_der(c) for c in certificates))
-    return BackendTls(GATEWAY_SOURCE, params, ca_certificates=certificates)
+def gateway_tls(certificates: tuple[x509.Certificate, ...], secret: ObjectRef | None = None) -> BackendTls:
+    """The gateway trust: the system store (as OpenSSL finds it) plus the trust bundle's certificates, named for
+    error messages as `upstream_tls.gateway_params` names it (what the system store is, and the Secret)."""
+    described = gateway_params(None, secret, system_store().describe())
+    params = UpstreamTlsParams(described.source, system_trust=True, trust_der=tuple(_der(c) for c in certificates))
+    return BackendTls(params.source, params, ca_certificates=certificates)
 
 
 def _compile_policy(comp: Compilation, res: Resource) -> BackendTls:

@@ -25,7 +25,7 @@ from egressproxy.metrics import GatewayMetrics
 from egressproxy.outcomes import DialOutcome, GatewayFailure
 from egressproxy.resolver import DnsSettings, ResolutionError, Resolver, order_by_family
 from egressproxy.snapshot import Snapshot
-from egressproxy.ssrf import AddressCheck, SsrfGuard
+from egressproxy.ssrf import AddressCheck
 
 __all__ = ["Destination", "DestinationCheck", "RESOLVE_TIMEOUT"]
 
@@ -67,9 +67,6 @@ class DestinationCheck:
         self.resolver = resolver
         self.metrics = metrics
         self.resolve_timeout = RESOLVE_TIMEOUT
-        self._generation = -1
-        self._dns: dict[Any, DnsSettings] = {}  # Backend ref (None: gateway) -> settings, for one generation
-        self._ssrf = SsrfGuard()
 
     async def check(self, snapshot: Snapshot, record: ConnectionRecord, host: str, port: int) -> Destination:
         key = (host, port)
@@ -118,7 +115,7 @@ class DestinationCheck:
         mismatched: list[str] = []
         for address in candidates:
             if not trusted:
-                check = self._ssrf.check(address)
+                check = snapshot.compiled.ssrf_guard.check(address)
                 if not check.allowed:
                     refused.append(check)
                     continue
@@ -151,19 +148,10 @@ class DestinationCheck:
         log.info("dial to %s:%s failed: %s", host, port, detail)
         return Destination(failure=GatewayFailure("upstream-unreachable", detail))
 
-    def settings(self, snapshot: Snapshot, backend: Any) -> DnsSettings:
-        """The effective DNSPolicy (Backend > Gateway), compiled once per snapshot generation."""
-        if snapshot.generation != self._generation:
-            self._generation = snapshot.generation
-            self._dns.clear()
-            self._ssrf = SsrfGuard(snapshot.gateway.ssrf_allow, snapshot.gateway.ssrf_deny)
-        settings = self._dns.get(backend)
-        if settings is None:
-            spec = snapshot.policies.effective("DNSPolicy", backend=backend)
-            attached = snapshot.policies.policies("DNSPolicy", backend=backend)
-            policy = f"DNSPolicy/{attached[0].ref.namespace}/{attached[0].ref.name}" if attached else ""
-            settings = self._dns[backend] = DnsSettings.from_spec(spec, policy)
-        return settings
+    @staticmethod
+    def settings(snapshot: Snapshot, backend: Any) -> DnsSettings:
+        """The effective DNSPolicy (Backend > Gateway), compiled with the snapshot (seam 3)."""
+        return snapshot.compiled.dns_for(backend)
 
 
 def _gateway_ref(snapshot: Snapshot) -> str:

@@ -24,7 +24,8 @@ from egressproxy.config.loader import load_text
 from egressproxy.config.problems import ObjectRef
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Snapshot
-from egressproxy.upstream_tls import GATEWAY_SOURCE, backend_policy, gateway_params, policy_params, spki_pin
+from egressproxy.system_trust import system_store
+from egressproxy.upstream_tls import backend_policy, gateway_params, policy_params, spki_pin
 from tests.support.pki import TestCA
 
 FILE = "cfg.yaml"
@@ -239,8 +240,9 @@ def test_without_a_policy_the_gateway_trust_applies(pki: dict[str, bytes]) -> No
     assert compiled.tls_for_name("team/plain") is compiled.gateway_tls
     assert compiled.tls_for_name("team/missing") is compiled.gateway_tls
     assert compiled.tls_for_name(None) is compiled.gateway_tls
-    assert compiled.gateway_tls.source == GATEWAY_SOURCE
-    assert compiled.gateway_tls.params == gateway_params(snapshot.gateway.trust_bundle_pem)
+    expected = gateway_params(snapshot.gateway.trust_bundle_pem, snapshot.gateway.trust_bundle_secret, system_store().describe())
+    assert compiled.gateway_tls.source == expected.source  # names the system store and the bundle's Secret
+    assert compiled.gateway_tls.params == expected
     assert [c.public_bytes(serialization.Encoding.PEM) for c in compiled.gateway_tls.ca_certificates] == [
         pki["other_ca"]
     ]
