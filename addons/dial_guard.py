@@ -35,6 +35,7 @@ from mitmproxy import connection
 from mitmproxy.proxy import server_hooks
 
 from egressproxy.engine.guard import fail_closed
+from egressproxy.engine.mitmproxy_boundary import relabel_address
 from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
 from egressproxy.runtime.state import GatewayState
 
@@ -119,7 +120,7 @@ class DialGuard:
         if name is not None and data.server.address != name:
             # Open connections refuse a new address (a guard against redirecting them); this only puts back the
             # label, the peer is `peername`. Requests to the same name then reuse this connection.
-            object.__setattr__(data.server, "address", name)
+            relabel_address(data.server, name)
 
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         self._disarm(data.server.id)

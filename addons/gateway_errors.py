@@ -14,7 +14,6 @@ import re
 
 from mitmproxy import http
 
-from egressproxy.engine import gateway_errors
 from egressproxy.engine.answers import denial_response, error_response, flow_record
 from egressproxy.flowrecord import Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
@@ -32,9 +31,6 @@ _EGRESS_REASON = re.compile(r"egress: ([a-z-]+): (.*)", re.S)
 class GatewayErrors:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-
-    def load(self, loader: object) -> None:
-        gateway_errors.install(self.answer)
 
     def answer(self, flow: http.HTTPFlow, message: str) -> http.Response | None:
         record = flow_record(flow)

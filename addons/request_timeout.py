@@ -13,7 +13,7 @@ import asyncio
 from mitmproxy import http
 
 from egressproxy.engine.answers import flow_record
-from egressproxy.engine.connections import close_upstream
+from egressproxy.engine.mitmproxy_boundary import close_upstream
 from egressproxy.engine.guard import fail_closed
 from egressproxy.runtime.state import GatewayState
 

@@ -19,6 +19,7 @@ from mitmproxy.addons.tlsconfig import DEFAULT_HOSTFLAGS
 from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL, crypto
 
+from egressproxy.engine.mitmproxy_boundary import create_ssl_context
 from egressproxy.upstream_tls import (
     UpstreamTlsParams,
     describe_alert,
@@ -47,7 +48,7 @@ class TlsSettings:
 
 def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
     """An OpenSSL client context holding the trust anchors, CRLs and client certificate of `params`."""
-    context: SSL.Context = net_tls._create_ssl_context(  # mitmproxy's own base (versions, options, ciphers)
+    context: SSL.Context = create_ssl_context(  # mitmproxy's own base (versions, options, ciphers)
         method=settings.method,
         min_version=settings.min_version,
         max_version=settings.max_version,

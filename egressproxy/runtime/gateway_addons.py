@@ -31,6 +31,7 @@ class GatewayAddons:
         self.cert_minting = CertMinting(state)
         self.upstream_trust = UpstreamTrust(state)
         self.readiness = Readiness(state)
+        self.gateway_errors = GatewayErrors(state)
         self.addons: list[object] = [
             ConnectionTable(state),
             ConnectGate(state),
@@ -41,7 +42,7 @@ class GatewayAddons:
             UpstreamTls(state),
             ParentProxyAuth(state),
             self.cert_minting,
-            GatewayErrors(state),
+            self.gateway_errors,
             L4Relay(state),
             DnsAnswers(state),
             FlowMetrics(state),
