@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from egressproxy.runtime.admin import start_side_servers
+    from egressproxy.runtime.admin import SidePortUnavailable, start_side_servers
     from egressproxy.engine.mitmproxy_boundary import UnsafeOptions
     from egressproxy.runtime.master import build_master
 
@@ -79,8 +79,8 @@ async def serve(args: argparse.Namespace) -> int:
             reloader.on_swap.append(_pass_reload_on(supervisor))
         try:
             side = start_side_servers(state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr)
-        except OSError as e:
-            log.error("could not bind a side port: %s", e)
+        except SidePortUnavailable as e:
+            log.error("%s", e)
             return 1
         udp_relays = start_udp_relays(state, modes)
     reloader.start()
