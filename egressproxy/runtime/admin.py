@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import tornado.httpserver
+import tornado.netutil
 import tornado.web
 
 from egressproxy.runtime.state import GatewayState
@@ -100,15 +101,16 @@ def _format(addr: tuple[str, int]) -> str:
 
 
 def _serve(app: tornado.web.Application, addr: tuple[str, int], what: str, flag: str) -> tornado.httpserver.HTTPServer:
-    server = tornado.httpserver.HTTPServer(app, xheaders=False)
     try:
-        server.listen(addr[1], addr[0])
+        sockets = tornado.netutil.bind_sockets(addr[1], addr[0])
     except (OSError, OverflowError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise SidePortUnavailable(f"cannot bind the {what} port {_format(addr)} ({flag}): {reason}") from e
-    bound = [s.getsockname() for s in server._sockets.values()]  # noqa: SLF001 - tornado keeps them there
-    for sock in bound:
-        log.info("%s listening on http://%s:%s", what, sock[0], sock[1])
+    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+    server.add_sockets(sockets)
+    for sock in sockets:
+        name = sock.getsockname()
+        log.info("%s listening on http://%s:%s", what, name[0], name[1])
     return server
 
 
