@@ -36,6 +36,7 @@ from mitmproxy import connection
 from mitmproxy.proxy import server_hooks
 
 from egressproxy.engine.guard import fail_closed
+from egressproxy.engine.mitmproxy_boundary import relabel_address
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
 from egressproxy.outcomes import GatewayFailure
@@ -134,7 +135,7 @@ class DialGuard:
         if name is not None and data.server.address != name:
             # Open connections refuse a new address (a guard against redirecting them); this only puts back the
             # label, the peer is `peername`. Requests to the same name then reuse this connection.
-            object.__setattr__(data.server, "address", name)
+            relabel_address(data.server, name)
 
     def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
         """The checked address did not accept the connection: an `upstream-unreachable` naming the destination

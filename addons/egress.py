@@ -11,6 +11,11 @@ Failure modes, all closed (no snapshot means the connect gate and the HTTP route
 - `egress_config` (or another `egress_*` option) changed at run time to an invalid configuration: the problems
   are logged, the option change is rejected (mitmproxy rolls it back), the running snapshot keeps serving.
 - the files change on disk: the same hot reload as `egressproxy run` (a rejected reload keeps the old one).
+- `emudhra` or `emudhra_old` set (mitmproxy would sign with a publicly known key): an error at start-up (mitmweb
+  exits with status 1), and a rejected option change at run time.
+
+This script is mitmweb's composition root: its `load` installs the gateway's patches of mitmproxy internals
+(egressproxy/engine/mitmproxy_boundary.py), as `egressproxy run`'s master does.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
+from egressproxy.engine import mitmproxy_boundary
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.master import engine_options
 from egressproxy.runtime.reloader import ConfigSource, Reloader
@@ -52,6 +58,7 @@ class Egress:
         self._running = False
 
     def load(self, loader: Any) -> None:
+        mitmproxy_boundary.install(error_answer=self.gateway.gateway_errors.answer)
         loader.add_option(
             "egress_config", str, "", "EgressGateway configuration: a YAML file or a folder of them (recursively)."
         )
@@ -62,6 +69,11 @@ class Egress:
         )
 
     def configure(self, updated: set[str]) -> None:
+        try:
+            mitmproxy_boundary.refuse_unsafe_options(ctx.options)
+        except mitmproxy_boundary.UnsafeOptions as e:
+            log.error("%s", e)  # at start-up an error line makes mitmweb/mitmdump exit with status 1
+            raise exceptions.OptionsError(str(e)) from None
         wanted = {k: v for k, v in _ENGINE.items() if k in ctx.options and getattr(ctx.options, k) != v}
         if "listen_host" in ctx.options and not ctx.options.listen_host:
             # Never an open proxy by default (DESIGN.md 3): a mode without an address binds loopback, not every

@@ -16,7 +16,6 @@ import logging
 
 from mitmproxy import http
 
-from egressproxy.engine import gateway_errors
 from egressproxy.engine.answers import denial_response, error_response, flow_record
 from egressproxy.flowrecord import Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
@@ -32,9 +31,6 @@ _REQUEST_TIMEOUT = "the upstream did not answer within requestTimeout"
 class GatewayErrors:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-
-    def load(self, loader: object) -> None:
-        gateway_errors.install(self.answer)
 
     def answer(self, flow: http.HTTPFlow, message: str) -> http.Response | None:
         record = flow_record(flow)

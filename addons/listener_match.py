@@ -17,14 +17,13 @@ from mitmproxy import connection, exceptions, tls
 from mitmproxy.proxy import layer, layers, tunnel
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.http import HTTPMode
-from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.layers.tls import parse_client_hello, starts_like_tls_record
 from mitmproxy.proxy.mode_specs import RegularMode, TransparentMode
 
 from egressproxy.decisions import Action, ConnectionDecision, decide_connection, parent_for, route_name
-from egressproxy.engine import transparent_start
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.layers import CloseLayer
+from egressproxy.engine.mitmproxy_boundary import HttpUpstreamProxy
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.hostnames import InvalidHostname, canonical_host
 from egressproxy.matching import Carries
@@ -46,9 +45,6 @@ def looks_like_http(data: bytes) -> bool:
 class ListenerMatch:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-
-    def load(self, loader: object) -> None:
-        transparent_start.install()
 
     def _destination(self, client: connection.Client, server: connection.Server, record: ConnectionRecord) -> tuple[str | None, int | None]:
         """(original destination IP, port) in transparent mode; (None, CONNECT port) after a CONNECT."""

@@ -13,8 +13,8 @@ import asyncio
 from mitmproxy import http
 
 from egressproxy.engine.answers import flow_record
-from egressproxy.engine.connections import close_upstream
 from egressproxy.engine.guard import fail_closed
+from egressproxy.engine.mitmproxy_boundary import close_upstream
 from egressproxy.runtime.state import GatewayState
 
 

@@ -34,12 +34,11 @@ import logging
 from dataclasses import dataclass, field
 
 from mitmproxy import connection, ctx, http, tls
-from mitmproxy.addons.tlsconfig import _default_ciphers
 from mitmproxy.net import tls as net_tls
 from mitmproxy.proxy import server_hooks
 
 from egressproxy.engine.answers import error_response, flow_record
-from egressproxy.engine.connections import relabel_address
+from egressproxy.engine.mitmproxy_boundary import default_ciphers, relabel_address
 from egressproxy.engine.guard import fail_closed
 from egressproxy.hostnames import InvalidHostname, canonical_host
 from egressproxy.outcomes import GatewayFailure
@@ -258,7 +257,7 @@ class UpstreamTls:
             method=net_tls.Method.DTLS_CLIENT_METHOD if tls_start.is_dtls else net_tls.Method.TLS_CLIENT_METHOD,
             min_version=min_version,
             max_version=net_tls.Version[opts.tls_version_server_max],
-            cipher_list=tuple(server.cipher_list or _default_ciphers(min_version)),
+            cipher_list=tuple(server.cipher_list or default_ciphers(min_version)),
             ecdh_curve=net_tls.get_curve(opts.tls_ecdh_curve_server),
         )
 

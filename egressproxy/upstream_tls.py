@@ -27,7 +27,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 __all__ = [
     "CRL_KEY",
@@ -140,12 +140,20 @@ def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
         raise PemError(f"neither a PEM nor a DER CRL: {e}") from e
 
 
-def load_private_key(data: bytes) -> CertificateIssuerPrivateKeyTypes:
+# The key types an OpenSSL context takes for a client certificate (pyOpenSSL's `use_privatekey`); cryptography
+# parses more (X25519, ML-DSA, ...), which would only fail later, inside the handshake set-up.
+TlsPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | dsa.DSAPrivateKey
+_TLS_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey, dsa.DSAPrivateKey)
+
+
+def load_private_key(data: bytes) -> TlsPrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
         raise PemError(f"the private key does not parse (PEM, unencrypted): {e}") from e
-    return key  # type: ignore[return-value]
+    if not isinstance(key, _TLS_KEY_TYPES):
+        raise PemError(f"the private key is a {type(key).__name__}, which TLS cannot use: use RSA, ECDSA or Ed25519")
+    return key
 
 
 def spki_pin(cert: x509.Certificate) -> str:

@@ -38,18 +38,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from egressproxy.runtime.admin import start_side_servers
+    from egressproxy.runtime.admin import SidePortUnavailable, start_side_servers
+    from egressproxy.engine.mitmproxy_boundary import UnsafeOptions
     from egressproxy.runtime.master import build_master
 
     modes = args.mode or [DEFAULT_MODE]
     worker = args.worker_index
-    if args.workers > 1:
-        from egressproxy.engine import reuse_port
+    if args.workers > 1 and worker:
         from egressproxy.runtime.workers import worker_modes
 
-        reuse_port.install()
-        if worker:
-            modes = worker_modes(modes)
+        modes = worker_modes(modes)
     state = GatewayState(Path(args.data_dir), worker=worker)
     reloader = Reloader(ConfigSource(tuple(args.config), args.gateway, args.secrets_dir), state)
     first = await asyncio.to_thread(reloader.load_initial)
@@ -64,7 +62,11 @@ async def serve(args: argparse.Namespace) -> int:
         print(describe(snapshot, modes))
         return 0
 
-    master, ours = build_master(modes, state, reloader)
+    try:
+        master, ours = build_master(modes, state, reloader, reuse_port=args.workers > 1)
+    except UnsafeOptions as e:
+        log.error("%s", e)
+        return 1
     ours.upstream_trust.apply(await asyncio.to_thread(ours.prepare_blocking))
     supervisor = None
     side = []
@@ -77,8 +79,8 @@ async def serve(args: argparse.Namespace) -> int:
             reloader.on_swap.append(_pass_reload_on(supervisor))
         try:
             side = start_side_servers(state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr)
-        except OSError as e:
-            log.error("could not bind a side port: %s", e)
+        except SidePortUnavailable as e:
+            log.error("%s", e)
             return 1
         udp_relays = start_udp_relays(state, modes)
     reloader.start()

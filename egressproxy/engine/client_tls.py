@@ -7,12 +7,13 @@ certificate taken from the listener's CA instead of mitmproxy's own confdir CA.
 from __future__ import annotations
 
 from mitmproxy import ctx, tls
-from mitmproxy.addons.tlsconfig import AppData, _default_ciphers, alpn_select_callback  # noqa: PLC2701
+from mitmproxy.addons.tlsconfig import AppData, alpn_select_callback
 from mitmproxy.net import tls as net_tls
 from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
 from egressproxy.engine.certmint import MintedCert
+from egressproxy.engine.mitmproxy_boundary import default_ciphers
 
 __all__ = ["start_client_tls", "prefer_h2_alpn_select"]
 
@@ -35,7 +36,7 @@ def start_client_tls(tls_start: tls.TlsData, entry: MintedCert, dhparams: object
     client = tls_start.conn
     server = tls_start.context.server
     min_version = net_tls.Version[ctx.options.tls_version_client_min]
-    cipher_list = client.cipher_list or _default_ciphers(min_version)
+    cipher_list = client.cipher_list or default_ciphers(min_version)
     ssl_ctx = net_tls.create_client_proxy_context(
         method=net_tls.Method.DTLS_SERVER_METHOD if tls_start.is_dtls else net_tls.Method.TLS_SERVER_METHOD,
         min_version=min_version,

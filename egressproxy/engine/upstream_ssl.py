@@ -18,6 +18,7 @@ from mitmproxy.addons.tlsconfig import DEFAULT_HOSTFLAGS
 from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL, crypto
 
+from egressproxy.engine.mitmproxy_boundary import create_ssl_context
 from egressproxy.system_trust import system_store
 from egressproxy.upstream_tls import (
     UpstreamTlsParams,
@@ -47,7 +48,7 @@ class TlsSettings:
 
 def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Context:
     """An OpenSSL client context holding the trust anchors, CRLs and client certificate of `params`."""
-    context: SSL.Context = net_tls._create_ssl_context(  # mitmproxy's own base (versions, options, ciphers)
+    context: SSL.Context = create_ssl_context(  # mitmproxy's own base (versions, options, ciphers)
         method=settings.method,
         min_version=settings.min_version,
         max_version=settings.max_version,
@@ -74,7 +75,7 @@ def build_context(params: UpstreamTlsParams, settings: TlsSettings) -> SSL.Conte
         for der in params.client_chain_der[1:]:
             context.add_extra_chain_cert(x509.load_der_x509_certificate(der))
         assert params.client_key_pem is not None
-        context.use_privatekey(load_private_key(params.client_key_pem))  # type: ignore[arg-type]  # ML-DSA keys: pyOpenSSL refuses them at runtime
+        context.use_privatekey(load_private_key(params.client_key_pem))
         context.check_privatekey()
         SSL._lib.SSL_CTX_set_post_handshake_auth(context._context, 1)
     return context
@@ -238,7 +239,7 @@ def make_connection(context: SSL.Context, verification: Verification, alpn: list
 
 def refusing_connection(settings: TlsSettings, cause: str, name: str, source: str) -> UpstreamConnection:
     """A connection that fails its handshake with `cause` whatever the origin presents (fail closed)."""
-    context: SSL.Context = net_tls._create_ssl_context(
+    context: SSL.Context = create_ssl_context(
         method=settings.method,
         min_version=settings.min_version,
         max_version=settings.max_version,

@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import tornado.httpserver
+import tornado.netutil
 import tornado.web
 
 from egressproxy.runtime.state import GatewayState
 
-__all__ = ["start_side_servers"]
+__all__ = ["SidePortUnavailable", "start_side_servers"]
 
 log = logging.getLogger("egressproxy")
 
@@ -86,12 +87,30 @@ class Metrics(_Base):
         self.finish(self.state.metrics.render())
 
 
-def _serve(app: tornado.web.Application, addr: tuple[str, int], what: str) -> tornado.httpserver.HTTPServer:
+class SidePortUnavailable(Exception):
+    """A side port could not be bound; the message names which one, its address and the flag that sets it.
+
+    tornado's bind error is the bare OS error ("Address already in use"), which leaves an operator guessing
+    which of four ports (proxy, admin, readiness, metrics) is taken.
+    """
+
+
+def _format(addr: tuple[str, int]) -> str:
+    host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+    return f"{host}:{addr[1]}"
+
+
+def _serve(app: tornado.web.Application, addr: tuple[str, int], what: str, flag: str) -> tornado.httpserver.HTTPServer:
+    try:
+        sockets = tornado.netutil.bind_sockets(addr[1], addr[0])
+    except (OSError, OverflowError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SidePortUnavailable(f"cannot bind the {what} port {_format(addr)} ({flag}): {reason}") from e
     server = tornado.httpserver.HTTPServer(app, xheaders=False)
-    server.listen(addr[1], addr[0])
-    bound = [s.getsockname() for s in server._sockets.values()]  # noqa: SLF001 - tornado keeps them there
-    for sock in bound:
-        log.info("%s listening on http://%s:%s", what, sock[0], sock[1])
+    server.add_sockets(sockets)
+    for sock in sockets:
+        name = sock.getsockname()
+        log.info("%s listening on http://%s:%s", what, name[0], name[1])
     return server
 
 
@@ -102,14 +121,20 @@ def start_side_servers(
     ready: tuple[str, int],
     metrics: tuple[str, int],
 ) -> list[tornado.httpserver.HTTPServer]:
+    """Bind and serve the three side ports; SidePortUnavailable names the one that cannot be bound."""
     kw = {"state": state, "reload": reload}
     admin_app = tornado.web.Application(
         [("/config_dump", ConfigDump, kw), ("/stats", Stats, kw), ("/reload", Reload, kw), ("/ready", Ready, kw)]
     )
     ready_app = tornado.web.Application([("/ready", Ready, kw)])
     metrics_app = tornado.web.Application([("/metrics", Metrics, kw)])
-    return [
-        _serve(admin_app, admin, "admin"),
-        _serve(ready_app, ready, "readiness"),
-        _serve(metrics_app, metrics, "metrics"),
-    ]
+    started: list[tornado.httpserver.HTTPServer] = []
+    try:
+        started.append(_serve(admin_app, admin, "admin", "--admin-addr"))
+        started.append(_serve(ready_app, ready, "readiness", "--ready-addr"))
+        started.append(_serve(metrics_app, metrics, "metrics", "--metrics-addr"))
+    except SidePortUnavailable:
+        for server in started:  # nothing half-started stays bound
+            server.stop()
+        raise
+    return started

@@ -33,6 +33,7 @@ class GatewayAddons:
         self.cert_minting = CertMinting(state)
         self.upstream_trust = UpstreamTrust(state)
         self.readiness = Readiness(state)
+        self.gateway_errors = GatewayErrors(state)
         self.addons: list[object] = [
             ConnectionRecords(state),  # first: meters from the root layer, finishes before the table forgets
             ConnectionTable(state),
@@ -45,7 +46,7 @@ class GatewayAddons:
             UpstreamTls(state),
             ParentProxyAuth(state),
             self.cert_minting,
-            GatewayErrors(state),
+            self.gateway_errors,
             L4Relay(state),
             DnsAnswers(state),
             FlowMetrics(state),

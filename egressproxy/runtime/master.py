@@ -4,6 +4,9 @@ mitmdump loads ~32 default addons and dispatches every hook through all of them;
 Core, Proxyserver, NextLayer, TlsConfig (and DnsResolver for dns@ modes) plus ours. Ours sit after Proxyserver
 and before NextLayer and TlsConfig, which is also where mitmweb places `-s` scripts, so the same addons behave
 the same in both.
+
+This is also where the gateway's patches of mitmproxy internals are installed (egressproxy/engine/
+mitmproxy_boundary.py) and where options that must stay off are checked, before anything listens.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
+from egressproxy.engine import mitmproxy_boundary
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
@@ -46,7 +50,13 @@ def engine_options(modes: list[str], data_dir: Path) -> dict[str, object]:
     }
 
 
-def build_master(modes: list[str], state: GatewayState, reloader: Reloader) -> tuple[master.Master, GatewayAddons]:
+def build_master(
+    modes: list[str], state: GatewayState, reloader: Reloader, *, reuse_port: bool = False
+) -> tuple[master.Master, GatewayAddons]:
+    """The master with our addons and options, mitmproxy patched for them (`reuse_port` for `--workers N`).
+
+    Raises mitmproxy_boundary.UnsafeOptions when an option that must stay off is on.
+    """
     opts = options.Options()
     m = master.Master(opts, event_loop=asyncio.get_running_loop())
     ours = GatewayAddons(state, reloader)
@@ -57,4 +67,6 @@ def build_master(modes: list[str], state: GatewayState, reloader: Reloader) -> t
     values = engine_options(modes, state.data_dir)
     known = {k: v for k, v in values.items() if k in opts}
     opts.update(**known)
+    mitmproxy_boundary.refuse_unsafe_options(opts)
+    mitmproxy_boundary.install(error_answer=ours.gateway_errors.answer, reuse_port=reuse_port)
     return m, ours

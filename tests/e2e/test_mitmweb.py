@@ -7,6 +7,7 @@ it; flows are read back over mitmweb's REST API with `Authorization: Bearer <web
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import ssl
@@ -48,10 +49,11 @@ spec:
 class Mitmweb:
     """`mitmweb -s /abs/addons/egress.py` on free ports, run from `cwd`; a context manager."""
 
-    def __init__(self, config: Path, workdir: Path, *, explicit_mode: bool = True) -> None:
+    def __init__(self, config: Path, workdir: Path, *, explicit_mode: bool = True, extra: tuple[str, ...] = ()) -> None:
         self.config = config
         self.workdir = workdir
         self.explicit_mode = explicit_mode
+        self.extra = extra
         self.port, self.web_port = free_port(), free_port()
         self.log_path = workdir / "mitmweb.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -71,6 +73,7 @@ class Mitmweb:
             "--set", "web_open_browser=false",
             "--set", f"confdir={self.workdir / 'confdir'}",
             "--set", f"egress_data_dir={self.workdir / 'data'}",
+            *self.extra,
         ]
 
     def _listen_args(self) -> list[str]:
@@ -81,7 +84,10 @@ class Mitmweb:
     def start(self) -> "Mitmweb":
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            # Unbuffered, so each log line is in the file when it is logged (a block-buffered stdout once left the
+            # file empty at the moment the test read it).
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
         return self
 
     def wait_ready(self, timeout: float = 15.0) -> None:
@@ -98,6 +104,17 @@ class Mitmweb:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"mitmweb not ready after {timeout}s:\n{self.logs()}")
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it contains `text` (the line may land just after the condition the test waited on)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            logs = self.logs()
+            if text in logs:
+                return logs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in mitmweb's log after {timeout}s:\n{logs}")
+            time.sleep(0.1)
 
     def wait_exit(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -143,12 +160,12 @@ def mitmweb(tmp_path: Path) -> Iterator[Callable[..., Mitmweb]]:
     """Write YAML documents into a config folder and start mitmweb on it (stopped after the test)."""
     running: list[Mitmweb] = []
 
-    def start(*documents: str, explicit_mode: bool = True) -> Mitmweb:
+    def start(*documents: str, explicit_mode: bool = True, extra: tuple[str, ...] = ()) -> Mitmweb:
         config = tmp_path / f"config-{len(running)}"
         config.mkdir()
         for i, doc in enumerate(documents):
             (config / f"{i:02d}.yaml").write_text(textwrap.dedent(doc))
-        web = Mitmweb(config, tmp_path / f"run-{len(running)}", explicit_mode=explicit_mode)
+        web = Mitmweb(config, tmp_path / f"run-{len(running)}", explicit_mode=explicit_mode, extra=extra)
         running.append(web)
         return web.start()
 
@@ -187,7 +204,7 @@ def test_mitmweb_serves_the_gateway_and_shows_its_decisions(mitmweb, gateway_ca,
     web = mitmweb(GATEWAY, ROUTE, gateway_ca[1], trust_secret)
     web.wait_ready()
 
-    assert f"egress gateway default/eg loaded from {web.config}: generation 1" in web.logs()
+    web.wait_log(f"egress gateway default/eg loaded from {web.config}: generation 1")
 
     # The REST API needs the token.
     assert web.api("GET", "/flows", token=None).status_code == 403
@@ -256,7 +273,7 @@ def test_mitmweb_serves_the_gateway_and_shows_its_decisions(mitmweb, gateway_ca,
     r = web.api("PUT", "/options", body={"egress_config": str(bad)})
     assert r.status_code == 400, r.text
     assert "is invalid" in r.text and "still serving generation 1" in r.text
-    assert f"{bad}:5: EgressGateway/default/eg: spec.defaultPolicy" in web.logs()
+    web.wait_log(f"{bad}:5: EgressGateway/default/eg: spec.defaultPolicy")
     assert web.api("GET", "/options").json()["egress_config"]["value"] == str(web.config)
     with httpx.Client(proxy=web.proxy_url, verify=verify, timeout=10) as client:
         assert client.get(f"https://api.example.test:{origin.port}/v1/again").status_code == 200
@@ -287,3 +304,23 @@ def test_a_mode_without_an_address_listens_on_loopback_only(mitmweb, gateway_ca,
         capture_output=True, text=True, timeout=20,
     )
     assert "x-egress-denied: no-route" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("option", ["emudhra", "emudhra_old"])
+def test_signing_with_a_publicly_known_key_is_refused(mitmweb, gateway_ca, trust_secret, option):
+    """mitmproxy 12.3's emudhra options sign with a key anyone can download: mitmweb does not start with them."""
+    web = mitmweb(GATEWAY, gateway_ca[1], trust_secret, extra=("--set", f"{option}=true"))
+    code = web.wait_exit()
+    logs = web.logs()
+    assert code != 0, logs
+    assert f"refusing to run with {option} enabled" in logs, logs
+    assert "Web server listening" not in logs
+
+
+def test_turning_on_a_publicly_known_signing_key_at_run_time_is_rejected(mitmweb, gateway_ca, trust_secret):
+    web = mitmweb(GATEWAY, gateway_ca[1], trust_secret)
+    web.wait_ready()
+    r = web.api("PUT", "/options", body={"emudhra": True})
+    assert r.status_code == 400, r.text
+    assert "refusing to run with emudhra enabled" in r.text
+    assert web.api("GET", "/options").json()["emudhra"]["value"] is False
