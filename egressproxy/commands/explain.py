@@ -268,7 +268,8 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"route     {c['route']}")
     if result.get("request"):
         r = result["request"]
-        lines.append(f"request   {r['method']} {r['path']}: route {r['route']} rule {r['rule']}")
+        matched = f"route {r['route']} rule {r['rule']}" if r["route"] is not None else "no route matched (defaultPolicy decides)"
+        lines.append(f"request   {r['method']} {r['path']}: {matched}")
         if r["backend"]:
             lines.append(f"backend   {r['backend']}")
         if r["directResponse"]:
