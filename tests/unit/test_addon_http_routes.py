@@ -57,6 +57,15 @@ spec:
         path: {type: ReplaceFullPath, replaceFullPath: /new}
         port: 8443
         statusCode: 301
+  - matches: [{path: {type: PathPrefix, value: /moved}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}
+  - matches: [{path: {type: PathPrefix, value: /gone}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: elsewhere.example.com}
   - matches: [{path: {type: PathPrefix, value: /headers}}]
     filters:
     - type: RequestHeaderModifier
@@ -315,11 +324,23 @@ def test_a_direct_response_is_answered_by_the_gateway_and_nothing_is_dialled(sta
     assert state.connection(flow.client_conn.id).upstreams == {}
 
 
-def test_a_request_redirect_answers_with_the_location(state) -> None:
-    flow = _tunnelled(state, "api.example.com", "/old/page?q=1")
+@pytest.mark.parametrize(
+    ("path", "status", "location"),
+    [
+        # scheme, hostname, port and ReplaceFullPath all set
+        ("/old/page?q=1", 301, "https://new.example.com:8443/new"),
+        # ReplacePrefixMatch replaces the matched PathPrefix only (default status 302, the request's own host)
+        ("/moved/page?q=1", 302, "https://api.example.com/v2/page?q=1"),
+        ("/moved", 302, "https://api.example.com/v2"),
+        # only the hostname: the path is kept as it was
+        ("/gone/x?y=1", 302, "https://elsewhere.example.com/gone/x?y=1"),
+    ],
+)
+def test_a_request_redirect_answers_with_the_location(state, path: str, status: int, location: str) -> None:
+    flow = _tunnelled(state, "api.example.com", path)
     _requestheaders(HttpRoutes(state), flow)
-    assert flow.response is not None and flow.response.status_code == 301
-    assert flow.response.headers["location"] == "https://new.example.com:8443/new"
+    assert flow.response is not None and flow.response.status_code == status
+    assert flow.response.headers["location"] == location
     assert state.connection(flow.client_conn.id).upstreams == {}
 
 
@@ -379,3 +400,78 @@ def test_an_error_while_deciding_denies_and_is_counted(state, monkeypatch) -> No
     assert flow.response.headers["x-egress-denied"] == "internal-error"
     assert counter(state, "egress_hook_errors_total", addon="HttpRoutes", hook="requestheaders") == 1
     assert state.connection(flow.client_conn.id).upstreams == {}
+
+
+# --- parent mode and HTTP/2 -------------------------------------------------------------------------------------
+
+PARENT_CONFIG = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [api.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /via-parent}}]
+    backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: parent}]
+  - matches: [{path: {type: PathPrefix, value: /static}}]
+    backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: static}]
+  - matches: [{path: {type: PathPrefix, value: /direct}}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: parent}
+spec:
+  type: Static
+  static: {hosts: [{host: parent.internal, port: 3128}]}
+  parent: {}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: static}
+spec: {type: Static, static: {hosts: [{host: static.internal, port: 8443}]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def parent_snapshot():
+    return compile_snapshot(PARENT_CONFIG, ca="ca")
+
+
+def test_a_rule_naming_a_parent_backend_sends_the_request_to_its_destination_through_the_parent(parent_snapshot, tmp_path) -> None:
+    state = state_for(parent_snapshot, tmp_path)
+    flow = _tunnelled(state, "api.example.com", "/via-parent/x")
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None
+    assert (flow.request.host, flow.request.port) == ("api.example.com", 443)  # the original destination
+    assert flow.server_conn.via == ("http", ("parent.internal", 3128))
+    upstreams = state.connection(flow.client_conn.id).upstreams
+    assert upstreams[("parent.internal", 3128)].trusted  # the parent may be dialled, as configured
+
+
+@pytest.mark.parametrize("path", ["/static/x", "/direct/x"])
+def test_other_rules_dial_directly(parent_snapshot, tmp_path, path: str) -> None:
+    state = state_for(parent_snapshot, tmp_path)
+    flow = _tunnelled(state, "api.example.com", path)
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None and flow.server_conn.via is None
+    assert ("parent.internal", 3128) not in state.connection(flow.client_conn.id).upstreams
+
+
+def test_on_http2_a_backends_authority_replaces_the_pseudo_header(state) -> None:
+    flow = _tunnelled(state, "api.example.com", "/static/x")
+    flow.request.http_version = "HTTP/2.0"
+    flow.request.authority = "api.example.com"
+    flow.request.headers.pop("host")
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None
+    assert flow.request.authority == "static.internal:8443"
+    assert "host" not in flow.request.headers
