@@ -78,6 +78,14 @@ spec:
         add: [{name: x-seen-by, value: egressproxy}]
         remove: [server]
   - matches: [{path: {type: PathPrefix, value: /dynamic}}]
+  - matches: [{path: {type: PathPrefix, value: /rewrite}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: upstream.example.com
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /api}
+  - matches: [{path: {type: PathPrefix, value: /drained}}]
+    backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: static, weight: 0}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -475,3 +483,97 @@ def test_on_http2_a_backends_authority_replaces_the_pseudo_header(state) -> None
     assert flow.response is None
     assert flow.request.authority == "static.internal:8443"
     assert "host" not in flow.request.headers
+
+
+def test_a_url_rewrite_changes_the_path_and_the_host_sent_but_not_what_is_dialled(state) -> None:
+    flow = _tunnelled(state, "api.example.com", "/rewrite/v1/x?q=1")
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None
+    assert flow.request.path == "/api/v1/x?q=1"
+    assert flow.request.headers["host"] == "upstream.example.com"
+    assert list(state.connection(flow.client_conn.id).upstreams) == [("api.example.com", 443)]
+
+
+def test_a_rule_whose_backends_leave_no_candidate_is_503_no_healthy_backend(state) -> None:
+    flow = _tunnelled(state, "api.example.com", "/drained")
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.response.headers["x-egress-error"] == "no-healthy-backend"
+    assert _body(flow)["reason"] == "no-healthy-backend"
+    assert state.connection(flow.client_conn.id).upstreams == {}
+
+
+# --- basicAuth on absolute-form requests ------------------------------------------------------------------------
+
+AUTH_CONFIG = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {{name: eg}}
+spec:
+  defaultPolicy: deny-all
+  listeners: [{{name: http, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: plain}}
+spec:
+  parentRefs: [{{name: eg, sectionName: http}}]
+  hostnames: [plain.example.com]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: HTTPListenerPolicy
+metadata: {{name: auth}}
+spec:
+  targetRefs: [{{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}}]
+  basicAuth: {{credentialsSecretRef: {{name: users}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: users}}
+stringData:
+  .htpasswd: "{entry}"
+"""
+
+
+@pytest.fixture(scope="module")
+def auth_snapshot():
+    from passlib.hash import bcrypt
+
+    return compile_snapshot(AUTH_CONFIG.format(entry="team-a/billing:" + bcrypt.using(rounds=4).hash("pw")))
+
+
+def _basic(user_password: str) -> str:
+    return "Basic " + base64.b64encode(user_password.encode()).decode()
+
+
+@pytest.mark.parametrize("credentials", [None, _basic("team-a/billing:wrong"), _basic("nobody:pw")])
+def test_a_missing_or_wrong_proxy_credential_is_407_with_a_challenge(auth_snapshot, tmp_path, credentials) -> None:
+    state = state_for(auth_snapshot, tmp_path)
+    headers = {"proxy-authorization": credentials} if credentials else {}
+    flow = _absolute_form("plain.example.com", "/x", **headers)
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is not None and flow.response.status_code == 407
+    assert flow.response.headers["proxy-authenticate"].startswith("Basic ")
+    assert flow.response.headers["x-egress-denied"] == "proxy-auth-required"
+    assert _body(flow)["policy"] == "HTTPListenerPolicy/default/auth"
+    assert state.connection(flow.client_conn.id).upstreams == {}
+
+
+def test_a_verified_proxy_credential_is_the_identity_and_is_not_forwarded(auth_snapshot, tmp_path) -> None:
+    state = state_for(auth_snapshot, tmp_path)
+    flow = _absolute_form("plain.example.com", "/x", **{"proxy-authorization": _basic("team-a/billing:pw")})
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None
+    assert "proxy-authorization" not in flow.request.headers
+    assert str(flow_record(flow).identity) == "team-a/billing"
+
+
+def test_inside_a_tunnel_the_credential_was_checked_at_connect(auth_snapshot, tmp_path) -> None:
+    """A request in a CONNECT tunnel carries no proxy credentials of its own: it is not challenged again."""
+    state = state_for(auth_snapshot, tmp_path)
+    req = tutils.treq(host="plain.example.com", port=80, scheme=b"http", path=b"/x", headers=http.Headers(host="plain.example.com"), content=b"")
+    flow = tflow.tflow(req=req)
+    record = state.connection(flow.client_conn.id)
+    record.connect_host, record.listener = "plain.example.com", "http"
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None
