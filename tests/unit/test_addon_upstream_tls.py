@@ -259,3 +259,87 @@ def test_a_policy_that_cannot_be_applied_answers_502_before_dialling(addon: Upst
     assert flow.response.headers["x-egress-error"] == "upstream-tls-invalid"
     assert b"has no ca.crt" in (flow.response.content or b"")
     assert counter(state, "egress_upstream_errors_total", reason="upstream-tls-invalid") == 1
+
+
+def test_an_origin_asking_for_a_client_certificate_we_lack_is_the_tentative_cause_until_it_answers(
+    addon: UpstreamTls, origin_ca: TestCA
+) -> None:
+    """TLS 1.3: the handshake completes on our side, then the origin closes without a word - the request is
+    told a client certificate was required; if the origin does send data after all, that cause is withdrawn."""
+    client = tflow.tclient_conn()
+    flow = _request(client, "pinned.internal", backend="default/pinned")
+    addon.requestheaders(flow)
+    start = _tls_start(client, "pinned.internal")
+    addon.tls_start_server(start)
+    origin = server_for(origin_ca.issue("origin.test"), require_client_from=TestCA("client issuer"))
+    handshake(start.ssl_conn, origin)  # type: ignore[arg-type]
+    addon.tls_established_server(start)
+    failure = flow_record(flow).failure
+    assert failure is not None and failure.reason == "upstream-tls-invalid"
+    assert failure.detail.startswith("client certificate required: origin.test") and failure.policy == POLICY
+    start.ssl_conn.egress.on_data()  # type: ignore[union-attr]  # the origin's first byte
+    assert flow_record(flow).failure is None
+
+
+def test_an_origin_that_asks_for_nothing_leaves_no_tentative_cause(addon: UpstreamTls, origin_ca: TestCA) -> None:
+    client = tflow.tclient_conn()
+    flow = _request(client, "pinned.internal", backend="default/pinned")
+    addon.requestheaders(flow)
+    start = _tls_start(client, "pinned.internal")
+    addon.tls_start_server(start)
+    assert handshake(start.ssl_conn, server_for(origin_ca.issue("origin.test"))) is None  # type: ignore[arg-type]
+    addon.tls_established_server(start)
+    assert flow_record(flow).failure is None
+
+
+def test_a_destination_changed_after_routing_is_bound_again_in_the_request_hook(addon: UpstreamTls) -> None:
+    client = tflow.tclient_conn()
+    flow = _request(client, "pinned.internal", backend="default/pinned")
+    addon.requestheaders(flow)
+    flow.request.host = "plain.internal"  # a later addon chose another destination and backend
+    flow_record(flow).backend = "default/plain"
+    addon.request(flow)
+    start = _tls_start(client, "plain.internal")
+    addon.tls_start_server(start)
+    assert not start.ssl_conn.egress.params.from_policy  # type: ignore[union-attr]
+    assert addon.flow_keys[flow.id] == (client.id, ("plain.internal", 443))
+
+
+def test_an_error_while_setting_up_tls_refuses_the_connection_and_is_counted(
+    addon: UpstreamTls, state: GatewayState, origin_ca: TestCA, monkeypatch
+) -> None:
+    """Hooks fail open, and TlsConfig would then connect without the policy: the addon refuses instead."""
+    client = tflow.tclient_conn()
+    addon.requestheaders(_request(client, "pinned.internal", backend="default/pinned"))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("context cache corrupted")
+
+    monkeypatch.setattr(state.dialer, "tls_connection", broken)
+    start = _tls_start(client, "pinned.internal")
+    addon.tls_start_server(start)
+    assert start.ssl_conn is not None
+    assert handshake(start.ssl_conn, server_for(origin_ca.issue("origin.test"))) is not None  # a good certificate, refused
+    assert counter(state, "egress_hook_errors_total", addon="UpstreamTls", hook="tls_start_server") == 1
+
+
+def test_a_closed_client_connection_leaves_nothing_behind(addon: UpstreamTls) -> None:
+    client = tflow.tclient_conn()
+    flow = _request(client, "pinned.internal", backend="default/pinned")
+    addon.requestheaders(flow)
+    start = _tls_start(client, "pinned.internal")
+    addon.tls_start_server(start)
+    addon.client_disconnected(client)
+    assert (addon.clients, addon.servers, addon.flow_keys) == ({}, {}, {})
+
+
+def test_a_closed_server_connection_is_no_longer_offered_for_reuse(addon: UpstreamTls) -> None:
+    from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+
+    client = tflow.tclient_conn()
+    addon.requestheaders(_request(client, "pinned.internal", backend="default/pinned"))
+    start = _tls_start(client, "pinned.internal")
+    addon.tls_start_server(start)
+    addon.server_disconnected(ServerConnectionHookData(start.conn, client))  # type: ignore[arg-type]
+    assert start.conn.id not in addon.servers
+    assert addon.clients[client.id][("pinned.internal", 443)].live == {}
