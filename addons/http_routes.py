@@ -20,7 +20,7 @@ from egressproxy.matching import Carries, select_listener
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
 from egressproxy.runtime.state import GatewayState
-from egressproxy.snapshot import Backend, Listener, RequestRedirect, Rule, Snapshot
+from egressproxy.snapshot import Backend, HttpRouteMatch, Listener, RequestRedirect, Rule, Snapshot, URLRewrite
 from egressproxy.upstreams import Upstream
 
 
@@ -121,7 +121,7 @@ class HttpRoutes:
                 flow.comment = f"direct response {direct.ref}"
                 return
             if filters.redirect is not None:
-                self._redirect(flow, filters.redirect, view)
+                self._redirect(flow, filters.redirect, view, decision.match)
                 return
         if not decision.upstreams:
             flow.response = error_response(flow, "no-healthy-backend", "no backendRef of the rule leaves a candidate to try")
@@ -161,12 +161,15 @@ class HttpRoutes:
         _allow_upstream(record, parent.host, parent.port, trusted=True)
 
     @staticmethod
-    def _redirect(flow: http.HTTPFlow, redirect: RequestRedirect, view: RequestView) -> None:
+    def _redirect(flow: http.HTTPFlow, redirect: RequestRedirect, view: RequestView, match: HttpRouteMatch | None) -> None:
         scheme = redirect.scheme or flow.request.scheme
         host = redirect.hostname or view.host
         port = redirect.port
         path_rw = redirect.path
-        path = path_rw.value if path_rw is not None and path_rw.type == "ReplaceFullPath" else flow.request.path
+        if path_rw is not None and path_rw.type == "ReplaceFullPath":
+            path = path_rw.value
+        else:  # ReplacePrefixMatch replaces the PathPrefix that matched, as URLRewrite does (query kept)
+            path = rewrite_path(flow.request.path, URLRewrite(path=path_rw) if path_rw is not None else None, match)
         location = f"{scheme}://{host}{':' + str(port) if port else ''}{path}"
         status = redirect.status_code
         flow.response = make_response(GatewayAnswer(status, (("location", location),), b""))

@@ -71,3 +71,26 @@ def test_an_aborted_stream_keeps_what_passed(tmp_path: Path) -> None:
     chain(b"partial")
     taps.error(flow)
     assert flow_record(flow).response_body == BodyCopy(b"part", 7, True)
+
+
+def test_bodies_that_were_streamed_past_the_gateway_are_not_copied(tmp_path: Path) -> None:
+    """A body a host tool chose to stream (raw_content None) has nothing buffered: no copy, nothing changed."""
+    taps = addon(tmp_path)
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.request.stream = True
+    flow.request.raw_content = None
+    flow.response.raw_content = None
+    taps.request(flow)
+    taps.response(flow)
+    record = flow_record(flow)
+    assert (record.request_body, record.response_body) == (None, None)
+
+
+def test_without_a_configuration_nothing_is_captured_but_bodies_pass(tmp_path: Path) -> None:
+    taps = BodyTaps(GatewayState(tmp_path))
+    flow = tflow.tflow(resp=True)
+    flow.request.raw_content = b"payload"
+    taps.request(flow)
+    assert flow.request.raw_content == b"payload"
+    assert flow_record(flow).request_body == BodyCopy(b"", 7, True)

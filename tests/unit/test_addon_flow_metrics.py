@@ -1,0 +1,116 @@
+"""addons/flow_metrics.py: every HTTP request ends in exactly one finished record for the sinks.
+
+What a user observes is `egress_requests_total` (and the duration histogram) labelled with what the deciding
+addons wrote into the flow's record, counted once whether the request ended in a response or an error, and a
+mitmweb comment naming listener, route, backend and verdict when no addon commented the flow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mitmproxy import http
+from mitmproxy.test import taddons, tflow, tutils
+
+from addons.flow_metrics import FlowMetrics
+from egressproxy.engine.answers import flow_record
+from egressproxy.flowrecord import FinishedRequest, Identity, Verdict
+from egressproxy.runtime.state import GatewayState
+from egressproxy.sinks import Sink
+from tests.support.addon_state import counter
+
+
+class Collect(Sink):
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.records: list[FinishedRequest] = []
+
+    def request_finished(self, record: FinishedRequest) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> GatewayState:
+    state = GatewayState(tmp_path)
+    state.collect = Collect()  # type: ignore[attr-defined]
+    state.sinks.register(state.collect)  # type: ignore[attr-defined]
+    return state
+
+
+def _flow(status: int | None, *, verdict: Verdict | None, error: str | None = None) -> http.HTTPFlow:
+    flow = tflow.tflow(resp=tutils.tresp(status_code=status) if status is not None else False, err=status is None)
+    record = flow_record(flow)
+    record.gateway, record.listener, record.route, record.backend = "default/eg", "https", "default/api", "default/static"
+    record.identity = Identity("team-a", "agent")
+    record.verdict, record.error, record.host = verdict, error, "api.example.com"
+    return flow
+
+
+def _requests(state: GatewayState, decision: str, status_class: str) -> float:
+    return counter(
+        state, "egress_requests_total", gateway="default/eg", listener="https", route="default/api",
+        backend="default/static", namespace="team-a", serviceaccount="agent", decision=decision, status_class=status_class,
+    )
+
+
+@pytest.mark.parametrize(
+    ("hook", "status", "verdict", "error", "decision", "status_class"),
+    [
+        ("response", 200, Verdict.allow("route"), None, "allow", "2xx"),
+        ("response", 403, Verdict.deny("no-route"), None, "deny", "4xx"),
+        ("response", 502, Verdict.allow("route"), "upstream-unreachable", "error", "5xx"),
+        ("error", None, Verdict.allow("route"), None, "allow", "none"),
+    ],
+)
+def test_a_finished_request_is_counted_once_with_its_records_labels(state, hook, status, verdict, error, decision, status_class) -> None:
+    addon = FlowMetrics(state)
+    flow = _flow(status, verdict=verdict, error=error)
+    with taddons.context(addon):
+        getattr(addon, hook)(flow)
+        getattr(addon, "response" if hook == "error" else "error")(flow)  # a second end never counts twice
+    assert _requests(state, decision, status_class) == 1
+    [finished] = state.collect.records
+    assert (finished.status, finished.decision, finished.error, finished.host) == (status, decision, error, "api.example.com")
+    assert finished.url == flow.request.url and finished.duration >= 0
+
+
+def test_the_connection_counts_the_request_and_keeps_its_labels(state) -> None:
+    addon = FlowMetrics(state)
+    flow = _flow(200, verdict=Verdict.allow("route"))
+    connection = state.connection(flow.client_conn.id)
+    connection.sni = "api.example.com"
+    addon.response(flow)
+    assert connection.requests == 1
+    assert (connection.request_listener, connection.request_route) == ("https", "default/api")
+    assert state.collect.records[0].sni == "api.example.com"
+
+
+def test_a_request_on_a_forgotten_connection_is_still_counted(state) -> None:
+    addon = FlowMetrics(state)
+    flow = _flow(200, verdict=Verdict.allow("route"))
+    addon.response(flow)
+    assert flow.client_conn.id not in state.connections  # never recreated just to count
+    assert _requests(state, "allow", "2xx") == 1
+
+
+def test_an_undecided_request_is_counted_as_unknown(state) -> None:
+    addon = FlowMetrics(state)
+    flow = tflow.tflow(resp=True)
+    addon.response(flow)
+    assert counter(
+        state, "egress_requests_total", gateway="none", listener="none", route="none", backend="none",
+        namespace="unknown", serviceaccount="unknown", decision="unknown", status_class="2xx",
+    ) == 1
+
+
+def test_mitmweb_gets_a_comment_naming_the_decision_unless_one_was_written(state) -> None:
+    addon = FlowMetrics(state)
+    flow = _flow(200, verdict=Verdict.allow("route"))
+    addon.response(flow)
+    assert flow.comment == "listener=https route=default/api backend=default/static verdict=allow"
+    denied = _flow(403, verdict=Verdict.deny("no-route"))
+    denied.comment = "denied: no-route"
+    addon.response(denied)
+    assert denied.comment == "denied: no-route"
