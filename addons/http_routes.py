@@ -15,7 +15,7 @@ from egressproxy.decisions import RequestDecision, RequestView, decide_request, 
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
 from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
-from egressproxy.hostnames import InvalidHostname, canonical_host
+from egressproxy.hostnames import InvalidHostname, authority_host, canonical_host
 from egressproxy.matching import Carries, select_listener
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
@@ -83,7 +83,7 @@ class HttpRoutes:
     def _view(self, flow: http.HTTPFlow, record: ConnectionRecord) -> tuple[RequestView, str | None]:
         req = flow.request
         authority = req.host_header or req.authority or req.host
-        host = canonical_host(_strip_port(authority))
+        host = canonical_host(authority_host(authority))
         # The name the connection was decided on: SNI / CONNECT authority / absolute-form URL host.
         connection_host = record.sni or record.connect_host
         # mitmproxy rewrites an HTTP/1 absolute-form target to origin-form before any hook runs (so
@@ -209,13 +209,6 @@ def _query_map(query: multidict.MultiDictView[str, str]) -> dict[str, list[str]]
     for name, value in query.fields:
         out.setdefault(name, []).append(value)
     return out
-
-
-def _strip_port(authority: str) -> str:
-    if authority.startswith("["):
-        return authority[1 : authority.index("]")] if "]" in authority else authority
-    host, sep, port = authority.rpartition(":")
-    return host if sep and port.isdigit() else authority
 
 
 def _authority(host: str, port: int, scheme: str) -> str:

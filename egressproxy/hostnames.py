@@ -13,6 +13,7 @@ import re
 import socket
 
 __all__ = [
+    "authority_host",
     "canonical_host",
     "InvalidHostname",
     "is_ip_literal",
@@ -109,3 +110,11 @@ def wildcard_matches(pattern: str, host: str) -> bool:
 def host_matches(patterns: tuple[str, ...], host: str) -> bool:
     """True when `patterns` is empty (a route without hostnames takes any host) or any pattern matches."""
     return not patterns or any(wildcard_matches(p, host) for p in patterns)
+
+
+def authority_host(authority: str) -> str:
+    """The host part of a Host header or `:authority` (`[v6]:port`, `name:port` or a bare host), as sent."""
+    if authority.startswith("["):
+        return authority[1 : authority.index("]")] if "]" in authority else authority
+    host, sep, port = authority.rpartition(":")
+    return host if sep and port.isdigit() else authority

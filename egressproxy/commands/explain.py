@@ -31,7 +31,7 @@ from egressproxy.decisions import (
 from egressproxy.dialer import Dialer
 from egressproxy.engine.destinations import Destination
 from egressproxy.flowrecord import ConnectionRecord, Verdict
-from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
+from egressproxy.hostnames import InvalidHostname, authority_host, canonical_host, is_ip_literal
 from egressproxy.matching import Carries, select_listener
 from egressproxy.metrics import GatewayMetrics
 from egressproxy.resolver import Resolver
@@ -198,7 +198,7 @@ def _with_request(
     request_host = host
     if "host" in headers:
         try:
-            request_host = canonical_host(_strip_port(headers["host"]))
+            request_host = canonical_host(authority_host(headers["host"]))
         except InvalidHostname as e:
             result["verdict"] = _verdict(Verdict.deny("invalid-host", gateway_policy(snapshot.gateway), str(e), 400))
             return result
@@ -247,13 +247,6 @@ def _destination(result: dict[str, Any], snapshot: Snapshot, upstream: Upstream,
         return Verdict.deny("upstream-unreachable", "", checked.unreachable, 502)
     out["address"] = checked.address
     return None
-
-
-def _strip_port(authority: str) -> str:
-    if authority.startswith("["):
-        return authority[1 : authority.index("]")] if "]" in authority else authority
-    host, sep, port = authority.rpartition(":")
-    return host if sep and port.isdigit() else authority
 
 
 def _render(result: dict[str, Any]) -> str:
