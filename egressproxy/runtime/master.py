@@ -3,7 +3,8 @@
 mitmdump loads ~32 default addons and dispatches every hook through all of them; we load mitmproxy's
 Core, Proxyserver, NextLayer, TlsConfig (and DnsResolver for dns@ modes) plus ours. Ours sit after Proxyserver
 and before NextLayer and TlsConfig, which is also where mitmweb places `-s` scripts, so the same addons behave
-the same in both.
+the same in both. Ours enter the chain as one `HookTable` (hook_table.py): mitmproxy's dispatch cost grows with
+the number of chain entries, not with the hooks we define.
 
 This is also where the gateway's patches of mitmproxy internals are installed (egressproxy/engine/
 mitmproxy_boundary.py) and where options that must stay off are checked, before anything listens.
@@ -20,6 +21,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
 from egressproxy.engine import mitmproxy_boundary
 from egressproxy.runtime.gateway_addons import GatewayAddons
+from egressproxy.runtime.hook_table import HookTable
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
 
@@ -61,7 +63,7 @@ def build_master(
     m = master.Master(opts, event_loop=asyncio.get_running_loop())
     ours = GatewayAddons(state, reloader)
     m.addons.add(core.Core(), proxyserver.Proxyserver())
-    m.addons.add(*ours.addons)
+    m.addons.add(HookTable(ours.addons))  # one chain entry for all of ours: see hook_table.py
     m.addons.add(next_layer.NextLayer(), tlsconfig.TlsConfig())
     # No DnsResolver: our DnsAnswers addon answers every query itself; forwarding would make UDP/53 a tunnel.
     values = engine_options(modes, state.data_dir)
