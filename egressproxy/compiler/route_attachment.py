@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from egressproxy.compiler.compilation import Compilation
-from egressproxy.compiler.kinds import APOXY_GROUP, HTTP_ROUTE_KINDS
+from egressproxy.compiler.kinds import APOXY_GROUP, GATEWAY_API_GROUP, HTTP_ROUTE_KINDS
 from egressproxy.compiler.listener_shell import ListenerShell
 from egressproxy.compiler.namespace_selectors import selector_matches
 from egressproxy.config.resource import Resource
+
+__all__ = ["Attachment", "attach_route", "parent_group_kind"]
 
 _ROUTE_LISTENERS = {
     "HTTPRoute": "HTTP, HTTPS or TLS Terminate",
@@ -41,12 +43,34 @@ def attach_route(comp: Compilation, res: Resource) -> Attachment:
     return result
 
 
-def _attach_parent(comp: Compilation, res: Resource, path: str, pref: Mapping[str, Any], result: Attachment) -> None:
+# The parents a route may name: the EgressGateway, or a Gateway API Gateway meaning the EgressGateway of that name.
+_PARENT_KINDS = {("EgressGateway", APOXY_GROUP), ("Gateway", GATEWAY_API_GROUP)}
+
+
+def parent_group_kind(pref: Mapping[str, Any]) -> tuple[str, str]:
+    """(group, kind) of a parentRef with Gateway API's defaulting: an omitted kind is the EgressGateway (ours),
+    an omitted group is the kind's own (clrk.apoxy.dev for EgressGateway, gateway.networking.k8s.io for
+    Gateway); the schema defaults kind, so a group of gateway.networking.k8s.io without a kind means Gateway."""
+    group = pref.get("group")
     kind = pref.get("kind") or "EgressGateway"
-    group = pref.get("group", APOXY_GROUP)
-    if kind != "EgressGateway" or group not in (APOXY_GROUP, ""):
-        comp.problem(res, f"{path}.kind", f'unsupported parent {group}/{kind}: routes attach to a {APOXY_GROUP} EgressGateway')
-        comp.status.set(res.ref, "ResolvedRefs", False, "InvalidKind", f"{path}.kind: {kind}")
+    if kind == "EgressGateway" and group == GATEWAY_API_GROUP:
+        kind = "Gateway"  # Gateway API's group has no EgressGateway: its default kind is Gateway
+    if group is None or (group == "" and kind == "EgressGateway"):
+        group = GATEWAY_API_GROUP if kind == "Gateway" else APOXY_GROUP
+    return group, kind
+
+
+def _attach_parent(comp: Compilation, res: Resource, path: str, pref: Mapping[str, Any], result: Attachment) -> None:
+    group, kind = parent_group_kind(pref)
+    if (kind, group) not in _PARENT_KINDS:
+        where = f"{path}.group" if kind in ("EgressGateway", "Gateway") else f"{path}.kind"
+        comp.problem(
+            res,
+            where,
+            f'unsupported parent {kind} in group "{group}": a route attaches to an EgressGateway '
+            f"({APOXY_GROUP}) or a Gateway ({GATEWAY_API_GROUP}, naming the EgressGateway)",
+        )
+        comp.status.set(res.ref, "ResolvedRefs", False, "InvalidKind", f"{where}: {group}/{kind}")
         return
     ns = pref.get("namespace") or res.namespace
     gw = comp.find("EgressGateway", ns, pref["name"])

@@ -129,7 +129,7 @@ def test_egress_l4_route_with_every_field() -> None:
 """
     )
     first, second = spec["rules"]
-    assert spec["parentRefs"] == [{"name": "egress", "sectionName": "tcp", "group": "clrk.apoxy.dev", "kind": "EgressGateway"}]
+    assert spec["parentRefs"] == [{"name": "egress", "sectionName": "tcp", "kind": "EgressGateway"}]
     assert first["matches"][0]["ports"] == [{"port": 5432}, {"startPort": 6379, "endPort": 6380}]
     assert first["matches"][0]["destinationHostnames"] == ["db.example.com", "*.cache.example.com"]
     assert first["filters"][1]["extensionRef"] == {"group": "clrk.apoxy.dev", "kind": "LoggingPolicy", "name": "audit"}
@@ -207,7 +207,7 @@ def test_credential_injection_policy_with_every_field() -> None:
   valuePrefix: "Bearer "
 """
     )
-    assert spec["parentRefs"] == [{"name": "egress", "group": "clrk.apoxy.dev", "kind": "EgressGateway"}]
+    assert spec["parentRefs"] == [{"name": "egress", "kind": "EgressGateway"}]
     assert spec["targetRefs"][1]["sectionName"] == "chat"
     assert spec["secretKey"] == "api-key"
     assert spec["headerName"] == "Authorization"

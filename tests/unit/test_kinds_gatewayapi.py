@@ -148,8 +148,7 @@ def test_http_route_defaults() -> None:
         "name": "egress",
         "sectionName": "https",
         "port": 443,
-        "group": "clrk.apoxy.dev",
-        "kind": "EgressGateway",
+        "kind": "EgressGateway",  # the group follows the kind (the compiler's parent_group_kind)
     }
     api, _, mirror = spec["rules"]
     assert api["matches"][2]["path"] == {"type": "PathPrefix", "value": "/"}
@@ -280,10 +279,11 @@ def test_http_route_problems(body: str, expected: str) -> None:
     assert "\n".join(problems_of(ROUTE_HEAD + body)) == expected
 
 
-def test_http_route_is_served_as_v1_only() -> None:
-    assert problems_of(ROUTE_HEAD.replace("/v1", "/v1beta1") + "  hostnames: [a.example.com]\n") == [
-        "t.yaml:1: HTTPRoute/ns/r: apiVersion: HTTPRoute is served as gateway.networking.k8s.io/v1, "
-        "not 'gateway.networking.k8s.io/v1beta1'"
+def test_http_route_is_served_as_v1_and_v1beta1_only() -> None:
+    assert problems_of(ROUTE_HEAD.replace("/v1", "/v1beta1") + "  hostnames: [a.example.com]\n") == []
+    assert problems_of(ROUTE_HEAD.replace("/v1", "/v1alpha2") + "  hostnames: [a.example.com]\n") == [
+        "t.yaml:1: HTTPRoute/ns/r: apiVersion: HTTPRoute is served as gateway.networking.k8s.io/v1 or "
+        "gateway.networking.k8s.io/v1beta1, not 'gateway.networking.k8s.io/v1alpha2'"
     ]
 
 
@@ -433,14 +433,14 @@ def test_tcp_and_udp_routes_have_no_hostnames(kind: str) -> None:
 def test_tcp_route_version() -> None:
     assert problems_of(
         """\
-        apiVersion: gateway.networking.k8s.io/v1
+        apiVersion: gateway.networking.k8s.io/v1beta1
         kind: TCPRoute
         metadata: {name: l4}
         spec: {}
         """
     ) == [
-        "t.yaml:1: TCPRoute/default/l4: apiVersion: TCPRoute is served as gateway.networking.k8s.io/v1alpha2, "
-        "not 'gateway.networking.k8s.io/v1'"
+        "t.yaml:1: TCPRoute/default/l4: apiVersion: TCPRoute is served as gateway.networking.k8s.io/v1 or "
+        "gateway.networking.k8s.io/v1alpha2, not 'gateway.networking.k8s.io/v1beta1'"
     ]
 
 

@@ -37,10 +37,20 @@ __all__ = [
     "DEFAULT_PATH_MATCH",
 ]
 
-V1 = ("gateway.networking.k8s.io/v1",)
-V1ALPHA2 = ("gateway.networking.k8s.io/v1alpha2",)
-TLS_ROUTE_VERSIONS = ("gateway.networking.k8s.io/v1alpha2", "gateway.networking.k8s.io/v1alpha3")
-BACKEND_TLS_POLICY_VERSIONS = ("gateway.networking.k8s.io/v1alpha3", "gateway.networking.k8s.io/v1")
+# Every version Gateway API serves for each kind (DESIGN.md 4.1 "API versions"), the storage version first.
+_GROUP = "gateway.networking.k8s.io"
+SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
+    "HTTPRoute": ("v1", "v1beta1"),
+    "GRPCRoute": ("v1", "v1alpha2"),
+    "TLSRoute": ("v1", "v1alpha3", "v1alpha2"),
+    "TCPRoute": ("v1", "v1alpha2"),
+    "UDPRoute": ("v1", "v1alpha2"),
+    "BackendTLSPolicy": ("v1", "v1alpha3"),
+}
+
+
+def _api_versions(kind: str) -> tuple[str, ...]:
+    return tuple(f"{_GROUP}/{version}" for version in SERVED_VERSIONS[kind])
 
 EGRESS_GATEWAY_GROUP = "clrk.apoxy.dev"
 EGRESS_GATEWAY_KIND = "EgressGateway"
@@ -100,11 +110,14 @@ HOSTNAMES = List(HOSTNAME)
 
 # --- references -----------------------------------------------------------------------------------------------
 
-# A route's parent: the EgressGateway unless said otherwise; `sectionName` names its listener.
+# A route's parent: the EgressGateway unless said otherwise; `sectionName` names its listener. `kind: Gateway`
+# (group gateway.networking.k8s.io, its default) names the EgressGateway of that name, so routes written for a
+# Kubernetes Gateway attach unchanged. `group` has no default here: it follows the kind (the compiler's
+# route_attachment.parent_group_kind).
 ROUTE_PARENT_REF = Obj(
     {
         **PARENT_REF.fields,
-        "group": F(Str(), default=EGRESS_GATEWAY_GROUP),
+        "group": Str(),
         "kind": F(Str(min_length=1), default=EGRESS_GATEWAY_KIND),
     }
 )
@@ -426,11 +439,15 @@ GRPC_ROUTE = Obj(
 L4_ROUTE_RULE = Obj({"name": Str(min_length=1), "backendRefs": List(BACKEND_REF)})
 
 
-def _l4_route(with_hostnames: bool) -> Obj:
+def _l4_route(with_hostnames: bool, hostnames_required: bool = False) -> Obj:
     fields: dict[str, Any] = {"parentRefs": ROUTE_PARENT_REFS, "rules": F(List(L4_ROUTE_RULE), default=[{}])}
     if with_hostnames:
-        fields["hostnames"] = HOSTNAMES
+        # TLSRoute v1alpha3 and v1 require 1 to 16 hostnames; v1alpha2 has them optional.
+        fields["hostnames"] = F(List(HOSTNAME, min_items=1), required=True) if hostnames_required else HOSTNAMES
     return Obj(fields, rules=(_unique_rule_names,))
+
+
+_TLS_ROUTE_WITH_HOSTNAMES = _l4_route(with_hostnames=True, hostnames_required=True)
 
 
 # --- BackendTLSPolicy -----------------------------------------------------------------------------------------
@@ -490,9 +507,16 @@ BACKEND_TLS_POLICY = Obj(
     }
 )
 
-register(KindSchema("HTTPRoute", V1, HTTP_ROUTE))
-register(KindSchema("GRPCRoute", V1, GRPC_ROUTE))
-register(KindSchema("TLSRoute", TLS_ROUTE_VERSIONS, _l4_route(with_hostnames=True)))
-register(KindSchema("TCPRoute", V1ALPHA2, _l4_route(with_hostnames=False)))
-register(KindSchema("UDPRoute", V1ALPHA2, _l4_route(with_hostnames=False)))
-register(KindSchema("BackendTLSPolicy", BACKEND_TLS_POLICY_VERSIONS, BACKEND_TLS_POLICY))
+register(KindSchema("HTTPRoute", _api_versions("HTTPRoute"), HTTP_ROUTE))
+register(KindSchema("GRPCRoute", _api_versions("GRPCRoute"), GRPC_ROUTE))
+register(
+    KindSchema(
+        "TLSRoute",
+        _api_versions("TLSRoute"),
+        _l4_route(with_hostnames=True),
+        version_specs={f"{_GROUP}/v1": _TLS_ROUTE_WITH_HOSTNAMES, f"{_GROUP}/v1alpha3": _TLS_ROUTE_WITH_HOSTNAMES},
+    )
+)
+register(KindSchema("TCPRoute", _api_versions("TCPRoute"), _l4_route(with_hostnames=False)))
+register(KindSchema("UDPRoute", _api_versions("UDPRoute"), _l4_route(with_hostnames=False)))
+register(KindSchema("BackendTLSPolicy", _api_versions("BackendTLSPolicy"), BACKEND_TLS_POLICY))
