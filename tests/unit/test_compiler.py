@@ -197,7 +197,7 @@ def test_missing_backend_ref() -> None:
           parentRefs: [{name: gw}]
           rules:
           - backendRefs:
-            - name: nope
+            - {kind: Backend, name: nope}
         """,
     )
     assert single_problem(text) == (
@@ -456,7 +456,7 @@ def test_all_problems_are_reported_at_once() -> None:
         spec:
           parentRefs: [{name: gw}, {name: ghost}]
           rules:
-          - backendRefs: [{name: a}, {name: b}]
+          - backendRefs: [{kind: Backend, name: a}, {kind: Backend, name: b}]
         """,
     )
     paths = sorted(p.path for p in compile_yaml(text).problems)
@@ -901,7 +901,7 @@ def test_status_conditions_of_a_valid_configuration() -> None:
 
 
 def test_statuses_when_a_reference_dangles() -> None:
-    text = GATEWAY + doc(HTTP_ROUTE, "metadata: {name: r}\nspec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: nope}]}]}\n")
+    text = GATEWAY + doc(HTTP_ROUTE, "metadata: {name: r}\nspec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{kind: Backend, name: nope}]}]}\n")
     result = compile_yaml(text)
     assert not result.ok
     assert conditions(result, ObjectRef("HTTPRoute", "default", "r")) == {
