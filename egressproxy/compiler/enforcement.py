@@ -354,6 +354,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             MappingProxyType({"spec.kube.*": "Kubernetes manifests (render-k8s) are not in this build"}),
         ),
         "Secret": KindEnforcement((), MappingProxyType({})),  # no spec: read whole by what references it
+        "ConfigMap": KindEnforcement((), MappingProxyType({})),  # no spec: key ca.crt read by a BackendTLSPolicy
     }
 )
 

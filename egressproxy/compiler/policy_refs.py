@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from egressproxy.compiler.ca_certificate_refs import check_ca_certificate_ref
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.secret_refs import require_keys, resolve_secret
 from egressproxy.config.resource import Resource
@@ -50,7 +51,7 @@ def _credential_keys(spec: Mapping[str, Any]) -> tuple[str, ...]:
 def _check_backend_tls_refs(comp: Compilation, res: Resource) -> None:
     validation = res.spec.get("validation", {})
     for i, ref in enumerate(validation.get("caCertificateRefs", [])):
-        resolve_secret(comp, res, f"spec.validation.caCertificateRefs[{i}]", ref)
+        check_ca_certificate_ref(comp, res, f"spec.validation.caCertificateRefs[{i}]", ref)
     for i, ref in enumerate(validation.get("crlRefs", [])):
         secret = resolve_secret(comp, res, f"spec.validation.crlRefs[{i}]", ref)
         if secret is not None:

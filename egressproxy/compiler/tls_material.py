@@ -1,4 +1,4 @@
-"""BackendTLSPolicy Secrets and the gateway trust bundle, parsed at compile time.
+"""BackendTLSPolicy Secrets (and ConfigMap CAs, key `ca.crt`) and the gateway trust bundle, parsed at compile time.
 
 A CA certificate that is no PEM certificate, a CRL that is no CRL, or a client key that is no key or not the key
 of its certificate used to pass `validate` and fail the first request as a 502 `upstream-tls-invalid`. Here each
@@ -19,7 +19,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from egressproxy.compiled_policies import BackendTls
+from egressproxy.compiler.ca_certificate_refs import config_map_ca, is_config_map_ref
 from egressproxy.compiler.compilation import Compilation
+from egressproxy.config.kinds.core import CONFIG_MAP_CA_KEY
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.snapshot import MOUNTED_NAMESPACE, SecretData
@@ -70,9 +72,16 @@ def _compile_policy(comp: Compilation, res: Resource) -> BackendTls:
     validation = spec.get("validation") or {}
     trust: list[x509.Certificate] = []
     for i, ref in enumerate(validation.get("caCertificateRefs") or ()):
+        path = f"spec.validation.caCertificateRefs[{i}].name"
+        if is_config_map_ref(ref):
+            pem = config_map_ca(comp, res, ref)
+            if pem is not None:  # a missing ConfigMap or key is the reference pass's problem
+                name = f"{res.namespace}/{ref['name']}"
+                cas = {CONFIG_MAP_CA_KEY: pem}
+                trust.extend(_certificates(comp, res, path, name, cas, [CONFIG_MAP_CA_KEY], kind="ConfigMap"))
+            continue
         secret = _secret(comp, res, ref)
         if secret is not None:
-            path = f"spec.validation.caCertificateRefs[{i}].name"
             trust.extend(_certificates(comp, res, path, _secret_name(res, ref), secret, sorted(secret)))
     crls: list[x509.CertificateRevocationList] = []
     for i, ref in enumerate(validation.get("crlRefs") or ()):
@@ -128,8 +137,15 @@ def _client_certificate(
 
 
 def _certificates(
-    comp: Compilation, res: Resource, path: str, name: str, secret: SecretData, keys: list[str]
+    comp: Compilation,
+    res: Resource,
+    path: str,
+    name: str,
+    secret: Mapping[str, bytes],
+    keys: list[str],
+    kind: str = "Secret",
 ) -> tuple[x509.Certificate, ...]:
+    """The certificates under `keys` of a Secret (or a ConfigMap's `ca.crt`); a problem for what does not parse."""
     found: list[x509.Certificate] = []
     broken = False
     for key in keys:
@@ -137,10 +153,10 @@ def _certificates(
             found.extend(split_pem_certificates(secret[key]))
         except PemError:
             broken = True
-            _problem(comp, res, path, f'Secret "{name}" key {key!r}: a PEM certificate does not parse')
+            _problem(comp, res, path, f'{kind} "{name}" key {key!r}: a PEM certificate does not parse')
     if not found and not broken:
         where = f" key {keys[0]!r}" if len(keys) == 1 else ""
-        _problem(comp, res, path, f'Secret "{name}"{where} holds no PEM certificate')
+        _problem(comp, res, path, f'{kind} "{name}"{where} holds no PEM certificate')
     return tuple(found)
 
 
