@@ -142,3 +142,42 @@ def test_config_map_is_a_config_kind() -> None:
     assert [str(p) for p in load_text(text, "t.yaml").problems] == [
         "t.yaml:1: ConfigMap/default/c: apiVersion: ConfigMap is served as v1, not 'v2'"
     ]
+
+
+def test_a_service_policy_with_a_config_map_ca_applies_to_a_kind_less_backend_ref(ca_pem: str) -> None:
+    """The Kubernetes shape: a Service backendRef (no group/kind), a BackendTLSPolicy targeting the Service."""
+    text = textwrap.dedent(
+        f"""\
+        apiVersion: clrk.apoxy.dev/v1alpha1
+        kind: EgressGateway
+        metadata: {{name: gw}}
+        spec:
+          listeners: [{{name: http, protocol: HTTP}}]
+        ---
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: HTTPRoute
+        metadata: {{name: h}}
+        spec:
+          parentRefs: [{{kind: Gateway, name: gw}}]
+          rules: [{{backendRefs: [{{name: api, port: 443}}]}}]
+        ---
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {{name: api-ca}}
+        data: {{ca.crt: {json.dumps(ca_pem)}}}
+        ---
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: BackendTLSPolicy
+        metadata: {{name: api-tls}}
+        spec:
+          targetRefs: [{{group: "", kind: Service, name: api}}]
+          validation: {{caCertificateRefs: [{{kind: ConfigMap, name: api-ca}}], hostname: api.example.com}}
+        """
+    )
+    result = compile_text(text)
+    assert [str(p) for p in result.problems] == []
+    assert result.snapshot is not None
+    [service] = result.snapshot.routes[ObjectRef("HTTPRoute", "default", "h")].rules[0].backends
+    tls = result.snapshot.compiled.tls_for(service.ref)
+    assert tls.source == "BackendTLSPolicy/default/api-tls"
+    assert [c.subject.rfc4514_string() for c in tls.ca_certificates] == ["CN=config map root"]

@@ -1,7 +1,11 @@
 """gateway.networking.k8s.io: HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute and BackendTLSPolicy.
 
+Every version Gateway API serves for a kind is accepted (DESIGN.md 4.1 "API versions"); the versions share one
+shape except where upstream's differ (TLSRoute v1alpha3 and v1 require `hostnames`).
+
 Field names, enums and defaults are Gateway API's own. Where egressproxy differs, it says so:
-- route `parentRefs` default to `group: clrk.apoxy.dev, kind: EgressGateway` (DESIGN.md 4.1);
+- route `parentRefs` default to `kind: EgressGateway` (group `clrk.apoxy.dev`); `kind: Gateway` (group
+  `gateway.networking.k8s.io`) names the EgressGateway of that name (DESIGN.md 4.1);
 - TLSRoute, TCPRoute and UDPRoute rules may omit `backendRefs` (forward to the requested destination), and a
   route without `rules` has one empty rule, as an HTTPRoute has Gateway API's catch-all rule;
 - BackendTLSPolicy carries the extensions `clientCertificateRef`, `validation.spkiPins` and
@@ -52,7 +56,6 @@ SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
 def _api_versions(kind: str) -> tuple[str, ...]:
     return tuple(f"{_GROUP}/{version}" for version in SERVED_VERSIONS[kind])
 
-EGRESS_GATEWAY_GROUP = "clrk.apoxy.dev"
 EGRESS_GATEWAY_KIND = "EgressGateway"
 
 Rule = Callable[[dict[str, Any]], list[tuple[str, str]]]
