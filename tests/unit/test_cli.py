@@ -48,7 +48,7 @@ spec:
   defaultPolicy: allow-some
   listeners:
   - {name: a, protocol: TCP, tls: {mode: Passthrough}}
-  - {name: a, protocol: HTTPS, tls: {mode: Terminate}}
+  - {name: a, protocol: HTTPS, tls: {mode: Passthrough}}
   requestTimeout: 5 minutes
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -126,7 +126,7 @@ def test_validate_broken_config_lists_every_problem_with_file_line_and_path(tmp_
     expected = [
         f"{f}:5: EgressGateway/default/eg: spec.defaultPolicy: unsupported value 'allow-some': must be one of allow-all, deny-all",
         f"{f}:7: EgressGateway/default/eg: spec.listeners[0].tls: tls is invalid for a TCP listener",
-        f"{f}:8: EgressGateway/default/eg: spec.listeners[1].tls.caCertRef: caCertRef is required when tls.mode is Terminate",
+        f"{f}:8: EgressGateway/default/eg: spec.listeners[1].tls.mode: an HTTPS listener intercepts: it needs tls.mode Terminate",
         f"{f}:9: EgressGateway/default/eg: spec.requestTimeout: unknown unit ' minutes' in duration '5 minutes' (use ns, us, ms, s, m or h)",
         f"{f}:16: HTTPRoute/default/api: spec.hostname: unknown field (did you mean 'hostnames'?)",
         f"{f}:19: Widget/default/w: kind: unknown kind 'Widget'",
