@@ -305,3 +305,72 @@ def test_ca_init_writes_private_files_0600_and_refuses_to_overwrite(tmp_path: Pa
     assert "kind: Secret" in secret and "name: egress-ca" in secret and "tls.key: |" in secret
     code, out = run("ca", "init", "--out", str(out_dir))
     assert code == 1 and "exists" in out
+
+
+MINTING = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate}}
+"""
+
+
+def run_err(*argv: str) -> tuple[int, str, str]:
+    import contextlib
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_validate_a_terminate_listener_without_ca_cert_ref_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Valid: the CA is minted at run; validate says so and writes no file (not even a data dir)."""
+    p = tmp_path / "gw.yaml"
+    p.write_text(MINTING)
+    monkeypatch.chdir(tmp_path)
+    code, out = run("validate", "-c", str(p))
+    assert code == 0, out
+    assert out.splitlines()[-1] == (
+        "EgressGateway/default/eg listener https: no caCertRef: the gateway's CA is minted under --data-dir at run "
+        "(egressproxy ca show prints it)"
+    )
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["gw.yaml"]
+
+
+def test_ca_show_prints_the_minted_certificate(tmp_path: Path) -> None:
+    from egressproxy.ca import load_or_mint_gateway_ca
+
+    ca = load_or_mint_gateway_ca(tmp_path, "default", "eg")
+    assert run_err("ca", "show", "--data-dir", str(tmp_path)) == (0, ca.cert_pem.decode(), "")
+    assert run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "eg")[1] == ca.cert_pem.decode()
+    assert run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "default/eg")[1] == ca.cert_pem.decode()
+
+
+def test_ca_show_before_any_ca_was_minted_names_the_path_it_looked_at(tmp_path: Path) -> None:
+    assert run_err("ca", "show", "--data-dir", str(tmp_path)) == (
+        1,
+        "",
+        f"error: no CA minted yet: {tmp_path}/ca/*/*/ca.crt does not exist (`egressproxy run --data-dir {tmp_path}` "
+        "mints one for a gateway with a Terminate listener without caCertRef)\n",
+    )
+    code, out, err = run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "team/eg")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: no CA minted yet: {tmp_path}/ca/team/eg/ca.crt does not exist")
+
+
+def test_ca_show_with_several_gateways_needs_gateway(tmp_path: Path) -> None:
+    from egressproxy.ca import load_or_mint_gateway_ca
+
+    load_or_mint_gateway_ca(tmp_path, "default", "a")
+    b = load_or_mint_gateway_ca(tmp_path, "team", "b")
+    assert run_err("ca", "show", "--data-dir", str(tmp_path)) == (
+        1,
+        "",
+        f"error: CAs of several gateways under {tmp_path}/ca: default/a, team/b; choose one with --gateway NAME\n",
+    )
+    assert run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "b") == (0, b.cert_pem.decode(), "")
