@@ -51,8 +51,8 @@ async def serve(args: argparse.Namespace) -> int:
         modes = worker_modes(modes)
     state = GatewayState(Path(args.data_dir), worker=worker)
     # A Terminate listener without caCertRef gets its gateway's CA from --data-dir (minted there on first start),
-    # in the loader's thread, before serving and on every reload.
-    cas = GatewayCAStore(args.data_dir)
+    # in the loader's thread, before serving and on every reload. --dry-run writes nothing, like validate.
+    cas = GatewayCAStore(args.data_dir) if not args.dry_run else None
     reloader = Reloader(ConfigSource(tuple(args.config), args.gateway, args.secrets_dir, cas), state)
     first = await asyncio.to_thread(reloader.load_initial)
     if not first.ok:

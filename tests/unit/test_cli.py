@@ -374,3 +374,13 @@ def test_ca_show_with_several_gateways_needs_gateway(tmp_path: Path) -> None:
         f"error: CAs of several gateways under {tmp_path}/ca: default/a, team/b; choose one with --gateway NAME\n",
     )
     assert run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "b") == (0, b.cert_pem.decode(), "")
+
+
+def test_run_dry_run_does_not_mint_the_gateway_ca(tmp_path: Path) -> None:
+    p = tmp_path / "gw.yaml"
+    p.write_text(MINTING)
+    data = tmp_path / "data"
+    code, out = run("run", "-c", str(p), "--data-dir", str(data), "--dry-run")
+    assert code == 0
+    assert "listener https: HTTPS port any" in out
+    assert not (data / "ca").exists()
