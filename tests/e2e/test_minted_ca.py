@@ -9,12 +9,16 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from cryptography import x509
 
 from tests.support.gateway import GatewayProcess
+
+if TYPE_CHECKING:
+    from tests.e2e.test_mitmweb import Mitmweb
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +56,7 @@ def ca_show(data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def get_through(gw: GatewayProcess, trust: Path, port: int) -> tuple[httpx.Response, x509.Certificate]:
+def get_through(gw: "GatewayProcess | Mitmweb", trust: Path, port: int) -> tuple[httpx.Response, x509.Certificate]:
     """A request through the gateway trusting only `trust`, and the leaf certificate the gateway presented."""
     ctx = ssl.create_default_context(cafile=str(trust))
     with httpx.Client(proxy=gw.proxy_url, verify=ctx, timeout=10) as client:
@@ -94,3 +98,28 @@ def test_minted_ca_is_shown_trusted_and_kept_across_a_restart(tmp_path, trust_se
         r, leaf = get_through(again, trust, origin.port)
         assert r.status_code == 200, r.text
         assert leaf.issuer == ca.subject
+
+
+def test_mitmweb_mints_the_gateway_ca_under_egress_data_dir(tmp_path, trust_secret, tls_origin):
+    from tests.e2e.test_mitmweb import Mitmweb
+
+    origin = tls_origin("api.example.test")
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "gw.yaml").write_text(textwrap.dedent(GATEWAY))
+    (config / "trust.yaml").write_text(trust_secret.replace("name: origin-ca", "name: origin-ca\n  namespace: platform"))
+    web = Mitmweb(config, tmp_path / "run").start()  # egress_data_dir=run/data
+    try:
+        web.wait_ready()
+        data = tmp_path / "run" / "data"
+        cert_path = data / "ca" / "platform" / "eg" / "ca.crt"
+        web.wait_log(f"gateway platform/eg: interception CA minted at {cert_path}")
+        shown = ca_show(data)
+        assert shown.returncode == 0, shown.stderr
+        trust = tmp_path / "trusted-ca.crt"
+        trust.write_text(shown.stdout)
+        r, leaf = get_through(web, trust, origin.port)
+        assert r.status_code == 200, r.text
+        assert leaf.issuer == x509.load_pem_x509_certificate(shown.stdout.encode()).subject
+    finally:
+        web.stop()
