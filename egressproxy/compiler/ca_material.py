@@ -37,7 +37,7 @@ def minted_ca_material(comp: Compilation, gw: Resource, path: str) -> CAMaterial
     if message is not None:
         comp.problem(gw, path, f"the gateway's CA at {ca.cert_path.parent}: {message}")
         return None
-    return CAMaterial(ca.cert_pem, ca.key_pem, None)
+    return CAMaterial(ca.cert_pem, ca.key_pem, None, minted=str(ca.cert_path))
 
 
 def ca_material(comp: Compilation, gw: Resource, path: str, ref: Mapping[str, Any]) -> CAMaterial | None:

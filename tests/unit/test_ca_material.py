@@ -54,6 +54,12 @@ def test_at_run_every_terminate_listener_serves_the_gateways_minted_ca(tmp_path:
     for name in ("https", "http", "tls"):
         ca = cas[name]
         assert ca is not None and ca.cert_pem == minted and ca.secret is None, name
+        assert ca.to_dump() == {
+            "secret": None,
+            "certPem": "present",
+            "keyPem": "<redacted>",
+            "minted": str(gateway_ca_dir(tmp_path, "platform", "gw") / "ca.crt"),
+        }
     assert result.listener_statuses["https"][1] == Condition("ResolvedRefs", "True", "ResolvedRefs", MINTED)
 
 
