@@ -26,6 +26,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
+from egressproxy.ca import GatewayCAStore
 from egressproxy.engine import mitmproxy_boundary
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.master import engine_options
@@ -65,7 +66,10 @@ class Egress:
         loader.add_option("egress_gateway", str, "", "Which EgressGateway to serve when the config holds several.")
         loader.add_option("egress_secrets_dir", str, "", "Mounted Kubernetes Secret volumes: DIR/<name>/<key>.")
         loader.add_option(
-            "egress_data_dir", str, ".egressproxy", "Minted-certificate cache and upstream trust bundle files."
+            "egress_data_dir",
+            str,
+            ".egressproxy",
+            "Minted-certificate cache, gateway CAs (ca/<ns>/<name>/) and upstream trust bundle files.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -91,7 +95,12 @@ class Egress:
                 self._warned_unset = True
                 log.warning("egress_config is not set: every connection is denied (--set egress_config=PATH)")
             return
-        source = ConfigSource((o.egress_config,), o.egress_gateway or None, o.egress_secrets_dir or None)
+        source = ConfigSource(
+            (o.egress_config,),
+            o.egress_gateway or None,
+            o.egress_secrets_dir or None,
+            GatewayCAStore(o.egress_data_dir),  # a Terminate listener without caCertRef: its gateway's minted CA
+        )
         if self._running:
             # A change at run time: validate first, so a bad one is rejected without touching the running gateway.
             trial = source.build(0)

@@ -1,13 +1,18 @@
-"""Creating the interception CA: `egressproxy ca init`.
+"""Creating the interception CA: `egressproxy ca init`, and the CA minted per gateway for a Terminate listener
+without `caCertRef` (DESIGN.md 4.2: `DATA_DIR/ca/<namespace>/<name>/ca.crt` and `ca.key`).
 
 The CA signs the certificates minted for intercepted hosts, so its key is as sensitive as any credential the
-gateway holds: files holding it are created 0600 from the start (never chmod-ed after being written).
+gateway holds: files holding it are created 0600 from the start (never chmod-ed after being written), and a
+gateway's CA directory is 0700. A minted CA is never replaced: clients have been told to trust it.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +21,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["CAFiles", "create_ca", "write_ca", "secret_manifest"]
+__all__ = [
+    "CAFiles",
+    "GatewayCA",
+    "GatewayCAError",
+    "GatewayCAStore",
+    "create_ca",
+    "gateway_ca_dir",
+    "load_or_mint_gateway_ca",
+    "minted_gateway_cas",
+    "secret_manifest",
+    "write_ca",
+]
+
+log = logging.getLogger("egressproxy")
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 
@@ -107,3 +125,118 @@ def write_ca(out_dir: str | os.PathLike[str], name: str = "egress-ca", namespace
     _write_private(files.key, key_pem)
     _write_private(files.secret, secret_manifest(name, cert_pem, key_pem, namespace).encode("ascii"))
     return files
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The CA minted per gateway under --data-dir
+
+
+class GatewayCAError(Exception):
+    """The gateway's minted CA cannot be read, and replacing it would break every client that trusts it."""
+
+
+@dataclass(frozen=True)
+class GatewayCA:
+    cert_path: Path
+    cert_pem: bytes
+    key_pem: bytes
+    minted: bool  # True: written just now; False: read from an earlier start
+
+
+def gateway_ca_dir(data_dir: str | os.PathLike[str], namespace: str, name: str) -> Path:
+    return Path(data_dir) / "ca" / namespace / name
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` and any missing parents 0700 (parents that exist are left as they are)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:  # another process made it in between
+            continue
+        os.chmod(d, 0o700)  # whatever the umask
+
+
+def _replace_private(path: Path, data: bytes) -> None:
+    """Write whole or not at all: a crash never leaves half a key under the final name."""
+    tmp = path.with_name(path.name + ".tmp")
+    _write_private(tmp, data)
+    os.replace(tmp, path)
+
+
+def load_or_mint_gateway_ca(data_dir: str | os.PathLike[str], namespace: str, name: str) -> GatewayCA:
+    """The gateway's CA from `DATA_DIR/ca/<namespace>/<name>/`, minted there the first time (blocking file work).
+
+    A lock file serialises processes (`--workers`, a second gateway on the same data dir) so exactly one mints.
+    `ca.crt` is written last: while it is absent the CA is incomplete and minted anew; once it exists, the pair
+    is only ever read.
+    """
+    folder = gateway_ca_dir(data_dir, namespace, name)
+    _private_dir(folder)
+    os.chmod(folder, 0o700)
+    cert_path, key_path = folder / "ca.crt", folder / "ca.key"
+    lock = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cert_path.exists():
+            try:
+                return GatewayCA(cert_path, cert_path.read_bytes(), key_path.read_bytes(), minted=False)
+            except OSError as e:
+                raise GatewayCAError(
+                    f"{e.filename or key_path}: {e.strerror or e}; the CA is not replaced "
+                    f"silently (clients trust it): restore it, or remove {folder} to mint a new one"
+                ) from None
+        cert_pem, key_pem = create_ca(f"egressproxy {namespace}/{name}")
+        _replace_private(key_path, key_pem)
+        tmp = cert_path.with_name("ca.crt.tmp")
+        tmp.write_bytes(cert_pem)
+        os.replace(tmp, cert_path)
+        return GatewayCA(cert_path, cert_pem, key_pem, minted=True)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+class GatewayCAStore:
+    """`egressproxy run`'s source of minted gateway CAs: reads or mints each once per process and logs its path.
+
+    Called by the compiler from the thread that loads the configuration (never on the event loop).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self._known: dict[tuple[str, str], GatewayCA] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, namespace: str, name: str) -> GatewayCA:
+        with self._lock:
+            known = self._known.get((namespace, name))
+            if known is not None and known.cert_path.exists():
+                return known
+            ca = load_or_mint_gateway_ca(self.data_dir, namespace, name)
+            self._known[(namespace, name)] = ca
+        verb = "minted" if ca.minted else "reused"
+        log.info(
+            "gateway %s/%s: interception CA %s at %s (a Terminate listener without caCertRef; clients trust it: "
+            "egressproxy ca show --data-dir %s)",
+            namespace,
+            name,
+            verb,
+            ca.cert_path,
+            self.data_dir,
+        )
+        return ca
+
+
+def minted_gateway_cas(data_dir: str | os.PathLike[str]) -> dict[tuple[str, str], Path]:
+    """(namespace, name) -> certificate path of every CA minted under `data_dir`."""
+    root = Path(data_dir) / "ca"
+    found: dict[tuple[str, str], Path] = {}
+    if root.is_dir():
+        for cert in sorted(root.glob("*/*/ca.crt")):
+            found[(cert.parent.parent.name, cert.parent.name)] = cert
+    return found

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca_init.add_argument("--name", default="egress-ca", metavar="N")
     ca_init.add_argument("--namespace", default="default", metavar="NS", help="namespace of the Secret manifest")
     ca_init.add_argument("--force", action="store_true", help="overwrite an existing CA")
+    ca_show = ca_sub.add_parser("show", help="print the CA minted for a Terminate listener without caCertRef")
+    ca_show.add_argument("--data-dir", default=".egressproxy", metavar="DIR")
+    ca_show.add_argument("--gateway", default=None, metavar="NAME", help="NAME or NAMESPACE/NAME")
 
     captures = sub.add_parser("captures", help="read the capture store")
     captures.add_argument("--data-dir", default=".egressproxy", metavar="DIR")
@@ -123,8 +126,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return explain(args, out=sys.stdout)
     if args.command == "ca":
-        from egressproxy.commands.ca import ca_init
+        from egressproxy.commands.ca import ca_init, ca_show
 
+        if args.ca_command == "show":
+            return ca_show(args.data_dir, args.gateway, out=sys.stdout, err=sys.stderr)
         return ca_init(args.out, args.name, force=args.force, out=sys.stdout, namespace=args.namespace)
     if args.command == "captures":
         from egressproxy.commands.captures import captures

@@ -179,14 +179,19 @@ class SecretData(Mapping[str, bytes]):
 
 @dataclass(frozen=True, slots=True)
 class CAMaterial:
-    """The interception CA of a Terminate listener (Secret keys tls.crt/tls.key, or ca.crt/ca.key)."""
+    """The interception CA of a Terminate listener (Secret keys tls.crt/tls.key, or ca.crt/ca.key), or, without
+    caCertRef, the gateway's CA minted under --data-dir (`minted`: its certificate's path)."""
 
     cert_pem: bytes
     key_pem: bytes = field(repr=False)
     secret: ObjectRef | None = None
+    minted: str | None = None
 
     def to_dump(self) -> dict[str, Any]:
-        return {"secret": str(self.secret) if self.secret else None, "certPem": "present", "keyPem": REDACTED}
+        dump = {"secret": str(self.secret) if self.secret else None, "certPem": "present", "keyPem": REDACTED}
+        if self.minted is not None:
+            dump["minted"] = self.minted
+        return dump
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from egressproxy.ca import GatewayCAStore
 from egressproxy.runtime.logs import setup_logging
 from egressproxy.runtime.reloader import ConfigSource, Reloader
 from egressproxy.runtime.state import GatewayState
@@ -49,7 +50,10 @@ async def serve(args: argparse.Namespace) -> int:
 
         modes = worker_modes(modes)
     state = GatewayState(Path(args.data_dir), worker=worker)
-    reloader = Reloader(ConfigSource(tuple(args.config), args.gateway, args.secrets_dir), state)
+    # A Terminate listener without caCertRef gets its gateway's CA from --data-dir (minted there on first start),
+    # in the loader's thread, before serving and on every reload. --dry-run writes nothing, like validate.
+    cas = GatewayCAStore(args.data_dir) if not args.dry_run else None
+    reloader = Reloader(ConfigSource(tuple(args.config), args.gateway, args.secrets_dir, cas), state)
     first = await asyncio.to_thread(reloader.load_initial)
     if not first.ok:
         for problem in first.problems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from egressproxy.compiler import compile_config
+from egressproxy.compiler.ca_material import MINTED_AT_RUN
 from egressproxy.config.loader import load_paths
 from egressproxy.config.problems import ObjectRef, Problem
 from egressproxy.config.resource import Resource
@@ -21,7 +22,7 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
 
 def _compile_each_gateway(
     resources: list[Resource], gateway: str | None, secrets_dir: str | None
-) -> tuple[list[Problem], dict[ObjectRef, tuple[Condition, ...]]]:
+) -> tuple[list[Problem], dict[ObjectRef, tuple[Condition, ...]], list[str]]:
     """Compile for the chosen gateway, or (validating a folder of several) for each EgressGateway in turn.
 
     Problems are the union; an object's conditions come from the compile where they are best (attached to
@@ -32,14 +33,20 @@ def _compile_each_gateway(
     )
     problems: dict[str, Problem] = {}
     statuses: dict[ObjectRef, tuple[Condition, ...]] = {}
+    notes: list[str] = []
     for name in names or [None]:  # no gateway at all: one compile, which reports that
         compiled = compile_config(resources, gateway_name=name, secrets_dir=secrets_dir)
+        if compiled.snapshot is not None:
+            gw = compiled.snapshot.gateway.ref
+            for listener, conditions in compiled.listener_statuses.items():
+                if any(c.message == MINTED_AT_RUN for c in conditions):
+                    notes.append(f"{gw} listener {listener}: {MINTED_AT_RUN}")
         for problem in compiled.problems:
             problems.setdefault(str(problem), problem)
         for ref, conditions in compiled.statuses.items():
             if ref not in statuses or _score(conditions) > _score(statuses[ref]):
                 statuses[ref] = conditions
-    return list(problems.values()), statuses
+    return list(problems.values()), statuses, notes
 
 
 def _score(conditions: tuple[Condition, ...]) -> int:
@@ -52,7 +59,7 @@ def validate(paths: list[str], *, secrets_dir: str | None, gateway: str | None, 
         for problem in _sorted(loaded.problems):
             out.write(f"{problem}\n")
         return 1
-    problems, statuses = _compile_each_gateway(loaded.resources, gateway, secrets_dir)
+    problems, statuses, notes = _compile_each_gateway(loaded.resources, gateway, secrets_dir)
     if problems:
         for problem in _sorted(problems):
             out.write(f"{problem}\n")
@@ -67,4 +74,6 @@ def validate(paths: list[str], *, secrets_dir: str | None, gateway: str | None, 
             if c is not None:
                 cells.append(f"{kind}={c.status}" + (f" ({c.reason}: {c.message})" if not c.ok and c.message else ""))
         out.write(f"{str(ref):<{width}}  {'  '.join(cells)}\n")
+    for note in notes:
+        out.write(f"{note}\n")
     return 0

@@ -1,5 +1,6 @@
 """The CA an intercepting listener mints certificates with, read from its caCertRef Secret and checked here, so
-a bad CA fails validation, not a TLS handshake at 3 a.m."""
+a bad CA fails validation, not a TLS handshake at 3 a.m. Without a caCertRef, the gateway's own CA minted under
+--data-dir (DESIGN.md 4.2), read or minted by the run's `gateway_cas`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,30 @@ from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.snapshot import CAMaterial
 
+__all__ = ["CA_KEY_PAIRS", "ca_material", "minted_ca_material", "MINTED", "MINTED_AT_RUN"]
+
 CA_KEY_PAIRS = (("tls.crt", "tls.key"), ("ca.crt", "ca.key"))
+MINTED = "no caCertRef: certificates are minted from the gateway's CA under --data-dir (egressproxy ca show)"
+MINTED_AT_RUN = "no caCertRef: the gateway's CA is minted under --data-dir at run (egressproxy ca show prints it)"
+
+
+def minted_ca_material(comp: Compilation, gw: Resource, path: str) -> CAMaterial | None:
+    """The gateway's minted CA, or None: at validate (nothing is written; minted at run) or when it is unusable
+    (a problem at `path`)."""
+    if comp.gateway_cas is None:
+        return None
+    from egressproxy.ca import GatewayCAError
+
+    try:
+        ca = comp.gateway_cas(gw.namespace, gw.name)
+    except (GatewayCAError, OSError) as e:
+        comp.problem(gw, path, f"cannot read or mint the gateway's CA: {e}")
+        return None
+    message = _ca_error(ca.cert_pem, ca.key_pem, "ca.crt", "ca.key")
+    if message is not None:
+        comp.problem(gw, path, f"the gateway's CA at {ca.cert_path.parent}: {message}")
+        return None
+    return CAMaterial(ca.cert_pem, ca.key_pem, None, minted=str(ca.cert_path))
 
 
 def ca_material(comp: Compilation, gw: Resource, path: str, ref: Mapping[str, Any]) -> CAMaterial | None:

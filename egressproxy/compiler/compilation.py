@@ -5,8 +5,8 @@ Each pass module reads and extends one `Compilation`; `pipeline` runs the passes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from egressproxy.compiler.listener_shell import ListenerShell
 from egressproxy.compiler.mounted_secrets import MountedSecrets
@@ -14,6 +14,12 @@ from egressproxy.compiler.status import StatusBook
 from egressproxy.config.problems import ObjectRef, Problem
 from egressproxy.config.resource import Resource
 from egressproxy.snapshot import AttachedPolicy, Backend, DenyAction, DirectResponse, Route, SecretData
+
+if TYPE_CHECKING:
+    from egressproxy.ca import GatewayCA
+
+# (namespace, name) of a gateway -> its minted CA (`egressproxy run`); None where nothing may be written (validate)
+GatewayCASource = Callable[[str, str], "GatewayCA"]
 
 
 class Compilation:
@@ -24,11 +30,13 @@ class Compilation:
         mounted: MountedSecrets,
         generation: int,
         files: Iterable[str] | None,
+        gateway_cas: GatewayCASource | None = None,
     ) -> None:
         self.resources = list(resources)
         self.gateway_name = gateway_name
         self.mounted = mounted
         self.generation = generation
+        self.gateway_cas = gateway_cas
         self.files = tuple(files) if files is not None else tuple(dict.fromkeys(r.file for r in self.resources))
         self.objects: dict[str, dict[tuple[str, str], Resource]] = {}
         for r in self.resources:

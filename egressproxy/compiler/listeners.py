@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from egressproxy.compiler.ca_material import ca_material
+from egressproxy.compiler.ca_material import MINTED, MINTED_AT_RUN, ca_material, minted_ca_material
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.kinds import HTTP_ROUTE_KINDS
 from egressproxy.compiler.listener_shell import ListenerShell, precedence
@@ -38,7 +38,16 @@ def _listener_shell(comp: Compilation, gw: Resource, index: int, spec: Mapping[s
         ca = ca_material(comp, gw, f"spec.listeners[{index}].tls.caCertRef", tls["caCertRef"])
         if ca is None:
             book.set(lref, "ResolvedRefs", False, "InvalidCertificateRef", "the caCertRef Secret is missing or invalid")
-    book.set(lref, "ResolvedRefs", True, "ResolvedRefs")
+    elif intercepts:
+        ca = minted_ca_material(comp, gw, f"spec.listeners[{index}].tls")
+        if ca is None and comp.gateway_cas is not None:
+            book.set(lref, "ResolvedRefs", False, "InvalidCertificateRef", "the gateway's minted CA is unusable")
+        elif ca is None:
+            book.set(lref, "ResolvedRefs", True, "ResolvedRefs", MINTED_AT_RUN)
+        else:
+            book.set(lref, "ResolvedRefs", True, "ResolvedRefs", MINTED)
+    if not book.has(lref, "ResolvedRefs"):
+        book.set(lref, "ResolvedRefs", True, "ResolvedRefs")
     return ListenerShell(
         name=name,
         protocol=protocol,

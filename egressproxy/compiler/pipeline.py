@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from egressproxy.compiler.backends import compile_backends
-from egressproxy.compiler.compilation import Compilation
+from egressproxy.compiler.compilation import Compilation, GatewayCASource
 from egressproxy.compiler.compiled_forms import parse_policy_material
 from egressproxy.compiler.direct_responses import compile_direct_responses
 from egressproxy.compiler.gateway import check_gateway_refs, compile_gateway
@@ -51,11 +51,15 @@ def compile_config(
     *,
     mounted: MountedSecrets | None = None,
     files: Iterable[str] | None = None,
+    gateway_cas: GatewayCASource | None = None,
 ) -> CompileResult:
-    """Compile validated resources. `mounted` (from `read_secrets_dir`) spares reading `secrets_dir` here."""
+    """Compile validated resources. `mounted` (from `read_secrets_dir`) spares reading `secrets_dir` here.
+
+    `gateway_cas` reads or mints the CA of a Terminate listener without caCertRef (`egressproxy run`); without it
+    (validate, explain) such a listener compiles with no CA yet, to be minted at run, and nothing is written."""
     if mounted is None and secrets_dir is not None:
         mounted = read_secrets_dir(secrets_dir)
-    return _run(Compilation(resources, gateway_name, mounted or MountedSecrets(), generation, files))
+    return _run(Compilation(resources, gateway_name, mounted or MountedSecrets(), generation, files, gateway_cas))
 
 
 def _run(comp: Compilation) -> CompileResult:

@@ -16,9 +16,10 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from egressproxy.ca import GatewayCAStore
 from egressproxy.compiler import compile_config
 from egressproxy.compiler.enforcement import unsupported_message
 from egressproxy.config.loader import config_files, load_paths
@@ -52,6 +53,8 @@ class ConfigSource:
     paths: tuple[str, ...]
     gateway: str | None = None
     secrets_dir: str | None = None
+    # Reads or mints the CA of a Terminate listener without caCertRef (under --data-dir); None writes nothing.
+    gateway_cas: GatewayCAStore | None = field(default=None, compare=False)
 
     def build(self, generation: int) -> BuildResult:
         """Load, validate and compile (blocking: call it from a worker thread)."""
@@ -60,7 +63,11 @@ class ConfigSource:
         if problems:
             return BuildResult(None, tuple(problems), tuple(loaded.files))
         compiled = compile_config(
-            loaded.resources, gateway_name=self.gateway, secrets_dir=self.secrets_dir, generation=generation
+            loaded.resources,
+            gateway_name=self.gateway,
+            secrets_dir=self.secrets_dir,
+            generation=generation,
+            gateway_cas=self.gateway_cas,
         )
         problems = [str(p) for p in compiled.problems]
         snapshot = compiled.snapshot if not problems else None

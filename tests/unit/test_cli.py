@@ -48,7 +48,7 @@ spec:
   defaultPolicy: allow-some
   listeners:
   - {name: a, protocol: TCP, tls: {mode: Passthrough}}
-  - {name: a, protocol: HTTPS, tls: {mode: Terminate}}
+  - {name: a, protocol: HTTPS, tls: {mode: Passthrough}}
   requestTimeout: 5 minutes
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -126,7 +126,7 @@ def test_validate_broken_config_lists_every_problem_with_file_line_and_path(tmp_
     expected = [
         f"{f}:5: EgressGateway/default/eg: spec.defaultPolicy: unsupported value 'allow-some': must be one of allow-all, deny-all",
         f"{f}:7: EgressGateway/default/eg: spec.listeners[0].tls: tls is invalid for a TCP listener",
-        f"{f}:8: EgressGateway/default/eg: spec.listeners[1].tls.caCertRef: caCertRef is required when tls.mode is Terminate",
+        f"{f}:8: EgressGateway/default/eg: spec.listeners[1].tls.mode: an HTTPS listener intercepts: it needs tls.mode Terminate",
         f"{f}:9: EgressGateway/default/eg: spec.requestTimeout: unknown unit ' minutes' in duration '5 minutes' (use ns, us, ms, s, m or h)",
         f"{f}:16: HTTPRoute/default/api: spec.hostname: unknown field (did you mean 'hostnames'?)",
         f"{f}:19: Widget/default/w: kind: unknown kind 'Widget'",
@@ -305,3 +305,82 @@ def test_ca_init_writes_private_files_0600_and_refuses_to_overwrite(tmp_path: Pa
     assert "kind: Secret" in secret and "name: egress-ca" in secret and "tls.key: |" in secret
     code, out = run("ca", "init", "--out", str(out_dir))
     assert code == 1 and "exists" in out
+
+
+MINTING = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate}}
+"""
+
+
+def run_err(*argv: str) -> tuple[int, str, str]:
+    import contextlib
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_validate_a_terminate_listener_without_ca_cert_ref_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Valid: the CA is minted at run; validate says so and writes no file (not even a data dir)."""
+    p = tmp_path / "gw.yaml"
+    p.write_text(MINTING)
+    monkeypatch.chdir(tmp_path)
+    code, out = run("validate", "-c", str(p))
+    assert code == 0, out
+    assert out.splitlines()[-1] == (
+        "EgressGateway/default/eg listener https: no caCertRef: the gateway's CA is minted under --data-dir at run "
+        "(egressproxy ca show prints it)"
+    )
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["gw.yaml"]
+
+
+def test_ca_show_prints_the_minted_certificate(tmp_path: Path) -> None:
+    from egressproxy.ca import load_or_mint_gateway_ca
+
+    ca = load_or_mint_gateway_ca(tmp_path, "default", "eg")
+    assert run_err("ca", "show", "--data-dir", str(tmp_path)) == (0, ca.cert_pem.decode(), "")
+    assert run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "eg")[1] == ca.cert_pem.decode()
+    assert run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "default/eg")[1] == ca.cert_pem.decode()
+
+
+def test_ca_show_before_any_ca_was_minted_names_the_path_it_looked_at(tmp_path: Path) -> None:
+    assert run_err("ca", "show", "--data-dir", str(tmp_path)) == (
+        1,
+        "",
+        f"error: no CA minted yet: {tmp_path}/ca/*/*/ca.crt does not exist (`egressproxy run --data-dir {tmp_path}` "
+        "mints one for a gateway with a Terminate listener without caCertRef)\n",
+    )
+    code, out, err = run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "team/eg")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: no CA minted yet: {tmp_path}/ca/team/eg/ca.crt does not exist")
+
+
+def test_ca_show_with_several_gateways_needs_gateway(tmp_path: Path) -> None:
+    from egressproxy.ca import load_or_mint_gateway_ca
+
+    load_or_mint_gateway_ca(tmp_path, "default", "a")
+    b = load_or_mint_gateway_ca(tmp_path, "team", "b")
+    assert run_err("ca", "show", "--data-dir", str(tmp_path)) == (
+        1,
+        "",
+        f"error: CAs of several gateways under {tmp_path}/ca: default/a, team/b; choose one with --gateway NAME\n",
+    )
+    assert run_err("ca", "show", "--data-dir", str(tmp_path), "--gateway", "b") == (0, b.cert_pem.decode(), "")
+
+
+def test_run_dry_run_does_not_mint_the_gateway_ca(tmp_path: Path) -> None:
+    p = tmp_path / "gw.yaml"
+    p.write_text(MINTING)
+    data = tmp_path / "data"
+    code, out = run("run", "-c", str(p), "--data-dir", str(data), "--dry-run")
+    assert code == 0
+    assert "listener https: HTTPS port any" in out
+    assert not (data / "ca").exists()

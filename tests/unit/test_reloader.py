@@ -99,3 +99,36 @@ def test_only_worker_zero_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING, logger="egressproxy"):
         assert reloader.load_initial().ok
     assert warnings_of(caplog) == []
+
+
+def test_a_reload_that_first_needs_a_minted_ca_mints_it_off_the_loop(tmp_path: Path) -> None:
+    """HTTP -> HTTP+Terminate without caCertRef: the reload mints the gateway's CA, in the loader's thread."""
+    import threading
+
+    from egressproxy.ca import GatewayCA, GatewayCAStore
+
+    minted_on: list[threading.Thread] = []
+
+    class RecordingStore(GatewayCAStore):
+        def __call__(self, namespace: str, name: str) -> GatewayCA:
+            minted_on.append(threading.current_thread())
+            return super().__call__(namespace, name)
+
+    config = tmp_path / "config.yaml"
+    config.write_text(GATEWAY)
+    data = tmp_path / "data"
+    reloader = Reloader(ConfigSource((str(config),), gateway_cas=RecordingStore(data)), GatewayState(data))
+    assert reloader.load_initial().ok
+    assert not (data / "ca").exists()
+    config.write_text(GATEWAY.replace("protocol: HTTP}", "protocol: HTTP, tls: {mode: Terminate}}"))
+
+    async def reload() -> tuple[bool, threading.Thread]:
+        return (await reloader.reload("test")).ok, threading.current_thread()
+
+    ok, loop_thread = asyncio.run(reload())
+    assert ok
+    assert len(minted_on) == 1 and minted_on[0] is not loop_thread
+    snapshot = reloader.state.snapshot
+    assert snapshot is not None
+    ca = snapshot.gateway.listeners[0].ca
+    assert ca is not None and ca.cert_pem == (data / "ca" / "default" / "gw" / "ca.crt").read_bytes()

@@ -74,9 +74,8 @@ def _listener_rules(listener: dict[str, Any]) -> list[tuple[str, str]]:
     if protocol == "TLS" and tls is None and "protocol" in listener:
         problems.append(("tls", "tls is required for a TLS listener"))
     if protocol == "HTTPS" and (tls is None or tls.get("mode") != "Terminate"):
-        problems.append(("tls.mode", "an HTTPS listener intercepts: it needs tls.mode Terminate with a caCertRef"))
-    if tls is not None and tls.get("mode") == "Terminate" and "caCertRef" not in tls:
-        problems.append(("tls.caCertRef", "caCertRef is required when tls.mode is Terminate"))
+        problems.append(("tls.mode", "an HTTPS listener intercepts: it needs tls.mode Terminate"))
+    # Terminate without caCertRef is valid: the gateway's CA is minted under --data-dir at run (DESIGN.md 4.2)
     return problems
 
 
