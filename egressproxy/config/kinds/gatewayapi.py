@@ -21,10 +21,13 @@ from egressproxy.config.kinds.common import (
     BACKEND_REF,
     EXTENSION_REF,
     HEADER_MODIFIER,
+    HEADER_NAME,
+    HEADER_VALUE,
     NAME,
     PARENT_REF,
     POLICY_TARGET_REFS,
     SECRET_REF,
+    unique_names,
 )
 from egressproxy.config.schema import F, Bool, Duration, Free, Int, List, Map, Obj, Str, Type
 
@@ -34,6 +37,7 @@ __all__ = [
     "PRECISE_HOSTNAME",
     "hostname_error",
     "regex_error",
+    "path_error",
     "DEFAULT_PATH_MATCH",
 ]
 
@@ -152,12 +156,37 @@ DEFAULT_PATH_MATCH = {"type": "PathPrefix", "value": "/"}
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
+# Gateway API's HTTPPathMatch rules for Exact and PathPrefix values (its CEL, in its order): a path the
+# request could not carry literally, or one a backend would normalise differently (`/a/../admin`), is rejected.
+PATH_MAX = 1024
+_PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
+_PATH_FORBIDDEN = ("//", "/./", "/../", "%2f", "%2F", "#")
+
+
+def path_error(value: str) -> str | None:
+    """Why `value` is not a valid Exact or PathPrefix path (also a rewrite's or redirect's path), or None."""
+    if not value.startswith("/"):
+        return f"must start with '/', got {value!r}"
+    for forbidden in _PATH_FORBIDDEN:
+        if forbidden in value:
+            return f"must not contain {forbidden!r}, got {value!r}"
+    for ending in ("/..", "/."):
+        if value.endswith(ending):
+            return f"must not end with {ending!r}, got {value!r}"
+    if len(value) > PATH_MAX:
+        return f"must be at most {PATH_MAX} characters, got {len(value)}"
+    if not _PATH_CHARS.fullmatch(value):
+        return f"invalid path {value!r}: only RFC 3986 path characters and %-escapes (no '?', space or CR/LF)"
+    return None
+
+
 def _path_value_rule(match: dict[str, Any]) -> list[tuple[str, str]]:
     path_type, value = match.get("type"), match.get("value")
     if not isinstance(value, str):
         return []
-    if path_type in ("Exact", "PathPrefix") and not value.startswith("/"):
-        return [("value", f"a {path_type} path must start with '/', got {value!r}")]
+    if path_type in ("Exact", "PathPrefix"):
+        message = path_error(value)
+        return [("value", f"a {path_type} path {message}")] if message else []
     return _regex_when("type", "value", "RegularExpression")(match)
 
 
@@ -169,30 +198,54 @@ PATH_MATCH = Obj(
     rules=(_path_value_rule,),
 )
 
-# HTTP header and query parameter matches share one shape.
-VALUE_MATCH = Obj(
-    {
-        "type": F(Str(enum=("Exact", "RegularExpression")), default="Exact"),
-        "name": F(Str(min_length=1), required=True),
-        "value": F(Str(), required=True),
-    },
-    rules=(_regex_when("type", "value", "RegularExpression"),),
-)
+
+def _at_most(limit: int) -> Callable[[str], str | None]:
+    return lambda v: None if len(v) <= limit else f"must be at most {limit} characters, got {len(v)}"
+
+
+def _value_match(name: Type, value: Type) -> Obj:
+    """An HTTP header or query parameter match (GRPCRoute's header match has the same shape)."""
+    return Obj(
+        {
+            "type": F(Str(enum=("Exact", "RegularExpression")), default="Exact"),
+            "name": F(name, required=True),
+            "value": F(value, required=True),
+        },
+        rules=(_regex_when("type", "value", "RegularExpression"),),
+    )
+
+
+HEADER_MATCH = _value_match(HEADER_NAME, HEADER_VALUE)
+# Upstream types a query parameter's name as HTTPHeaderName too; its value is at most 1024 characters.
+QUERY_PARAM_MATCH = _value_match(HEADER_NAME, Str(min_length=1, check_fn=_at_most(1024)))
+VALUE_MATCH = HEADER_MATCH  # the name other modules knew it by
 
 HTTP_ROUTE_MATCH = Obj(
     {
         "path": F(PATH_MATCH, default=DEFAULT_PATH_MATCH),
-        "headers": List(VALUE_MATCH),
-        "queryParams": List(VALUE_MATCH),
+        "headers": List(HEADER_MATCH, max_items=16),
+        "queryParams": List(QUERY_PARAM_MATCH, max_items=16),
         "method": Str(enum=HTTP_METHODS),
-    }
+    },
+    # Kubernetes keys both lists by name (listType=map); header names compare case-insensitively, query
+    # parameter names exactly.
+    rules=(
+        unique_names("headers", "header name"),
+        unique_names("queryParams", "query parameter name", fold_case=False),
+    ),
 )
 
 
 def _path_modifier_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
-    return _type_agrees(
-        "type", {"ReplaceFullPath": "replaceFullPath", "ReplacePrefixMatch": "replacePrefixMatch"}
-    )(value)
+    problems = _type_agrees("type", {"ReplaceFullPath": "replaceFullPath", "ReplacePrefixMatch": "replacePrefixMatch"})(
+        value
+    )
+    for member in ("replaceFullPath", "replacePrefixMatch"):
+        path = value.get(member)
+        message = path_error(path) if isinstance(path, str) and path else None
+        if message:
+            problems.append((member, f"a path {message}"))
+    return problems
 
 
 PATH_MODIFIER = Obj(
@@ -312,17 +365,67 @@ RETRY = Obj(
 )
 
 
-def _http_filters_rule(rule: dict[str, Any]) -> list[tuple[str, str]]:
-    """Gateway API: a rule cannot both redirect and rewrite, and a redirect has no backends."""
-    types = [f.get("type") for f in rule.get("filters", [])]
+# Filters a list may hold once (Gateway API's "filter cannot be repeated"); RequestMirror and ExtensionRef may
+# repeat.
+HTTP_ONCE_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "CORS")
+GRPC_ONCE_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+
+
+def _filter_list_problems(prefix: str, filters: list[Any], once: tuple[str, ...]) -> list[tuple[str, str]]:
+    """One list of filters: no core filter twice, never both RequestRedirect and URLRewrite."""
+    first: dict[str, int] = {}
     problems = []
-    if "RequestRedirect" in types and "URLRewrite" in types:
-        problems.append(("filters", "RequestRedirect and URLRewrite filters cannot be used together"))
-    if "RequestRedirect" in types and rule.get("backendRefs"):
+    for i, f in enumerate(filters):
+        kind = f.get("type") if isinstance(f, dict) else None
+        if not isinstance(kind, str):
+            continue
+        if kind in once and kind in first:
+            problems.append((f"{prefix}[{i}].type", f"{kind} filter cannot be repeated (also {prefix}[{first[kind]}])"))
+        other = {"RequestRedirect": "URLRewrite", "URLRewrite": "RequestRedirect"}.get(kind)
+        if other in first:
+            message = f"RequestRedirect and URLRewrite filters cannot be used together (also {prefix}[{first[other]}])"
+            problems.append((f"{prefix}[{i}].type", message))
+        first.setdefault(kind, i)
+    return problems
+
+
+def _filter_lists_rule(once: tuple[str, ...]) -> Rule:
+    """A rule over a route rule: its filters and each backendRef's filters obey `_filter_list_problems`."""
+
+    def rule(value: dict[str, Any]) -> list[tuple[str, str]]:
+        problems = _filter_list_problems("filters", value.get("filters") or [], once)
+        for j, ref in enumerate(value.get("backendRefs") or []):
+            problems += _filter_list_problems(f"backendRefs[{j}].filters", ref.get("filters") or [], once)
+        return problems
+
+    return rule
+
+
+def _prefix_replacements(filters: list[Any], prefix: str) -> list[str]:
+    """Relative paths of the `replacePrefixMatch` values set by these filters' redirects and rewrites."""
+    found = []
+    for i, f in enumerate(filters):
+        for member in ("requestRedirect", "urlRewrite"):
+            path = (f.get(member) or {}).get("path") or {}
+            if path.get("type") == "ReplacePrefixMatch" and "replacePrefixMatch" in path:
+                found.append(f"{prefix}[{i}].{member}.path.replacePrefixMatch")
+    return found
+
+
+def _http_rule_rule(rule: dict[str, Any]) -> list[tuple[str, str]]:
+    """Gateway API: a redirect has no backends; replacePrefixMatch needs exactly one match, a PathPrefix one."""
+    filters = rule.get("filters") or []
+    problems = []
+    if any(f.get("type") == "RequestRedirect" for f in filters) and rule.get("backendRefs"):
         problems.append(("backendRefs", "a rule with a RequestRedirect filter must not have backendRefs"))
-    for once in ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "CORS"):
-        if types.count(once) > 1:
-            problems.append(("filters", f"at most one {once} filter per rule"))
+    replacements = _prefix_replacements(filters, "filters")
+    for j, ref in enumerate(rule.get("backendRefs") or []):
+        replacements += _prefix_replacements(ref.get("filters") or [], f"backendRefs[{j}].filters")
+    matches = rule.get("matches") or []
+    single_prefix = len(matches) == 1 and (matches[0].get("path") or {}).get("type") == "PathPrefix"
+    if not single_prefix:
+        for where in replacements:
+            problems.append((where, "replacePrefixMatch needs exactly one match, and its path a PathPrefix"))
     return problems
 
 
@@ -336,7 +439,7 @@ HTTP_ROUTE_RULE = Obj(
         "retry": RETRY,
         "sessionPersistence": Free(),
     },
-    rules=(_http_filters_rule,),
+    rules=(_filter_lists_rule(HTTP_ONCE_FILTERS), _http_rule_rule),
 )
 
 
@@ -382,7 +485,10 @@ GRPC_METHOD_MATCH = Obj(
     rules=(_grpc_method_rule,),
 )
 
-GRPC_ROUTE_MATCH = Obj({"method": GRPC_METHOD_MATCH, "headers": List(VALUE_MATCH)})
+GRPC_ROUTE_MATCH = Obj(
+    {"method": GRPC_METHOD_MATCH, "headers": List(HEADER_MATCH, max_items=16)},
+    rules=(unique_names("headers", "header name"),),
+)
 
 GRPC_FILTER_MEMBERS = {
     "RequestHeaderModifier": "requestHeaderModifier",
@@ -409,7 +515,8 @@ GRPC_ROUTE_RULE = Obj(
         "filters": List(GRPC_ROUTE_FILTER),
         "backendRefs": List(_backend_ref_with_filters(GRPC_ROUTE_FILTER)),
         "sessionPersistence": Free(),
-    }
+    },
+    rules=(_filter_lists_rule(GRPC_ONCE_FILTERS),),
 )
 
 GRPC_ROUTE = Obj(
