@@ -70,7 +70,9 @@ def config_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(str(f) for f in path.rglob("*") if f.suffix in YAML_SUFFIXES and f.is_file())
+            found = sorted(
+                str(f) for f in path.rglob("*") if f.suffix in YAML_SUFFIXES and f.is_file()
+            )
             if not found:
                 problems.append(Problem(str(path), 0, "-", "-", "folder holds no *.yaml or *.yml file"))
             files.extend(found)
@@ -219,13 +221,7 @@ def _check_duplicates(result: LoadResult) -> None:
         first = seen.get(r.key)
         if first is not None:
             result.problems.append(
-                Problem(
-                    r.file,
-                    r.line,
-                    str(r.ref),
-                    "metadata.name",
-                    f"duplicate object, first defined at {first.file}:{first.line}",
-                )
+                Problem(r.file, r.line, str(r.ref), "metadata.name", f"duplicate object, first defined at {first.file}:{first.line}")
             )
             continue
         seen[r.key] = r

@@ -103,9 +103,7 @@ def _unique_listener_names(spec: dict[str, Any]) -> list[tuple[str, str]]:
     for i, listener in enumerate(spec.get("listeners", [])):
         name = listener.get("name")
         if name in seen:
-            problems.append(
-                (f"listeners[{i}].name", f"duplicate listener name {name!r} (also listeners[{seen[name]}])")
-            )
+            problems.append((f"listeners[{i}].name", f"duplicate listener name {name!r} (also listeners[{seen[name]}])"))
         elif name is not None:
             seen[name] = i
     return problems
@@ -116,9 +114,7 @@ EGRESS_GATEWAY = Obj(
         "defaultPolicy": F(Str(enum=("allow-all", "deny-all")), default="deny-all"),
         "listeners": F(List(LISTENER, min_items=1), required=True),
         "dns": F(
-            Obj(
-                {"lookupFamily": F(Str(enum=("V4Preferred", "V4Only", "V6Only", "Auto", "All")), default="V4Preferred")}
-            ),
+            Obj({"lookupFamily": F(Str(enum=("V4Preferred", "V4Only", "V6Only", "Auto", "All")), default="V4Preferred")}),
             default={"lookupFamily": "V4Preferred"},
         ),
         "otlp": F(
@@ -130,9 +126,7 @@ EGRESS_GATEWAY = Obj(
                         Obj(
                             {
                                 "maxBytes": F(Int(minimum=0, maximum=2**31 - 1), default=65536),
-                                "includeContentTypes": F(
-                                    List(Str(min_length=1)), default=DEFAULT_CAPTURE_CONTENT_TYPES
-                                ),
+                                "includeContentTypes": F(List(Str(min_length=1)), default=DEFAULT_CAPTURE_CONTENT_TYPES),
                             }
                         ),
                         default={"maxBytes": 65536, "includeContentTypes": DEFAULT_CAPTURE_CONTENT_TYPES},
@@ -146,12 +140,7 @@ EGRESS_GATEWAY = Obj(
             {
                 "additionalTrustBundleSecretRef": SECRET_REF,
                 "hostAliases": List(
-                    Obj(
-                        {
-                            "ip": F(IP, required=True),
-                            "hostnames": F(List(Str(min_length=1), min_items=1), required=True),
-                        }
-                    )
+                    Obj({"ip": F(IP, required=True), "hostnames": F(List(Str(min_length=1), min_items=1), required=True)})
                 ),
             }
         ),

@@ -198,7 +198,6 @@ PRIORITY_GROUPS = List(Obj({"providers": F(List(NAMED_PROVIDER, min_items=1), re
 OPENAPI_PROVIDER_MEMBERS = {"openai": "openai", "azure": "azure", "gemini": "gemini", "mistral": "mistral"}
 _OPENAPI_MODEL_PROVIDER = Obj({"model": Str(min_length=1), "authToken": AUTH_TOKEN})
 
-
 def _openapi_provider_rule(provider: dict[str, Any]) -> Problems:
     """With `type`, its block (mistral's may be omitted) and no other; without, exactly one block."""
     if "type" in provider:
@@ -330,7 +329,6 @@ AI_BACKEND = Obj(
 
 EXTENSION_TOGGLE = Obj({"extensionRef": NAMESPACED_REF, "disable": Bool()})
 
-
 def _origin_regex_rule(origin: dict[str, Any]) -> Problems:
     if origin.get("type") == "Regex" and isinstance(origin.get("value"), str):
         message = regex_error(origin["value"])
@@ -400,7 +398,9 @@ PROMPT_GUARD = Obj(
     }
 )
 
-MESSAGE = Obj({"role": F(Str(enum=("system", "user", "assistant")), required=True), "content": F(Str(), required=True)})
+MESSAGE = Obj(
+    {"role": F(Str(enum=("system", "user", "assistant")), required=True), "content": F(Str(), required=True)}
+)
 
 FIELD_DEFAULT = Obj(
     {
