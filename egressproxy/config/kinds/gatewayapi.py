@@ -176,7 +176,7 @@ def path_error(value: str) -> str | None:
     if len(value) > PATH_MAX:
         return f"must be at most {PATH_MAX} characters, got {len(value)}"
     if not _PATH_CHARS.fullmatch(value):
-        return f"invalid path {value!r}: only RFC 3986 path characters and %-escapes (no '?', space or CR/LF)"
+        return f"must hold only path characters (letters, digits, -._~!$&'()*+,;=:@/ and %XX escapes), got {value!r}"
     return None
 
 
@@ -186,7 +186,8 @@ def _path_value_rule(match: dict[str, Any]) -> list[tuple[str, str]]:
         return []
     if path_type in ("Exact", "PathPrefix"):
         message = path_error(value)
-        return [("value", f"a {path_type} path {message}")] if message else []
+        article = "an" if path_type == "Exact" else "a"
+        return [("value", f"{article} {path_type} path {message}")] if message else []
     return _regex_when("type", "value", "RegularExpression")(match)
 
 
@@ -467,12 +468,24 @@ HTTP_ROUTE = Obj(
 # --- GRPCRoute ------------------------------------------------------------------------------------------------
 
 
+# Gateway API's GRPCMethodMatch patterns for Exact matches: a protobuf package-qualified service name, a method
+# identifier (so `../` or `/pkg.Svc/Method` written into one of them is rejected).
+_GRPC_EXACT = {
+    "service": re.compile(r"\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*", re.IGNORECASE),
+    "method": re.compile(r"[A-Za-z_][A-Za-z_0-9]*"),
+}
+
+
 def _grpc_method_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
     if "service" not in value and "method" not in value:
         return [("", "set service, method or both")]
     problems = []
     for member in ("service", "method"):
         problems += _regex_when("type", member, "RegularExpression")(value)
+        name = value.get(member)
+        if value.get("type") == "Exact" and isinstance(name, str) and not _GRPC_EXACT[member].fullmatch(name):
+            what = "a protobuf service name such as 'pkg.v1.Service'" if member == "service" else "an identifier"
+            problems.append((member, f"invalid {member} {name!r}: an Exact {member} must be {what}"))
     return problems
 
 
