@@ -510,3 +510,27 @@ VALID = [
 def test_valid_documents_still_load(text: str) -> None:
     """Documents upstream accepts (edges of each rule included) load without problems."""
     assert problems_of(text) == []
+
+
+def test_duplicates_are_not_reported_at_shifted_indices_after_an_invalid_item() -> None:
+    """An invalid list item is left out of the checked value, so a duplicate rule over it would name the wrong
+    element (`remove[1]` for the third); such rules wait until the item is fixed."""
+    text = HTTP + filter_body(
+        "    - type: RequestHeaderModifier",
+        "      requestHeaderModifier:",
+        '        remove: ["a b", x, x]',
+        '        set: [7, {name: y, value: "1"}, {name: y, value: "2"}]',
+    )
+    assert problems_of(text) == [
+        "t.yaml:9: HTTPRoute/ns/r: spec.rules[0].filters[0].requestHeaderModifier.remove[0]: "
+        "invalid name 'a b': must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)",
+        "t.yaml:10: HTTPRoute/ns/r: spec.rules[0].filters[0].requestHeaderModifier.set[0]: "
+        "expected an object, got integer",
+    ]
+    fixed = text.replace('"a b"', "z").replace("[7, ", "[")
+    assert problems_of(fixed) == [
+        "t.yaml:10: HTTPRoute/ns/r: spec.rules[0].filters[0].requestHeaderModifier.set[1].name: "
+        "duplicate header name 'y' (also set[0])",
+        "t.yaml:9: HTTPRoute/ns/r: spec.rules[0].filters[0].requestHeaderModifier.remove[2]: "
+        "duplicate header name 'x' (also remove[1])",
+    ]
