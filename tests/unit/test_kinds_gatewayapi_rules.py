@@ -534,3 +534,63 @@ def test_duplicates_are_not_reported_at_shifted_indices_after_an_invalid_item() 
         "t.yaml:9: HTTPRoute/ns/r: spec.rules[0].filters[0].requestHeaderModifier.remove[2]: "
         "duplicate header name 'x' (also remove[1])",
     ]
+
+
+def cors(body: str) -> str:
+    return HTTP + filter_body("    - type: CORS", f"      cors: {body}")
+
+
+CORS_AT = "t.yaml:8: HTTPRoute/ns/r: spec.rules[0].filters[0].cors."
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "{allowOrigins: ['https://a.example.com', '*']}",
+            "allowOrigins: '*' cannot be listed alongside other origins",
+        ),
+        (
+            "{allowOrigins: ['ftp://a.example.com']}",
+            "allowOrigins[0]: invalid origin 'ftp://a.example.com': must be '*' or scheme://host[:port] "
+            "(such as 'https://app.example.com')",
+        ),
+        (
+            "{allowOrigins: ['https://a.example.com/path']}",
+            "allowOrigins[0]: invalid origin 'https://a.example.com/path': must be '*' or scheme://host[:port] "
+            "(such as 'https://app.example.com')",
+        ),
+        (
+            "{allowOrigins: ['https://a.example.com', 'https://a.example.com']}",
+            "allowOrigins[1]: duplicate origin 'https://a.example.com' (also allowOrigins[0])",
+        ),
+        ("{allowMethods: [GET, GET]}", "allowMethods[1]: duplicate method 'GET' (also allowMethods[0])"),
+        ("{allowMethods: ['*', GET]}", "allowMethods: '*' cannot be listed alongside other methods"),
+        (
+            "{allowMethods: [get]}",
+            "allowMethods[0]: unsupported value 'get': "
+            "must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH, *",
+        ),
+        ("{allowHeaders: ['*', x-a]}", "allowHeaders: '*' cannot be listed alongside other headers"),
+        (
+            "{allowHeaders: ['x a']}",
+            "allowHeaders[0]: invalid name 'x a': must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)",
+        ),
+        ("{exposeHeaders: [x-a, x-a]}", "exposeHeaders[1]: duplicate header name 'x-a' (also exposeHeaders[0])"),
+        ("{maxAge: 0}", "maxAge: must be at least 1, got 0"),
+    ],
+)
+def test_cors_rules(body: str, expected: str) -> None:
+    """CORS lists are sets, `*` stands alone, origins are scheme://host[:port], maxAge is at least 1."""
+    assert problems_of(cors(body)) == [CORS_AT + expected]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{allowOrigins: ['*'], allowMethods: ['*'], allowHeaders: ['*'], exposeHeaders: [X-Request-Id], maxAge: 86400}",
+        "{allowOrigins: ['https://*.example.com:8443', 'http://*', 'http://localhost'], allowCredentials: true}",
+    ],
+)
+def test_valid_cors(body: str) -> None:
+    assert problems_of(cors(body)) == []

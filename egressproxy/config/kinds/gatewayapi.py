@@ -308,15 +308,47 @@ REQUEST_MIRROR = Obj(
     rules=(_mirror_rule,),
 )
 
+# Gateway API's CORSOrigin: `*`, or `http(s)://host[:port]` where host may start with `*.` or be `*`.
+_CORS_ORIGIN = re.compile(r"\*|https?://((\*\.)?([a-zA-Z0-9\-]+\.)*[a-zA-Z0-9-]+|\*)(:[0-9]{1,5})?")
+
+
+def _cors_origin_error(value: str) -> str | None:
+    if len(value) > 253 or not _CORS_ORIGIN.fullmatch(value):
+        return f"invalid origin {value!r}: must be '*' or scheme://host[:port] (such as 'https://app.example.com')"
+    return None
+
+
+def _star_alone(list_field: str, what: str) -> Rule:
+    """A rule: `*` in the list means everything, so it stands alone (Gateway API's CORS CEL)."""
+
+    def rule(value: dict[str, Any]) -> list[tuple[str, str]]:
+        items = value.get(list_field) or []
+        if "*" in items and len(items) > 1:
+            return [(list_field, f"'*' cannot be listed alongside other {what}")]
+        return []
+
+    return rule
+
+
 CORS = Obj(
     {
-        "allowOrigins": List(Str(min_length=1)),
+        "allowOrigins": List(Str(min_length=1, check_fn=_cors_origin_error), max_items=64),
         "allowCredentials": Bool(),
-        "allowMethods": List(Str(min_length=1)),
-        "allowHeaders": List(Str(min_length=1)),
-        "exposeHeaders": List(Str(min_length=1)),
-        "maxAge": F(Int(minimum=0), default=5),
-    }
+        "allowMethods": List(Str(enum=(*HTTP_METHODS, "*")), max_items=9),
+        "allowHeaders": List(HEADER_NAME, max_items=64),
+        "exposeHeaders": List(HEADER_NAME, max_items=64),
+        "maxAge": F(Int(minimum=1), default=5),
+    },
+    # Each list is a Kubernetes `listType=set`: no value twice (compared exactly, as the API server does).
+    rules=(
+        unique_names("allowOrigins", "origin", key=None, fold_case=False),
+        unique_names("allowMethods", "method", key=None, fold_case=False),
+        unique_names("allowHeaders", "header name", key=None, fold_case=False),
+        unique_names("exposeHeaders", "header name", key=None, fold_case=False),
+        _star_alone("allowOrigins", "origins"),
+        _star_alone("allowMethods", "methods"),
+        _star_alone("allowHeaders", "headers"),
+    ),
 )
 
 HTTP_FILTER_MEMBERS = {
