@@ -594,3 +594,36 @@ def test_cors_rules(body: str, expected: str) -> None:
 )
 def test_valid_cors(body: str) -> None:
     assert problems_of(cors(body)) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "  rules:\n  - name: Chat_V1\n",
+            "t.yaml:6: HTTPRoute/ns/r: spec.rules[0].name: "
+            "invalid name 'Chat_V1': lower-case letters, digits, '-' and '.' (such as 'chat-v1')",
+        ),
+        (
+            "  rules:\n  - timeouts: {request: 1.5s}\n",
+            "t.yaml:6: HTTPRoute/ns/r: spec.rules[0].timeouts.request: "
+            "invalid duration '1.5s': up to four whole-number parts of h, m, s or ms, such as '1m30s'",
+        ),
+        (
+            "  rules:\n  - retry: {backoff: 100us}\n",
+            "t.yaml:6: HTTPRoute/ns/r: spec.rules[0].retry.backoff: "
+            "invalid duration '100us': up to four whole-number parts of h, m, s or ms, such as '1m30s'",
+        ),
+    ],
+)
+def test_rule_names_and_durations(body: str, expected: str) -> None:
+    """A rule's name is a SectionName; timeouts and backoff are Gateway API Durations (GEP-2257)."""
+    assert problems_of(HTTP + body) == [expected]
+
+
+def test_gateway_durations_that_hold() -> None:
+    spec = load_text(
+        HTTP + "  rules:\n  - name: chat.v1\n    timeouts: {request: 1h2m3s4ms, backendRequest: 0s}\n", "t.yaml"
+    )
+    assert [str(p) for p in spec.problems] == []
+    assert spec.resources[0].spec["rules"][0]["timeouts"] == {"request": 3723.004, "backendRequest": 0.0}

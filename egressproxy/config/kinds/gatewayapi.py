@@ -14,6 +14,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from egressproxy.config.kinds import KindSchema, register
@@ -29,7 +30,7 @@ from egressproxy.config.kinds.common import (
     SECRET_REF,
     unique_names,
 )
-from egressproxy.config.schema import F, Bool, Duration, Free, Int, List, Map, Obj, Str, Type
+from egressproxy.config.schema import F, Bool, Duration, Free, Int, List, Map, Obj, Str, Type, Walker
 
 __all__ = [
     "ROUTE_PARENT_REF",
@@ -150,6 +151,18 @@ def _regex_when(type_field: str, value_field: str, regex_type: str) -> Rule:
 
 
 # --- HTTPRoute ------------------------------------------------------------------------------------------------
+
+# Gateway API's SectionName, the type of a rule's `name` (policies target it as `sectionName`).
+_SECTION_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _section_name_error(value: str) -> str | None:
+    if len(value) > 253 or not _SECTION_NAME.fullmatch(value):
+        return f"invalid name {value!r}: lower-case letters, digits, '-' and '.' (such as 'chat-v1')"
+    return None
+
+
+RULE_NAME = Str(min_length=1, check_fn=_section_name_error)
 
 PATH_MATCH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
 DEFAULT_PATH_MATCH = {"type": "PathPrefix", "value": "/"}
@@ -387,13 +400,28 @@ def _timeouts_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
-TIMEOUTS = Obj({"request": Duration(), "backendRequest": Duration()}, rules=(_timeouts_rule,))
+_GATEWAY_DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
+
+
+@dataclass(frozen=True)
+class GatewayDuration(Duration):
+    """Gateway API's Duration (GEP-2257): a Go duration restricted to whole `h`, `m`, `s` and `ms` parts."""
+
+    def check(self, node: Any, path: str, line: int, w: Walker) -> Any:
+        if isinstance(node, str) and not _GATEWAY_DURATION.fullmatch(node):
+            message = "up to four whole-number parts of h, m, s or ms, such as '1m30s'"
+            w.error(path, line, f"invalid duration {node!r}: {message}")
+            return None
+        return super().check(node, path, line, w)
+
+
+TIMEOUTS = Obj({"request": GatewayDuration(), "backendRequest": GatewayDuration()}, rules=(_timeouts_rule,))
 
 RETRY = Obj(
     {
         "codes": List(Int(minimum=400, maximum=599)),
         "attempts": Int(minimum=0),
-        "backoff": Duration(),
+        "backoff": GatewayDuration(),
     }
 )
 
@@ -464,7 +492,7 @@ def _http_rule_rule(rule: dict[str, Any]) -> list[tuple[str, str]]:
 
 HTTP_ROUTE_RULE = Obj(
     {
-        "name": Str(min_length=1),
+        "name": RULE_NAME,
         "matches": F(List(HTTP_ROUTE_MATCH), default=[{"path": DEFAULT_PATH_MATCH}]),
         "filters": List(HTTP_ROUTE_FILTER),
         "backendRefs": List(_backend_ref_with_filters(HTTP_ROUTE_FILTER)),
@@ -555,7 +583,7 @@ GRPC_ROUTE_FILTER = Obj(
 
 GRPC_ROUTE_RULE = Obj(
     {
-        "name": Str(min_length=1),
+        "name": RULE_NAME,
         "matches": List(GRPC_ROUTE_MATCH),
         "filters": List(GRPC_ROUTE_FILTER),
         "backendRefs": List(_backend_ref_with_filters(GRPC_ROUTE_FILTER)),
