@@ -627,3 +627,30 @@ def test_gateway_durations_that_hold() -> None:
     )
     assert [str(p) for p in spec.problems] == []
     assert spec.resources[0].spec["rules"][0]["timeouts"] == {"request": 3723.004, "backendRequest": 0.0}
+
+
+def rules_with_matches(*counts: int) -> str:
+    body = "  rules:\n"
+    for count in counts:
+        body += "  - matches:\n" + "".join(f"    - path: {{value: /p{i}}}\n" for i in range(count))
+    return HTTP + body
+
+
+def test_list_limits() -> None:
+    """Upstream's maxItems: 16 hostnames, 64 matches per rule, 16 header (and query) matches per match; and at
+    most 128 matches in a route."""
+    hostnames = ", ".join(f"h{i}.example.com" for i in range(17))
+    assert problems_of(HTTP + f"  hostnames: [{hostnames}]\n") == [
+        "t.yaml:5: HTTPRoute/ns/r: spec.hostnames: must have at most 16 item(s)"
+    ]
+    assert problems_of(rules_with_matches(65)) == [
+        "t.yaml:7: HTTPRoute/ns/r: spec.rules[0].matches: must have at most 64 item(s)"
+    ]
+    headers = ", ".join(f"{{name: h{i}, value: v}}" for i in range(17))
+    assert problems_of(HTTP + match_body(f"    - headers: [{headers}]")) == [
+        "t.yaml:7: HTTPRoute/ns/r: spec.rules[0].matches[0].headers: must have at most 16 item(s)"
+    ]
+    assert problems_of(rules_with_matches(64, 64)) == []
+    assert problems_of(rules_with_matches(64, 64, 1)) == [
+        "t.yaml:5: HTTPRoute/ns/r: spec.rules: 129 matches in all: a route holds at most 128"
+    ]

@@ -101,7 +101,7 @@ def regex_error(value: str) -> str | None:
 
 HOSTNAME = Str(min_length=1, check_fn=hostname_error)
 PRECISE_HOSTNAME = Str(min_length=1, check_fn=_precise_hostname_error)
-HOSTNAMES = List(HOSTNAME)
+HOSTNAMES = List(HOSTNAME, max_items=16)
 
 # --- references -----------------------------------------------------------------------------------------------
 
@@ -493,7 +493,7 @@ def _http_rule_rule(rule: dict[str, Any]) -> list[tuple[str, str]]:
 HTTP_ROUTE_RULE = Obj(
     {
         "name": RULE_NAME,
-        "matches": F(List(HTTP_ROUTE_MATCH), default=[{"path": DEFAULT_PATH_MATCH}]),
+        "matches": F(List(HTTP_ROUTE_MATCH, max_items=64), default=[{"path": DEFAULT_PATH_MATCH}]),
         "filters": List(HTTP_ROUTE_FILTER),
         "backendRefs": List(_backend_ref_with_filters(HTTP_ROUTE_FILTER)),
         "timeouts": TIMEOUTS,
@@ -502,6 +502,17 @@ HTTP_ROUTE_RULE = Obj(
     },
     rules=(_filter_lists_rule(HTTP_ONCE_FILTERS), _http_rule_rule),
 )
+
+
+MAX_ROUTE_MATCHES = 128
+
+
+def _total_matches_rule(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Gateway API: 16 rules of 64 matches each are allowed, but at most 128 matches in all."""
+    total = sum(len(rule.get("matches") or []) for rule in spec.get("rules") or [])
+    if total > MAX_ROUTE_MATCHES:
+        return [("rules", f"{total} matches in all: a route holds at most {MAX_ROUTE_MATCHES}")]
+    return []
 
 
 def _unique_rule_names(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -522,7 +533,7 @@ HTTP_ROUTE = Obj(
         "hostnames": HOSTNAMES,
         "rules": F(List(HTTP_ROUTE_RULE), default=[{"matches": [{"path": DEFAULT_PATH_MATCH}]}]),
     },
-    rules=(_unique_rule_names,),
+    rules=(_unique_rule_names, _total_matches_rule),
 )
 
 # --- GRPCRoute ------------------------------------------------------------------------------------------------
