@@ -654,3 +654,11 @@ def test_list_limits() -> None:
     assert problems_of(rules_with_matches(64, 64, 1)) == [
         "t.yaml:5: HTTPRoute/ns/r: spec.rules: 129 matches in all: a route holds at most 128"
     ]
+
+
+def test_grpc_route_holds_at_most_128_matches() -> None:
+    body = "  rules:\n" + "  - matches:\n" + "".join(f"    - method: {{service: s{i}}}\n" for i in range(64))
+    assert problems_of(GRPC + body + body[len("  rules:\n") :]) == []
+    assert problems_of(GRPC + body + body[len("  rules:\n") :] + "  - matches: [{method: {method: M}}]\n") == [
+        "t.yaml:5: GRPCRoute/ns/r: spec.rules: 129 matches in all: a route holds at most 128"
+    ]

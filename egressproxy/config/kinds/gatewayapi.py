@@ -595,7 +595,7 @@ GRPC_ROUTE_FILTER = Obj(
 GRPC_ROUTE_RULE = Obj(
     {
         "name": RULE_NAME,
-        "matches": List(GRPC_ROUTE_MATCH),
+        "matches": List(GRPC_ROUTE_MATCH, max_items=64),
         "filters": List(GRPC_ROUTE_FILTER),
         "backendRefs": List(_backend_ref_with_filters(GRPC_ROUTE_FILTER)),
         "sessionPersistence": Free(),
@@ -609,7 +609,7 @@ GRPC_ROUTE = Obj(
         "hostnames": HOSTNAMES,
         "rules": F(List(GRPC_ROUTE_RULE), default=[{}]),
     },
-    rules=(_unique_rule_names,),
+    rules=(_unique_rule_names, _total_matches_rule),
 )
 
 # --- TLSRoute, TCPRoute, UDPRoute -----------------------------------------------------------------------------
