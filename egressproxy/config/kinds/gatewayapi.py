@@ -232,7 +232,6 @@ def _value_match(name: Type, value: Type) -> Obj:
 HEADER_MATCH = _value_match(HEADER_NAME, HEADER_VALUE)
 # Upstream types a query parameter's name as HTTPHeaderName too; its value is at most 1024 characters.
 QUERY_PARAM_MATCH = _value_match(HEADER_NAME, Str(min_length=1, check_fn=_at_most(1024)))
-VALUE_MATCH = HEADER_MATCH  # the name other modules knew it by
 
 HTTP_ROUTE_MATCH = Obj(
     {
