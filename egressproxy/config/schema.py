@@ -277,6 +277,7 @@ class Obj(Type):
             return None
         out: dict[str, Any] = {}
         dropped = False  # a field was written but is invalid, so `out` lacks it
+        shortened: list[str] = []  # list fields whose invalid items `out` lacks, so its indices are not the YAML's
         issues_before = len(w.issues)
         for key, value in node.items():
             key_line = w.key_line(node, key, line)
@@ -292,6 +293,8 @@ class Obj(Type):
                 out[key] = checked
             else:
                 dropped = True
+            if isinstance(checked, list) and isinstance(value, list) and len(checked) != len(value):
+                shortened.append(sub)  # an invalid item was left out: a rule's `items[i]` would name the wrong one
         for name in self.fields:
             spec = self.field_spec(name)
             assert spec is not None
@@ -304,8 +307,9 @@ class Obj(Type):
         # Cross-field rules read values. They run in the same pass as the field checks, so every problem is
         # reported at once (a duplicate listener name beside a bad protocol). Where they would read a field
         # that was invalid they could report problems that are not there: not when a field of this object was
-        # dropped, and no rule problem on (or above, or below) a path that already has one.
-        invalid = [issue_path for issue_path, _, _ in w.issues[issues_before:]]
+        # dropped, and no rule problem on (or above, or below) a path that already has one, or inside a list that
+        # lost an invalid item (its indices no longer name the YAML's items).
+        invalid = [issue_path for issue_path, _, _ in w.issues[issues_before:]] + shortened
         for rule in self.rules if not dropped else ():
             for rel, message in rule(out):
                 where = f"{path}.{rel}" if rel and path else (rel or path)

@@ -62,7 +62,7 @@ spec:
     - type: URLRewrite
       urlRewrite:
         hostname: upstream.example.com
-        path: {type: ReplacePrefixMatch, replacePrefixMatch: /api}
+        path: {type: ReplaceFullPath, replaceFullPath: /api}  # ReplacePrefixMatch needs one PathPrefix match
     - type: ExtensionRef
       extensionRef: {group: clrk.apoxy.dev, kind: RateLimitPolicy, name: per-agent}
     - type: CORS
@@ -124,7 +124,7 @@ def test_http_route_with_every_field_loads_with_its_values() -> None:
     ]
     assert api["filters"][0]["requestHeaderModifier"]["remove"] == ["x-internal"]
     assert api["filters"][2]["requestMirror"]["fraction"] == {"numerator": 1, "denominator": 10}
-    assert api["filters"][3]["urlRewrite"]["path"] == {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/api"}
+    assert api["filters"][3]["urlRewrite"]["path"] == {"type": "ReplaceFullPath", "replaceFullPath": "/api"}
     assert api["filters"][5]["cors"]["maxAge"] == 600
     assert api["backendRefs"][0]["weight"] == 90
     assert api["backendRefs"][0]["filters"][0]["requestHeaderModifier"]["set"] == [{"name": "x-backend", "value": "openai"}]
@@ -251,7 +251,8 @@ spec:
         (
             "  rules:\n  - filters:\n    - type: RequestRedirect\n      requestRedirect: {scheme: https}\n"
             "    - type: URLRewrite\n      urlRewrite: {hostname: a.example.com}\n",
-            "t.yaml:6: HTTPRoute/ns/r: spec.rules[0].filters: RequestRedirect and URLRewrite filters cannot be used together",
+            "t.yaml:9: HTTPRoute/ns/r: spec.rules[0].filters[1].type: "
+            "RequestRedirect and URLRewrite filters cannot be used together (also filters[0])",
         ),
         (
             "  rules:\n  - timeouts: {request: 10s, backendRequest: 1m}\n",

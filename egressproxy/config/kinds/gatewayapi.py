@@ -18,6 +18,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from egressproxy.config.kinds import KindSchema, register
@@ -25,12 +26,15 @@ from egressproxy.config.kinds.common import (
     BACKEND_REF,
     EXTENSION_REF,
     HEADER_MODIFIER,
+    HEADER_NAME,
+    HEADER_VALUE,
     NAME,
     PARENT_REF,
     POLICY_TARGET_REFS,
     SECRET_REF,
+    unique_names,
 )
-from egressproxy.config.schema import F, Bool, Duration, Free, Int, List, Map, Obj, Str, Type
+from egressproxy.config.schema import F, Bool, Duration, Free, Int, List, Map, Obj, Str, Type, Walker
 
 __all__ = [
     "ROUTE_PARENT_REF",
@@ -38,6 +42,7 @@ __all__ = [
     "PRECISE_HOSTNAME",
     "hostname_error",
     "regex_error",
+    "path_error",
     "DEFAULT_PATH_MATCH",
 ]
 
@@ -109,7 +114,7 @@ def regex_error(value: str) -> str | None:
 
 HOSTNAME = Str(min_length=1, check_fn=hostname_error)
 PRECISE_HOSTNAME = Str(min_length=1, check_fn=_precise_hostname_error)
-HOSTNAMES = List(HOSTNAME)
+HOSTNAMES = List(HOSTNAME, max_items=16)
 
 # --- references -----------------------------------------------------------------------------------------------
 
@@ -163,17 +168,55 @@ def _regex_when(type_field: str, value_field: str, regex_type: str) -> Rule:
 
 # --- HTTPRoute ------------------------------------------------------------------------------------------------
 
+# Gateway API's SectionName, the type of a rule's `name` (policies target it as `sectionName`).
+_SECTION_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _section_name_error(value: str) -> str | None:
+    if len(value) > 253 or not _SECTION_NAME.fullmatch(value):
+        return f"invalid name {value!r}: lower-case letters, digits, '-' and '.' (such as 'chat-v1')"
+    return None
+
+
+RULE_NAME = Str(min_length=1, check_fn=_section_name_error)
+
 PATH_MATCH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
 DEFAULT_PATH_MATCH = {"type": "PathPrefix", "value": "/"}
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+
+
+# Gateway API's HTTPPathMatch rules for Exact and PathPrefix values (its CEL, in its order): a path the
+# request could not carry literally, or one a backend would normalise differently (`/a/../admin`), is rejected.
+PATH_MAX = 1024
+_PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
+_PATH_FORBIDDEN = ("//", "/./", "/../", "%2f", "%2F", "#")
+
+
+def path_error(value: str) -> str | None:
+    """Why `value` is not a valid Exact or PathPrefix path (also a rewrite's or redirect's path), or None."""
+    if not value.startswith("/"):
+        return f"must start with '/', got {value!r}"
+    for forbidden in _PATH_FORBIDDEN:
+        if forbidden in value:
+            return f"must not contain {forbidden!r}, got {value!r}"
+    for ending in ("/..", "/."):
+        if value.endswith(ending):
+            return f"must not end with {ending!r}, got {value!r}"
+    if len(value) > PATH_MAX:
+        return f"must be at most {PATH_MAX} characters, got {len(value)}"
+    if not _PATH_CHARS.fullmatch(value):
+        return f"must hold only path characters (letters, digits, -._~!$&'()*+,;=:@/ and %XX escapes), got {value!r}"
+    return None
 
 
 def _path_value_rule(match: dict[str, Any]) -> list[tuple[str, str]]:
     path_type, value = match.get("type"), match.get("value")
     if not isinstance(value, str):
         return []
-    if path_type in ("Exact", "PathPrefix") and not value.startswith("/"):
-        return [("value", f"a {path_type} path must start with '/', got {value!r}")]
+    if path_type in ("Exact", "PathPrefix"):
+        message = path_error(value)
+        article = "an" if path_type == "Exact" else "a"
+        return [("value", f"{article} {path_type} path {message}")] if message else []
     return _regex_when("type", "value", "RegularExpression")(match)
 
 
@@ -185,30 +228,53 @@ PATH_MATCH = Obj(
     rules=(_path_value_rule,),
 )
 
-# HTTP header and query parameter matches share one shape.
-VALUE_MATCH = Obj(
-    {
-        "type": F(Str(enum=("Exact", "RegularExpression")), default="Exact"),
-        "name": F(Str(min_length=1), required=True),
-        "value": F(Str(), required=True),
-    },
-    rules=(_regex_when("type", "value", "RegularExpression"),),
-)
+
+def _at_most(limit: int) -> Callable[[str], str | None]:
+    return lambda v: None if len(v) <= limit else f"must be at most {limit} characters, got {len(v)}"
+
+
+def _value_match(name: Type, value: Type) -> Obj:
+    """An HTTP header or query parameter match (GRPCRoute's header match has the same shape)."""
+    return Obj(
+        {
+            "type": F(Str(enum=("Exact", "RegularExpression")), default="Exact"),
+            "name": F(name, required=True),
+            "value": F(value, required=True),
+        },
+        rules=(_regex_when("type", "value", "RegularExpression"),),
+    )
+
+
+HEADER_MATCH = _value_match(HEADER_NAME, HEADER_VALUE)
+# Upstream types a query parameter's name as HTTPHeaderName too; its value is at most 1024 characters.
+QUERY_PARAM_MATCH = _value_match(HEADER_NAME, Str(min_length=1, check_fn=_at_most(1024)))
 
 HTTP_ROUTE_MATCH = Obj(
     {
         "path": F(PATH_MATCH, default=DEFAULT_PATH_MATCH),
-        "headers": List(VALUE_MATCH),
-        "queryParams": List(VALUE_MATCH),
+        "headers": List(HEADER_MATCH, max_items=16),
+        "queryParams": List(QUERY_PARAM_MATCH, max_items=16),
         "method": Str(enum=HTTP_METHODS),
-    }
+    },
+    # Kubernetes keys both lists by name (listType=map); header names compare case-insensitively, query
+    # parameter names exactly.
+    rules=(
+        unique_names("headers", "header name"),
+        unique_names("queryParams", "query parameter name", fold_case=False),
+    ),
 )
 
 
 def _path_modifier_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
-    return _type_agrees(
-        "type", {"ReplaceFullPath": "replaceFullPath", "ReplacePrefixMatch": "replacePrefixMatch"}
-    )(value)
+    problems = _type_agrees("type", {"ReplaceFullPath": "replaceFullPath", "ReplacePrefixMatch": "replacePrefixMatch"})(
+        value
+    )
+    for member in ("replaceFullPath", "replacePrefixMatch"):
+        path = value.get(member)
+        message = path_error(path) if isinstance(path, str) and path else None
+        if message:
+            problems.append((member, f"a path {message}"))
+    return problems
 
 
 PATH_MODIFIER = Obj(
@@ -270,15 +336,47 @@ REQUEST_MIRROR = Obj(
     rules=(_mirror_rule,),
 )
 
+# Gateway API's CORSOrigin: `*`, or `http(s)://host[:port]` where host may start with `*.` or be `*`.
+_CORS_ORIGIN = re.compile(r"\*|https?://((\*\.)?([a-zA-Z0-9\-]+\.)*[a-zA-Z0-9-]+|\*)(:[0-9]{1,5})?")
+
+
+def _cors_origin_error(value: str) -> str | None:
+    if len(value) > 253 or not _CORS_ORIGIN.fullmatch(value):
+        return f"invalid origin {value!r}: must be '*' or scheme://host[:port] (such as 'https://app.example.com')"
+    return None
+
+
+def _star_alone(list_field: str, what: str) -> Rule:
+    """A rule: `*` in the list means everything, so it stands alone (Gateway API's CORS CEL)."""
+
+    def rule(value: dict[str, Any]) -> list[tuple[str, str]]:
+        items = value.get(list_field) or []
+        if "*" in items and len(items) > 1:
+            return [(list_field, f"'*' cannot be listed alongside other {what}")]
+        return []
+
+    return rule
+
+
 CORS = Obj(
     {
-        "allowOrigins": List(Str(min_length=1)),
+        "allowOrigins": List(Str(min_length=1, check_fn=_cors_origin_error), max_items=64),
         "allowCredentials": Bool(),
-        "allowMethods": List(Str(min_length=1)),
-        "allowHeaders": List(Str(min_length=1)),
-        "exposeHeaders": List(Str(min_length=1)),
-        "maxAge": F(Int(minimum=0), default=5),
-    }
+        "allowMethods": List(Str(enum=(*HTTP_METHODS, "*")), max_items=9),
+        "allowHeaders": List(HEADER_NAME, max_items=64),
+        "exposeHeaders": List(HEADER_NAME, max_items=64),
+        "maxAge": F(Int(minimum=1), default=5),
+    },
+    # Each list is a Kubernetes `listType=set`: no value twice (compared exactly, as the API server does).
+    rules=(
+        unique_names("allowOrigins", "origin", key=None, fold_case=False),
+        unique_names("allowMethods", "method", key=None, fold_case=False),
+        unique_names("allowHeaders", "header name", key=None, fold_case=False),
+        unique_names("exposeHeaders", "header name", key=None, fold_case=False),
+        _star_alone("allowOrigins", "origins"),
+        _star_alone("allowMethods", "methods"),
+        _star_alone("allowHeaders", "headers"),
+    ),
 )
 
 HTTP_FILTER_MEMBERS = {
@@ -317,43 +415,119 @@ def _timeouts_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
-TIMEOUTS = Obj({"request": Duration(), "backendRequest": Duration()}, rules=(_timeouts_rule,))
+_GATEWAY_DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
+
+
+@dataclass(frozen=True)
+class GatewayDuration(Duration):
+    """Gateway API's Duration (GEP-2257): a Go duration restricted to whole `h`, `m`, `s` and `ms` parts."""
+
+    def check(self, node: Any, path: str, line: int, w: Walker) -> Any:
+        if isinstance(node, str) and not _GATEWAY_DURATION.fullmatch(node):
+            message = "up to four whole-number parts of h, m, s or ms, such as '1m30s'"
+            w.error(path, line, f"invalid duration {node!r}: {message}")
+            return None
+        return super().check(node, path, line, w)
+
+
+TIMEOUTS = Obj({"request": GatewayDuration(), "backendRequest": GatewayDuration()}, rules=(_timeouts_rule,))
 
 RETRY = Obj(
     {
         "codes": List(Int(minimum=400, maximum=599)),
         "attempts": Int(minimum=0),
-        "backoff": Duration(),
+        "backoff": GatewayDuration(),
     }
 )
 
 
-def _http_filters_rule(rule: dict[str, Any]) -> list[tuple[str, str]]:
-    """Gateway API: a rule cannot both redirect and rewrite, and a redirect has no backends."""
-    types = [f.get("type") for f in rule.get("filters", [])]
+# Filters a list may hold once (Gateway API's "filter cannot be repeated"); RequestMirror and ExtensionRef may
+# repeat.
+HTTP_ONCE_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "CORS")
+GRPC_ONCE_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+
+
+def _filter_list_problems(prefix: str, filters: list[Any], once: tuple[str, ...]) -> list[tuple[str, str]]:
+    """One list of filters: no core filter twice, never both RequestRedirect and URLRewrite."""
+    first: dict[str, int] = {}
     problems = []
-    if "RequestRedirect" in types and "URLRewrite" in types:
-        problems.append(("filters", "RequestRedirect and URLRewrite filters cannot be used together"))
-    if "RequestRedirect" in types and rule.get("backendRefs"):
+    for i, f in enumerate(filters):
+        kind = f.get("type") if isinstance(f, dict) else None
+        if not isinstance(kind, str):
+            continue
+        if kind in once and kind in first:
+            problems.append((f"{prefix}[{i}].type", f"{kind} filter cannot be repeated (also {prefix}[{first[kind]}])"))
+        other = {"RequestRedirect": "URLRewrite", "URLRewrite": "RequestRedirect"}.get(kind)
+        if other in first:
+            message = f"RequestRedirect and URLRewrite filters cannot be used together (also {prefix}[{first[other]}])"
+            problems.append((f"{prefix}[{i}].type", message))
+        first.setdefault(kind, i)
+    return problems
+
+
+def _filter_lists_rule(once: tuple[str, ...]) -> Rule:
+    """A rule over a route rule: its filters and each backendRef's filters obey `_filter_list_problems`."""
+
+    def rule(value: dict[str, Any]) -> list[tuple[str, str]]:
+        problems = _filter_list_problems("filters", value.get("filters") or [], once)
+        for j, ref in enumerate(value.get("backendRefs") or []):
+            problems += _filter_list_problems(f"backendRefs[{j}].filters", ref.get("filters") or [], once)
+        return problems
+
+    return rule
+
+
+def _prefix_replacements(filters: list[Any], prefix: str) -> list[str]:
+    """Relative paths of the `replacePrefixMatch` values set by these filters' redirects and rewrites."""
+    found = []
+    for i, f in enumerate(filters):
+        for member in ("requestRedirect", "urlRewrite"):
+            path = (f.get(member) or {}).get("path") or {}
+            if path.get("type") == "ReplacePrefixMatch" and "replacePrefixMatch" in path:
+                found.append(f"{prefix}[{i}].{member}.path.replacePrefixMatch")
+    return found
+
+
+def _http_rule_rule(rule: dict[str, Any]) -> list[tuple[str, str]]:
+    """Gateway API: a redirect has no backends; replacePrefixMatch needs exactly one match, a PathPrefix one."""
+    filters = rule.get("filters") or []
+    problems = []
+    if any(f.get("type") == "RequestRedirect" for f in filters) and rule.get("backendRefs"):
         problems.append(("backendRefs", "a rule with a RequestRedirect filter must not have backendRefs"))
-    for once in ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "CORS"):
-        if types.count(once) > 1:
-            problems.append(("filters", f"at most one {once} filter per rule"))
+    replacements = _prefix_replacements(filters, "filters")
+    for j, ref in enumerate(rule.get("backendRefs") or []):
+        replacements += _prefix_replacements(ref.get("filters") or [], f"backendRefs[{j}].filters")
+    matches = rule.get("matches") or []
+    single_prefix = len(matches) == 1 and (matches[0].get("path") or {}).get("type") == "PathPrefix"
+    if not single_prefix:
+        for where in replacements:
+            problems.append((where, "replacePrefixMatch needs exactly one match, and its path a PathPrefix"))
     return problems
 
 
 HTTP_ROUTE_RULE = Obj(
     {
-        "name": Str(min_length=1),
-        "matches": F(List(HTTP_ROUTE_MATCH), default=[{"path": DEFAULT_PATH_MATCH}]),
+        "name": RULE_NAME,
+        "matches": F(List(HTTP_ROUTE_MATCH, max_items=64), default=[{"path": DEFAULT_PATH_MATCH}]),
         "filters": List(HTTP_ROUTE_FILTER),
         "backendRefs": List(_backend_ref_with_filters(HTTP_ROUTE_FILTER)),
         "timeouts": TIMEOUTS,
         "retry": RETRY,
         "sessionPersistence": Free(),
     },
-    rules=(_http_filters_rule,),
+    rules=(_filter_lists_rule(HTTP_ONCE_FILTERS), _http_rule_rule),
 )
+
+
+MAX_ROUTE_MATCHES = 128
+
+
+def _total_matches_rule(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Gateway API: 16 rules of 64 matches each are allowed, but at most 128 matches in all."""
+    total = sum(len(rule.get("matches") or []) for rule in spec.get("rules") or [])
+    if total > MAX_ROUTE_MATCHES:
+        return [("rules", f"{total} matches in all: a route holds at most {MAX_ROUTE_MATCHES}")]
+    return []
 
 
 def _unique_rule_names(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -374,10 +548,18 @@ HTTP_ROUTE = Obj(
         "hostnames": HOSTNAMES,
         "rules": F(List(HTTP_ROUTE_RULE), default=[{"matches": [{"path": DEFAULT_PATH_MATCH}]}]),
     },
-    rules=(_unique_rule_names,),
+    rules=(_unique_rule_names, _total_matches_rule),
 )
 
 # --- GRPCRoute ------------------------------------------------------------------------------------------------
+
+
+# Gateway API's GRPCMethodMatch patterns for Exact matches: a protobuf package-qualified service name, a method
+# identifier (so `../` or `/pkg.Svc/Method` written into one of them is rejected).
+_GRPC_EXACT = {
+    "service": re.compile(r"\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*", re.IGNORECASE),
+    "method": re.compile(r"[A-Za-z_][A-Za-z_0-9]*"),
+}
 
 
 def _grpc_method_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
@@ -386,6 +568,10 @@ def _grpc_method_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
     for member in ("service", "method"):
         problems += _regex_when("type", member, "RegularExpression")(value)
+        name = value.get(member)
+        if value.get("type") == "Exact" and isinstance(name, str) and not _GRPC_EXACT[member].fullmatch(name):
+            what = "a protobuf service name such as 'pkg.v1.Service'" if member == "service" else "an identifier"
+            problems.append((member, f"invalid {member} {name!r}: an Exact {member} must be {what}"))
     return problems
 
 
@@ -398,7 +584,10 @@ GRPC_METHOD_MATCH = Obj(
     rules=(_grpc_method_rule,),
 )
 
-GRPC_ROUTE_MATCH = Obj({"method": GRPC_METHOD_MATCH, "headers": List(VALUE_MATCH)})
+GRPC_ROUTE_MATCH = Obj(
+    {"method": GRPC_METHOD_MATCH, "headers": List(HEADER_MATCH, max_items=16)},
+    rules=(unique_names("headers", "header name"),),
+)
 
 GRPC_FILTER_MEMBERS = {
     "RequestHeaderModifier": "requestHeaderModifier",
@@ -420,12 +609,13 @@ GRPC_ROUTE_FILTER = Obj(
 
 GRPC_ROUTE_RULE = Obj(
     {
-        "name": Str(min_length=1),
-        "matches": List(GRPC_ROUTE_MATCH),
+        "name": RULE_NAME,
+        "matches": List(GRPC_ROUTE_MATCH, max_items=64),
         "filters": List(GRPC_ROUTE_FILTER),
         "backendRefs": List(_backend_ref_with_filters(GRPC_ROUTE_FILTER)),
         "sessionPersistence": Free(),
-    }
+    },
+    rules=(_filter_lists_rule(GRPC_ONCE_FILTERS),),
 )
 
 GRPC_ROUTE = Obj(
@@ -434,7 +624,7 @@ GRPC_ROUTE = Obj(
         "hostnames": HOSTNAMES,
         "rules": F(List(GRPC_ROUTE_RULE), default=[{}]),
     },
-    rules=(_unique_rule_names,),
+    rules=(_unique_rule_names, _total_matches_rule),
 )
 
 # --- TLSRoute, TCPRoute, UDPRoute -----------------------------------------------------------------------------
