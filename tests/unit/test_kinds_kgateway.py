@@ -402,8 +402,8 @@ def test_traffic_policy_with_every_field() -> None:
     ("body", "expected"),
     [
         (
-            "  rbac: {policy: {matchExpressions: ['true']}}\n",
-            "t.yaml:5: TrafficPolicy/ns/x: spec.targetRefs: required field is missing",
+            "  targetRefs: [{kind: HTTPRoute, name: r}]\n  timeouts: {request: 10s, streamIdel: 1m}\n",
+            "t.yaml:6: TrafficPolicy/ns/x: spec.timeouts.streamIdel: unknown field (did you mean 'streamIdle'?)",
         ),
         (
             "  targetRefs: [{kind: HTTPRoute, name: r}]\n  ai:\n    promptGuard:\n      request:\n        regex:\n"
@@ -413,9 +413,8 @@ def test_traffic_policy_with_every_field() -> None:
         ),
         (
             "  targetRefs: [{kind: HTTPRoute, name: r}]\n  ai:\n    promptEnrichment:\n"
-            "      prepend: [{role: developer, content: x}]\n",
-            "t.yaml:8: TrafficPolicy/ns/x: spec.ai.promptEnrichment.prepend[0].role: unsupported value 'developer': "
-            "must be one of system, user, assistant",
+            "      prepend: [{role: SYSTEM}]\n",
+            "t.yaml:8: TrafficPolicy/ns/x: spec.ai.promptEnrichment.prepend[0].content: required field is missing",
         ),
         (
             "  targetRefs: [{kind: HTTPRoute, name: r}]\n  timeout: {request: 30}\n",
@@ -567,7 +566,9 @@ def test_gateway_parameters_with_both_seeds_fields() -> None:
 
 
 def test_gateway_parameters_service_type() -> None:
-    assert problems_of(head("GatewayParameters") + "  kube:\n    service: {type: ExternalName}\n") == [
-        "t.yaml:6: GatewayParameters/ns/x: spec.kube.service.type: unsupported value 'ExternalName': "
-        "must be one of ClusterIP, NodePort, LoadBalancer"
+    """kgateway's enum includes ExternalName; anything else is rejected."""
+    assert problems_of(head("GatewayParameters") + "  kube:\n    service: {type: ExternalName}\n") == []
+    assert problems_of(head("GatewayParameters") + "  kube:\n    service: {type: Loadbalancer}\n") == [
+        "t.yaml:6: GatewayParameters/ns/x: spec.kube.service.type: unsupported value 'Loadbalancer': "
+        "must be one of ClusterIP, NodePort, LoadBalancer, ExternalName"
     ]
