@@ -797,6 +797,20 @@ UPSTREAM_SHAPES = {
     failOpen: false
 """,
     ),
+    # content/docs/reference/api.md at 9af3ede8 (the v2.0 reference): ExtAuthPolicy enablement, Webhook host
+    "TrafficPolicy v2.0 extAuth.enablement and webhook insecureSkipVerify": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  extAuth: {enablement: DisableAll}
+  ai:
+    promptGuard:
+      request:
+        webhook:
+          host: {host: guard.default.svc, port: 8443, insecureSkipVerify: true}
+          forwardHeaders: [{type: Exact, name: x-user}]
+""",
+    ),
     # 2.1.x/reference/api.md ExtAuthProvider
     "GatewayExtension extAuth failOpen": (
         "GatewayExtension",

@@ -358,6 +358,7 @@ EXT_AUTH_POLICY = Obj(
     {
         "extensionRef": NAMESPACED_REF,
         "disable": DISABLE,
+        "enablement": Str(enum=("DisableAll",)),  # v2.0's spelling of `disable`
         "withRequestBody": EXT_AUTH_BUFFER,
         "contextExtensions": Map(Str()),
     }
@@ -513,7 +514,10 @@ GUARD_REGEX = Obj(
 
 GUARD_WEBHOOK = Obj(
     {
-        "host": F(Obj({"host": F(Str(min_length=1), required=True), "port": PORT}), required=True),
+        "host": F(
+            Obj({"host": F(Str(min_length=1), required=True), "port": PORT, "insecureSkipVerify": Bool()}),  # v2.0
+            required=True,
+        ),
         "forwardHeaderMatches": List(Free()),  # Gateway API HTTPHeaderMatch (v2.1)
         "forwardHeaders": List(Free()),  # the same, v2.0's name
     }
@@ -810,7 +814,8 @@ GATEWAY_EXTENSION_MEMBERS = {"ExtAuth": "extAuth", "ExtProc": "extProc", "RateLi
 
 GATEWAY_EXTENSION = Obj(
     {
-        "type": F(Str(enum=tuple(GATEWAY_EXTENSION_MEMBERS)), required=True),
+        # v2.0 also had `Extended` (no block of its own).
+        "type": F(Str(enum=(*GATEWAY_EXTENSION_MEMBERS, "Extended")), required=True),
         "extAuth": Obj(
             {
                 "grpcService": F(EXT_GRPC_SERVICE, required=True),
