@@ -953,3 +953,34 @@ def test_validate_reports_upstream_fields_as_unsupported(tmp_path: Path) -> None
         "Accepted=True  ResolvedRefs=True  Programmed=False "
         "(Unsupported: spec.timeouts is validated but not enforced by this build)"
     )
+
+
+def test_global_rate_limit_names_an_existing_gateway_extension(tmp_path: Path) -> None:
+    """kgateway's `rateLimit.global.extensionRef` is resolved like the seeds' `rateLimit.extensionRef`."""
+    import contextlib
+    import io
+
+    from egressproxy.cli import main
+
+    policy = """\
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: limits}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]
+  rateLimit:
+    global:
+      descriptors: [{entries: [{type: RemoteAddress}]}]
+      extensionRef: {name: global-ratelimit}
+"""
+    (tmp_path / "c.yaml").write_text(VALIDATE_CONFIG + policy)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["validate", "-c", str(tmp_path)])
+    assert code == 1
+    line = VALIDATE_CONFIG.count("\n") + policy.count("\n")
+    assert out.getvalue().splitlines() == [
+        f"{tmp_path / 'c.yaml'}:{line}: TrafficPolicy/default/limits: spec.rateLimit.global.extensionRef.name: "
+        'GatewayExtension "default/global-ratelimit" not found'
+    ]
