@@ -188,6 +188,10 @@ _NO_RATE_LIMIT = "rate limiting is not implemented"
 _NO_LOGGING_POLICY = "capture and header redaction are not implemented"
 _NO_REGIONS = "region allow-lists are not implemented"
 _NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
+_NO_SELECTORS = "attachment by label selector (targetSelectors) is not implemented; use targetRefs"
+_NO_POLICY_TIMEOUTS = "TrafficPolicy timeouts are not applied (the gateway's and the route's are)"
+_NO_XFF = "X-Forwarded-For is not read or written; identity comes from proxy credentials (DESIGN.md 5)"
+_NO_LISTENER_TIMEOUTS = "listener idle timeouts are the gateway's client limits (DESIGN.md 4.2), not this policy's"
 _NO_EXT = "external services (ext_authz, ext_proc, rate limit service) are not called"
 
 ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
@@ -321,13 +325,25 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             _TARGET_REFS,
             MappingProxyType(
                 {
+                    "spec.targetSelectors.*": _NO_SELECTORS,
                     "spec.cors.*": _NO_CORS,
-                    "spec.timeout.*": "TrafficPolicy timeouts are not applied (the gateway's and the route's are)",
+                    "spec.csrf.*": "CSRF checks are not implemented",
+                    "spec.timeouts.*": _NO_POLICY_TIMEOUTS,
+                    "spec.timeout.*": _NO_POLICY_TIMEOUTS,
+                    "spec.retry.*": "retries are not implemented",
                     "spec.retries.*": "retries are not implemented",
+                    "spec.headerModifiers.*": _NO_POLICY_HEADERS,
                     "spec.requestHeaderModifier.*": _NO_POLICY_HEADERS,
                     "spec.responseHeaderModifier.*": _NO_POLICY_HEADERS,
+                    "spec.transformation.*": "header and body transformations are not implemented",
+                    "spec.autoHostRewrite": "host rewriting to the backend's hostname is not implemented",
+                    "spec.buffer.*": "the request size limit is not applied",
                     "spec.rbac.*": "CEL authorization (rbac) is not implemented",
-                    "spec.ai.*": "AI prompt guards, enrichment and field defaults are not implemented",
+                    "spec.basicAuth.*": (
+                        "request Basic authentication is not implemented (proxy authentication is "
+                        "HTTPListenerPolicy basicAuth)"
+                    ),
+                    "spec.ai.*": "AI prompt guards, enrichment, field defaults and route types are not implemented",
                     **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")},
                 }
             ),
@@ -336,11 +352,23 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             (*_TARGET_REFS, "spec.basicAuth.*"),
             MappingProxyType(
                 {
+                    "spec.targetSelectors.*": _NO_SELECTORS,
                     "spec.accessLogging": "access logs are not written",
                     "spec.accessLog.*": "access logs are not written",
                     "spec.tracing.*": "tracing is not implemented",
                     "spec.buffer.*": "the request buffer limit is not applied",
                     "spec.celValidation.*": "CEL validation is not implemented",
+                    "spec.upgradeConfig.*": "the enabledUpgrades list is not applied",
+                    "spec.useRemoteAddress": _NO_XFF,
+                    "spec.xffNumTrustedHops": _NO_XFF,
+                    "spec.preserveExternalRequestId": "request ids are not generated or rewritten",
+                    "spec.serverHeaderTransformation": "Server header transformation is not applied",
+                    "spec.streamIdleTimeout": _NO_LISTENER_TIMEOUTS,
+                    "spec.idleTimeout": _NO_LISTENER_TIMEOUTS,
+                    "spec.healthCheck.*": "a health-check path on the listener is not served",
+                    "spec.preserveHttp1HeaderCase": "HTTP/1 header case preservation is not configurable here",
+                    "spec.acceptHttp10": "HTTP/1.0 handling is not configurable here",
+                    "spec.defaultHostForHttp10": "HTTP/1.0 handling is not configurable here",
                 }
             ),
         ),
@@ -351,7 +379,12 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
         ),
         "GatewayParameters": KindEnforcement(
             (),
-            MappingProxyType({"spec.kube.*": "Kubernetes manifests (render-k8s) are not in this build"}),
+            MappingProxyType(
+                {
+                    "spec.kube.*": "Kubernetes manifests (render-k8s) are not in this build",
+                    "spec.selfManaged.*": "Kubernetes manifests (render-k8s) are not in this build",
+                }
+            ),
         ),
         "Secret": KindEnforcement((), MappingProxyType({})),  # no spec: read whole by what references it
         "ConfigMap": KindEnforcement((), MappingProxyType({})),  # no spec: key ca.crt read by a BackendTLSPolicy

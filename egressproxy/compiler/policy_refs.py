@@ -34,6 +34,9 @@ def check_policy_refs(comp: Compilation, res: Resource) -> None:
             ref = (spec.get(member) or {}).get("extensionRef")
             if ref:
                 _check_exists(comp, res, f"spec.{member}.extensionRef.name", "GatewayExtension", ref)
+        ref = ((spec.get("rateLimit") or {}).get("global") or {}).get("extensionRef")
+        if ref:  # kgateway's global rate limit names its RateLimit service here
+            _check_exists(comp, res, "spec.rateLimit.global.extensionRef.name", "GatewayExtension", ref)
     if not comp.status.has(res.ref, "ResolvedRefs"):
         comp.status.set(res.ref, "ResolvedRefs", True, "ResolvedRefs")
 

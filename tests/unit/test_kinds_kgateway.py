@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -402,8 +403,8 @@ def test_traffic_policy_with_every_field() -> None:
     ("body", "expected"),
     [
         (
-            "  rbac: {policy: {matchExpressions: ['true']}}\n",
-            "t.yaml:5: TrafficPolicy/ns/x: spec.targetRefs: required field is missing",
+            "  targetRefs: [{kind: HTTPRoute, name: r}]\n  timeouts: {request: 10s, streamIdel: 1m}\n",
+            "t.yaml:6: TrafficPolicy/ns/x: spec.timeouts.streamIdel: unknown field (did you mean 'streamIdle'?)",
         ),
         (
             "  targetRefs: [{kind: HTTPRoute, name: r}]\n  ai:\n    promptGuard:\n      request:\n        regex:\n"
@@ -413,9 +414,8 @@ def test_traffic_policy_with_every_field() -> None:
         ),
         (
             "  targetRefs: [{kind: HTTPRoute, name: r}]\n  ai:\n    promptEnrichment:\n"
-            "      prepend: [{role: developer, content: x}]\n",
-            "t.yaml:8: TrafficPolicy/ns/x: spec.ai.promptEnrichment.prepend[0].role: unsupported value 'developer': "
-            "must be one of system, user, assistant",
+            "      prepend: [{role: SYSTEM}]\n",
+            "t.yaml:8: TrafficPolicy/ns/x: spec.ai.promptEnrichment.prepend[0].content: required field is missing",
         ),
         (
             "  targetRefs: [{kind: HTTPRoute, name: r}]\n  timeout: {request: 30}\n",
@@ -567,7 +567,420 @@ def test_gateway_parameters_with_both_seeds_fields() -> None:
 
 
 def test_gateway_parameters_service_type() -> None:
-    assert problems_of(head("GatewayParameters") + "  kube:\n    service: {type: ExternalName}\n") == [
-        "t.yaml:6: GatewayParameters/ns/x: spec.kube.service.type: unsupported value 'ExternalName': "
-        "must be one of ClusterIP, NodePort, LoadBalancer"
+    """kgateway's enum includes ExternalName; anything else is rejected."""
+    assert problems_of(head("GatewayParameters") + "  kube:\n    service: {type: ExternalName}\n") == []
+    assert problems_of(head("GatewayParameters") + "  kube:\n    service: {type: Loadbalancer}\n") == [
+        "t.yaml:6: GatewayParameters/ns/x: spec.kube.service.type: unsupported value 'Loadbalancer': "
+        "must be one of ClusterIP, NodePort, LoadBalancer, ExternalName"
+    ]
+
+
+# --- kgateway's real shapes (DESIGN.md 4.2, "Configs people already have") --------------------------------
+#
+# Documents of our own, each modelled on an example or type of the kgateway.dev documentation
+# (github:kgateway-dev/kgateway.dev at 85cd0fc8; `2.1.x` is content/docs/envoy/2.1.x, `assets` is
+# assets/kgw-docs/pages). Every one must validate unchanged.
+
+UPSTREAM_SHAPES = {
+    # 2.1.x/resiliency/retry/retry.md
+    "TrafficPolicy timeouts and retry": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: retry}]
+  timeouts: {request: 20s, streamIdle: 30s}
+  retry:
+    attempts: 3
+    perTryTimeout: 5s
+    backoffBaseInterval: 1s
+    retryOn: [5xx, unavailable, retriable-status-codes]
+    statusCodes: [517]
+""",
+    ),
+    # 2.1.x/reference/api.md HeaderModifiers, assets/traffic-management/.../kgateway-policies.md
+    "TrafficPolicy headerModifiers": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  headerModifiers:
+    request: {add: [{name: x-team, value: payments}], remove: [x-debug]}
+    response: {set: [{name: cache-control, value: no-store}]}
+""",
+    ),
+    # assets/security/ratelimit/local.md
+    "TrafficPolicy rateLimit.local": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: http}]
+  rateLimit:
+    local:
+      tokenBucket: {maxTokens: 1, tokensPerFill: 1, fillInterval: 100s}
+""",
+    ),
+    # assets/security/ratelimit/global.md
+    "TrafficPolicy rateLimit.global": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: http}]
+  rateLimit:
+    global:
+      descriptors:
+      - entries: [{type: RemoteAddress}]
+      - entries:
+        - {type: Generic, generic: {key: service, value: billing}}
+        - {type: Header, header: X-User-ID}
+        - {type: Path}
+      extensionRef: {name: global-ratelimit}
+""",
+    ),
+    # 2.1.x/reference/api.md RBAC
+    "TrafficPolicy rbac.action": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  rbac:
+    action: Deny
+    policy: {matchExpressions: ["request.headers['x-blocked'] == 'true'"]}
+""",
+    ),
+    # latest/migrate/examples/basic-auth.md and 2.2.x/reference/api.md BasicAuthPolicy
+    "TrafficPolicy basicAuth": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  basicAuth:
+    users: ["user:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="]
+""",
+    ),
+    # 2.1.x/reference/api.md CSRFPolicy
+    "TrafficPolicy csrf": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  csrf:
+    percentageEnabled: 100
+    additionalOrigins: [{exact: example.org}, {suffix: .example.com, ignoreCase: true}]
+""",
+    ),
+    # 2.1.x/about/policies/global-attachment.md (targetSelectors and transformation)
+    "TrafficPolicy transformation and targetSelectors": (
+        "TrafficPolicy",
+        """\
+  targetSelectors:
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, matchLabels: {global-policy: transformation}}
+  transformation:
+    response:
+      set: [{name: x-kgateway-response, value: "{{ request_header(\\"x-kgateway-request\\") }}"}]
+    request:
+      body: {parseAs: AsJson, value: "{{ body() }}"}
+""",
+    ),
+    # 2.1.x/reference/api.md ExtAuthPolicy, PolicyDisable
+    "TrafficPolicy extAuth.withRequestBody and disable as an object": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  extAuth:
+    extensionRef: {name: basic-auth}
+    withRequestBody: {maxRequestBytes: 8192, allowPartialMessage: true}
+    contextExtensions: {team: payments}
+  extProc:
+    disable: {}
+""",
+    ),
+    # 2.1.x/ai/about.md (routeType), 2.1.x/reference/api.md FieldDefault, upper-case roles of the
+    # enrichment examples
+    "TrafficPolicy ai.routeType, ai.defaults and upper-case roles": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: openai}]
+  ai:
+    routeType: CHAT_STREAMING
+    defaults:
+    - {field: temperature, value: "0.5"}
+    - {field: model, value: gpt-4o, override: true}
+    promptEnrichment:
+      prepend: [{role: SYSTEM, content: Answer in French.}]
+""",
+    ),
+    # 2.1.x/ai/prompt-guards.md
+    "TrafficPolicy ai.promptGuard.request.moderation": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: openai}]
+  ai:
+    promptGuard:
+      request:
+        moderation:
+          openAIModeration:
+            model: omni-moderation-latest
+            authToken: {kind: SecretRef, secretRef: {name: openai-secret}}
+        customResponse: {message: Rejected due to inappropriate content}
+      response:
+        webhook: {host: {host: guard.default.svc, port: 8000}}
+""",
+    ),
+    # 2.1.x/migrate/examples/cors.md (Gateway API HTTPCORSFilter inline)
+    "TrafficPolicy cors with string origins and integer maxAge": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  cors:
+    allowOrigins: ["https://example.com", "https://*.example.org"]
+    allowMethods: [GET, POST]
+    allowHeaders: [Origin, Authorization]
+    maxAge: 86400
+    allowCredentials: true
+""",
+    ),
+    # An ExtensionRef-attached TrafficPolicy (2.1.x/about/policies): no targetRefs.
+    "TrafficPolicy without targetRefs": ("TrafficPolicy", "  timeouts: {request: 10s}\n"),
+    # 2.1.x/reference/api.md HTTPListenerPolicySpec, 2.1.x/traffic-management/health-checks/gateway.md
+    "HTTPListenerPolicy connection settings": (
+        "HTTPListenerPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: http}]
+  useRemoteAddress: true
+  xffNumTrustedHops: 2
+  serverHeaderTransformation: PassThrough
+  streamIdleTimeout: 30s
+  idleTimeout: 1h
+  preserveExternalRequestId: true
+  upgradeConfig: {enabledUpgrades: [websocket]}
+  healthCheck: {path: /healthz}
+""",
+    ),
+    # 2.1.x/observability/otel-stack.md
+    "HTTPListenerPolicy OpenTelemetry access log": (
+        "HTTPListenerPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: http}]
+  accessLog:
+  - openTelemetry:
+      grpcService:
+        backendRef: {name: opentelemetry-collector-logs, namespace: telemetry, port: 4317}
+        logName: http-gateway-access-logs
+      body: '"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %RESPONSE_CODE%"'
+    filter:
+      orFilter:
+      - statusCodeFilter: {op: GE, value: 400}
+      - durationFilter: {op: GE, value: 1000}
+""",
+    ),
+    # 2.1.x/observability/otel-stack.md (tracing), 2.1.x/reference/api.md CustomAttribute
+    "HTTPListenerPolicy OpenTelemetry tracing with attributes": (
+        "HTTPListenerPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: http}]
+  tracing:
+    provider:
+      openTelemetry:
+        serviceName: http
+        grpcService:
+          backendRef: {name: opentelemetry-collector-traces, namespace: telemetry, port: 4317}
+    spawnUpstreamSpan: true
+    randomSampling: 10
+    attributes:
+    - {name: team, literal: {value: payments}}
+    - {name: user, requestHeader: {name: x-user, defaultValue: anonymous}}
+""",
+    ),
+    # assets/security/ratelimit/global.md
+    "GatewayExtension rateLimit domain, timeout, failOpen": (
+        "GatewayExtension",
+        """\
+  type: RateLimit
+  rateLimit:
+    grpcService:
+      backendRef: {name: ratelimit, namespace: kgateway-test-extensions, port: 8081}
+    domain: api-gateway
+    timeout: 100ms
+    failOpen: false
+""",
+    ),
+    # content/docs/reference/api.md at 9af3ede8 (the v2.0 reference): ExtAuthPolicy enablement, Webhook host
+    "TrafficPolicy v2.0 extAuth.enablement and webhook insecureSkipVerify": (
+        "TrafficPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]
+  extAuth: {enablement: DisableAll}
+  ai:
+    promptGuard:
+      request:
+        webhook:
+          host: {host: guard.default.svc, port: 8443, insecureSkipVerify: true}
+          forwardHeaders: [{type: Exact, name: x-user}]
+""",
+    ),
+    # 2.1.x/reference/api.md ExtAuthProvider
+    "GatewayExtension extAuth failOpen": (
+        "GatewayExtension",
+        """\
+  type: ExtAuth
+  extAuth:
+    grpcService:
+      backendRef: {name: ext-authz, port: 4444}
+      requestTimeout: 2s
+    failOpen: true
+    statusOnError: 503
+""",
+    ),
+    # latest/traffic-management/proxy-protocol.md (bootstrap), 2.1.x/ai/setup.md (aiExtension),
+    # 2.1.x/reference/api.md KubernetesProxyConfig (stats, agentgateway)
+    "GatewayParameters bootstrap, securityContext, aiExtension, agentgateway, stats": (
+        "GatewayParameters",
+        """\
+  kube:
+    envoyContainer:
+      bootstrap:
+        logLevel: debug
+        componentLogLevels: {upstream: debug, connection: trace}
+      securityContext: {allowPrivilegeEscalation: false, runAsUser: 10101}
+    aiExtension:
+      enabled: true
+      ports: [{name: ai-monitoring, containerPort: 9092}]
+    agentgateway: {enabled: true, logLevel: info}
+    stats: {enabled: true, enableStatsRoute: true}
+    service: {type: LoadBalancer, externalTrafficPolicy: Local}
+""",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UPSTREAM_SHAPES))
+def test_kgateway_upstream_shapes_validate(name: str) -> None:
+    kind, body = UPSTREAM_SHAPES[name]
+    assert problems_of(head(kind) + body) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "expected"),
+    [
+        (
+            "TrafficPolicy",
+            "  retry: {attempts: 3, retyOn: [5xx]}\n",
+            "t.yaml:5: TrafficPolicy/ns/x: spec.retry.retyOn: unknown field (did you mean 'retryOn'?)",
+        ),
+        (
+            "TrafficPolicy",
+            "  rateLimit:\n    local: {tokenBucket: {maxToken: 1, fillInterval: 1s}}\n",
+            "t.yaml:6: TrafficPolicy/ns/x: spec.rateLimit.local.tokenBucket.maxToken: unknown field "
+            "(did you mean 'maxTokens'?)\n"
+            "t.yaml:6: TrafficPolicy/ns/x: spec.rateLimit.local.tokenBucket.maxTokens: required field is missing",
+        ),
+        (
+            "HTTPListenerPolicy",
+            "  useRemoteAdress: true\n",
+            "t.yaml:5: HTTPListenerPolicy/ns/x: spec.useRemoteAdress: unknown field (did you mean 'useRemoteAddress'?)",
+        ),
+        (
+            "GatewayExtension",
+            "  type: RateLimit\n  rateLimit:\n    grpcService: {backendRef: {name: rl}}\n    failopen: true\n",
+            "t.yaml:8: GatewayExtension/ns/x: spec.rateLimit.failopen: unknown field (did you mean 'failOpen'?)",
+        ),
+        (
+            "GatewayParameters",
+            "  kube:\n    envoyContainer:\n      bootstrp: {logLevel: debug}\n",
+            "t.yaml:7: GatewayParameters/ns/x: spec.kube.envoyContainer.bootstrp: unknown field "
+            "(did you mean 'bootstrap'?)",
+        ),
+        (
+            "TrafficPolicy",
+            "  retry: {retryOn: [5XX]}\n",
+            "t.yaml:5: TrafficPolicy/ns/x: spec.retry.retryOn[0]: unsupported value '5XX': must be one of "
+            "5xx, gateway-error, reset, reset-before-request, connect-failure, envoy-ratelimited, retriable-4xx, "
+            "refused-stream, retriable-status-codes, http3-post-connect-failure, cancelled, deadline-exceeded, "
+            "internal, resource-exhausted, unavailable",
+        ),
+    ],
+)
+def test_kgateway_upstream_typos_are_rejected(kind: str, body: str, expected: str) -> None:
+    assert "\n".join(problems_of(head(kind) + body)) == expected
+
+
+VALIDATE_CONFIG = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners: [{name: http, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{name: eg, sectionName: http}]
+  hostnames: [api.example.com]
+  rules:
+  - filters:
+    - type: ExtensionRef
+      extensionRef: {group: gateway.kgateway.dev, kind: TrafficPolicy, name: by-filter}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: retries}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]
+  retry: {attempts: 3, retryOn: [5xx]}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: by-filter}
+spec:
+  timeouts: {request: 10s}
+"""
+
+
+def test_validate_reports_upstream_fields_as_unsupported(tmp_path: Path) -> None:
+    """Upstream's fields validate (exit 0) and the status line says they are not in force; a TrafficPolicy
+    attached by a route filter ExtensionRef needs no targetRefs."""
+    import contextlib
+    import io
+
+    from egressproxy.cli import main
+
+    (tmp_path / "c.yaml").write_text(VALIDATE_CONFIG)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["validate", "-c", str(tmp_path)])
+    assert code == 0, out.getvalue()
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in out.getvalue().splitlines()[1:] if line.strip()}
+    assert lines["TrafficPolicy/default/retries"] == (
+        "Accepted=True  ResolvedRefs=True  Programmed=False "
+        "(Unsupported: spec.retry is validated but not enforced by this build)"
+    )
+    assert lines["TrafficPolicy/default/by-filter"] == (
+        "Accepted=True  ResolvedRefs=True  Programmed=False "
+        "(Unsupported: spec.timeouts is validated but not enforced by this build)"
+    )
+
+
+def test_global_rate_limit_names_an_existing_gateway_extension(tmp_path: Path) -> None:
+    """kgateway's `rateLimit.global.extensionRef` is resolved like the seeds' `rateLimit.extensionRef`."""
+    import contextlib
+    import io
+
+    from egressproxy.cli import main
+
+    policy = """\
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: limits}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]
+  rateLimit:
+    global:
+      descriptors: [{entries: [{type: RemoteAddress}]}]
+      extensionRef: {name: global-ratelimit}
+"""
+    (tmp_path / "c.yaml").write_text(VALIDATE_CONFIG + policy)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["validate", "-c", str(tmp_path)])
+    assert code == 1
+    line = VALIDATE_CONFIG.count("\n") + policy.count("\n")
+    assert out.getvalue().splitlines() == [
+        f"{tmp_path / 'c.yaml'}:{line}: TrafficPolicy/default/limits: spec.rateLimit.global.extensionRef.name: "
+        'GatewayExtension "default/global-ratelimit" not found'
     ]

@@ -6,6 +6,15 @@ Two seeds describe this group: the kgateway OpenAPI (`kgateway-openapi.txt`) and
 `statusCode`; an AI Backend's `llm`, `priorityGroups` or OpenAPI `provider`). egressproxy extensions, marked
 below, follow DESIGN.md 4.1: `Backend.spec.parent` (parent mode), and `hostOverride` / `pathOverride` /
 `authHeaderOverride` inside each LLM provider block.
+
+TrafficPolicy, HTTPListenerPolicy, GatewayExtension and GatewayParameters follow kgateway's published API
+(DESIGN.md 4.2, "Configs people already have"), read from the kgateway.dev API reference in
+github:kgateway-dev/kgateway.dev at 85cd0fc8 (`content/docs/envoy/2.1.x/reference/api.md`, the v2.1 shape;
+`content/docs/latest/reference/api.md` at 7732dd7f for v2.0, and 2.2.x for TrafficPolicy `basicAuth`). The
+kgateway repository snapshot available (06ff8b9d, Feb 2025) predates these kinds' CRDs, so the schemas below are
+written from that reference, not from the CRD YAML. The seeds' spellings (`timeout`, `retries`,
+`requestHeaderModifier`, `fieldDefaults`, `accessLog[].otel`, `tracing.provider.otel`, ...) stay accepted beside
+upstream's. Most of these fields are accepted and reported Unsupported (egressproxy/compiler/enforcement.py).
 """
 
 from __future__ import annotations
@@ -327,7 +336,76 @@ AI_BACKEND = Obj(
 
 # --- TrafficPolicy --------------------------------------------------------------------------------------------
 
-EXTENSION_TOGGLE = Obj({"extensionRef": NAMESPACED_REF, "disable": Bool()})
+QUANTITY = OneOf((Str(min_length=1), Int(), Num()))
+
+# Upstream's PolicyDisable is an empty object (`disable: {}`); the seeds wrote a boolean.
+DISABLE = OneOf((Bool(), Obj({})))
+
+PROCESSING_MODE = Obj(
+    {
+        **{f: Str(enum=("DEFAULT", "SEND", "SKIP")) for f in ("requestHeaderMode", "responseHeaderMode",
+                                                               "requestTrailerMode", "responseTrailerMode")},
+        **{
+            f: Str(enum=("NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED"))
+            for f in ("requestBodyMode", "responseBodyMode")
+        },
+    }
+)
+
+EXT_AUTH_BUFFER = Obj({"maxRequestBytes": Int(minimum=1), "allowPartialMessage": Bool(), "packAsBytes": Bool()})
+
+EXT_AUTH_POLICY = Obj(
+    {
+        "extensionRef": NAMESPACED_REF,
+        "disable": DISABLE,
+        "enablement": Str(enum=("DisableAll",)),  # v2.0's spelling of `disable`
+        "withRequestBody": EXT_AUTH_BUFFER,
+        "contextExtensions": Map(Str()),
+    }
+)
+EXT_PROC_POLICY = Obj({"extensionRef": NAMESPACED_REF, "disable": DISABLE, "processingMode": PROCESSING_MODE})
+
+RATE_LIMIT_ENTRY = Obj(
+    {
+        "type": F(Str(enum=("Generic", "Header", "RemoteAddress", "Path")), required=True),
+        "generic": Obj({"key": F(Str(min_length=1), required=True), "value": F(Str(min_length=1), required=True)}),
+        "header": Str(min_length=1),
+    }
+)
+
+RATE_LIMIT_POLICY = Obj(
+    {
+        # The seeds' form: a GatewayExtension reference and the agentgateway reference's descriptor list.
+        "extensionRef": NAMESPACED_REF,
+        "disable": DISABLE,
+        "rateLimits": List(Free()),
+        # kgateway's form: a local token bucket, or descriptors sent to a RateLimit GatewayExtension.
+        "local": Obj(
+            {
+                "tokenBucket": F(
+                    Obj(
+                        {
+                            "maxTokens": F(Int(minimum=1), required=True),
+                            "tokensPerFill": Int(minimum=1),
+                            "fillInterval": F(Duration(), required=True),
+                        }
+                    ),
+                    required=True,
+                )
+            }
+        ),
+        "global": Obj(
+            {
+                "descriptors": F(
+                    List(Obj({"entries": F(List(RATE_LIMIT_ENTRY, min_items=1), required=True)}), min_items=1),
+                    required=True,
+                ),
+                "extensionRef": F(NAMESPACED_REF, required=True),
+            }
+        ),
+    }
+)
+
 
 def _origin_regex_rule(origin: dict[str, Any]) -> Problems:
     if origin.get("type") == "Regex" and isinstance(origin.get("value"), str):
@@ -336,6 +414,7 @@ def _origin_regex_rule(origin: dict[str, Any]) -> Problems:
     return []
 
 
+# The seeds' origin object; kgateway (Gateway API's HTTPCORSFilter) writes plain origin strings.
 CORS_ORIGIN = Obj(
     {
         "type": F(Str(enum=("Exact", "Prefix", "Regex")), default="Exact"),
@@ -346,21 +425,68 @@ CORS_ORIGIN = Obj(
 
 CORS_POLICY = Obj(
     {
-        "allowOrigins": List(CORS_ORIGIN),
+        "allowOrigins": List(OneOf((Str(min_length=1), CORS_ORIGIN))),
         "allowMethods": List(Str(min_length=1)),
         "allowHeaders": List(Str(min_length=1)),
         "exposeHeaders": List(Str(min_length=1)),
-        "maxAge": Duration(),
+        "maxAge": OneOf((Int(minimum=0), Duration())),  # seconds (upstream) or a duration (the seeds)
         "allowCredentials": Bool(),
+        "disable": DISABLE,
     }
 )
 
+STRING_MATCHER = Obj(
+    {
+        "exact": Str(),
+        "prefix": Str(),
+        "suffix": Str(),
+        "contains": Str(),
+        "safeRegex": REGEX,
+        "ignoreCase": Bool(),
+    },
+    rules=(_exactly_one(("exact", "prefix", "suffix", "contains", "safeRegex")),),
+)
+
+CSRF_POLICY = Obj(
+    {
+        "percentageEnabled": Int(minimum=0, maximum=100),
+        "percentageShadowed": Int(minimum=0, maximum=100),
+        "additionalOrigins": List(STRING_MATCHER, max_items=16),
+    }
+)
+
+HEADER_TRANSFORMATION = Obj({"name": F(Str(min_length=1), required=True), "value": Str()})
+TRANSFORM = Obj(
+    {
+        "set": List(HEADER_TRANSFORMATION, max_items=16),
+        "add": List(HEADER_TRANSFORMATION, max_items=16),
+        "remove": List(Str(min_length=1), max_items=16),
+        "body": Obj({"parseAs": Str(enum=("AsString", "AsJson")), "value": Str()}),
+    }
+)
+
+RETRY_ON = (
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
+    "retriable-4xx", "refused-stream", "retriable-status-codes", "http3-post-connect-failure", "cancelled",
+    "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+)
+
+# The seeds' `retries`; upstream's is `retry` (RETRY below).
 RETRIES = Obj(
     {
         "attempts": Int(minimum=0),
         "perTryTimeout": Duration(),
         "backOff": Obj({"baseInterval": Duration(), "maxInterval": Duration()}),
         "retryOn": Str(min_length=1),
+    }
+)
+RETRY = Obj(
+    {
+        "retryOn": List(Str(enum=RETRY_ON)),
+        "attempts": Int(minimum=0),
+        "perTryTimeout": Duration(),
+        "statusCodes": List(Int(minimum=400, maximum=599), min_items=1),
+        "backoffBaseInterval": Duration(),
     }
 )
 
@@ -386,51 +512,96 @@ GUARD_REGEX = Obj(
     }
 )
 
+GUARD_WEBHOOK = Obj(
+    {
+        "host": F(
+            Obj({"host": F(Str(min_length=1), required=True), "port": PORT, "insecureSkipVerify": Bool()}),  # v2.0
+            required=True,
+        ),
+        "forwardHeaderMatches": List(Free()),  # Gateway API HTTPHeaderMatch (v2.1)
+        "forwardHeaders": List(Free()),  # the same, v2.0's name
+    }
+)
+
 PROMPT_GUARD = Obj(
     {
         "request": Obj(
             {
                 "customResponse": Obj({"message": Str(), "statusCode": Int(minimum=200, maximum=599)}),
                 "regex": GUARD_REGEX,
+                "webhook": GUARD_WEBHOOK,
+                "moderation": Obj({"openAIModeration": Obj({"authToken": AUTH_TOKEN, "model": Str(min_length=1)})}),
             }
         ),
-        "response": Obj({"regex": GUARD_REGEX}),
+        "response": Obj({"regex": GUARD_REGEX, "webhook": GUARD_WEBHOOK}),
     }
 )
 
-MESSAGE = Obj(
-    {"role": F(Str(enum=("system", "user", "assistant")), required=True), "content": F(Str(), required=True)}
-)
+# Upstream's role is a free string (its examples write SYSTEM and USER; the seeds wrote lower case).
+MESSAGE = Obj({"role": F(Str(min_length=1), required=True), "content": F(Str(), required=True)})
 
+# `ai.defaults` (upstream) names the JSON field `field`; the seeds' `ai.fieldDefaults` named it `path`.
 FIELD_DEFAULT = Obj(
     {
-        "path": F(Str(min_length=1), required=True),
+        "field": Str(min_length=1),
+        "path": Str(min_length=1),
         "value": F(OneOf((Str(), Int(), Num(), Bool())), required=True),
         "override": F(Bool(), default=False),
-    }
+    },
+    rules=(_exactly_one(("field", "path")),),
 )
 
 RBAC_POLICY = Obj({"matchExpressions": F(List(Str(min_length=1), min_items=1), required=True)})
 
+# Gateway API LocalPolicyTargetSelector: attach to every object of a kind with these labels.
+TARGET_SELECTORS = List(
+    Obj(
+        {
+            "group": Str(),
+            "kind": F(Str(min_length=1), required=True),
+            "matchLabels": F(Map(Str()), required=True),
+            "sectionName": Str(min_length=1),
+        }
+    )
+)
+
 TRAFFIC_POLICY = Obj(
     {
-        "targetRefs": F(POLICY_TARGET_REFS, required=True),
+        # Optional: a TrafficPolicy named by a route filter ExtensionRef has no targetRefs.
+        "targetRefs": POLICY_TARGET_REFS,
+        "targetSelectors": TARGET_SELECTORS,
         "cors": CORS_POLICY,
-        "extAuth": EXTENSION_TOGGLE,
-        "extProc": EXTENSION_TOGGLE,
-        # `rateLimits` is the agentgateway reference's descriptor list, kept as written.
-        "rateLimit": Obj({"extensionRef": NAMESPACED_REF, "disable": Bool(), "rateLimits": List(Free())}),
-        "timeout": Obj({"request": Duration(), "idle": Duration()}),
-        "retries": RETRIES,
-        "requestHeaderModifier": HEADER_MODIFIER,
-        "responseHeaderModifier": HEADER_MODIFIER,
-        # CEL expressions; a request passes when one of them is true.
-        "rbac": Obj({"policy": F(RBAC_POLICY, required=True)}),
+        "csrf": CSRF_POLICY,
+        "extAuth": EXT_AUTH_POLICY,
+        "extProc": EXT_PROC_POLICY,
+        "rateLimit": RATE_LIMIT_POLICY,
+        "transformation": Obj({"request": TRANSFORM, "response": TRANSFORM}),
+        "timeouts": Obj({"request": Duration(), "streamIdle": Duration()}),
+        "timeout": Obj({"request": Duration(), "idle": Duration()}),  # the seeds' spelling
+        "retry": RETRY,
+        "retries": RETRIES,  # the seeds' spelling
+        "headerModifiers": Obj({"request": HEADER_MODIFIER, "response": HEADER_MODIFIER}),
+        "requestHeaderModifier": HEADER_MODIFIER,  # the seeds' spelling
+        "responseHeaderModifier": HEADER_MODIFIER,  # the seeds' spelling
+        "autoHostRewrite": Bool(),
+        "buffer": Obj({"maxRequestSize": QUANTITY, "disable": DISABLE}),
+        # CEL expressions; with action Allow (upstream's default) a request passes when one of them is true.
+        "rbac": Obj({"policy": F(RBAC_POLICY, required=True), "action": Str(enum=("Allow", "Deny"))}),
+        # kgateway 2.2: Basic authentication of the request (users inline as htpasswd lines, or a Secret).
+        "basicAuth": Obj(
+            {
+                "users": List(Str(min_length=1), min_items=1, max_items=256),
+                "secretRef": Obj({"name": F(NAME, required=True), "namespace": Str(), "key": Str(min_length=1)}),
+                "disable": DISABLE,
+            }
+        ),
         "ai": Obj(
             {
                 "promptGuard": PROMPT_GUARD,
                 "promptEnrichment": Obj({"prepend": List(MESSAGE), "append": List(MESSAGE)}),
-                "fieldDefaults": List(FIELD_DEFAULT),
+                "defaults": List(FIELD_DEFAULT),
+                "fieldDefaults": List(FIELD_DEFAULT),  # the seeds' spelling
+                "routeType": Str(enum=("CHAT", "CHAT_STREAMING")),
             }
         ),
     }
@@ -440,15 +611,73 @@ TRAFFIC_POLICY = Obj(
 
 OTEL_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
 
+# kgateway's CommonGrpcService: where a telemetry sink is, and how to call it.
+GRPC_BACKEND_REF = Obj({"group": Str(), "kind": Str(), "name": F(NAME, required=True), "namespace": Str(), "port": PORT})
+COMMON_GRPC_FIELDS: dict[str, F | Type] = {
+    "backendRef": F(GRPC_BACKEND_REF, required=True),
+    "authority": Str(),
+    "maxReceiveMessageLength": Int(minimum=1),
+    "skipEnvoyHeaders": Bool(),
+    "timeout": Duration(),
+    "initialMetadata": List(Obj({"key": F(Str(min_length=1), required=True), "value": Str()})),
+    "retryPolicy": Obj(
+        {
+            "retryBackOff": Obj({"baseInterval": Duration(), "maxInterval": Duration()}),
+            "numRetries": Int(minimum=1),
+        }
+    ),
+}
+COMMON_GRPC = Obj(COMMON_GRPC_FIELDS)
+
+COMPARISON = Obj({"op": Str(enum=("EQ", "GE", "LE")), "value": Int(minimum=0)})
+FILTER_TYPE_FIELDS: dict[str, F | Type] = {
+    "statusCodeFilter": COMPARISON,
+    "durationFilter": COMPARISON,
+    "notHealthCheckFilter": Bool(),
+    "traceableFilter": Bool(),
+    "headerFilter": Obj({"header": F(Free(), required=True)}),  # Gateway API HTTPHeaderMatch
+    "responseFlagFilter": Obj({"flags": F(List(Str(min_length=1), min_items=1), required=True)}),
+    "grpcStatusFilter": Obj({"statuses": List(Str(min_length=1)), "exclude": Bool()}),
+    "celFilter": Obj({"match": F(Str(min_length=1), required=True)}),
+}
+FILTER_TYPE = Obj(FILTER_TYPE_FIELDS)
+ACCESS_LOG_FILTER = Obj(
+    {**FILTER_TYPE_FIELDS, "andFilter": List(FILTER_TYPE, min_items=2), "orFilter": List(FILTER_TYPE, min_items=2)}
+)
+
+ACCESS_LOG_SINKS = ("fileSink", "grpcService", "openTelemetry", "otel")
+
 ACCESS_LOG = Obj(
     {
-        "fileSink": Obj({"path": F(Str(min_length=1), required=True), "jsonFormat": Free()}),
-        "grpcService": Obj({"logName": F(Str(min_length=1), required=True), "staticClusterName": Str(min_length=1)}),
+        "fileSink": Obj(
+            {"path": F(Str(min_length=1), required=True), "stringFormat": Str(), "jsonFormat": Free()},
+        ),
+        "grpcService": Obj(
+            {
+                **COMMON_GRPC_FIELDS,
+                "backendRef": GRPC_BACKEND_REF,  # optional here: the seeds name a static cluster instead
+                "logName": F(Str(min_length=1), required=True),
+                "staticClusterName": Str(min_length=1),  # the seeds' form
+                "additionalRequestHeadersToLog": List(Str(min_length=1)),
+                "additionalResponseHeadersToLog": List(Str(min_length=1)),
+                "additionalResponseTrailersToLog": List(Str(min_length=1)),
+            }
+        ),
+        "openTelemetry": Obj(
+            {
+                "grpcService": F(Obj({**COMMON_GRPC_FIELDS, "logName": Str(min_length=1)}), required=True),
+                "body": Str(),
+                "disableBuiltinLabels": Bool(),
+                "attributes": Free(),
+            }
+        ),
+        # The seeds' form of an OpenTelemetry sink.
         "otel": Obj(
             {"endpoint": F(Str(min_length=1), required=True), "protocol": F(Str(enum=OTEL_PROTOCOLS), default="grpc")}
         ),
+        "filter": ACCESS_LOG_FILTER,
     },
-    rules=(_exactly_one(("fileSink", "grpcService", "otel")),),
+    rules=(_exactly_one(ACCESS_LOG_SINKS),),
 )
 
 CUSTOM_TAG = Obj(
@@ -456,26 +685,63 @@ CUSTOM_TAG = Obj(
     rules=(_exactly_one(("literal", "environment", "requestHeader")),),
 )
 
+_NAME_DEFAULT = Obj({"name": F(Str(min_length=1), required=True), "defaultValue": Str()})
+CUSTOM_ATTRIBUTE = Obj(
+    {
+        "name": F(Str(min_length=1), required=True),
+        "literal": Obj({"value": F(Str(), required=True)}),
+        "environment": _NAME_DEFAULT,
+        "requestHeader": _NAME_DEFAULT,
+        "metadata": Obj(
+            {
+                "kind": F(Str(enum=("Request", "Route", "Cluster", "Host")), required=True),
+                "metadataKey": F(
+                    Obj({"key": F(Str(min_length=1), required=True), "path": List(Free())}), required=True
+                ),
+                "defaultValue": Str(),
+            }
+        ),
+    },
+    rules=(_exactly_one(("literal", "environment", "requestHeader", "metadata")),),
+)
+
+SEED_OTEL_TRACING = Obj(
+    {
+        "grpcAddress": Str(min_length=1),
+        "httpAddress": Str(min_length=1),
+        "protocol": Str(enum=OTEL_PROTOCOLS),
+    },
+    rules=(_exactly_one(("grpcAddress", "httpAddress")),),
+)
+
+OPENTELEMETRY_TRACING = Obj(
+    {
+        "grpcService": F(COMMON_GRPC, required=True),
+        "serviceName": Str(min_length=1),
+        "resourceDetectors": List(Obj({"environmentResourceDetector": Obj({})})),
+        "sampler": Obj({"alwaysOnConfig": Obj({})}),
+    }
+)
+
+SAMPLING = Int(minimum=0, maximum=100)
+
 TRACING = Obj(
     {
         "provider": F(
             Obj(
-                {
-                    "otel": F(
-                        Obj(
-                            {
-                                "grpcAddress": Str(min_length=1),
-                                "httpAddress": Str(min_length=1),
-                                "protocol": Str(enum=OTEL_PROTOCOLS),
-                            },
-                            rules=(_exactly_one(("grpcAddress", "httpAddress")),),
-                        ),
-                        required=True,
-                    )
-                }
+                {"openTelemetry": OPENTELEMETRY_TRACING, "otel": SEED_OTEL_TRACING},
+                rules=(_exactly_one(("openTelemetry", "otel")),),
             ),
             required=True,
         ),
+        "clientSampling": SAMPLING,
+        "randomSampling": SAMPLING,
+        "overallSampling": SAMPLING,
+        "verbose": Bool(),
+        "maxPathTagLength": Int(minimum=1),
+        "attributes": List(CUSTOM_ATTRIBUTE),
+        "spawnUpstreamSpan": Bool(),
+        # The seeds' fields.
         "samplingRate": Num(minimum=0, maximum=100),
         "propagators": List(Str(enum=("W3C_TRACE_CONTEXT", "W3C_BAGGAGE", "B3", "B3_SINGLE_HEADER"))),
         "customTags": Map(CUSTOM_TAG),
@@ -484,10 +750,22 @@ TRACING = Obj(
 
 HTTP_LISTENER_POLICY = Obj(
     {
-        "targetRefs": F(POLICY_TARGET_REFS, required=True),
+        "targetRefs": POLICY_TARGET_REFS,
+        "targetSelectors": TARGET_SELECTORS,
         "accessLogging": Free(),  # the OpenAPI leaves it open
-        "accessLog": List(ACCESS_LOG),
+        "accessLog": List(ACCESS_LOG, max_items=16),
         "tracing": TRACING,
+        "upgradeConfig": Obj({"enabledUpgrades": F(List(Str(min_length=1), min_items=1), required=True)}),
+        "useRemoteAddress": Bool(),
+        "xffNumTrustedHops": Int(minimum=0),
+        "serverHeaderTransformation": Str(enum=("Overwrite", "AppendIfAbsent", "PassThrough")),
+        "streamIdleTimeout": Duration(),
+        "idleTimeout": Duration(),
+        "healthCheck": Obj({"path": F(Str(min_length=1, pattern=r"/[-a-zA-Z0-9@:%.+~#?&/=_]+"), required=True)}),
+        "preserveHttp1HeaderCase": Bool(),
+        "acceptHttp10": Bool(),
+        "defaultHostForHttp10": Str(min_length=1),
+        "preserveExternalRequestId": Bool(),
         "buffer": Obj({"maxRequestBytes": Int(minimum=0, maximum=2**31 - 1)}),
         "celValidation": Obj(
             {
@@ -526,28 +804,67 @@ DIRECT_RESPONSE = Obj(
 
 # --- GatewayExtension -----------------------------------------------------------------------------------------
 
-SERVICE_REF = Obj({"name": F(NAME, required=True), "namespace": Str(), "port": PORT})
-GRPC_SERVICE = Obj({"grpcService": F(Obj({"backendRef": F(SERVICE_REF, required=True)}), required=True)})
+SERVICE_REF = Obj(
+    {"group": Str(), "kind": Str(), "name": F(NAME, required=True), "namespace": Str(), "port": PORT}
+)
+# kgateway's ExtGrpcService: the service, an optional :authority and (2.1) a per-call timeout.
+EXT_GRPC_SERVICE = Obj({"backendRef": F(SERVICE_REF, required=True), "authority": Str(), "requestTimeout": Duration()})
 
 GATEWAY_EXTENSION_MEMBERS = {"ExtAuth": "extAuth", "ExtProc": "extProc", "RateLimit": "rateLimit"}
 
 GATEWAY_EXTENSION = Obj(
     {
-        "type": F(Str(enum=tuple(GATEWAY_EXTENSION_MEMBERS)), required=True),
-        "extAuth": GRPC_SERVICE,
-        "extProc": GRPC_SERVICE,
-        "rateLimit": GRPC_SERVICE,
+        # v2.0 also had `Extended` (no block of its own).
+        "type": F(Str(enum=(*GATEWAY_EXTENSION_MEMBERS, "Extended")), required=True),
+        "extAuth": Obj(
+            {
+                "grpcService": F(EXT_GRPC_SERVICE, required=True),
+                "failOpen": Bool(),
+                "clearRouteCache": Bool(),
+                "withRequestBody": EXT_AUTH_BUFFER,
+                "statusOnError": Int(minimum=100, maximum=511),
+                "statPrefix": Str(min_length=1),
+                "timeout": Duration(),  # extension (DESIGN.md 4.2), default 1s
+            }
+        ),
+        "extProc": Obj(
+            {
+                "grpcService": F(EXT_GRPC_SERVICE, required=True),
+                "failOpen": Bool(),
+                "processingMode": PROCESSING_MODE,
+                "messageTimeout": Duration(),
+                "maxMessageTimeout": Duration(),
+                "statPrefix": Str(min_length=1),
+                "routeCacheAction": Str(enum=("FromResponse", "Clear", "Retain")),
+                "metadataOptions": Obj(
+                    {
+                        "forwarding": Obj(
+                            {"typed": List(Str(min_length=1), min_items=1), "untyped": List(Str(min_length=1), min_items=1)}
+                        )
+                    }
+                ),
+            }
+        ),
+        "rateLimit": Obj(
+            {
+                "grpcService": F(EXT_GRPC_SERVICE, required=True),
+                "domain": Str(min_length=1),
+                "failOpen": Bool(),
+                "timeout": Duration(),
+                "xRateLimitHeaders": Str(enum=("Off", "DraftVersion03")),
+            }
+        ),
     },
     rules=(_block_for_type(GATEWAY_EXTENSION_MEMBERS),),
 )
 
-# --- GatewayParameters (OpenAPI `kube` plus the agentgateway reference's additions) --------------------------
+# --- GatewayParameters (kgateway's KubernetesProxyConfig plus the agentgateway reference's additions) ----------
 
-QUANTITY = OneOf((Str(min_length=1), Int(), Num()))
 RESOURCES = Obj(
     {
-        "requests": Obj({"cpu": QUANTITY, "memory": QUANTITY}),
-        "limits": Obj({"cpu": QUANTITY, "memory": QUANTITY}),
+        "requests": Map(QUANTITY),
+        "limits": Map(QUANTITY),
+        "claims": List(Free()),
     }
 )
 TOLERATION = Obj(
@@ -559,15 +876,47 @@ TOLERATION = Obj(
         "tolerationSeconds": Int(),
     }
 )
+IMAGE = Obj(
+    {
+        "registry": Str(),
+        "repository": Str(),
+        "tag": Str(),
+        "digest": Str(),
+        "pullPolicy": Str(enum=("Always", "IfNotPresent", "Never")),
+    }
+)
+# Kubernetes core types (SecurityContext, EnvVar, VolumeMount, Probe, ...) are taken whole: the API server
+# validates them, and nothing here reads inside them.
+K8S = Free()
+CONTAINER_FIELDS: dict[str, F | Type] = {
+    "image": IMAGE,
+    "securityContext": K8S,
+    "resources": RESOURCES,
+    "env": List(K8S),
+    "extraVolumeMounts": List(K8S),
+}
 
 GATEWAY_PARAMETERS = Obj(
     {
         "kube": Obj(
             {
-                "agentgateway": Obj({"customConfigMapName": Str(min_length=1)}),
+                "agentgateway": Obj(
+                    {**CONTAINER_FIELDS, "enabled": Bool(), "logLevel": Str(), "customConfigMapName": Str(min_length=1)}
+                ),
+                "aiExtension": Obj(
+                    {
+                        **CONTAINER_FIELDS,
+                        "enabled": Bool(),
+                        "ports": List(K8S),
+                        "stats": Obj({"customLabels": List(K8S)}),
+                        "tracing": K8S,
+                    }
+                ),
                 "deployment": Obj(
                     {
                         "replicas": Int(minimum=0),
+                        "strategy": K8S,
+                        # the seeds' spelling of the proxy container's settings
                         "container": Obj(
                             {
                                 "resources": RESOURCES,
@@ -580,22 +929,61 @@ GATEWAY_PARAMETERS = Obj(
                     {
                         "extraLabels": Map(Str()),
                         "extraAnnotations": Map(Str()),
+                        "securityContext": K8S,
+                        "imagePullSecrets": List(Obj({"name": F(NAME, required=True)})),
                         "nodeSelector": Map(Str()),
+                        "affinity": K8S,
                         "tolerations": List(TOLERATION),
+                        "gracefulShutdown": Obj({"enabled": Bool(), "sleepTimeSeconds": Int(minimum=0)}),
+                        "terminationGracePeriodSeconds": Int(minimum=0),
+                        "startupProbe": K8S,
+                        "readinessProbe": K8S,
+                        "livenessProbe": K8S,
+                        "topologySpreadConstraints": List(K8S),
+                        "extraVolumes": List(K8S),
                         "spec": Obj({"affinity": Free(), "nodeSelector": Map(Str()), "tolerations": Free()}),
                     }
                 ),
                 "envoyContainer": Obj(
                     {
+                        **CONTAINER_FIELDS,
+                        "bootstrap": Obj({"logLevel": Str(min_length=1), "componentLogLevels": Map(Str())}),
+                    }
+                ),
+                "sdsContainer": Obj(
+                    {
+                        "image": IMAGE,
+                        "securityContext": K8S,
                         "resources": RESOURCES,
-                        "image": Obj({"registry": Str(), "repository": Str(), "tag": Str()}),
+                        "bootstrap": Obj({"logLevel": Str(min_length=1)}),
                     }
                 ),
                 "service": Obj(
-                    {"type": Str(enum=("ClusterIP", "NodePort", "LoadBalancer")), "extraAnnotations": Map(Str())}
+                    {
+                        "type": Str(enum=("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")),
+                        "clusterIP": Str(),
+                        "extraLabels": Map(Str()),
+                        "extraAnnotations": Map(Str()),
+                        "ports": List(K8S),
+                        "externalTrafficPolicy": Str(),
+                    }
                 ),
+                "serviceAccount": Obj({"extraLabels": Map(Str()), "extraAnnotations": Map(Str())}),
+                "istio": Obj({"istioProxyContainer": K8S, "customSidecars": List(K8S)}),
+                "stats": Obj(
+                    {
+                        "enabled": Bool(),
+                        "routePrefixRewrite": Str(),
+                        "enableStatsRoute": Bool(),
+                        "statsRoutePrefixRewrite": Str(),
+                        "matcher": K8S,
+                    }
+                ),
+                "floatingUserId": Bool(),
+                "omitDefaultSecurityContext": Bool(),
             }
-        )
+        ),
+        "selfManaged": Obj({}),
     }
 )
 
