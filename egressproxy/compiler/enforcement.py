@@ -374,8 +374,14 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
         ),
         "DirectResponse": KindEnforcement(("spec.status", "spec.statusCode", "spec.body"), MappingProxyType({})),
         "GatewayExtension": KindEnforcement(
-            ("spec.type",),
-            MappingProxyType({f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")}),
+            (),
+            MappingProxyType(
+                {
+                    # No extension of any type is called by this build, so even a bare `type` is not in force.
+                    "spec.type": _NO_EXT,
+                    **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")},
+                }
+            ),
         ),
         "GatewayParameters": KindEnforcement(
             (),

@@ -244,7 +244,7 @@ spec:
     )
     ref = ObjectRef("GatewayExtension", "default", "authz")
     assert [c.type for c in result.statuses[ref]] == ["Accepted", "Programmed"]
-    assert programmed(result, ref)[1:] == ("Unsupported", "spec.extAuth is validated but not enforced by this build")
+    assert programmed(result, ref)[1:] == ("Unsupported", "spec.type, spec.extAuth are validated but not enforced by this build")
 
 
 def test_a_configuration_with_problems_is_invalid_before_unsupported() -> None:

@@ -150,6 +150,6 @@ def test_external_services_say_the_rate_limit_credential_and_ext_auth_are_not_en
         "spec.secretRef, spec.target, spec.headerName, spec.valuePrefix are"
     )
     assert cells["TrafficPolicy/story-01/github-writes-ext-auth"] == unsupported.format("spec.extAuth is")
-    assert cells["GatewayExtension/story-01/authz"] == unsupported.format("spec.extAuth is")
+    assert cells["GatewayExtension/story-01/authz"] == unsupported.format("spec.type, spec.extAuth are")
     for enforced in ("EgressGateway/story-01/egress", "HTTPRoute/story-01/github-api", "BackendTLSPolicy/story-01/github-api-tls"):
         assert cells[enforced] == "True", enforced
