@@ -146,9 +146,13 @@ _PROVIDER_FIELDS: Mapping[str, str] = MappingProxyType(
         "publisher": _NO_REWRITE,
         "apiVersion": _NO_REWRITE,
         "pathOverride.*": _NO_REWRITE,
+        "projectId": _NO_REWRITE,
+        "modelPath": _NO_REWRITE,
+        "guardrail.*": "Bedrock guardrails are not applied",
     }
 )
-_LLM_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "azureOpenai", "vertexAi")
+# The seeds' spellings and kgateway's lower-case `azureopenai` / `vertexai`.
+_LLM_PROVIDERS = ("openai", "anthropic", "gemini", "bedrock", "azureOpenai", "vertexAi", "azureopenai", "vertexai")
 _OPENAPI_PROVIDERS = ("openai", "azure", "gemini", "mistral")
 
 
@@ -171,7 +175,28 @@ def _providers(kind: str, prefix: str, providers: tuple[str, ...]) -> tuple[tupl
     return tuple(enforced), unsupported
 
 
-_BACKEND_LLM = _providers("Backend", "spec.ai.llm", _LLM_PROVIDERS)
+def _llm(kind: str, prefix: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """An `llm` block in every spelling: the provider blocks in it (seeds, kgateway v2.1) or under its `provider`
+    (kgateway v2.0), and where the provider is said at the llm level (v2.1 `host`/`port`/`path`/`authHeader`, v2.0
+    `hostOverride`/`pathOverride`/`authHeaderOverride`): the host and port are dialled, the rest is not applied."""
+    accepted = set(kind_paths(KINDS[kind]))
+    direct, direct_unsupported = _providers(kind, prefix, _LLM_PROVIDERS)
+    nested, nested_unsupported = _providers(kind, f"{prefix}.provider", _LLM_PROVIDERS)
+    level_enforced = [f"{prefix}.{f}" for f in ("host", "port", "provider", "hostOverride.*")]
+    level_unsupported = {
+        f"{prefix}.path.*": _NO_REWRITE,
+        f"{prefix}.pathOverride.*": _NO_REWRITE,
+        f"{prefix}.authHeader.*": _NO_PROVIDER_AUTH,
+        f"{prefix}.authHeaderOverride.*": _NO_PROVIDER_AUTH,
+    }
+    enforced = (prefix, *direct, *nested, *(p for p in level_enforced if p.removesuffix(".*") in accepted))
+    unsupported = {**direct_unsupported, **nested_unsupported}
+    unsupported.update({p: why for p, why in level_unsupported.items() if p.removesuffix(".*") in accepted})
+    return tuple(enforced), unsupported
+
+
+_BACKEND_LLM = _llm("Backend", "spec.ai.llm")
+_AIBACKEND_LLM = _llm("AIBackend", "spec.llm")
 _BACKEND_OPENAPI = _providers("Backend", "spec.ai.provider", _OPENAPI_PROVIDERS)
 _AIBACKEND_PROVIDERS = _providers("AIBackend", "spec.provider", _OPENAPI_PROVIDERS)
 
@@ -292,7 +317,6 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 "spec.static.hosts.host",
                 "spec.static.hosts.port",
                 "spec.ai",
-                "spec.ai.llm",
                 "spec.ai.provider",
                 "spec.ai.provider.type",
                 "spec.dynamicForwardProxy",
@@ -306,6 +330,8 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                     **_BACKEND_LLM[1],
                     **_BACKEND_OPENAPI[1],
                     "spec.ai.priorityGroups.*": _AI_PRIORITY_GROUPS,
+                    "spec.ai.multipool.*": _AI_PRIORITY_GROUPS,
+                    "spec.static.appProtocol": "the application protocol is not applied (HTTP/1.1 or as negotiated)",
                     "spec.aws.*": "AWS Lambda backends are not implemented",
                     "spec.mcp.*": "MCP backends are not implemented",
                     "spec.dynamicForwardProxy.enableTls": "TLS origination for dynamic forwarding is not implemented",
@@ -313,11 +339,14 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "AIBackend": KindEnforcement(
-            ("spec.provider", "spec.provider.type", *_AIBACKEND_PROVIDERS[0]),
+            ("spec.provider", "spec.provider.type", *_AIBACKEND_PROVIDERS[0], *_AIBACKEND_LLM[0]),
             MappingProxyType(
                 {
                     **_AIBACKEND_PROVIDERS[1],
+                    **_AIBACKEND_LLM[1],
                     "spec.groups.*": _AI_PRIORITY_GROUPS,
+                    "spec.priorityGroups.*": _AI_PRIORITY_GROUPS,
+                    "spec.multipool.*": _AI_PRIORITY_GROUPS,
                 }
             ),
         ),

@@ -211,15 +211,15 @@ def test_aws_mcp_and_dynamic_forward_proxy_backends() -> None:
         (
             "  type: AI\n  ai:\n    llm: {openai: {model: m}, anthropic: {model: m}}\n",
             "t.yaml:7: Backend/ns/x: spec.ai.llm.anthropic: set only one of openai, anthropic, gemini, bedrock, "
-            "azureOpenai, vertexAi (found openai and anthropic)",
+            "azureOpenai, azureopenai, vertexAi, vertexai, provider (found openai and anthropic)",
         ),
         (
             "  type: AI\n  ai:\n    llm: {}\n",
-            "t.yaml:7: Backend/ns/x: spec.ai.llm: set one of openai, anthropic, gemini, bedrock, azureOpenai, vertexAi",
+            "t.yaml:7: Backend/ns/x: spec.ai.llm: set one of openai, anthropic, gemini, bedrock, azureOpenai, azureopenai, vertexAi, vertexai, provider",
         ),
         (
             "  type: AI\n  ai:\n    llm: {openai: {model: m}}\n    priorityGroups: [{providers: [{name: a, openai: {}}]}]\n",
-            "t.yaml:8: Backend/ns/x: spec.ai.priorityGroups: set only one of llm, priorityGroups, provider "
+            "t.yaml:8: Backend/ns/x: spec.ai.priorityGroups: set only one of llm, priorityGroups, multipool, provider "
             "(found llm and priorityGroups)",
         ),
         (
@@ -266,7 +266,7 @@ def test_aws_mcp_and_dynamic_forward_proxy_backends() -> None:
         ),
         (
             "  type: MCP\n  mcp:\n    targets:\n    - name: t\n",
-            "t.yaml:8: Backend/ns/x: spec.mcp.targets[0]: set one of service, static",
+            "t.yaml:8: Backend/ns/x: spec.mcp.targets[0]: set one of service, static, selector",
         ),
     ],
 )

@@ -137,21 +137,22 @@ PROVIDER_OVERRIDES: dict[str, F | Type] = {
 }
 
 
-def _provider(fields: dict[str, F | Type]) -> Obj:
-    return Obj({**fields, **PROVIDER_OVERRIDES})
+def _provider(fields: dict[str, F | Type], rules: tuple[Any, ...] = ()) -> Obj:
+    return Obj({**fields, **PROVIDER_OVERRIDES}, rules=rules)
 
 
 OPENAI = _provider({"authToken": AUTH_TOKEN, "model": Str(min_length=1)})
 ANTHROPIC = _provider({"authToken": AUTH_TOKEN, "model": Str(min_length=1), "apiVersion": Str(min_length=1)})
 GEMINI = _provider({"authToken": AUTH_TOKEN, "model": Str(min_length=1), "apiVersion": Str(min_length=1)})
+# kgateway `AwsAuth`; omitted: the ambient AWS credentials (IRSA).
+AWS_AUTH = Obj({"type": F(Str(enum=("Secret",)), default="Secret"), "secretRef": F(NAMESPACED_REF, required=True)})
 BEDROCK = _provider(
     {
-        "model": F(Str(min_length=1), required=True),
-        "region": F(Str(min_length=1, pattern=r"[a-z]{2}(-gov)?-[a-z]+-\d+"), required=True),
-        # Omitted: the ambient AWS credentials (IRSA).
-        "auth": Obj(
-            {"type": F(Str(enum=("Secret",)), default="Secret"), "secretRef": F(NAMESPACED_REF, required=True)}
-        ),
+        "model": Str(min_length=1),
+        # kgateway (v2.0 and v2.1): optional, default us-east-1, `^[a-z0-9-]+$`; the seed required it.
+        "region": F(Str(min_length=1, pattern=r"[a-z0-9-]+"), default="us-east-1"),
+        "auth": AWS_AUTH,
+        "guardrail": Obj({"identifier": Str(min_length=1), "version": Str(min_length=1)}),
     }
 )
 AZURE_OPENAI = _provider(
@@ -165,34 +166,83 @@ AZURE_OPENAI = _provider(
 VERTEX_AI = _provider(
     {
         "authToken": AUTH_TOKEN,
-        "project": F(Str(min_length=1), required=True),
+        "project": Str(min_length=1),  # the seed's spelling of kgateway's `projectId`
+        "projectId": Str(min_length=1),
         "location": F(Str(min_length=1), required=True),
         "model": Str(min_length=1),
-        "publisher": Str(min_length=1),
+        "modelPath": Str(min_length=1),
+        "publisher": Str(min_length=1),  # kgateway: enum GOOGLE; the seed took any publisher
         "apiVersion": Str(min_length=1),
-    }
+    },
+    rules=(_exactly_one(("project", "projectId")),),
 )
 
+# kgateway spells two provider blocks in lower case (`azureopenai`, `vertexai`); the seeds' camel case stays.
 PROVIDER_BLOCKS: dict[str, F | Type] = {
     "openai": OPENAI,
     "anthropic": ANTHROPIC,
     "gemini": GEMINI,
     "bedrock": BEDROCK,
     "azureOpenai": AZURE_OPENAI,
+    "azureopenai": AZURE_OPENAI,
     "vertexAi": VERTEX_AI,
+    "vertexai": VERTEX_AI,
 }
 PROVIDER_NAMES = tuple(PROVIDER_BLOCKS)
 
-LLM = Obj(PROVIDER_BLOCKS, rules=(_exactly_one(PROVIDER_NAMES),))
-NAMED_PROVIDER = Obj({"name": F(NAME, required=True), **PROVIDER_BLOCKS}, rules=(_exactly_one(PROVIDER_NAMES),))
+# kgateway v2.1 (`LLMProvider`, content/docs/envoy/2.1.x/reference/api.md): the provider block beside where it
+# is, at the llm level: `host`, `port`, `path: {full}`, `authHeader`.
+V21_PROVIDER_LOCATION: dict[str, F | Type] = {
+    "host": HOST,
+    "port": PORT,
+    "path": Obj({"full": F(Str(min_length=1, pattern=r"/.*"), required=True)}),
+    "authHeader": Obj({"prefix": Str(min_length=1), "headerName": Str(min_length=1)}),
+}
+# kgateway v2.0 (`LLMProvider`, content/docs/latest/reference/api.md at 7732dd7f): the provider block nested
+# under `provider` (`SupportedLLMProvider`), with `hostOverride`, `pathOverride`, `authHeaderOverride` beside it.
+V20_PROVIDER_LOCATION: dict[str, F | Type] = {
+    "provider": Obj(PROVIDER_BLOCKS, rules=(_exactly_one(PROVIDER_NAMES),)),
+    **PROVIDER_OVERRIDES,
+}
+# Where the provider is may be said once: at the llm level or inside the provider block (the seeds' form).
+_LOCATION_SPELLINGS = (("host", "hostOverride"), ("path", "pathOverride"), ("authHeader", "authHeaderOverride"))
+
+
+def _llm_rule(llm: dict[str, Any]) -> Problems:
+    """One provider (a block, or v2.0's `provider`), and each override said in one place only."""
+    problems = _exactly_one((*PROVIDER_NAMES, "provider"))(llm)
+    holder = llm["provider"] if isinstance(llm.get("provider"), dict) else llm
+    inner = [holder[m] for m in PROVIDER_NAMES if isinstance(holder.get(m), dict)]
+    for v21, v20 in _LOCATION_SPELLINGS:
+        said = [m for m in (v21, v20) if m in llm] + [f"a provider's {v20}" for b in inner if v20 in b]
+        if len(said) > 1:
+            problems.append((v21 if v21 in llm else v20, f"set only one of {' and '.join(said)}"))
+    if "provider" in llm and "port" in llm:
+        problems.append(("port", "port is the v2.1 form: with provider, use hostOverride {host, port}"))
+    return problems
+
+
+LLM_FIELDS: dict[str, F | Type] = {**PROVIDER_BLOCKS, **V21_PROVIDER_LOCATION, **V20_PROVIDER_LOCATION}
+LLM = Obj(LLM_FIELDS, rules=(_llm_rule,))
+NAMED_PROVIDER = Obj({"name": F(NAME, required=True), **PROVIDER_BLOCKS, **V21_PROVIDER_LOCATION}, rules=(_llm_rule,))
+# kgateway v2.0 `multipool` (MultiPoolConfig): `priorities[].pool[]`, each an unnamed LLMProvider.
+MULTIPOOL = Obj(
+    {
+        "priorities": F(
+            List(Obj({"pool": F(List(LLM, min_items=1, max_items=20), required=True)}), min_items=1, max_items=20),
+            required=True,
+        )
+    }
+)
 
 
 def _unique_provider_names(groups: list[dict[str, Any]]) -> Problems:
     seen: set[str] = set()
     problems = []
-    for i, group in enumerate(groups):
-        for j, provider in enumerate(group.get("providers", [])):
-            name = provider.get("name")
+    for i, group in enumerate(groups if isinstance(groups, list) else []):
+        providers = group.get("providers") if isinstance(group, dict) else None
+        for j, provider in enumerate(providers if isinstance(providers, list) else []):
+            name = provider.get("name") if isinstance(provider, dict) else None
             if name in seen:
                 problems.append((f"[{i}].providers[{j}].name", f"duplicate provider name {name!r}"))
             elif name is not None:
@@ -200,7 +250,9 @@ def _unique_provider_names(groups: list[dict[str, Any]]) -> Problems:
     return problems
 
 
-PRIORITY_GROUPS = List(Obj({"providers": F(List(NAMED_PROVIDER, min_items=1), required=True)}), min_items=1)
+PRIORITY_GROUPS = List(
+    Obj({"providers": F(List(NAMED_PROVIDER, min_items=1, max_items=32), required=True)}), min_items=1, max_items=32
+)
 
 # --- the kgateway OpenAPI's provider form (`ai.provider` on Backend, `provider` on AIBackend) -----------------
 
@@ -234,16 +286,21 @@ OPENAPI_PROVIDER = Obj(
 
 
 def _ai_rules(ai: dict[str, Any]) -> Problems:
-    problems = _exactly_one(("llm", "priorityGroups", "provider"))(ai)
+    problems = _exactly_one(AI_BACKEND_MEMBERS)(ai)
     if isinstance(ai.get("priorityGroups"), list):
         problems += [(f"priorityGroups{rel}", msg) for rel, msg in _unique_provider_names(ai["priorityGroups"])]
     return problems
 
 
-AI_BACKEND_BLOCK = Obj(
-    {"llm": LLM, "priorityGroups": PRIORITY_GROUPS, "provider": OPENAPI_PROVIDER},
-    rules=(_ai_rules,),
-)
+# `llm` and `priorityGroups` (seeds, kgateway v2.1), `multipool` (kgateway v2.0), `provider` (kgateway OpenAPI).
+AI_BACKEND_FIELDS: dict[str, F | Type] = {
+    "llm": LLM,
+    "priorityGroups": PRIORITY_GROUPS,
+    "multipool": MULTIPOOL,
+    "provider": OPENAPI_PROVIDER,
+}
+AI_BACKEND_MEMBERS = tuple(AI_BACKEND_FIELDS)
+AI_BACKEND_BLOCK = Obj(AI_BACKEND_FIELDS, rules=(_ai_rules,))
 
 # --- Backend --------------------------------------------------------------------------------------------------
 
@@ -257,14 +314,38 @@ STATIC_HOST = Obj(
 
 
 def _mcp_target_rule(target: dict[str, Any]) -> Problems:
-    return _exactly_one(("service", "static"))(target)
+    return _exactly_one(("service", "static", "selector"))(target)
 
 
+LABEL_SELECTOR = Obj(
+    {
+        "matchLabels": Map(Str()),
+        "matchExpressions": List(
+            Obj(
+                {
+                    "key": F(Str(min_length=1), required=True),
+                    "operator": F(Str(enum=("In", "NotIn", "Exists", "DoesNotExist")), required=True),
+                    "values": List(Str()),
+                }
+            )
+        ),
+    }
+)
+
+# kgateway v2.0/v2.1 `McpTargetSelector`: `static` (McpTarget) or `selector`; the seed's `service` stays.
 MCP_TARGET = Obj(
     {
         "name": F(NAME, required=True),
         "service": Obj({"name": F(NAME, required=True), "namespace": Str(), "port": F(PORT, required=True)}),
-        "static": Obj({"host": F(HOST, required=True), "port": F(PORT, required=True), "path": Str(pattern=r"/.*")}),
+        "static": Obj(
+            {
+                "host": F(HOST, required=True),
+                "port": F(PORT, required=True),
+                "path": Str(pattern=r"/.*"),
+                "protocol": Str(enum=("StreamableHTTP", "SSE")),
+            }
+        ),
+        "selector": Obj({"namespace": LABEL_SELECTOR, "service": LABEL_SELECTOR}),
     },
     rules=(_mcp_target_rule,),
 )
@@ -292,11 +373,28 @@ def _parent_rule(spec: dict[str, Any]) -> Problems:
 BACKEND = Obj(
     {
         "type": F(Str(enum=tuple(BACKEND_TYPE_MEMBERS)), required=True),
-        "static": Obj({"hosts": F(List(STATIC_HOST, min_items=1), required=True)}),
+        "static": Obj(
+            {
+                "hosts": F(List(STATIC_HOST, min_items=1), required=True),
+                "appProtocol": Str(enum=("http2", "grpc", "grpc-web", "kubernetes.io/h2c", "kubernetes.io/ws")),
+            }
+        ),
         "ai": AI_BACKEND_BLOCK,
+        # kgateway v2.0/v2.1 `AwsBackend`: `lambda`, `accountId`, `auth`, `region` (default us-east-1); the seed's
+        # `lambdaFunctionName` and `roleArn` stay.
         "aws": Obj(
             {
-                "region": F(Str(min_length=1), required=True),
+                "region": F(Str(min_length=1, pattern=r"[a-z0-9-]+"), default="us-east-1"),
+                "lambda": Obj(
+                    {
+                        "endpointURL": Str(pattern=r"https?://[-a-zA-Z0-9@:%.+~#?&/=]+"),
+                        "functionName": Str(pattern=r"[A-Za-z0-9-_]{1,140}"),
+                        "invocationMode": F(Str(enum=("Sync", "Async")), default="Sync"),
+                        "qualifier": F(Str(pattern=r"\$LATEST|[0-9]+|[A-Za-z0-9-_]{1,128}"), default="$LATEST"),
+                        "payloadTransformMode": F(Str(enum=("None", "Envoy")), default="Envoy"),
+                    }
+                ),
+                "auth": AWS_AUTH,
                 "lambdaFunctionName": Str(min_length=1),
                 "accountId": Str(pattern=r"\d{12}"),
                 "roleArn": Str(pattern=r"arn:aws[a-z-]*:iam::\d{12}:role/.+"),
@@ -313,25 +411,25 @@ BACKEND = Obj(
 
 # --- AIBackend (kgateway OpenAPI) -----------------------------------------------------------------------------
 
+# The OpenAPI's `provider` / `groups`; and, since kgateway's `AIBackend` type is the Backend's `ai` block, that
+# block's `llm`, `priorityGroups` (v2.1) and `multipool` (v2.0) too.
+AI_BACKEND_GROUPS = List(
+    Obj(
+        {
+            "priority": Int(minimum=0),
+            "backends": F(
+                List(Obj({"backendRef": F(NAMESPACED_REF, required=True), "weight": Int(minimum=0)}), min_items=1),
+                required=True,
+            ),
+        }
+    )
+)
 AI_BACKEND = Obj(
-    {
-        "provider": OPENAPI_PROVIDER,
-        "groups": List(
-            Obj(
-                {
-                    "priority": Int(minimum=0),
-                    "backends": F(
-                        List(
-                            Obj({"backendRef": F(NAMESPACED_REF, required=True), "weight": Int(minimum=0)}),
-                            min_items=1,
-                        ),
-                        required=True,
-                    ),
-                }
-            )
-        ),
-    },
-    rules=(_exactly_one(("provider", "groups")),),
+    {**AI_BACKEND_FIELDS, "groups": AI_BACKEND_GROUPS},
+    rules=(
+        lambda spec: _exactly_one((*AI_BACKEND_MEMBERS, "groups"))(spec)
+        + [(f"priorityGroups{rel}", msg) for rel, msg in _unique_provider_names(spec.get("priorityGroups") or [])],
+    ),
 )
 
 # --- TrafficPolicy --------------------------------------------------------------------------------------------
