@@ -12,17 +12,38 @@ from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.snapshot import AIProvider, freeze
 
-PROVIDER_KINDS = ("openai", "anthropic", "gemini", "bedrock", "azureOpenai", "vertexAi", "azure", "mistral")
-_PROVIDER_KIND_ALIASES = {"azure": "azureOpenai"}
+PROVIDER_KINDS = (
+    "openai",
+    "anthropic",
+    "gemini",
+    "bedrock",
+    "azureOpenai",
+    "vertexAi",
+    "azureopenai",
+    "vertexai",
+    "azure",
+    "mistral",
+)
+# kgateway's lower-case spellings and the OpenAPI's `azure` compile to the seeds' kinds.
+_PROVIDER_KIND_ALIASES = {"azure": "azureOpenai", "azureopenai": "azureOpenai", "vertexai": "vertexAi"}
 AUTH_TOKEN_KEY = "Authorization"  # DESIGN.md 4.1; a Secret with exactly one key is read whatever its name
 
 
 def compile_ai(comp: Compilation, res: Resource, ai: Mapping[str, Any], path: str) -> tuple[tuple[AIProvider, ...], ...]:
+    """The provider groups in priority order, whichever spelling the block uses: `llm` (seeds, kgateway v2.0 and
+    v2.1), `provider` (kgateway OpenAPI), `priorityGroups` (seeds, v2.1) or `multipool.priorities` (v2.0)."""
     if "llm" in ai:
         return ((_compile_provider(comp, res, ai["llm"], f"{path}.llm", None),),)
     if "provider" in ai:
         return ((_compile_provider(comp, res, ai["provider"], f"{path}.provider", None),),)
     groups = []
+    if "multipool" in ai:
+        for i, priority in enumerate(ai["multipool"].get("priorities", [])):
+            where = f"{path}.multipool.priorities[{i}].pool"
+            groups.append(
+                tuple(_compile_provider(comp, res, e, f"{where}[{j}]", None) for j, e in enumerate(priority.get("pool", [])))
+            )
+        return tuple(groups)
     for i, group in enumerate(ai.get("priorityGroups", [])):
         providers = []
         for j, entry in enumerate(group.get("providers", [])):
@@ -32,19 +53,24 @@ def compile_ai(comp: Compilation, res: Resource, ai: Mapping[str, Any], path: st
 
 
 def _compile_provider(comp: Compilation, res: Resource, block: Mapping[str, Any], path: str, name: str | None) -> AIProvider:
-    kind = next((k for k in PROVIDER_KINDS if k in block), block.get("type") or "unknown")
-    cfg: Mapping[str, Any] = block.get(kind, {}) if isinstance(block.get(kind), Mapping) else {}
+    # kgateway v2.0 nests the provider block under `provider`; where it is sits beside (`hostOverride`, ...).
+    holder: Mapping[str, Any] = block["provider"] if isinstance(block.get("provider"), Mapping) else block
+    if holder is not block:
+        path = f"{path}.provider"
+    kind = next((k for k in PROVIDER_KINDS if k in holder), block.get("type") or "unknown")
+    cfg: Mapping[str, Any] = holder.get(kind, {}) if isinstance(holder.get(kind), Mapping) else {}
     cpath = f"{path}.{kind}"
-    host_override = cfg.get("hostOverride") or {}
+    host, port, scheme = _provider_location(block, cfg)
     auth_kind, auth_ref, inline = _compile_provider_auth(comp, res, cfg, cpath)
+    full_path = block.get("path", {}).get("full") or (block.get("pathOverride") or cfg.get("pathOverride") or {}).get("fullPath")
     return AIProvider(
         name=name or _PROVIDER_KIND_ALIASES.get(kind, kind),
         kind=_PROVIDER_KIND_ALIASES.get(kind, kind),
         model=cfg.get("model") or cfg.get("deploymentName"),
-        host=canonical_or_raw(host_override["host"]) if "host" in host_override else None,
-        port=host_override.get("port"),
-        scheme=host_override.get("scheme") if host_override else None,
-        path=(cfg.get("pathOverride") or {}).get("fullPath"),
+        host=canonical_or_raw(host) if host is not None else None,
+        port=port,
+        scheme=scheme,
+        path=full_path,
         auth_kind=auth_kind,
         auth_secret=auth_ref,
         auth_inline=inline,
@@ -52,6 +78,18 @@ def _compile_provider(comp: Compilation, res: Resource, block: Mapping[str, Any]
         region=cfg.get("region") or cfg.get("location"),
         config=freeze(cfg),
     )
+
+
+def _provider_location(block: Mapping[str, Any], cfg: Mapping[str, Any]) -> tuple[str | None, int | None, str | None]:
+    """(host, port, scheme) the provider is dialled at, or Nones for its well-known endpoint: kgateway v2.1's
+    llm-level `host`/`port`, v2.0's llm-level `hostOverride`, or the seeds' `hostOverride` in the provider block
+    (the schema lets only one of them be set)."""
+    if "host" in block or "port" in block:
+        return block.get("host"), block.get("port"), None
+    override = block.get("hostOverride") or cfg.get("hostOverride") or {}
+    if not override:
+        return None, None, None
+    return override.get("host"), override.get("port"), override.get("scheme")
 
 
 def _compile_provider_auth(

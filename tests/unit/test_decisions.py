@@ -307,6 +307,168 @@ def test_a_rule_without_backends_forwards_to_the_requested_destination_untrusted
     assert (unrouted.host, unrouted.backend, unrouted.trusted) == ("elsewhere.example.net", None, False)
 
 
+# kgateway's own shapes of the same providers (DESIGN.md 4.2): v2.1 spells the provider blocks in lower case and
+# says where the provider is at the llm level (`host`, `port`, `path`); v2.0 nests the block under `provider`
+# with `hostOverride` beside it, and spells priority groups `multipool.priorities[].pool[]`.
+KGATEWAY_SHAPES = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [seed.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: ai}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: groups-v21}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [v21.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: groups-v21}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: multipool-v20}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [v20.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: multipool-v20}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm-v21}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [llm21.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: llm-v21}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm-v20}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [llm20.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: llm-v20}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: groups-v21}
+spec:
+  type: AI
+  ai:
+    priorityGroups:
+    - providers:
+      - {name: local, openai: {model: m}, host: 127.0.0.1, port: 9000}
+      - name: azure
+        azureopenai: {endpoint: "https://my-res.openai.azure.com/", deploymentName: d, apiVersion: "2024-02-01"}
+    - providers:
+      - {name: claude, anthropic: {model: claude}}
+      - {name: bedrock, bedrock: {model: m, region: eu-west-1}}
+    - providers:
+      - {name: vertex, vertexai: {model: gemini, projectId: p, location: europe-west4}}
+      - {name: gemini, gemini: {model: gemini}}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: multipool-v20}
+spec:
+  type: AI
+  ai:
+    multipool:
+      priorities:
+      - pool:
+        - provider: {openai: {model: m}}
+          hostOverride: {host: 127.0.0.1, port: 9000, scheme: http}
+        - provider:
+            azureopenai: {endpoint: "https://my-res.openai.azure.com/", deploymentName: d, apiVersion: "2024-02-01"}
+      - pool:
+        - provider: {anthropic: {model: claude}}
+        - provider: {bedrock: {model: m, region: eu-west-1}}
+      - pool:
+        - provider: {vertexai: {model: gemini, projectId: p, location: europe-west4}}
+        - provider: {gemini: {model: gemini}}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: llm-v21}
+spec:
+  type: AI
+  ai:
+    llm:
+      host: llm.internal
+      port: 8443
+      path: {full: /serving/chat}
+      openai: {model: m}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: llm-v20}
+spec:
+  type: AI
+  ai:
+    llm:
+      hostOverride: {host: 10.1.2.3, port: 11434}
+      pathOverride: {fullPath: /v1/chat/completions}
+      provider:
+        bedrock: {model: m}
+"""
+
+
+@pytest.fixture(scope="module")
+def kgateway_snapshot():
+    seed_ai = CANDIDATES[CANDIDATES.index("apiVersion: gateway.kgateway.dev/v1alpha1\nkind: Backend\nmetadata: {name: ai") :]
+    return _compiled(KGATEWAY_SHAPES + "---\n" + seed_ai)
+
+
+def _dialled(ups) -> list[tuple]:
+    return [(u.provider.kind, u.provider.model, u.host, u.port, u.scheme, u.group, u.trusted) for u in ups]
+
+
+
+def test_kgateway_v20_multipool_dials_what_the_seed_priority_groups_dial(kgateway_snapshot) -> None:
+    """The same providers written as v2.0's `multipool` (provider nested, hostOverride beside it) compile to the
+    same priority groups as the seeds' `priorityGroups`: same kinds, models, endpoints, groups and trust."""
+    seed = _candidates(kgateway_snapshot, "seed.example.com")
+    v20 = _candidates(kgateway_snapshot, "v20.example.com")
+    assert _dialled(v20) == _dialled(seed)
+    assert [u.provider.name for u in v20] == ["openai", "azureOpenai", "anthropic", "bedrock", "vertexAi", "gemini"]
+    assert [u.provider.region for u in v20] == [u.provider.region for u in seed]
+
+
+def test_kgateway_v21_priority_groups_with_llm_level_host_and_lower_case_blocks(kgateway_snapshot) -> None:
+    """v2.1's `host`/`port` beside the provider block are its dial target (https: v2.1 has no scheme);
+    `azureopenai` and `vertexai` are the seeds' azureOpenai and vertexAi."""
+    seed = _dialled(_candidates(kgateway_snapshot, "seed.example.com"))
+    v21 = _candidates(kgateway_snapshot, "v21.example.com")
+    assert _dialled(v21) == [("openai", "m", "127.0.0.1", 9000, "https", 0, True), *seed[1:]]
+    assert [u.provider.name for u in v21] == ["local", "azure", "claude", "bedrock", "vertex", "gemini"]
+
+
+def test_kgateway_llm_level_overrides_apply_to_its_provider(kgateway_snapshot) -> None:
+    """One provider in the v2.1 form (`host`, `port`, `path.full`) and the v2.0 form (`hostOverride`,
+    `pathOverride.fullPath` beside `provider`): dialled at the override, with its path; a Bedrock provider
+    without `region` is in kgateway's default us-east-1."""
+    (v21,) = _candidates(kgateway_snapshot, "llm21.example.com")
+    assert _dialled([v21]) == [("openai", "m", "llm.internal", 8443, "https", 0, True)]
+    assert v21.provider.path == "/serving/chat"
+    (v20,) = _candidates(kgateway_snapshot, "llm20.example.com")
+    assert _dialled([v20]) == [("bedrock", "m", "10.1.2.3", 11434, "https", 0, True)]
+    assert (v20.provider.path, v20.provider.region) == ("/v1/chat/completions", "us-east-1")
+
 def test_a_denied_request_has_no_candidates(snapshot) -> None:
     listener = snapshot.gateway.listener("https")
     decision = decide_request(snapshot, listener, _request("api.example.com", "/v2"), connection_host="api.example.com")

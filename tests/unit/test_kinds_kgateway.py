@@ -193,6 +193,20 @@ def test_aws_mcp_and_dynamic_forward_proxy_backends() -> None:
     assert spec_of(head("Backend") + "  type: DynamicForwardProxy\n") == {"type": "DynamicForwardProxy"}
 
 
+
+def test_kgateway_aws_and_bedrock_regions_default_to_us_east_1() -> None:
+    """kgateway's AwsBackend and BedrockConfig default `region` to us-east-1 (the seed required it)."""
+    aws = spec_of(head("Backend") + "  type: AWS\n  aws:\n    lambda: {functionName: echo}\n")
+    assert aws["aws"]["region"] == "us-east-1"
+    assert aws["aws"]["lambda"] == {
+        "functionName": "echo",
+        "invocationMode": "Sync",
+        "qualifier": "$LATEST",
+        "payloadTransformMode": "Envoy",
+    }
+    bedrock = spec_of(head("Backend") + "  type: AI\n  ai:\n    llm:\n      bedrock: {model: m}\n")
+    assert bedrock["ai"]["llm"]["bedrock"] == {"model": "m", "region": "us-east-1"}
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -267,6 +281,38 @@ def test_aws_mcp_and_dynamic_forward_proxy_backends() -> None:
         (
             "  type: MCP\n  mcp:\n    targets:\n    - name: t\n",
             "t.yaml:8: Backend/ns/x: spec.mcp.targets[0]: set one of service, static, selector",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      host: a.example.com\n      openai: {hostOverride: {host: b.example.com}}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.host: set only one of host and a provider's hostOverride",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      hostOverride: {host: a.example.com}\n      host: b.example.com\n"
+            "      openai: {}\n",
+            "t.yaml:9: Backend/ns/x: spec.ai.llm.host: set only one of host and hostOverride",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      port: 8000\n      provider: {openai: {}}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.port: port is kgateway v2.1's spelling; beside provider (v2.0) use "
+            "hostOverride",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      provider: {openai: {}, gemini: {}}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.provider.gemini: set only one of openai, anthropic, gemini, bedrock, "
+            "azureOpenai, azureopenai, vertexAi, vertexai (found openai and gemini)",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      vertexai: {location: us-central1}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.vertexai: set one of project, projectId",
+        ),
+        (
+            "  type: AI\n  ai:\n    llm:\n      path: {fullPath: /v1}\n      openai: {}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.path.fullPath: unknown field\n"
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.path.full: required field is missing",
+        ),
+        (
+            "  type: AWS\n  aws:\n    lambda: {invocationMode: sync}\n",
+            "t.yaml:7: Backend/ns/x: spec.aws.lambda.invocationMode: unsupported value 'sync': must be one of Sync, Async",
         ),
     ],
 )
@@ -843,6 +889,181 @@ UPSTREAM_SHAPES = {
     service: {type: LoadBalancer, externalTrafficPolicy: Local}
 """,
     ),
+    # Backend and AIBackend. `v2.0` is content/docs/latest at 7732dd7f (kgateway v2.0's pages).
+    # 2.1.x/ai/failover.md: priority groups of named providers
+    "Backend ai.priorityGroups (v2.1)": (
+        "Backend",
+        """\
+  type: AI
+  ai:
+    priorityGroups:
+    - providers:
+      - name: openai-gpt-4o
+        openai:
+          model: "gpt-4o"
+          authToken: {kind: SecretRef, secretRef: {name: openai-secret}}
+    - providers:
+      - name: openai-gpt-3.5-turbo
+        openai:
+          model: "gpt-3.5-turbo"
+          authToken: {kind: SecretRef, secretRef: {name: openai-secret}}
+""",
+    ),
+    # 2.1.x/ai/ollama.md: where the provider is, at the llm level
+    "Backend ai.llm host and port (v2.1)": (
+        "Backend",
+        """\
+  type: AI
+  ai:
+    llm:
+      host: 192.168.1.20
+      port: 11434
+      openai:
+        model: "llama3.2"
+        authToken: {kind: Inline, inline: "t0ken"}
+""",
+    ),
+    # 2.1.x/ai/cloud-providers.md: custom host, path and auth header
+    "Backend ai.llm path and authHeader (v2.1)": (
+        "Backend",
+        """\
+  type: AI
+  ai:
+    llm:
+      host: apic.ocp.provider.com
+      path:
+        full: "/my-openai-service/gpt35/chat/completions"
+      openai:
+        model: gpt-4o
+        authToken: {kind: SecretRef, secretRef: {name: azure-openai-secret}}
+      authHeader:
+        headerName: api-key
+""",
+    ),
+    # 2.1.x/reference/api.md VertexAIConfig, BedrockConfig, AzureOpenAIConfig (lower-case block names)
+    "Backend ai.priorityGroups with vertexai, bedrock and azureopenai (v2.1)": (
+        "Backend",
+        """\
+  type: AI
+  ai:
+    priorityGroups:
+    - providers:
+      - name: vertex
+        vertexai:
+          model: gemini-1.5-flash-001
+          apiVersion: v1
+          projectId: my-project
+          location: us-central1
+          publisher: GOOGLE
+          modelPath: generateContent
+          authToken: {kind: SecretRef, secretRef: {name: vertex-secret}}
+      - name: bedrock
+        bedrock:
+          model: anthropic.claude-3-haiku-20240307-v1:0
+          guardrail: {identifier: gr-1, version: "1"}
+          auth: {type: Secret, secretRef: {name: aws-creds}}
+    - providers:
+      - name: azure
+        azureopenai:
+          endpoint: ai-gateway.openai.azure.com
+          deploymentName: gpt-4o-mini
+          apiVersion: 2024-02-15-preview
+          authToken: {secretRef: {name: azure-secret}}
+""",
+    ),
+    # v2.0 ai/failover.md: multipool
+    "Backend ai.multipool (v2.0)": (
+        "Backend",
+        """\
+  type: AI
+  ai:
+    multipool:
+      priorities:
+      - pool:
+        - provider:
+            openai:
+              model: "gpt-4o"
+              authToken: {kind: SecretRef, secretRef: {name: openai-secret}}
+      - pool:
+        - provider:
+            openai:
+              model: "gpt-3.5-turbo"
+              authToken: {kind: SecretRef, secretRef: {name: openai-secret}}
+""",
+    ),
+    # v2.0 ai/ollama.md and reference/api.md LLMProvider: the provider nested, the overrides beside it
+    "Backend ai.llm.provider with hostOverride, pathOverride, authHeaderOverride (v2.0)": (
+        "Backend",
+        """\
+  type: AI
+  ai:
+    llm:
+      hostOverride:
+        host: 192.168.1.20
+        port: 11434
+      pathOverride: {fullPath: /v1/chat/completions}
+      authHeaderOverride: {headerName: api-key, prefix: Key}
+      provider:
+        openai:
+          model: "llama3.2"
+          authToken: {kind: Inline, inline: "t0ken"}
+""",
+    ),
+    # assets/traffic-management/destination-types/backends/lambda/creds-secret.md
+    "Backend aws.lambda with auth": (
+        "Backend",
+        """\
+  type: AWS
+  aws:
+    region: us-east-1
+    accountId: "123456789012"
+    auth:
+      type: Secret
+      secretRef: {name: aws-creds}
+    lambda:
+      functionName: echo
+""",
+    ),
+    # 2.1.x/reference/api.md AwsLambda (region defaults to us-east-1)
+    "Backend aws.lambda every field": (
+        "Backend",
+        """\
+  type: AWS
+  aws:
+    accountId: "123456789012"
+    lambda:
+      endpointURL: http://localstack.localstack.svc:4566
+      functionName: echo
+      invocationMode: Async
+      qualifier: $LATEST
+      payloadTransformMode: None
+""",
+    ),
+    # 2.1.x/reference/api.md McpTargetSelector, McpTarget, McpSelector; StaticBackend appProtocol
+    "Backend mcp.targets static and selector": (
+        "Backend",
+        """\
+  type: MCP
+  mcp:
+    targets:
+    - name: mcp-server
+      static: {host: mcp-website-fetcher.default.svc.cluster.local, port: 80, path: /mcp, protocol: StreamableHTTP}
+    - name: by-label
+      selector:
+        namespace: {matchLabels: {kubernetes.io/metadata.name: mcp}}
+        service: {matchExpressions: [{key: app, operator: In, values: [mcp]}]}
+""",
+    ),
+    "Backend static appProtocol": (
+        "Backend",
+        "  type: Static\n  static:\n    hosts: [{host: grpc.internal, port: 9000}]\n    appProtocol: grpc\n",
+    ),
+    # kgateway's AIBackend type is the Backend's `ai` block: the same shapes on the AIBackend kind
+    "AIBackend llm (v2.1)": (
+        "AIBackend",
+        "  llm:\n    host: 10.0.0.5\n    port: 8000\n    openai: {model: m}\n",
+    ),
+
 }
 
 
@@ -890,6 +1111,22 @@ def test_kgateway_upstream_shapes_validate(name: str) -> None:
             "5xx, gateway-error, reset, reset-before-request, connect-failure, envoy-ratelimited, retriable-4xx, "
             "refused-stream, retriable-status-codes, http3-post-connect-failure, cancelled, deadline-exceeded, "
             "internal, resource-exhausted, unavailable",
+        ),
+        (
+            "Backend",
+            "  type: AI\n  ai:\n    multipool:\n      priorites: [{pool: [{provider: {openai: {}}}]}]\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.multipool.priorites: unknown field (did you mean 'priorities'?)\n"
+            "t.yaml:8: Backend/ns/x: spec.ai.multipool.priorities: required field is missing",
+        ),
+        (
+            "Backend",
+            "  type: AI\n  ai:\n    llm:\n      hostOverrde: {host: h}\n      provider: {openai: {}}\n",
+            "t.yaml:8: Backend/ns/x: spec.ai.llm.hostOverrde: unknown field (did you mean 'hostOverride'?)",
+        ),
+        (
+            "Backend",
+            "  type: AWS\n  aws:\n    lambda: {functionNam: echo}\n",
+            "t.yaml:7: Backend/ns/x: spec.aws.lambda.functionNam: unknown field (did you mean 'functionName'?)",
         ),
     ],
 )

@@ -204,21 +204,31 @@ V20_PROVIDER_LOCATION: dict[str, F | Type] = {
     "provider": Obj(PROVIDER_BLOCKS, rules=(_exactly_one(PROVIDER_NAMES),)),
     **PROVIDER_OVERRIDES,
 }
-# Where the provider is may be said once: at the llm level or inside the provider block (the seeds' form).
-_LOCATION_SPELLINGS = (("host", "hostOverride"), ("path", "pathOverride"), ("authHeader", "authHeaderOverride"))
+# Where the provider is may be said once: at the llm level (v2.1 or v2.0 spelling) or inside the provider block
+# (the seeds' form); and v2.1's llm-level spellings do not sit beside v2.0's `provider` (no version has both).
+_LOCATION_SPELLINGS = (
+    ("host", "hostOverride"),
+    ("port", "hostOverride"),
+    ("path", "pathOverride"),
+    ("authHeader", "authHeaderOverride"),
+)
 
 
 def _llm_rule(llm: dict[str, Any]) -> Problems:
     """One provider (a block, or v2.0's `provider`), and each override said in one place only."""
     problems = _exactly_one((*PROVIDER_NAMES, "provider"))(llm)
+    if "provider" in llm:
+        problems += [
+            (v21, f"{v21} is kgateway v2.1's spelling; beside provider (v2.0) use {v20}")
+            for v21, v20 in _LOCATION_SPELLINGS
+            if v21 in llm
+        ]
     holder = llm["provider"] if isinstance(llm.get("provider"), dict) else llm
     inner = [holder[m] for m in PROVIDER_NAMES if isinstance(holder.get(m), dict)]
     for v21, v20 in _LOCATION_SPELLINGS:
         said = [m for m in (v21, v20) if m in llm] + [f"a provider's {v20}" for b in inner if v20 in b]
         if len(said) > 1:
             problems.append((v21 if v21 in llm else v20, f"set only one of {' and '.join(said)}"))
-    if "provider" in llm and "port" in llm:
-        problems.append(("port", "port is the v2.1 form: with provider, use hostOverride {host, port}"))
     return problems
 
 
