@@ -18,6 +18,25 @@ pytestmark = pytest.mark.e2e
 
 
 def config(primary: str, fallback_port: int) -> str:
+    return backend_config(
+        f"""
+    priorityGroups:
+    - providers:
+      - name: local
+        openai:
+          model: local-model
+          hostOverride: {primary}
+    - providers:
+      - name: fallback
+        openai:
+          model: other
+          hostOverride: {{host: 127.0.0.1, port: {fallback_port}, scheme: http}}
+"""
+    )
+
+
+def backend_config(ai: str) -> str:
+    """The gateway, the route and a Backend `ai` whose block is `ai` (indented under `ai:`)."""
     return f"""
 apiVersion: clrk.apoxy.dev/v1alpha1
 kind: EgressGateway
@@ -45,19 +64,7 @@ kind: Backend
 metadata: {{name: ai}}
 spec:
   type: AI
-  ai:
-    priorityGroups:
-    - providers:
-      - name: local
-        openai:
-          model: local-model
-          hostOverride: {primary}
-    - providers:
-      - name: fallback
-        openai:
-          model: other
-          hostOverride: {{host: 127.0.0.1, port: {fallback_port}, scheme: http}}
-"""
+  ai:{ai}"""
 
 
 def _post(gw, gateway_ca) -> httpx.Response:
@@ -97,3 +104,40 @@ def test_tls_host_override_is_verified_against_the_provider_address(gateway, gat
     assert response.status_code == 200, response.text + gw.logs()
     assert response.json()["origin"] == "local-tls"
     assert fallback.requests == []
+
+
+def test_kgateway_v20_multipool_dials_its_first_pools_host_override(gateway, gateway_ca, trust_secret, plain_origin):
+    """kgateway v2.0's shape (`multipool.priorities[].pool[]`, the provider nested under `provider`,
+    `hostOverride` beside it) takes the same path as the seeds' priority groups."""
+    local, fallback = plain_origin(name="local-model"), plain_origin(name="fallback")
+    ai = f"""
+    multipool:
+      priorities:
+      - pool:
+        - provider: {{openai: {{model: local-model}}}}
+          hostOverride: {{host: 127.0.0.1, port: {local.port}, scheme: http}}
+      - pool:
+        - provider: {{openai: {{model: other}}}}
+          hostOverride: {{host: 127.0.0.1, port: {fallback.port}, scheme: http}}
+"""
+    gw = gateway(backend_config(ai), gateway_ca[1], trust_secret)
+    response = _post(gw, gateway_ca)
+    assert response.status_code == 200, response.text + gw.logs()
+    assert response.json()["origin"] == "local-model"
+    assert fallback.requests == []
+
+
+def test_kgateway_v21_llm_level_host_and_port_are_dialled_over_tls(gateway, gateway_ca, trust_secret, tls_origin):
+    """kgateway v2.1's shape (`host` and `port` beside the provider block, no scheme: https), verified against
+    the provider address like a seed hostOverride."""
+    local = tls_origin("127.0.0.1", name="local-tls")
+    ai = f"""
+    llm:
+      host: 127.0.0.1
+      port: {local.port}
+      openai: {{model: local-model}}
+"""
+    gw = gateway(backend_config(ai), gateway_ca[1], trust_secret)
+    response = _post(gw, gateway_ca)
+    assert response.status_code == 200, response.text + gw.logs()
+    assert response.json()["origin"] == "local-tls"
