@@ -364,6 +364,27 @@ spec:
   rules:
   - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: llm-v20}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: aibackend}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [aibackend.example.com]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: AIBackend, name: pool}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: AIBackend
+metadata: {name: pool}
+spec:
+  multipool:
+    priorities:
+    - pool:
+      - provider: {gemini: {model: g}}
+        hostOverride: {host: gemini.internal, port: 8080, scheme: http}
+    - pool:
+      - {provider: {vertexai: {model: g, projectId: p, location: us-central1}}}
+---
 apiVersion: gateway.kgateway.dev/v1alpha1
 kind: Backend
 metadata: {name: groups-v21}
@@ -468,6 +489,15 @@ def test_kgateway_llm_level_overrides_apply_to_its_provider(kgateway_snapshot) -
     (v20,) = _candidates(kgateway_snapshot, "llm20.example.com")
     assert _dialled([v20]) == [("bedrock", "m", "10.1.2.3", 11434, "https", 0, True)]
     assert (v20.provider.path, v20.provider.region) == ("/v1/chat/completions", "us-east-1")
+
+
+def test_an_aibackend_takes_the_backend_ai_block_shapes(kgateway_snapshot) -> None:
+    """kgateway's AIBackend type is the Backend's `ai` block: the same `multipool` on the AIBackend kind."""
+    ups = _candidates(kgateway_snapshot, "aibackend.example.com")
+    assert _dialled(ups) == [
+        ("gemini", "g", "gemini.internal", 8080, "http", 0, True),
+        ("vertexAi", "g", "us-central1-aiplatform.googleapis.com", 443, "https", 1, False),
+    ]
 
 def test_a_denied_request_has_no_candidates(snapshot) -> None:
     listener = snapshot.gateway.listener("https")

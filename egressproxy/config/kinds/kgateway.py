@@ -15,6 +15,14 @@ kgateway repository snapshot available (06ff8b9d, Feb 2025) predates these kinds
 written from that reference, not from the CRD YAML. The seeds' spellings (`timeout`, `retries`,
 `requestHeaderModifier`, `fieldDefaults`, `accessLog[].otel`, `tracing.provider.otel`, ...) stay accepted beside
 upstream's. Most of these fields are accepted and reported Unsupported (egressproxy/compiler/enforcement.py).
+
+Backend and AIBackend follow the same two reference pages (types BackendSpec, AIBackend, LLMProvider,
+NamedLLMProvider, PriorityGroup, MultiPoolConfig, AwsBackend, AwsLambda, McpTargetSelector, ...): v2.1's `ai.llm`
+holds the provider block (`azureopenai`, `vertexai` in lower case) with `host`/`port`/`path.full`/`authHeader`
+beside it; v2.0's nests it under `ai.llm.provider` with `hostOverride`/`pathOverride`/`authHeaderOverride` beside
+it and spells priority groups `ai.multipool.priorities[].pool[]`. The seeds' forms (overrides inside the provider
+block, camel-case block names, `vertexAi.project`, `aws.lambdaFunctionName`, MCP `service`) stay accepted. An
+AIBackend takes the Backend's `ai` block shapes as its spec, beside the OpenAPI's `provider`/`groups`.
 """
 
 from __future__ import annotations
