@@ -14,8 +14,8 @@ Two kinds of callers use it. mitmproxy's hooks: `server_connect` (addons/dial_gu
 opens on its own (a failover replay, an ext_authz call, a token fetch) use `egressproxy/dialer_http.py`, an
 httpcore network backend over the same three calls, as an httpx client.
 
-Settings are read through one function each (`dns_settings`, `tls_params`), memoised per snapshot generation,
-so they can be swapped for the compiler's typed forms in one place.
+Settings are read through one function each (`dns_settings`, `tls_params`) from the snapshot's compiled policies
+(`Snapshot.compiled`, seam 3): nothing is parsed on the hot path.
 """
 
 from __future__ import annotations
