@@ -95,7 +95,12 @@ def _http_filters(prefix: str, *, http: bool) -> tuple[tuple[str, ...], dict[str
     if http:
         enforced += [".requestRedirect.*", ".urlRewrite.*"]
         unsupported[".cors.*"] = _NO_CORS
+        unsupported[".externalAuth.*"] = _NO_EXTERNAL_AUTH_FILTER
     return tuple(prefix + e for e in enforced), {prefix + k: v for k, v in unsupported.items()}
+
+
+_NO_DEFAULT_GATEWAYS = "default Gateways are not modelled: name the EgressGateway in parentRefs"
+_NO_EXTERNAL_AUTH_FILTER = "the experimental ExternalAuth filter is not implemented"
 
 
 def _route_kind(*, http: bool) -> KindEnforcement:
@@ -111,6 +116,7 @@ def _route_kind(*, http: bool) -> KindEnforcement:
         **rule_filters_unsupported,
         "spec.rules.backendRefs.filters.*": _NO_BACKEND_FILTERS,
         "spec.rules.sessionPersistence": "session persistence is not implemented",
+        "spec.useDefaultGateways": _NO_DEFAULT_GATEWAYS,
     }
     enforced = (*_PARENT_REFS, "spec.hostnames", "spec.rules", "spec.rules.name", *matches, *rule_filters,
                 "spec.rules.backendRefs", *backend_refs)
@@ -123,7 +129,8 @@ def _route_kind(*, http: bool) -> KindEnforcement:
 
 def _l4_route_kind(*, hostnames: bool) -> KindEnforcement:
     enforced = (*_PARENT_REFS, "spec.rules", "spec.rules.name") + (("spec.hostnames",) if hostnames else ())
-    return KindEnforcement(enforced, MappingProxyType({"spec.rules.backendRefs.*": _NO_L4_BACKENDS}))
+    unsupported = {"spec.rules.backendRefs.*": _NO_L4_BACKENDS, "spec.useDefaultGateways": _NO_DEFAULT_GATEWAYS}
+    return KindEnforcement(enforced, MappingProxyType(unsupported))
 
 
 # --- AI providers (Backend `ai`, AIBackend) ---------------------------------------------------------------------

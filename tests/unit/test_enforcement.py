@@ -340,3 +340,19 @@ def test_l4_backend_refs_are_enforced_only_for_parent_proxies(backend_extra: str
     gateway = GATEWAY + "  - {name: tcp, protocol: TCP}\n"
     result = compile_text(gateway + L4_ROUTE_TO.format(backend="up") + backend_extra)
     assert programmed(result, ObjectRef("TCPRoute", "default", "t"))[:2] == status
+
+
+def test_experimental_gateway_api_fields_are_accepted_and_reported() -> None:
+    """A route written with Gateway API's experimental ExternalAuth filter and useDefaultGateways validates and is
+    served, and its status names both fields (DESIGN.md 4.2, "Configs people already have")."""
+    result = compile_text(
+        GATEWAY
+        + ROUTE.replace("  hostnames:", "  useDefaultGateways: None\n  hostnames:")
+        + "    - type: ExternalAuth\n"
+        + "      externalAuth: {protocol: GRPC, backendRef: {name: authz, port: 9001}, grpc: {}}\n"
+    )
+    assert result.ok
+    assert programmed(result, ObjectRef("HTTPRoute", "default", "r"))[1:] == (
+        "Unsupported",
+        "spec.useDefaultGateways, spec.rules.filters.externalAuth are validated but not enforced by this build",
+    )

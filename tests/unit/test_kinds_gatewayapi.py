@@ -365,8 +365,8 @@ def test_grpc_route_has_no_url_rewrite() -> None:
     ]
 
 
-@pytest.mark.parametrize("version", ["v1alpha2", "v1alpha3"])
-def test_tls_route_in_both_versions_with_and_without_backend_refs(version: str) -> None:
+def test_tls_route_v1alpha2_with_and_without_backend_refs() -> None:
+    version = "v1alpha2"
     spec = spec_of(
         f"""\
         apiVersion: gateway.networking.k8s.io/{version}
@@ -383,6 +383,25 @@ def test_tls_route_in_both_versions_with_and_without_backend_refs(version: str) 
     )
     assert spec["hostnames"] == ["pypi.org", "files.pythonhosted.org"]
     assert spec["rules"] == [{"name": "direct"}, {"name": "via-backend", "backendRefs": [{"name": "pypi-mirror", "port": 443, "weight": 1}]}]
+
+
+@pytest.mark.parametrize(("kind", "version"), [("TLSRoute", "v1alpha3"), ("TLSRoute", "v1"), ("TCPRoute", "v1"), ("UDPRoute", "v1")])
+def test_standard_l4_routes_hold_one_rule(kind: str, version: str) -> None:
+    """gateway-api config/crd/standard: TLSRoute v1alpha3/v1 and TCPRoute/UDPRoute v1 take at most one rule."""
+    text = f"""\
+        apiVersion: gateway.networking.k8s.io/{version}
+        kind: {kind}
+        metadata: {{name: pypi}}
+        spec:
+          hostnames: [pypi.org]
+          rules:
+          - backendRefs: [{{name: pypi-mirror, port: 443}}]
+        """
+    if kind != "TLSRoute":
+        text = text.replace("          hostnames: [pypi.org]\n", "")
+    assert problems_of(text) == []
+    two = text.rstrip(" ") + "          - name: second\n"
+    assert problems_of(two) == [f"t.yaml:{7 if kind == 'TLSRoute' else 6}: {kind}/default/pypi: spec.rules: must have at most 1 item(s)"]
 
 
 def test_tls_route_without_rules_has_one_empty_rule() -> None:

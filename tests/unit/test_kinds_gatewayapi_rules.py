@@ -662,3 +662,89 @@ def test_grpc_route_holds_at_most_128_matches() -> None:
     assert problems_of(GRPC + body + body[len("  rules:\n") :] + "  - matches: [{method: {method: M}}]\n") == [
         "t.yaml:5: GRPCRoute/ns/r: spec.rules: 129 matches in all: a route holds at most 128"
     ]
+
+
+# --- Upstream's list limits and experimental fields (gateway-api config/crd at 4564255) --------------------------
+
+
+def many(count: int, item: str) -> str:
+    return "[" + ", ".join(item.format(i=i) for i in range(count)) + "]"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (f"  parentRefs: {many(33, '{{name: g{i}}}')}\n", "t.yaml:5: HTTPRoute/ns/r: spec.parentRefs: must have at most 32 item(s)"),
+        ("  rules:\n" + "  - {}\n" * 17, "t.yaml:6: HTTPRoute/ns/r: spec.rules: must have at most 16 item(s)"),
+        (
+            f"  rules:\n  - backendRefs: {many(17, '{{name: b{i}, port: 80}}')}\n",
+            "t.yaml:6: HTTPRoute/ns/r: spec.rules[0].backendRefs: must have at most 16 item(s)",
+        ),
+        (
+            f"  rules:\n  - filters: {many(17, '{{type: ExtensionRef, extensionRef: {{group: g, kind: K, name: n{i}}}}}')}\n",
+            "t.yaml:6: HTTPRoute/ns/r: spec.rules[0].filters: must have at most 16 item(s)",
+        ),
+    ],
+    ids=["parentRefs", "rules", "backendRefs", "filters"],
+)
+def test_route_list_limits(body: str, expected: str) -> None:
+    assert problems_of(HTTP + body) == [expected]
+    assert problems_of(GRPC + body) == [expected.replace("HTTPRoute", "GRPCRoute")]
+
+
+def test_the_limits_themselves_are_allowed() -> None:
+    body = (
+        f"  parentRefs: {many(32, '{{name: g{i}}}')}\n  rules:\n"
+        + f"  - backendRefs: {many(16, '{{name: b{i}, port: 80}}')}\n"
+        + "  - {}\n" * 15
+    )
+    assert problems_of(HTTP + body) == []
+
+
+# Follows the experimental HTTPRoute CRD's HTTPExternalAuthFilter (GEP-1494).
+EXTERNAL_AUTH_OK = """\
+  rules:
+  - filters:
+    - type: ExternalAuth
+      externalAuth:
+        protocol: HTTP
+        backendRef: {name: authz, port: 8080}
+        http: {path: /check, allowedHeaders: [x-user]}
+        forwardBody: {maxSize: 4096}
+"""
+
+
+def test_the_experimental_external_auth_filter_is_accepted() -> None:
+    assert problems_of(HTTP + EXTERNAL_AUTH_OK) == []
+    grpc = EXTERNAL_AUTH_OK.replace("protocol: HTTP", "protocol: GRPC").replace(
+        "http: {path: /check, allowedHeaders: [x-user]}", "grpc: {allowedHeaders: [x-user]}"
+    )
+    assert problems_of(HTTP + grpc) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("protocol: HTTP", "protocol: GRPC", "spec.rules[0].filters[0].externalAuth.grpc: grpc is required when protocol is GRPC"),
+        ("        http: {path: /check, allowedHeaders: [x-user]}\n", "", "spec.rules[0].filters[0].externalAuth.http: http is required when protocol is HTTP"),
+        ("backendRef: {name: authz, port: 8080}", "backendRef: {name: authz, port: 8080, weight: 1}", "spec.rules[0].filters[0].externalAuth.backendRef.weight: unknown field"),
+        ("type: ExternalAuth", "type: CORS", "spec.rules[0].filters[0].externalAuth: externalAuth must not be set when type is CORS"),
+    ],
+    ids=["grpc-block-missing", "http-block-missing", "no-weight", "type-disagrees"],
+)
+def test_external_auth_filter_rules(old: str, new: str, expected: str) -> None:
+    problems = problems_of(HTTP + EXTERNAL_AUTH_OK.replace(old, new))
+    assert any(expected in p for p in problems), problems
+
+
+def test_grpc_routes_have_no_external_auth_filter() -> None:
+    problems = problems_of(GRPC + EXTERNAL_AUTH_OK)
+    assert problems and "unsupported value 'ExternalAuth'" in problems[0]
+
+
+@pytest.mark.parametrize("value", ["All", "None"])
+def test_use_default_gateways(value: str) -> None:
+    assert problems_of(HTTP + f"  useDefaultGateways: {value}\n") == []
+    assert problems_of(HTTP + "  useDefaultGateways: Some\n") == [
+        "t.yaml:5: HTTPRoute/ns/r: spec.useDefaultGateways: unsupported value 'Some': must be one of All, None"
+    ]

@@ -280,7 +280,7 @@ def test_kgateway_aws_and_bedrock_regions_default_to_us_east_1() -> None:
         ),
         (
             "  type: MCP\n  mcp:\n    targets:\n    - name: t\n",
-            "t.yaml:8: Backend/ns/x: spec.mcp.targets[0]: set one of service, static, selector",
+            "t.yaml:8: Backend/ns/x: spec.mcp.targets[0]: set one of service, static, selector, selectors",
         ),
         (
             "  type: AI\n  ai:\n    llm:\n      host: a.example.com\n      openai: {hostOverride: {host: b.example.com}}\n",
@@ -1063,8 +1063,84 @@ UPSTREAM_SHAPES = {
         "AIBackend",
         "  llm:\n    host: 10.0.0.5\n    port: 8000\n    openai: {model: m}\n",
     ),
-
+    # --- the kgateway-crds Helm chart (install/helm/kgateway-crds/templates, a fork's copy of 2025-08) ---
+    # gateway.kgateway.dev_backends.yaml McpTargetSelector: `static` carries its `name`; `selectors`
+    "Backend mcp static and selectors (chart)": (
+        "Backend",
+        """\
+  type: MCP
+  mcp:
+    name: tools
+    targets:
+    - static: {name: search, host: mcp.example.com, port: 443, protocol: StreamableHTTP}
+    - selectors:
+        namespaceSelector: {matchLabels: {team: ai}}
+        serviceSelector: {matchExpressions: [{key: app, operator: In, values: [mcp]}]}
+""",
+    ),
+    # gateway.kgateway.dev_gatewayextensions.yaml: ExtGrpcService.backendRef is a Gateway API BackendRef
+    "GatewayExtension backendRef weight (chart)": (
+        "GatewayExtension",
+        "  type: ExtAuth\n  extAuth:\n    grpcService: {backendRef: {name: authz, port: 9001, weight: 1}}\n",
+    ),
+    # gateway.kgateway.dev_gatewayparameters.yaml: `agentGateway` and `deployment.omitReplicas`
+    "GatewayParameters agentGateway and omitReplicas (chart)": (
+        "GatewayParameters",
+        "  kube:\n    agentGateway: {enabled: true, logLevel: info}\n    deployment: {omitReplicas: true}\n",
+    ),
+    # gateway.kgateway.dev_httplistenerpolicies.yaml: accessLog[].openTelemetry.resourceAttributes
+    "HTTPListenerPolicy OpenTelemetry resourceAttributes (chart)": (
+        "HTTPListenerPolicy",
+        """\
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: http}]
+  accessLog:
+  - openTelemetry:
+      grpcService: {backendRef: {name: otel, port: 4317}, logName: access}
+      resourceAttributes: {values: [{key: env, value: {stringValue: prod}}]}
+""",
+    ),
+    # gateway.kgateway.dev_trafficpolicies.yaml: `tokenBucket` is optional in RateLimitPolicy.local
+    "TrafficPolicy empty local rate limit (chart)": (
+        "TrafficPolicy",
+        "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]\n  rateLimit: {local: {}}\n",
+    ),
+    # gateway.kgateway.dev_httplistenerpolicies.yaml: `upgradeConfig.enabledUpgrades` is optional
+    "HTTPListenerPolicy empty upgradeConfig (chart)": (
+        "HTTPListenerPolicy",
+        "  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: http}]\n  upgradeConfig: {}\n",
+    ),
 }
+
+# The chart's limits and exclusive fields, each rejected as the API server would.
+CHART_REJECTIONS = [
+    (
+        "GatewayParameters",
+        "  kube:\n    deployment: {replicas: 2, omitReplicas: true}\n",
+        "t.yaml:6: GatewayParameters/ns/x: spec.kube.deployment.omitReplicas: "
+        "set at most one of replicas, omitReplicas (found replicas and omitReplicas)",
+    ),
+    (
+        "TrafficPolicy",
+        "  targetRefs: [" + ", ".join(f"{{kind: HTTPRoute, name: r{i}}}" for i in range(17)) + "]\n",
+        "t.yaml:5: TrafficPolicy/ns/x: spec.targetRefs: must have at most 16 item(s)",
+    ),
+    (
+        "Backend",
+        "  type: MCP\n  mcp:\n    targets:\n    - static: {host: mcp.example.com, port: 443}\n",
+        "t.yaml:8: Backend/ns/x: spec.mcp.targets[0].static.name: "
+        "a static MCP target needs a name (kgateway 2.1 `static.name`, or `name`)",
+    ),
+    (
+        "TrafficPolicy",
+        "  cors: {allowMethods: [GET, PUT, POST, DELETE, PATCH, HEAD, OPTIONS, CONNECT, TRACE, GET]}\n",
+        "t.yaml:5: TrafficPolicy/ns/x: spec.cors.allowMethods: must have at most 9 item(s)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "body", "expected"), CHART_REJECTIONS)
+def test_the_charts_limits_hold(kind: str, body: str, expected: str) -> None:
+    assert problems_of(head(kind) + body) == [expected]
 
 
 @pytest.mark.parametrize("name", list(UPSTREAM_SHAPES))

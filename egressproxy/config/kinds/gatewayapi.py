@@ -30,7 +30,7 @@ from egressproxy.config.kinds.common import (
     HEADER_VALUE,
     NAME,
     PARENT_REF,
-    POLICY_TARGET_REFS,
+    POLICY_TARGET_REF,
     SECRET_REF,
     unique_names,
 )
@@ -129,7 +129,7 @@ ROUTE_PARENT_REF = Obj(
         "kind": F(Str(min_length=1), default=EGRESS_GATEWAY_KIND),
     }
 )
-ROUTE_PARENT_REFS = List(ROUTE_PARENT_REF)
+ROUTE_PARENT_REFS = List(ROUTE_PARENT_REF, max_items=32)
 
 # --- shared rule helpers --------------------------------------------------------------------------------------
 
@@ -336,6 +336,26 @@ REQUEST_MIRROR = Obj(
     rules=(_mirror_rule,),
 )
 
+# Gateway API's experimental HTTPExternalAuthFilter (GEP-1494, config/crd/experimental at 4564255): an ext_authz
+# service over gRPC or HTTP; the block matching `protocol` is required and the other one forbidden.
+_EXTERNAL_AUTH_HEADERS = List(Str(min_length=1), max_items=64)
+EXTERNAL_AUTH = Obj(
+    {
+        "protocol": F(Str(enum=("HTTP", "GRPC")), required=True),
+        "backendRef": F(Obj({k: v for k, v in BACKEND_REF.fields.items() if k != "weight"}), required=True),
+        "grpc": Obj({"allowedHeaders": _EXTERNAL_AUTH_HEADERS}),
+        "http": Obj(
+            {
+                "path": Str(pattern=r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+"),
+                "allowedHeaders": _EXTERNAL_AUTH_HEADERS,
+                "allowedResponseHeaders": _EXTERNAL_AUTH_HEADERS,
+            }
+        ),
+        "forwardBody": Obj({"maxSize": Int(minimum=0)}),
+    },
+    rules=(_type_agrees("protocol", {"HTTP": "http", "GRPC": "grpc"}),),
+)
+
 # Gateway API's CORSOrigin: `*`, or `http(s)://host[:port]` where host may start with `*.` or be `*`.
 _CORS_ORIGIN = re.compile(r"\*|https?://((\*\.)?([a-zA-Z0-9\-]+\.)*[a-zA-Z0-9-]+|\*)(:[0-9]{1,5})?")
 
@@ -387,6 +407,7 @@ HTTP_FILTER_MEMBERS = {
     "URLRewrite": "urlRewrite",
     "ExtensionRef": "extensionRef",
     "CORS": "cors",
+    "ExternalAuth": "externalAuth",
 }
 
 HTTP_ROUTE_FILTER = Obj(
@@ -399,13 +420,14 @@ HTTP_ROUTE_FILTER = Obj(
         "urlRewrite": URL_REWRITE,
         "extensionRef": EXTENSION_REF,
         "cors": CORS,
+        "externalAuth": EXTERNAL_AUTH,
     },
     rules=(_type_agrees("type", HTTP_FILTER_MEMBERS),),
 )
 
 
 def _backend_ref_with_filters(filter_type: Type) -> Obj:
-    return Obj({**BACKEND_REF.fields, "filters": List(filter_type)})
+    return Obj({**BACKEND_REF.fields, "filters": List(filter_type, max_items=16)})
 
 
 def _timeouts_rule(value: dict[str, Any]) -> list[tuple[str, str]]:
@@ -509,8 +531,8 @@ HTTP_ROUTE_RULE = Obj(
     {
         "name": RULE_NAME,
         "matches": F(List(HTTP_ROUTE_MATCH, max_items=64), default=[{"path": DEFAULT_PATH_MATCH}]),
-        "filters": List(HTTP_ROUTE_FILTER),
-        "backendRefs": List(_backend_ref_with_filters(HTTP_ROUTE_FILTER)),
+        "filters": List(HTTP_ROUTE_FILTER, max_items=16),
+        "backendRefs": List(_backend_ref_with_filters(HTTP_ROUTE_FILTER), max_items=16),
         "timeouts": TIMEOUTS,
         "retry": RETRY,
         "sessionPersistence": Free(),
@@ -542,11 +564,15 @@ def _unique_rule_names(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+# Experimental (config/crd/experimental): attach to the Gateways marked default (`All`) or not (`None`).
+USE_DEFAULT_GATEWAYS = Str(enum=("All", "None"))
+
 HTTP_ROUTE = Obj(
     {
         "parentRefs": ROUTE_PARENT_REFS,
+        "useDefaultGateways": USE_DEFAULT_GATEWAYS,
         "hostnames": HOSTNAMES,
-        "rules": F(List(HTTP_ROUTE_RULE), default=[{"matches": [{"path": DEFAULT_PATH_MATCH}]}]),
+        "rules": F(List(HTTP_ROUTE_RULE, max_items=16), default=[{"matches": [{"path": DEFAULT_PATH_MATCH}]}]),
     },
     rules=(_unique_rule_names, _total_matches_rule),
 )
@@ -611,8 +637,8 @@ GRPC_ROUTE_RULE = Obj(
     {
         "name": RULE_NAME,
         "matches": List(GRPC_ROUTE_MATCH, max_items=64),
-        "filters": List(GRPC_ROUTE_FILTER),
-        "backendRefs": List(_backend_ref_with_filters(GRPC_ROUTE_FILTER)),
+        "filters": List(GRPC_ROUTE_FILTER, max_items=16),
+        "backendRefs": List(_backend_ref_with_filters(GRPC_ROUTE_FILTER), max_items=16),
         "sessionPersistence": Free(),
     },
     rules=(_filter_lists_rule(GRPC_ONCE_FILTERS),),
@@ -621,26 +647,37 @@ GRPC_ROUTE_RULE = Obj(
 GRPC_ROUTE = Obj(
     {
         "parentRefs": ROUTE_PARENT_REFS,
+        "useDefaultGateways": USE_DEFAULT_GATEWAYS,
         "hostnames": HOSTNAMES,
-        "rules": F(List(GRPC_ROUTE_RULE), default=[{}]),
+        "rules": F(List(GRPC_ROUTE_RULE, max_items=16), default=[{}]),
     },
     rules=(_unique_rule_names, _total_matches_rule),
 )
 
 # --- TLSRoute, TCPRoute, UDPRoute -----------------------------------------------------------------------------
 
-L4_ROUTE_RULE = Obj({"name": Str(min_length=1), "backendRefs": List(BACKEND_REF)})
+L4_ROUTE_RULE = Obj({"name": Str(min_length=1), "backendRefs": List(BACKEND_REF, max_items=16)})
+L4_HOSTNAMES_MAX = 1024  # TLSRoute's hostnames (every version), unlike HTTPRoute's 16
 
 
-def _l4_route(with_hostnames: bool, hostnames_required: bool = False) -> Obj:
-    fields: dict[str, Any] = {"parentRefs": ROUTE_PARENT_REFS, "rules": F(List(L4_ROUTE_RULE), default=[{}])}
+def _l4_route(with_hostnames: bool, hostnames_required: bool = False, max_rules: int = 16) -> Obj:
+    """TLSRoute, TCPRoute and UDPRoute; `max_rules` is 1 in the versions that went standard (TLSRoute v1alpha3
+    and v1, TCPRoute and UDPRoute v1), 16 in v1alpha2."""
+    rules = List(L4_ROUTE_RULE, max_items=max_rules)
+    fields: dict[str, Any] = {
+        "parentRefs": ROUTE_PARENT_REFS,
+        "useDefaultGateways": USE_DEFAULT_GATEWAYS,
+        "rules": F(rules, default=[{}]),
+    }
     if with_hostnames:
-        # TLSRoute v1alpha3 and v1 require 1 to 16 hostnames; v1alpha2 has them optional.
-        fields["hostnames"] = F(List(HOSTNAME, min_items=1), required=True) if hostnames_required else HOSTNAMES
+        # TLSRoute v1alpha3 and v1 require hostnames; v1alpha2 has them optional.
+        listed = List(HOSTNAME, min_items=1 if hostnames_required else 0, max_items=L4_HOSTNAMES_MAX)
+        fields["hostnames"] = F(listed, required=True) if hostnames_required else listed
     return Obj(fields, rules=(_unique_rule_names,))
 
 
-_TLS_ROUTE_WITH_HOSTNAMES = _l4_route(with_hostnames=True, hostnames_required=True)
+_TLS_ROUTE_WITH_HOSTNAMES = _l4_route(with_hostnames=True, hostnames_required=True, max_rules=1)
+_L4_ROUTE_V1 = _l4_route(with_hostnames=False, max_rules=1)
 
 
 # --- BackendTLSPolicy -----------------------------------------------------------------------------------------
@@ -679,10 +716,10 @@ CA_CERTIFICATE_REF = Obj({"name": F(NAME, required=True), "group": Str(), "kind"
 
 BACKEND_TLS_VALIDATION = Obj(
     {
-        "caCertificateRefs": List(CA_CERTIFICATE_REF),
+        "caCertificateRefs": List(CA_CERTIFICATE_REF, max_items=8),
         "wellKnownCACertificates": Str(enum=("System",)),
         "hostname": F(PRECISE_HOSTNAME, required=True),
-        "subjectAltNames": List(SUBJECT_ALT_NAME),
+        "subjectAltNames": List(SUBJECT_ALT_NAME, max_items=5),
         # Extensions (DESIGN.md 4.1).
         "spkiPins": List(Str(min_length=1, check_fn=_spki_pin_error)),
         "crlRefs": List(SECRET_REF),
@@ -692,7 +729,7 @@ BACKEND_TLS_VALIDATION = Obj(
 
 BACKEND_TLS_POLICY = Obj(
     {
-        "targetRefs": F(POLICY_TARGET_REFS, required=True),
+        "targetRefs": F(List(POLICY_TARGET_REF, min_items=1, max_items=16), required=True),
         "validation": F(BACKEND_TLS_VALIDATION, required=True),
         "options": Map(Str()),
         # Extension (DESIGN.md 4.1): the client certificate for mTLS, a Secret with tls.crt and tls.key.
@@ -710,6 +747,14 @@ register(
         version_specs={f"{_GROUP}/v1": _TLS_ROUTE_WITH_HOSTNAMES, f"{_GROUP}/v1alpha3": _TLS_ROUTE_WITH_HOSTNAMES},
     )
 )
-register(KindSchema("TCPRoute", _api_versions("TCPRoute"), _l4_route(with_hostnames=False)))
-register(KindSchema("UDPRoute", _api_versions("UDPRoute"), _l4_route(with_hostnames=False)))
+register(
+    KindSchema(
+        "TCPRoute", _api_versions("TCPRoute"), _l4_route(with_hostnames=False), version_specs={f"{_GROUP}/v1": _L4_ROUTE_V1}
+    )
+)
+register(
+    KindSchema(
+        "UDPRoute", _api_versions("UDPRoute"), _l4_route(with_hostnames=False), version_specs={f"{_GROUP}/v1": _L4_ROUTE_V1}
+    )
+)
 register(KindSchema("BackendTLSPolicy", _api_versions("BackendTLSPolicy"), BACKEND_TLS_POLICY))

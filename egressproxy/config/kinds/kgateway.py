@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from egressproxy.config.kinds import KindSchema, register
-from egressproxy.config.kinds.common import HEADER_MODIFIER, NAME, POLICY_TARGET_REFS, SECRET_REF
+from egressproxy.config.kinds.common import HEADER_MODIFIER, NAME, POLICY_TARGET_REF, SECRET_REF
 from egressproxy.config.kinds.gatewayapi import regex_error
 from egressproxy.config.schema import F, Bool, Derive, Duration, Free, Int, List, Map, Num, Obj, OneOf, Str, Type
 from egressproxy.hostnames import InvalidHostname, canonical_host
@@ -38,6 +38,9 @@ from egressproxy.hostnames import InvalidHostname, canonical_host
 KGATEWAY = ("gateway.kgateway.dev/v1alpha1",)
 
 Problems = list[tuple[str, str]]
+
+# kgateway's policies (TrafficPolicy, HTTPListenerPolicy) take 1 to 16 targetRefs.
+KGATEWAY_TARGET_REFS = List(POLICY_TARGET_REF, min_items=1, max_items=16)
 
 PORT = Int(minimum=1, maximum=65535)
 REGEX = Str(min_length=1, check_fn=regex_error)
@@ -66,6 +69,18 @@ def _exactly_one(members: tuple[str, ...], where: str = "") -> Any:
         if not present:
             return [(where, f"set one of {', '.join(members)}")]
         return [(present[1], f"set only one of {', '.join(members)} (found {' and '.join(present)})")]
+
+    return rule
+
+
+def _at_most_one(members: tuple[str, ...]) -> Any:
+    """A rule: at most one of `members` is set (kgateway's "at most one of the fields in [...]")."""
+
+    def rule(value: dict[str, Any]) -> Problems:
+        present = [m for m in members if m in value]
+        if len(present) <= 1:
+            return []
+        return [(present[1], f"set at most one of {', '.join(members)} (found {' and '.join(present)})")]
 
     return rule
 
@@ -247,7 +262,7 @@ NAMED_PROVIDER = Obj({"name": F(NAME, required=True), **PROVIDER_BLOCKS, **V21_P
 MULTIPOOL = Obj(
     {
         "priorities": F(
-            List(Obj({"pool": F(List(LLM, min_items=1, max_items=20), required=True)}), min_items=1, max_items=20),
+            List(Obj({"pool": List(LLM, min_items=1, max_items=20)}), min_items=1, max_items=20),
             required=True,
         )
     }
@@ -332,7 +347,11 @@ STATIC_HOST = Obj(
 
 
 def _mcp_target_rule(target: dict[str, Any]) -> Problems:
-    return _exactly_one(("service", "static", "selector"))(target)
+    problems = _exactly_one(("service", "static", "selector", "selectors"))(target)
+    static = target.get("static")
+    if isinstance(static, dict) and not target.get("name") and not static.get("name"):
+        problems.append(("static.name", "a static MCP target needs a name (kgateway 2.1 `static.name`, or `name`)"))
+    return problems
 
 
 LABEL_SELECTOR = Obj(
@@ -350,20 +369,24 @@ LABEL_SELECTOR = Obj(
     }
 )
 
-# kgateway v2.0/v2.1 `McpTargetSelector`: `static` (McpTarget) or `selector`; the seed's `service` stays.
+# kgateway v2.0/v2.1 `McpTargetSelector` (install/helm/kgateway-crds, 2025-08): `static` (McpTarget, with its
+# `name`) or `selectors` {namespaceSelector, serviceSelector}; the docs' `selector` {namespace, service} and the
+# seed's target-level `name` and `service` stay accepted.
 MCP_TARGET = Obj(
     {
-        "name": F(NAME, required=True),
+        "name": NAME,
         "service": Obj({"name": F(NAME, required=True), "namespace": Str(), "port": F(PORT, required=True)}),
         "static": Obj(
             {
+                "name": NAME,
                 "host": F(HOST, required=True),
                 "port": F(PORT, required=True),
                 "path": Str(pattern=r"/.*"),
-                "protocol": Str(enum=("StreamableHTTP", "SSE")),
+                "protocol": Str(enum=("Undefined", "StreamableHTTP", "SSE")),
             }
         ),
         "selector": Obj({"namespace": LABEL_SELECTOR, "service": LABEL_SELECTOR}),
+        "selectors": Obj({"namespaceSelector": LABEL_SELECTOR, "serviceSelector": LABEL_SELECTOR}),
     },
     rules=(_mcp_target_rule,),
 )
@@ -418,7 +441,7 @@ BACKEND = Obj(
                 "roleArn": Str(pattern=r"arn:aws[a-z-]*:iam::\d{12}:role/.+"),
             }
         ),
-        "mcp": Obj({"targets": F(List(MCP_TARGET, min_items=1), required=True)}),
+        "mcp": Obj({"name": NAME, "targets": F(List(MCP_TARGET, min_items=1), required=True)}),
         "dynamicForwardProxy": Obj({"enableTls": Bool()}),
         # Extension (DESIGN.md 4.1): this Backend is an upstream proxy; optional Basic credentials in a Secret
         # with keys `username` and `password`.
@@ -506,7 +529,7 @@ RATE_LIMIT_POLICY = Obj(
                             "fillInterval": F(Duration(), required=True),
                         }
                     ),
-                    required=True,
+                    required=False,  # upstream: optional (an empty `local` turns inherited local limits off)
                 )
             }
         ),
@@ -541,10 +564,11 @@ CORS_ORIGIN = Obj(
 
 CORS_POLICY = Obj(
     {
-        "allowOrigins": List(OneOf((Str(min_length=1), CORS_ORIGIN))),
-        "allowMethods": List(Str(min_length=1)),
-        "allowHeaders": List(Str(min_length=1)),
-        "exposeHeaders": List(Str(min_length=1)),
+        # Gateway API's HTTPCORSFilter limits, which kgateway's CorsPolicy embeds
+        "allowOrigins": List(OneOf((Str(min_length=1), CORS_ORIGIN)), max_items=64),
+        "allowMethods": List(Str(min_length=1), max_items=9),
+        "allowHeaders": List(Str(min_length=1), max_items=64),
+        "exposeHeaders": List(Str(min_length=1), max_items=64),
         "maxAge": OneOf((Int(minimum=0), Duration())),  # seconds (upstream) or a duration (the seeds)
         "allowCredentials": Bool(),
         "disable": DISABLE,
@@ -684,7 +708,7 @@ TARGET_SELECTORS = List(
 TRAFFIC_POLICY = Obj(
     {
         # Optional: a TrafficPolicy named by a route filter ExtensionRef has no targetRefs.
-        "targetRefs": POLICY_TARGET_REFS,
+        "targetRefs": KGATEWAY_TARGET_REFS,
         "targetSelectors": TARGET_SELECTORS,
         "cors": CORS_POLICY,
         "csrf": CSRF_POLICY,
@@ -728,7 +752,11 @@ TRAFFIC_POLICY = Obj(
 OTEL_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
 
 # kgateway's CommonGrpcService: where a telemetry sink is, and how to call it.
-GRPC_BACKEND_REF = Obj({"group": Str(), "kind": Str(), "name": F(NAME, required=True), "namespace": Str(), "port": PORT})
+# Gateway API's BackendRef as kgateway's gRPC services take it (`weight` included, though one service is named).
+GRPC_BACKEND_REF = Obj(
+    {"group": Str(), "kind": Str(), "name": F(NAME, required=True), "namespace": Str(), "port": PORT,
+     "weight": Int(minimum=0, maximum=1000000)}
+)
 COMMON_GRPC_FIELDS: dict[str, F | Type] = {
     "backendRef": F(GRPC_BACKEND_REF, required=True),
     "authority": Str(),
@@ -785,6 +813,7 @@ ACCESS_LOG = Obj(
                 "body": Str(),
                 "disableBuiltinLabels": Bool(),
                 "attributes": Free(),
+                "resourceAttributes": Free(),  # OpenTelemetry KeyValueList, as `attributes`
             }
         ),
         # The seeds' form of an OpenTelemetry sink.
@@ -866,12 +895,12 @@ TRACING = Obj(
 
 HTTP_LISTENER_POLICY = Obj(
     {
-        "targetRefs": POLICY_TARGET_REFS,
+        "targetRefs": KGATEWAY_TARGET_REFS,
         "targetSelectors": TARGET_SELECTORS,
         "accessLogging": Free(),  # the OpenAPI leaves it open
         "accessLog": List(ACCESS_LOG, max_items=16),
         "tracing": TRACING,
-        "upgradeConfig": Obj({"enabledUpgrades": F(List(Str(min_length=1), min_items=1), required=True)}),
+        "upgradeConfig": Obj({"enabledUpgrades": List(Str(min_length=1), min_items=1)}),
         "useRemoteAddress": Bool(),
         "xffNumTrustedHops": Int(minimum=0),
         "serverHeaderTransformation": Str(enum=("Overwrite", "AppendIfAbsent", "PassThrough")),
@@ -920,9 +949,7 @@ DIRECT_RESPONSE = Obj(
 
 # --- GatewayExtension -----------------------------------------------------------------------------------------
 
-SERVICE_REF = Obj(
-    {"group": Str(), "kind": Str(), "name": F(NAME, required=True), "namespace": Str(), "port": PORT}
-)
+SERVICE_REF = GRPC_BACKEND_REF
 # kgateway's ExtGrpcService: the service, an optional :authority and (2.1) a per-call timeout.
 EXT_GRPC_SERVICE = Obj({"backendRef": F(SERVICE_REF, required=True), "authority": Str(), "requestTimeout": Duration()})
 
@@ -1012,13 +1039,17 @@ CONTAINER_FIELDS: dict[str, F | Type] = {
     "extraVolumeMounts": List(K8S),
 }
 
+AGENTGATEWAY_CONTAINER = Obj(
+    {**CONTAINER_FIELDS, "enabled": Bool(), "logLevel": Str(), "customConfigMapName": Str(min_length=1)}
+)
+
 GATEWAY_PARAMETERS = Obj(
     {
         "kube": Obj(
             {
-                "agentgateway": Obj(
-                    {**CONTAINER_FIELDS, "enabled": Bool(), "logLevel": Str(), "customConfigMapName": Str(min_length=1)}
-                ),
+                # `agentGateway` in the kgateway-crds chart (2025-08), `agentgateway` in the docs of the time
+                "agentgateway": AGENTGATEWAY_CONTAINER,
+                "agentGateway": AGENTGATEWAY_CONTAINER,
                 "aiExtension": Obj(
                     {
                         **CONTAINER_FIELDS,
@@ -1031,6 +1062,7 @@ GATEWAY_PARAMETERS = Obj(
                 "deployment": Obj(
                     {
                         "replicas": Int(minimum=0),
+                        "omitReplicas": Bool(),  # leave replicas to an autoscaler
                         "strategy": K8S,
                         # the seeds' spelling of the proxy container's settings
                         "container": Obj(
@@ -1039,7 +1071,8 @@ GATEWAY_PARAMETERS = Obj(
                                 "securityContext": Obj({"runAsNonRoot": Bool(), "runAsUser": Int(minimum=0)}),
                             }
                         ),
-                    }
+                    },
+                    rules=(_at_most_one(("replicas", "omitReplicas")),),
                 ),
                 "podTemplate": Obj(
                     {
