@@ -124,7 +124,9 @@ class HttpRoutes:
                 self._redirect(flow, filters.redirect, view, decision.match)
                 return
         if not decision.upstreams:
-            flow.response = error_response(flow, "no-healthy-backend", "no backendRef of the rule leaves a candidate to try")
+            unresolved = rule.unresolved_backends if rule is not None else ()
+            why = f"{', '.join(unresolved)}: not a kind this gateway sends traffic to" if unresolved else "no backendRef of the rule leaves a candidate to try"
+            flow.response = error_response(flow, "no-healthy-backend", why)
             return
         upstream = decision.upstreams[0]
         if upstream.backend is not None:

@@ -246,11 +246,12 @@ def request_candidates(
     backendRef adds: a Static Backend's first host (trusted); a Service's cluster DNS name (trusted); a parent
     Backend's original destination, reached through that parent; an AI Backend's providers, one candidate per
     provider and priority group (group index = priority). A backendRef's weight applies within group 0; a
-    weight-0 backendRef is never tried, its fallback groups included. The gateway's `parentRef` carries every
-    candidate that has no parent Backend of its own.
+    weight-0 backendRef is never tried, its fallback groups included. A backendRef of a kind the gateway does
+    not model adds none, so a rule of only those has no candidate (never the requested destination). The
+    gateway's `parentRef` carries every candidate that has no parent Backend of its own.
     """
     gateway_parent = parent_for(snapshot, None)
-    if rule is None or not rule.backends:
+    if rule is None or not (rule.backends or rule.unresolved_backends):
         return (_dynamic(request, None, gateway_parent),)
     candidates: list[Upstream] = []
     for ref in rule.backends:

@@ -463,8 +463,11 @@ class Rule:
     matches: tuple[HttpRouteMatch, ...] = ()  # HTTPRoute/GRPCRoute
     l4_matches: tuple[L4Match, ...] = ()  # EgressL4Route
     filters: RuleFilters = NO_FILTERS
-    backends: tuple[WeightedBackend, ...] = ()  # empty: forward to the requested destination
+    backends: tuple[WeightedBackend, ...] = ()  # empty (and nothing unresolved): the requested destination
     request_timeout: float | None = None  # rules[].timeouts.request, seconds
+    # backendRefs of kinds this gateway does not model (`group/Kind ns/name`): never dialled, and a rule left
+    # with no other backend answers no-healthy-backend rather than forwarding to the requested destination
+    unresolved_backends: tuple[str, ...] = ()
 
     @property
     def direct_response(self) -> DirectResponse | None:
@@ -531,6 +534,7 @@ def _rule_dump(rule: Rule) -> dict[str, Any]:
             }
             for b in rule.backends
         ],
+        "unresolvedBackends": list(rule.unresolved_backends),
         "directResponse": str(f.direct_response.ref) if f.direct_response else None,
         "policies": [str(p) for p in f.policies],
         "requestTimeout": rule.request_timeout,

@@ -16,11 +16,33 @@ from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.snapshot import WeightedBackend
 
-__all__ = ["resolve_backend_ref"]
+__all__ = ["resolve_backend_ref", "unmodelled_backend_kind"]
+
+
+def unmodelled_backend_kind(res: Resource, ref: Mapping[str, Any]) -> str | None:
+    """`group/Kind ns/name` of a backendRef to a kind this gateway does not model (another route for kgateway's
+    delegation, a multicluster ServiceImport, an InferencePool, a custom backend), else None.
+
+    Gateway API accepts any kind and has the implementation report `ResolvedRefs=False` / `InvalidKind` and
+    never send traffic there; so does this gateway (DESIGN.md 4.2: configs validate where upstream accepts
+    them). A kind-less, Service or kgateway Backend reference is modelled (a missing one stays a problem)."""
+    group, kind = ref.get("group"), ref.get("kind")
+    if group not in (None, "", "core", KGATEWAY_GROUP):
+        kind = kind or "Service"  # Gateway API's default kind, in a group that has none of ours
+    elif kind is None or (kind == "Service" and group in (None, "", "core")):
+        return None
+    if kind in BACKEND_KINDS and group in (None, "", KGATEWAY_GROUP):
+        return None
+    return f"{group + '/' if group else ''}{kind} {ref.get('namespace') or res.namespace}/{ref.get('name')}"
 
 
 def resolve_backend_ref(comp: Compilation, res: Resource, path: str, ref: Mapping[str, Any]) -> WeightedBackend | None:
-    """A backendRef to a Backend, an AIBackend, or a Service by DNS name (kind-less: a Backend if one exists)."""
+    """A backendRef to a Backend, an AIBackend, or a Service by DNS name (kind-less: a Backend if one exists).
+    None when it does not resolve (a problem, or for an unmodelled kind a `ResolvedRefs=False` status)."""
+    unmodelled = unmodelled_backend_kind(res, ref)
+    if unmodelled is not None:
+        comp.status.set(res.ref, "ResolvedRefs", False, "InvalidKind", f"{path}.kind: {unmodelled} is not a kind this gateway sends traffic to")
+        return None
     group = ref.get("group")
     ns = ref.get("namespace") or res.namespace
     name = ref["name"]
@@ -33,10 +55,6 @@ def resolve_backend_ref(comp: Compilation, res: Resource, path: str, ref: Mappin
             comp.status.set(res.ref, "ResolvedRefs", False, "UnsupportedValue", f"{path}.port")
             return None
         return WeightedBackend(ObjectRef("Service", ns, name), None, weight, port, f"{name}.{ns}.svc.cluster.local")
-    if kind not in BACKEND_KINDS or group not in (None, "", KGATEWAY_GROUP):
-        comp.problem(res, f"{path}.kind", f'unsupported backendRef kind "{group + "/" if group else ""}{kind}" (a {KGATEWAY_GROUP} Backend, or a Service)')
-        comp.status.set(res.ref, "ResolvedRefs", False, "InvalidKind", f"{path}.kind: {kind}")
-        return None
     backend = comp.backends.get(ObjectRef(kind, ns, name))
     if backend is None:
         message = f'{kind} "{ns}/{name}" not found'

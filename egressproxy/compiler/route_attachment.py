@@ -63,14 +63,17 @@ def parent_group_kind(pref: Mapping[str, Any]) -> tuple[str, str]:
 def _attach_parent(comp: Compilation, res: Resource, path: str, pref: Mapping[str, Any], result: Attachment) -> None:
     group, kind = parent_group_kind(pref)
     if (kind, group) not in _PARENT_KINDS:
-        where = f"{path}.group" if kind in ("EgressGateway", "Gateway") else f"{path}.kind"
-        comp.problem(
-            res,
-            where,
-            f'unsupported parent {kind} in group "{group}": a route attaches to an EgressGateway '
-            f"({APOXY_GROUP}) or a Gateway ({GATEWAY_API_GROUP}, naming the EgressGateway)",
-        )
-        comp.status.set(res.ref, "ResolvedRefs", False, "InvalidKind", f"{where}: {group}/{kind}")
+        attaches = f"a route attaches to an EgressGateway ({APOXY_GROUP}) or a Gateway ({GATEWAY_API_GROUP}, naming the EgressGateway)"
+        if kind in ("EgressGateway", "Gateway"):  # our kinds in the wrong group: a typo, named at validate time
+            comp.problem(res, f"{path}.group", f'unsupported parent {kind} in group "{group}": {attaches}')
+            comp.status.set(res.ref, "ResolvedRefs", False, "InvalidKind", f"{path}.group: {group}/{kind}")
+            return
+        # Another kind of parent (a parent HTTPRoute in kgateway's delegation, a ListenerSet, a mesh Service):
+        # Gateway API leaves it to the implementation that owns it, so the route is valid and simply not
+        # attached through this parent.
+        if result.reason is None:
+            result.reason = "UnsupportedValue"
+            result.message = f"{path}.kind: parent {group}/{kind} is not a kind this gateway serves; {attaches}"
         return
     ns = pref.get("namespace") or res.namespace
     gw = comp.find("EgressGateway", ns, pref["name"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from egressproxy.compiler.backend_refs import resolve_backend_ref
+from egressproxy.compiler.backend_refs import resolve_backend_ref, unmodelled_backend_kind
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.hostname_forms import route_hostnames
 from egressproxy.compiler.kinds import ROUTE_KINDS
@@ -51,6 +51,7 @@ def _compile_rule(comp: Compilation, res: Resource, index: int, spec: Mapping[st
         for j, ref in enumerate(spec.get("backendRefs", []))
         if (wb := resolve_backend_ref(comp, res, f"{path}.backendRefs[{j}]", ref)) is not None
     )
+    unresolved = tuple(u for ref in spec.get("backendRefs", []) if (u := unmodelled_backend_kind(res, ref)) is not None)
     matches: tuple[HttpRouteMatch, ...] = ()
     l4_matches: tuple[L4Match, ...] = ()
     if res.kind == "HTTPRoute":
@@ -69,4 +70,5 @@ def _compile_rule(comp: Compilation, res: Resource, index: int, spec: Mapping[st
         filters=filters,
         backends=backends,
         request_timeout=timeouts.get("request"),
+        unresolved_backends=unresolved,
     )

@@ -86,6 +86,8 @@ spec:
         path: {type: ReplacePrefixMatch, replacePrefixMatch: /api}
   - matches: [{path: {type: PathPrefix, value: /drained}}]
     backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: static, weight: 0}]
+  - matches: [{path: {type: PathPrefix, value: /delegated}}]
+    backendRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: child}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -577,3 +579,14 @@ def test_inside_a_tunnel_the_credential_was_checked_at_connect(auth_snapshot, tm
     record.connect_host, record.listener = "plain.example.com", "http"
     _requestheaders(HttpRoutes(state), flow)
     assert flow.response is None
+
+
+def test_a_rule_whose_only_backend_is_an_unmodelled_kind_is_never_forwarded(state) -> None:
+    """kgateway's route delegation (a backendRef to an HTTPRoute) validates, but this gateway does not send the
+    request anywhere: not to the delegate, and not to the requested destination either."""
+    flow = _tunnelled(state, "api.example.com", "/delegated/x")
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.response.headers["x-egress-error"] == "no-healthy-backend"
+    assert "gateway.networking.k8s.io/HTTPRoute default/child" in _body(flow)["error"] + _body(flow).get("detail", "")
+    assert state.connection(flow.client_conn.id).upstreams == {}

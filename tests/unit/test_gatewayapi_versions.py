@@ -209,7 +209,6 @@ def test_a_missing_gateway_is_named_as_the_egress_gateway() -> None:
     [
         ("{group: clrk.apoxy.dev, kind: Gateway, name: gw}", "group", 'Gateway in group "clrk.apoxy.dev"'),
         ("{group: example.com, kind: EgressGateway, name: gw}", "group", 'EgressGateway in group "example.com"'),
-        ("{kind: Service, name: gw}", "kind", 'Service in group "clrk.apoxy.dev"'),
     ],
 )
 def test_unsupported_parents_name_their_kind_and_group(parent: str, field: str, named: str) -> None:
@@ -221,6 +220,23 @@ def test_unsupported_parents_name_their_kind_and_group(parent: str, field: str, 
         "(gateway.networking.k8s.io, naming the EgressGateway)"
     ]
     assert conditions(result, ObjectRef("HTTPRoute", "default", "h"))["ResolvedRefs"] == ("False", "InvalidKind")
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: parent}",  # kgateway route delegation
+        "{group: gateway.networking.x-k8s.io, kind: XListenerSet, name: ls}",
+        "{group: '', kind: Service, name: waypoint}",  # a mesh (GAMMA) parent
+    ],
+)
+def test_a_parent_of_another_kind_leaves_the_route_valid_and_unattached(parent: str) -> None:
+    """Gateway API leaves a parent it does not own to the implementation that does: no problem, no traffic."""
+    result = compile_yaml(route_with_parent(parent))
+    assert result.problems == []
+    accepted = conditions(result, ObjectRef("HTTPRoute", "default", "h"))["Accepted"]
+    assert accepted == ("False", "UnsupportedValue")
+    assert result.snapshot is not None and ObjectRef("HTTPRoute", "default", "h") not in result.snapshot.routes
 
 
 # --- backendRefs without group/kind: a Kubernetes Service ------------------------------------------------------
@@ -259,6 +275,24 @@ def test_a_backend_ref_without_group_and_kind_is_a_service(ref: str, host: str) 
     assert service.backend is None
     assert (service.service_host, service.port) == (host, 8080)
     assert service.ref == ObjectRef("Service", host.split(".")[1], "payments")
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: child}",  # kgateway route delegation
+        "{group: multicluster.x-k8s.io, kind: ServiceImport, name: store, port: 8080}",
+        "{group: inference.networking.x-k8s.io, kind: InferencePool, name: llm}",
+    ],
+)
+def test_a_backend_ref_of_an_unmodelled_kind_is_valid_and_unresolved(ref: str) -> None:
+    """Gateway API: the route is accepted, `ResolvedRefs=False` / `InvalidKind`, and no traffic goes there."""
+    result = compile_yaml(route_with_backend(ref))
+    assert [str(p) for p in result.problems] == []
+    assert conditions(result, ObjectRef("HTTPRoute", "default", "h"))["ResolvedRefs"] == ("False", "InvalidKind")
+    assert result.snapshot is not None
+    rule = result.snapshot.routes[ObjectRef("HTTPRoute", "default", "h")].rules[0]
+    assert rule.backends == () and len(rule.unresolved_backends) == 1
 
 
 def test_a_service_backend_ref_needs_a_port() -> None:

@@ -46,10 +46,14 @@ SECRET_REF = Obj(
 LOCAL_REF = Obj({"name": F(NAME, required=True), "namespace": Str(), "group": Str(), "kind": Str()})
 
 # Gateway API ParentReference. group/kind default to the EgressGateway (DESIGN.md 4.1).
+# Gateway API's Group and Kind: a DNS subdomain (or empty, the core group) and a CamelCase identifier.
+GROUP = Str(pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*|")
+KIND = Str(min_length=1, pattern=r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
+
 PARENT_REF = Obj(
     {
-        "group": Str(),
-        "kind": Str(),
+        "group": GROUP,
+        "kind": KIND,
         "namespace": Str(),
         "name": F(NAME, required=True),
         "sectionName": Str(),
@@ -59,8 +63,8 @@ PARENT_REF = Obj(
 
 BACKEND_REF = Obj(
     {
-        "group": Str(),
-        "kind": Str(),
+        "group": GROUP,
+        "kind": KIND,
         "name": F(NAME, required=True),
         "namespace": Str(),
         "port": Int(minimum=1, maximum=65535),
