@@ -39,7 +39,39 @@ _out.default_flow_style = False
 
 ROUTE_PROTOCOL = {"HTTPRoute": "HTTP", "GRPCRoute": "HTTP", "TLSRoute": "TLS", "TCPRoute": "TCP", "UDPRoute": "UDP"}
 GATEWAY_KINDS = {None, "Gateway", "EgressGateway"}
-_FENCE = re.compile(r"```ya?ml[^\n]*\n(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```(\w*)[^\n]*\n(.*?)```", re.DOTALL)
+_HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?[^\n]*\n(.*?)\n\s*\1\b", re.DOTALL)
+
+
+def _markdown_yaml(text: str) -> list[str]:
+    """The YAML a docs page shows: fenced yaml blocks, and the heredocs of shell blocks (`kubectl apply -f- <<EOF`)."""
+    chunks = []
+    for language, body in _FENCE.findall(text):
+        heredocs = [doc for _tag, doc in _HEREDOC.findall(body)]
+        if heredocs:
+            chunks += heredocs
+        elif language in ("yaml", "yml"):
+            chunks.append(body)
+    return [_fill_snippets(chunk) for chunk in chunks]
+
+
+_SNIPPET = re.compile(r"\{\{<\s*reuse\s+\"/?([^\"]+)\"\s*>\}\}")
+SNIPPET_ROOTS: list[Path] = []  # --docs-assets: where a docs site keeps the one-line snippets its pages reuse
+
+
+def _fill_snippets(chunk: str) -> str:
+    """A docs page's `{{< reuse "kgw-docs/snippets/namespace.md" >}}` replaced by that snippet's one line."""
+
+    def one_line(match: re.Match[str]) -> str:
+        for root in SNIPPET_ROOTS:
+            file = root / match.group(1)
+            if file.is_file():
+                lines = file.read_text().strip().splitlines()
+                if len(lines) == 1:
+                    return lines[0].strip()
+        return match.group(0)
+
+    return _SNIPPET.sub(one_line, chunk)
 
 
 def documents(path: Path) -> Iterator[tuple[str, Any]]:
@@ -47,7 +79,7 @@ def documents(path: Path) -> Iterator[tuple[str, Any]]:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".md"))
     for file in files:
         text = file.read_text(errors="replace")
-        chunks = _FENCE.findall(text) if file.suffix == ".md" else [text]
+        chunks = _markdown_yaml(text) if file.suffix == ".md" else [text]
         for chunk in chunks:
             if "{{" in chunk:  # a Helm or docs template, not YAML anyone applies as written
                 continue
@@ -61,6 +93,8 @@ def documents(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def modelled(doc: dict[str, Any]) -> bool:
+    if re.search(r"\$\{?[A-Z_]{2,}", str(doc)):  # a template (`${INSTALL_NAMESPACE}`, `$OLLAMA_HOST`), filled in before use
+        return False
     schema = KINDS.get(doc.get("kind"))
     return schema is not None and doc.get("apiVersion") in schema.api_versions
 
@@ -125,11 +159,14 @@ class Companions:
         listeners[ref.get("sectionName") or f"l-{protocol.lower()}"] = (protocol, ref.get("port"))
 
     def _target(self, ref: dict[str, Any]) -> None:
-        kind, name = ref.get("kind"), ref.get("name")
+        kind, name, section = ref.get("kind"), ref.get("name"), ref.get("sectionName")
         if kind in ("Gateway", "EgressGateway") and name:
-            self.gateways.setdefault((self.ns, name), {})
+            listeners = self.gateways.setdefault((self.ns, name), {})
+            if section:
+                listeners.setdefault(section, ("HTTP", None))
         elif kind in ROUTE_PROTOCOL and name:
-            self._add(kind, name, {"parentRefs": [{"name": "egress"}]}, "gateway.networking.k8s.io/v1")
+            rules = [{"name": section}] if section else [{}]
+            self._add(kind, name, {"parentRefs": [{"name": "egress"}], "rules": rules}, "gateway.networking.k8s.io/v1")
             self.gateways.setdefault((self.ns, "egress"), {})[f"l-{ROUTE_PROTOCOL[kind].lower()}"] = (
                 ROUTE_PROTOCOL[kind],
                 None,
@@ -163,6 +200,8 @@ class Companions:
             return
         if ext_kind == "DirectResponse":
             self._add("DirectResponse", name, {"status": 200}, "gateway.kgateway.dev/v1alpha1")
+        elif ext_kind == "TrafficPolicy":
+            self._add("TrafficPolicy", name, {"timeouts": {"request": "10s"}}, "gateway.kgateway.dev/v1alpha1")
         elif ext_kind in (None, "GatewayExtension") and kind in ("TrafficPolicy", "HTTPListenerPolicy"):
             spec = {"type": "ExtAuth", "extAuth": {"grpcService": {"backendRef": {"name": "authz", "port": 9001}}}}
             self._add("GatewayExtension", name, spec, "gateway.kgateway.dev/v1alpha1", ref.get("namespace"))
@@ -221,7 +260,9 @@ def main() -> int:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--expect-invalid", action="store_true", help="count rejections (must-reject examples)")
     parser.add_argument("--show", type=int, default=3, help="problem lines shown per failure cause")
+    parser.add_argument("--docs-assets", type=Path, action="append", default=[], help="a docs site's assets folder")
     args = parser.parse_args()
+    SNIPPET_ROOTS.extend(args.docs_assets)
     with tempfile.TemporaryDirectory() as workdir:
         pem, key = _ca(workdir)
         totals: Counter[str] = Counter()

@@ -29,6 +29,7 @@ from typing import Any
 
 from egressproxy.compiler.field_paths import kind_paths, set_paths
 from egressproxy.config.kinds import KINDS
+from egressproxy.config.kinds.kgateway import LATER_TRAFFIC_POLICY_FIELDS
 
 __all__ = [
     "Enforcement",
@@ -224,6 +225,7 @@ _NO_SELECTORS = "attachment by label selector (targetSelectors) is not implement
 _NO_POLICY_TIMEOUTS = "TrafficPolicy timeouts are not applied (the gateway's and the route's are)"
 _NO_XFF = "X-Forwarded-For is not read or written; identity comes from proxy credentials (DESIGN.md 5)"
 _NO_LISTENER_TIMEOUTS = "listener idle timeouts are the gateway's client limits (DESIGN.md 4.2), not this policy's"
+_LATER_KGATEWAY = "a kgateway 2.2+ field, accepted as written and not implemented"
 _NO_EXT = "external services (ext_authz, ext_proc, rate limit service) are not called"
 
 ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
@@ -362,6 +364,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
+                    **{f"spec.{f}": _LATER_KGATEWAY for f in LATER_TRAFFIC_POLICY_FIELDS},
                     "spec.cors.*": _NO_CORS,
                     "spec.csrf.*": "CSRF checks are not implemented",
                     "spec.timeouts.*": _NO_POLICY_TIMEOUTS,
@@ -415,7 +418,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 {
                     # No extension of any type is called by this build, so even a bare `type` is not in force.
                     "spec.type": _NO_EXT,
-                    **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")},
+                    **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit", "jwt", "oauth2")},
                 }
             ),
         ),

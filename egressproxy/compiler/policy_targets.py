@@ -8,11 +8,14 @@ from typing import Any
 
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.kinds import ALL_SCOPES, BACKEND_KINDS, GATEWAY_KINDS, POLICY_KINDS, ROUTE_KINDS
+from egressproxy.config.kinds import KINDS
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.snapshot import AttachedPolicy, freeze
 
 _ATTACHMENT_FIELDS = ("targetRefs", "targetRef", "parentRefs")
+# Policies whose CRDs let any kind be targeted (kgateway's, Gateway API's); the seeds' kinds name theirs.
+_UPSTREAM_POLICY_KINDS = ("TrafficPolicy", "HTTPListenerPolicy", "BackendTLSPolicy")
 
 
 def policy_target_refs(res: Resource) -> list[tuple[str, Mapping[str, Any]]]:
@@ -36,6 +39,12 @@ def resolve_target(comp: Compilation, res: Resource, path: str, tref: Mapping[st
     name = tref["name"]
     allowed = POLICY_KINDS.get(res.kind, ALL_SCOPES)
     scope = "gateway" if kind in GATEWAY_KINDS else "backend" if kind in (*BACKEND_KINDS, "Service") else "route" if kind in ROUTE_KINDS else None
+    if scope is None and res.kind in _UPSTREAM_POLICY_KINDS and kind not in KINDS:
+        # A kind this gateway does not model at all (kgateway's XListenerSet, say): upstream's API server takes
+        # it, so the policy is valid, attached nowhere and says so (a route of that parent is unattached too).
+        message = f"{path}.kind: {tref.get('group') or ''}/{kind} is not a kind this gateway serves"
+        comp.status.set(res.ref, "Accepted", False, "InvalidKind", message)
+        return ("elsewhere", None)
     if scope is None or scope not in allowed:
         kinds = _kinds_for_scopes(allowed)
         comp.problem(res, f"{path}.kind", f'a {res.kind} cannot target a {kind} (it attaches to {kinds})')

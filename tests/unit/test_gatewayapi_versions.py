@@ -314,3 +314,33 @@ def test_a_kind_less_backend_ref_still_names_a_backend_of_that_name() -> None:
     )
     [wb] = compiled(route_with_backend("{name: payments}", backend)).routes[ObjectRef("HTTPRoute", "default", "h")].rules[0].backends
     assert wb.backend is not None and wb.backend.ref == ObjectRef("Backend", "default", "payments")
+
+
+def test_a_kgateway_policy_targeting_a_kind_we_do_not_model_is_valid_and_attached_nowhere() -> None:
+    """kgateway's e2e data has TrafficPolicies targeting an XListenerSet: valid, Accepted=False, in force nowhere."""
+    text = GATEWAY + doc(
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\n",
+        """\
+        metadata: {name: ls-policy}
+        spec:
+          targetRefs: [{group: gateway.networking.x-k8s.io, kind: XListenerSet, name: ls}]
+          timeouts: {request: 5s}
+        """,
+    )
+    result = compile_yaml(text)
+    assert [str(p) for p in result.problems] == []
+    assert conditions(result, ObjectRef("TrafficPolicy", "default", "ls-policy"))["Accepted"] == ("False", "InvalidKind")
+
+
+def test_a_seed_policy_targeting_an_unknown_kind_is_still_a_problem() -> None:
+    text = GATEWAY + doc(
+        "apiVersion: policy.egressproxy.io/v1alpha1\nkind: DNSPolicy\n",
+        """\
+        metadata: {name: dns}
+        spec:
+          targetRefs: [{group: gateway.networking.x-k8s.io, kind: XListenerSet, name: ls}]
+          minTTL: 5s
+        """,
+    )
+    [problem] = compile_yaml(text).problems
+    assert "a DNSPolicy cannot target a XListenerSet" in str(problem)

@@ -1297,3 +1297,45 @@ spec:
         f"{tmp_path / 'c.yaml'}:{line}: TrafficPolicy/default/limits: spec.rateLimit.global.extensionRef.name: "
         'GatewayExtension "default/global-ratelimit" not found'
     ]
+
+
+# kgateway 2.2+ fields (kgateway.dev assets/kgw-docs pages at 85cd0fc8): accepted whole, reported Unsupported.
+LATER_SHAPES = {
+    # security/jwt/basic.md
+    "GatewayExtension jwt": ("GatewayExtension", "  jwt:\n    providers: [{name: selfminted, issuer: kgateway.dev}]\n"),
+    # security/external-auth-http.md
+    "GatewayExtension extAuth httpService": (
+        "GatewayExtension",
+        "  type: ExtAuth\n  extAuth:\n    headersToForward: [x-ext-authz]\n    httpService: {backendRef: {name: ext-authz, port: 4444}}\n",
+    ),
+    # security/apikey-auth.md, resiliency/fault-injection.md, traffic-management/compression.md
+    "TrafficPolicy apiKeyAuth, faultInjection, compression": (
+        "TrafficPolicy",
+        "  targetRefs: [{kind: HTTPRoute, name: r}]\n  apiKeyAuth: {secretRef: {name: keys}}\n"
+        "  faultInjection: {abort: {percentage: 50, httpStatus: 503}}\n  compression: {responseCompression: {}}\n",
+    ),
+    # setup/customize/configs.md
+    "GatewayParameters overlays and autoscalers": (
+        "GatewayParameters",
+        "  kube:\n    deploymentOverlay: {spec: {replicas: 3}}\n    horizontalPodAutoscaler: {spec: {maxReplicas: 5}}\n"
+        "    service: {loadBalancerSourceRanges: [10.0.0.0/8]}\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(LATER_SHAPES))
+def test_later_kgateway_fields_validate(name: str) -> None:
+    kind, body = LATER_SHAPES[name]
+    assert problems_of(head(kind) + body) == []
+
+
+def test_an_ext_auth_calls_exactly_one_service() -> None:
+    assert problems_of(head("GatewayExtension") + "  type: ExtAuth\n  extAuth: {failOpen: true}\n") == [
+        "t.yaml:6: GatewayExtension/ns/x: spec.extAuth: set one of grpcService, httpService"
+    ]
+
+
+def test_a_typo_of_a_later_field_is_still_named() -> None:
+    assert problems_of(head("TrafficPolicy") + "  apiKeyAuht: {}\n") == [
+        "t.yaml:5: TrafficPolicy/ns/x: spec.apiKeyAuht: unknown field (did you mean 'apiKeyAuth'?)"
+    ]

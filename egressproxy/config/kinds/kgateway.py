@@ -705,8 +705,19 @@ TARGET_SELECTORS = List(
     )
 )
 
+# Fields kgateway added after v2.1 (its 2.2/2.3 docs, kgateway.dev at 85cd0fc8): accepted whole as written and
+# reported Unsupported; their insides are not validated here (the field names are, with "did you mean").
+LATER_TRAFFIC_POLICY_FIELDS = (
+    "jwtAuth", "apiKeyAuth", "oauth2", "compression", "urlRewrite", "faultInjection", "acl", "tracing", "internalRedirect",
+)
+LATER_GATEWAY_PARAMETERS_FIELDS = (
+    "deploymentOverlay", "serviceOverlay", "serviceAccountOverlay", "horizontalPodAutoscaler", "verticalPodAutoscaler",
+    "podDisruptionBudget",
+)
+
 TRAFFIC_POLICY = Obj(
     {
+        **{name: Free() for name in LATER_TRAFFIC_POLICY_FIELDS},
         # Optional: a TrafficPolicy named by a route filter ExtensionRef has no targetRefs.
         "targetRefs": KGATEWAY_TARGET_REFS,
         "targetSelectors": TARGET_SELECTORS,
@@ -955,13 +966,26 @@ EXT_GRPC_SERVICE = Obj({"backendRef": F(SERVICE_REF, required=True), "authority"
 
 GATEWAY_EXTENSION_MEMBERS = {"ExtAuth": "extAuth", "ExtProc": "extProc", "RateLimit": "rateLimit"}
 
+def _ext_auth_service_rule(ext: dict[str, Any]) -> Problems:
+    """`extAuth` calls exactly one service: `grpcService` (v2.0+) or `httpService` (2.2+)."""
+    block = ext.get("extAuth")
+    if not isinstance(block, dict):
+        return []
+    return [(f"extAuth.{p}" if p else "extAuth", m) for p, m in _exactly_one(("grpcService", "httpService"))(block)]
+
+
 GATEWAY_EXTENSION = Obj(
     {
-        # v2.0 also had `Extended` (no block of its own).
-        "type": F(Str(enum=(*GATEWAY_EXTENSION_MEMBERS, "Extended")), required=True),
+        # v2.0 also had `Extended` (no block of its own); 2.2+ infer the type from the block (`jwt`, `oauth2`).
+        "type": Str(enum=(*GATEWAY_EXTENSION_MEMBERS, "Extended", "JWT", "OAuth2")),
+        "jwt": Free(),  # 2.2+
+        "oauth2": Free(),  # 2.2+
         "extAuth": Obj(
             {
-                "grpcService": F(EXT_GRPC_SERVICE, required=True),
+                # v2.0/2.1 call the service over gRPC; 2.2+ may call an HTTP one (`httpService`).
+                "grpcService": EXT_GRPC_SERVICE,
+                "httpService": Free(),
+                "headersToForward": List(Str(min_length=1)),
                 "failOpen": Bool(),
                 "clearRouteCache": Bool(),
                 "withRequestBody": EXT_AUTH_BUFFER,
@@ -979,6 +1003,7 @@ GATEWAY_EXTENSION = Obj(
                 "maxMessageTimeout": Duration(),
                 "statPrefix": Str(min_length=1),
                 "routeCacheAction": Str(enum=("FromResponse", "Clear", "Retain")),
+                "requestAttributes": Free(),  # 2.2+
                 "metadataOptions": Obj(
                     {
                         "forwarding": Obj(
@@ -998,7 +1023,11 @@ GATEWAY_EXTENSION = Obj(
             }
         ),
     },
-    rules=(_block_for_type(GATEWAY_EXTENSION_MEMBERS),),
+    rules=(
+        _block_for_type(GATEWAY_EXTENSION_MEMBERS),
+        _exactly_one(("extAuth", "extProc", "rateLimit", "jwt", "oauth2")),
+        _ext_auth_service_rule,
+    ),
 )
 
 # --- GatewayParameters (kgateway's KubernetesProxyConfig plus the agentgateway reference's additions) ----------
@@ -1047,6 +1076,7 @@ GATEWAY_PARAMETERS = Obj(
     {
         "kube": Obj(
             {
+                **{name: Free() for name in LATER_GATEWAY_PARAMETERS_FIELDS},
                 # `agentGateway` in the kgateway-crds chart (2025-08), `agentgateway` in the docs of the time
                 "agentgateway": AGENTGATEWAY_CONTAINER,
                 "agentGateway": AGENTGATEWAY_CONTAINER,
@@ -1096,7 +1126,9 @@ GATEWAY_PARAMETERS = Obj(
                 "envoyContainer": Obj(
                     {
                         **CONTAINER_FIELDS,
-                        "bootstrap": Obj({"logLevel": Str(min_length=1), "componentLogLevels": Map(Str())}),
+                        "bootstrap": Obj(
+                            {"logLevel": Str(min_length=1), "componentLogLevels": Map(Str()), "logFormat": Free()}
+                        ),
                     }
                 ),
                 "sdsContainer": Obj(
@@ -1115,6 +1147,7 @@ GATEWAY_PARAMETERS = Obj(
                         "extraAnnotations": Map(Str()),
                         "ports": List(K8S),
                         "externalTrafficPolicy": Str(),
+                        "loadBalancerSourceRanges": List(Str(min_length=1)),  # 2.2+
                     }
                 ),
                 "serviceAccount": Obj({"extraLabels": Map(Str()), "extraAnnotations": Map(Str())}),
