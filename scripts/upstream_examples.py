@@ -93,7 +93,7 @@ def documents(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def modelled(doc: dict[str, Any]) -> bool:
-    if re.search(r"\$\{?[A-Z_]{2,}", str(doc)):  # a template (`${INSTALL_NAMESPACE}`, `$OLLAMA_HOST`), filled in before use
+    if re.search(r"\$\{?[A-Z_]{2,}", str(doc)) or "<" in str(doc.get("metadata")):  # a template (`${INSTALL_NAMESPACE}`, `$OLLAMA_HOST`), filled in before use
         return False
     schema = KINDS.get(doc.get("kind"))
     return schema is not None and doc.get("apiVersion") in schema.api_versions
@@ -119,6 +119,7 @@ class Companions:
     """The objects a document names, synthesized just well enough to resolve."""
 
     upstream_gateways: dict[tuple[str, str], dict[str, Any]] = {}  # (ns, name) -> a Gateway upstream wrote
+    extensions = True  # synthesize referenced policies and extensions (off when a file is the whole world)
 
     def __init__(self, doc: dict[str, Any], pem: str, key: str) -> None:
         self.ns = (doc.get("metadata") or {}).get("namespace") or "default"
@@ -196,7 +197,7 @@ class Companions:
 
     def _extension(self, ref: dict[str, Any], kind: str | None) -> None:
         name, ext_kind = ref.get("name"), ref.get("kind")
-        if not name:
+        if not name or not self.extensions:
             return
         if ext_kind == "DirectResponse":
             self._add("DirectResponse", name, {"status": 200}, "gateway.kgateway.dev/v1alpha1")
@@ -242,14 +243,23 @@ def _tls(protocol: str) -> dict[str, Any]:
     return {"tls": {"mode": "Passthrough"}} if protocol == "TLS" else {}
 
 
-def check(doc: dict[str, Any], pem: str, key: str, workdir: str) -> list[str]:
-    """The problems `egressproxy validate` reports for `doc` beside its companions (empty: valid)."""
-    companions = Companions(doc, pem, key)
+def _identity(doc: dict[str, Any]) -> tuple[str, str, str]:
     meta = doc.get("metadata") or {}
-    me = (doc.get("kind"), meta.get("namespace") or "default", meta.get("name"))
+    return (doc.get("kind"), meta.get("namespace") or "default", meta.get("name"))
+
+
+def check(doc: dict[str, Any], pem: str, key: str, workdir: str, siblings: tuple[dict[str, Any], ...] = ()) -> list[str]:
+    """The problems `egressproxy validate` reports for `doc` (and `siblings`, validated with it) beside their
+    companions (empty: valid)."""
+    docs = [doc, *siblings]
+    mine = {_identity(d) for d in docs}
+    companions: list[dict[str, Any]] = []
+    for d in docs:
+        companions += [c for c in Companions(d, pem, key).yaml_documents(_identity(d)) if _identity(c) not in mine]
+        mine |= {_identity(c) for c in companions}
     path = os.path.join(workdir, "config.yaml")
     with open(path, "w") as f:
-        _out.dump_all([doc, *companions.yaml_documents(me)], f)
+        _out.dump_all([*docs, *companions], f)
     out = io.StringIO()
     code = validate([path], secrets_dir=None, gateway=None, out=out)
     return [] if code == 0 else out.getvalue().splitlines() or ["(exit 1, no output)"]
@@ -260,9 +270,11 @@ def main() -> int:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--expect-invalid", action="store_true", help="count rejections (must-reject examples)")
     parser.add_argument("--show", type=int, default=3, help="problem lines shown per failure cause")
+    parser.add_argument("--per-file", action="store_true", help="validate each file's documents together")
     parser.add_argument("--docs-assets", type=Path, action="append", default=[], help="a docs site's assets folder")
     args = parser.parse_args()
     SNIPPET_ROOTS.extend(args.docs_assets)
+    Companions.extensions = not args.per_file
     with tempfile.TemporaryDirectory() as workdir:
         pem, key = _ca(workdir)
         totals: Counter[str] = Counter()
@@ -274,14 +286,19 @@ def main() -> int:
                 if doc.get("kind") == "Gateway" and str(doc.get("apiVersion", "")).startswith("gateway.networking"):
                     meta = doc.get("metadata") or {}
                     Companions.upstream_gateways[(meta.get("namespace") or "default", meta.get("name"))] = doc
+        units: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for path in args.paths:
             for where, doc in documents(path):
                 if not modelled(doc):
                     skipped[f"{doc.get('apiVersion')}/{doc.get('kind')}"] += 1
                     continue
-                kind = doc["kind"]
+                units[where if args.per_file else f"{where}#{len(units)}"].append(doc)
+        for where, docs in units.items():
+                where = where.split("#")[0]
+                kind = "+".join(sorted({d["kind"] for d in docs})) if args.per_file else docs[0]["kind"]
+                doc = docs[0]
                 totals[kind] += 1
-                problems = check(doc, pem, key, workdir)
+                problems = check(doc, pem, key, workdir, tuple(docs[1:]))
                 if bool(problems) == args.expect_invalid:
                     good[kind] += 1
                 elif problems:
