@@ -251,7 +251,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 "spec.ssrfGuard.denyCIDRs",
                 "spec.parentRef.*",
             ),
-            MappingProxyType({"spec.otlp.*": _NO_CAPTURE}),
+            MappingProxyType({"spec.otlp.*": _NO_CAPTURE, "spec.extProc.*": _NO_CAPTURE}),
         ),
         "HTTPRoute": _route_kind(http=True),
         "GRPCRoute": _route_kind(http=False),

@@ -14,8 +14,12 @@ from egressproxy.config.resource import Resource
 from egressproxy.snapshot import AttachedPolicy, freeze
 
 _ATTACHMENT_FIELDS = ("targetRefs", "targetRef", "parentRefs")
-# Policies whose CRDs let any kind be targeted (kgateway's, Gateway API's); the seeds' kinds name theirs.
-_UPSTREAM_POLICY_KINDS = ("TrafficPolicy", "HTTPListenerPolicy", "BackendTLSPolicy")
+# Policies that may name a target of a kind this gateway does not model at all (kgateway's XListenerSet, Apoxy
+# clrk's AIProviderRoute) and then simply apply nowhere. A deny-type policy of ours (EgressDenyPolicy,
+# RegionAllowListPolicy, RateLimitPolicy) is not among them: inert, it would let through what it was written to stop.
+_INERT_WHEN_UNMODELLED = (
+    "TrafficPolicy", "HTTPListenerPolicy", "BackendTLSPolicy", "CredentialInjectionPolicy", "LoggingPolicy",
+)
 
 
 def policy_target_refs(res: Resource) -> list[tuple[str, Mapping[str, Any]]]:
@@ -39,7 +43,7 @@ def resolve_target(comp: Compilation, res: Resource, path: str, tref: Mapping[st
     name = tref["name"]
     allowed = POLICY_KINDS.get(res.kind, ALL_SCOPES)
     scope = "gateway" if kind in GATEWAY_KINDS else "backend" if kind in (*BACKEND_KINDS, "Service") else "route" if kind in ROUTE_KINDS else None
-    if scope is None and res.kind in _UPSTREAM_POLICY_KINDS and kind not in KINDS:
+    if scope is None and res.kind in _INERT_WHEN_UNMODELLED and kind not in KINDS:
         # A kind this gateway does not model at all (kgateway's XListenerSet, say): upstream's API server takes
         # it, so the policy is valid, attached nowhere and says so (a route of that parent is unattached too).
         message = f"{path}.kind: {tref.get('group') or ''}/{kind} is not a kind this gateway serves"

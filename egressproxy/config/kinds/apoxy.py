@@ -11,7 +11,7 @@ from typing import Any
 
 from egressproxy.config.kinds import KindSchema, register
 from egressproxy.config.kinds.common import NAME, SECRET_REF
-from egressproxy.config.schema import F, Int, List, Map, Obj, Str, Duration
+from egressproxy.config.schema import Bool, Duration, F, Int, List, Map, Obj, Str
 
 APOXY = ("clrk.apoxy.dev/v1alpha1",)
 
@@ -134,6 +134,16 @@ EGRESS_GATEWAY = Obj(
             ),
             default={"captureBody": {"maxBytes": 65536, "includeContentTypes": DEFAULT_CAPTURE_CONTENT_TYPES}},
         ),
+        # Apoxy clrk's newer examples (_examples/*/manifests/egressgateway.yaml): capture through Envoy's ext_proc,
+        # switched on here, with the same captureBody block as `otlp`.
+        "extProc": Obj(
+            {
+                "enabled": Bool(),
+                "captureBody": Obj(
+                    {"maxBytes": Int(minimum=0, maximum=2**31 - 1), "includeContentTypes": List(Str(min_length=1))}
+                ),
+            }
+        ),
         "requestTimeout": F(Duration(), default=DEFAULT_REQUEST_TIMEOUT_SECONDS),
         "upstreamTLS": Obj(
             {
@@ -162,7 +172,6 @@ from collections.abc import Callable  # noqa: E402
 
 from egressproxy.config.kinds.common import BACKEND_REF, POLICY_TARGET_REF, POLICY_TARGET_REFS  # noqa: E402
 from egressproxy.config.kinds.gatewayapi import HOSTNAME, ROUTE_PARENT_REF  # noqa: E402
-from egressproxy.config.schema import Bool  # noqa: E402
 
 PORT = Int(minimum=1, maximum=65535)
 
