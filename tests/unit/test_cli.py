@@ -92,26 +92,26 @@ def test_validate_valid_config_prints_status_conditions(good: Path) -> None:
 
 
 def test_validate_names_the_fields_this_build_does_not_enforce(good: Path) -> None:
-    """A rate limit is valid, but not in force: exit 0, and the status line says which fields."""
+    """A region allow-list is valid, but not in force: exit 0, and the status line says which fields."""
     (good / "limit.yaml").write_text(
         textwrap.dedent(
             """\
-            apiVersion: clrk.apoxy.dev/v1alpha1
-            kind: RateLimitPolicy
-            metadata: {name: budget}
+            apiVersion: policy.egressproxy.io/v1alpha1
+            kind: RegionAllowListPolicy
+            metadata: {name: eu}
             spec:
               targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]
-              requests: 10
-              window: 1m
+              allowedRegions: [eu-west-1]
+              unknownRegion: Deny
             """
         )
     )
     code, out = run("validate", "-c", str(good))
     assert code == 0, out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert lines["RateLimitPolicy/default/budget"].split(None, 1)[1] == (
+    assert lines["RegionAllowListPolicy/default/eu"].split(None, 1)[1] == (
         "Accepted=True  ResolvedRefs=True  Programmed=False "
-        "(Unsupported: spec.requests, spec.window are validated but not enforced by this build)"
+        "(Unsupported: spec.allowedRegions, spec.unknownRegion are validated but not enforced by this build)"
     )
     assert lines["EgressGateway/default/eg"].endswith("Programmed=True")
 
