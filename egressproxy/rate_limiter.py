@@ -98,8 +98,9 @@ class RateLimiter:
             return
         for limit, key in pairs:
             store = self._store(limit)
+            if self._paused(limit, store):
+                continue
             try:
-                self._check_up(limit, store)
                 await store.spend(key, tokens, limit.window)
             except StoreUnavailable:
                 self._failed(limit, store)
@@ -113,8 +114,9 @@ class RateLimiter:
 
     async def _admit(self, limit: RateLimit, key: str) -> Admission:
         store = self._store(limit)
+        if self._paused(limit, store):
+            raise StoreUnavailable("paused after a failure")
         try:
-            self._check_up(limit, store)
             admission = await store.admit(key, limit.requests, key, limit.tokens, limit.window)
         except StoreUnavailable:
             self._failed(limit, store)
@@ -130,27 +132,32 @@ class RateLimiter:
             store = self._redis[limit.redis] = RedisStore(limit.redis)
         return store
 
-    def _check_up(self, limit: RateLimit, store: RateLimitStore) -> None:
+    def _paused(self, limit: RateLimit, store: RateLimitStore) -> bool:
+        """True (and counted) while a store that failed is left alone; the pause is not extended by asking."""
         if not isinstance(store, RedisStore):
-            return
+            return False
         until = self._down_until.get(store.address)
-        if until is not None and self.clock() < until:
-            raise StoreUnavailable(f"Redis at {store.address} failed less than {RETRY_AFTER_FAILURE}s ago")
+        if until is None or self.clock() >= until:
+            return False
+        self._count(limit, store)
+        return True
 
-    def _failed(self, limit: RateLimit, store: RateLimitStore) -> None:
+    def _count(self, limit: RateLimit, store: RedisStore) -> None:
         mode = "Allow" if limit.fail_open else "Deny"
         self.metrics.rate_limit_store_errors.labels(limit.name, mode).inc()
+        self._outage[store.address] = self._outage.get(store.address, 0) + 1
+
+    def _failed(self, limit: RateLimit, store: RateLimitStore) -> None:
         if not isinstance(store, RedisStore):
             return
         self._down_until[store.address] = self.clock() + RETRY_AFTER_FAILURE
-        count = self._outage.get(store.address)
-        if count is None:
+        if store.address not in self._outage:
             log.warning(
                 "rate-limit store Redis at %s is unreachable: each RateLimitPolicy on it decides by its failureMode "
                 "(Allow passes, Deny answers 429) until it answers again",
                 store.address,
             )
-        self._outage[store.address] = (count or 0) + 1
+        self._count(limit, store)
 
     def _answered(self, store: RateLimitStore) -> None:
         if not isinstance(store, RedisStore):

@@ -135,3 +135,15 @@ def test_a_failed_store_is_left_alone_for_a_moment_so_requests_do_not_each_wait(
     clock.now += 1.0
     check(limiter, policy)
     assert len(calls) == 1  # asked again once the pause is over
+
+
+def test_traffic_during_the_pause_does_not_extend_it() -> None:
+    """Steady traffic while Redis is down must not keep the store paused forever once it is back."""
+    clock = Clock()
+    limiter = RateLimiter(GatewayMetrics(), clock)
+    policy = unreachable()
+    check(limiter, policy)  # fails: paused until +1s
+    for _ in range(9):
+        clock.now += 0.1
+        check(limiter, policy)  # decided without asking
+    assert limiter._down_until[policy.redis.address] == 501.0  # type: ignore[union-attr]
