@@ -135,3 +135,11 @@ def test_external_services_say_the_credential_and_ext_auth_are_not_enforced(exam
     assert cells["GatewayExtension/story-01/authz"] == unsupported.format("spec.type, spec.extAuth are")
     for enforced in ("EgressGateway/story-01/egress", "HTTPRoute/story-01/github-api", "BackendTLSPolicy/story-01/github-api-tls"):
         assert cells[enforced] == "True", enforced
+
+
+def test_the_rate_limits_example_is_programmed_in_full(examples: Examples) -> None:
+    status, printed = cli("validate", "-c", str(examples.root / "rate-limits"))
+    assert status == 0, printed
+    cells = _programmed(printed)
+    for name in ("requests-per-agent", "tokens-per-run", "anthropic-route-budget"):
+        assert cells[f"RateLimitPolicy/rate-limits/{name}"] == "True", name
