@@ -77,6 +77,9 @@ class RateLimiter:
             except StoreUnavailable:
                 if limit.fail_open:
                     continue
+                if limit.report_only:  # Report never denies: what failureMode Deny would have done is reported
+                    reports.append(limit)
+                    continue
                 message = "the rate-limit store is unreachable (failureMode Deny)"
                 denial = Verdict.deny(RATE_LIMITED, limit.name, message, RATE_LIMITED_STATUS)
                 return LimitCheck(denial, STORE_DOWN_RETRY_AFTER, tuple(reports))

@@ -147,3 +147,9 @@ def test_traffic_during_the_pause_does_not_extend_it() -> None:
         clock.now += 0.1
         check(limiter, policy)  # decided without asking
     assert limiter._down_until[policy.redis.address] == 501.0  # type: ignore[union-attr]
+
+
+def test_report_mode_reports_instead_of_denying_when_redis_is_down_under_failure_mode_deny() -> None:
+    limiter = RateLimiter(GatewayMetrics(), Clock())
+    result = check(limiter, unreachable(fail_open=False, report_only=True))
+    assert result.denial is None and [r.name for r in result.reports] == ["RateLimitPolicy/ns/p"]
