@@ -354,7 +354,7 @@ RATE_LIMIT_POLICY = Obj(
         # Extension: attach to an EgressGateway, Backend or route without a route filter.
         "targetRefs": POLICY_TARGET_REFS,
         # Extensions: LLM tokens per window (from the usage providers report), the counter store, its failure mode.
-        "tokens": Int(minimum=1, maximum=2**62),
+        "tokens": Int(minimum=1, maximum=2**53),  # exact in the Redis script (Lua numbers are doubles)
         "store": RATE_LIMIT_STORE,
         "failureMode": Str(enum=("Allow", "Deny")),
         "enforcementMode": Str(enum=("Enforce", "Report")),
