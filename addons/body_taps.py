@@ -9,8 +9,8 @@ Request bodies are not streamed: they stay buffered as mitmproxy reads them (wit
 decisions taken on the `request` hook (guardrails, token limits, failover's replay buffer) must see the whole
 body before any byte goes upstream. They pass through the chain once, as one chunk, in the `request` hook.
 
-The chain today holds one tap, the capture copy of at most `captureBody.maxBytes` per direction; masking and
-token counting go before it, in that order.
+A response's chain holds the taps other addons put on `FlowRecord.response_taps` (token counting for rate
+limits), then the capture copy of at most `captureBody.maxBytes` per direction; masking will go first.
 """
 
 from __future__ import annotations
@@ -30,17 +30,18 @@ class BodyTaps:
         self.state = state
         self.response_copies: dict[str, CappedCopy] = {}  # flow id -> the copy tap of a streaming response
 
-    def _chain(self) -> tuple[TapChain, CappedCopy]:
+    def _chain(self, before: list[Tap] | None = None) -> tuple[TapChain, CappedCopy]:
+        """The chain: taps other addons asked for (`FlowRecord.response_taps`: token counting, ...), then the copy."""
         snapshot = self.state.snapshot
         copy = CappedCopy(snapshot.gateway.capture_max_bytes if snapshot is not None else 0)
-        taps: list[Tap] = [copy]  # later: guardrail masking, then token counting, before the copy
+        taps: list[Tap] = [*(before or ()), copy]  # later: guardrail masking first
         return TapChain(taps, on_error=self._tap_failed), copy
 
     def _tap_failed(self, tap: Tap, error: BaseException) -> None:
         self.state.metrics.tap_errors.labels(tap.name).inc()
 
-    def _whole(self, body: bytes) -> tuple[bytes, CappedCopy]:
-        chain, copy = self._chain()
+    def _whole(self, body: bytes, before: list[Tap] | None = None) -> tuple[bytes, CappedCopy]:
+        chain, copy = self._chain(before)
         out = chain.feed(body) if body else b""
         return out + chain.finish(), copy
 
@@ -58,7 +59,7 @@ class BodyTaps:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         if flow.response.stream is True:
-            chain, copy = self._chain()
+            chain, copy = self._chain(flow_record(flow).response_taps)
             flow.response.stream = chain
             self.response_copies[flow.id] = copy
 
@@ -70,7 +71,7 @@ class BodyTaps:
             body = flow.response.raw_content
             if body is None:
                 return
-            out, copy = self._whole(body)
+            out, copy = self._whole(body, flow_record(flow).response_taps)
             if out != body:
                 flow.response.raw_content = out
         flow_record(flow).response_body = copy.result()

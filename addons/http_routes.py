@@ -63,6 +63,7 @@ class HttpRoutes:
         if not decision.verdict.allowed:
             self._deny(flow, decision.verdict)
             return
+        frec.rate_limits = decision.rate_limits  # checked by addons/rate_limits.py, next
         self._forward(flow, record, frec, decision, view)
 
     async def _authenticated(
@@ -183,6 +184,9 @@ class HttpRoutes:
         if rule is not None:
             apply_header_modifier(flow.response.headers, rule.filters.response_headers)
         flow.response.stream = True  # never buffer a whole response: SSE and large bodies flow as they arrive
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.rules.pop(flow.id, None)  # answered without responseheaders (a later addon denied it, e.g. 429)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.rules.pop(flow.id, None)

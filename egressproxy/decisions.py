@@ -21,6 +21,7 @@ from egressproxy.matching import (
     select_listener,
 )
 from egressproxy.provider_endpoints import provider_endpoint
+from egressproxy.rate_limits import RateLimit
 from egressproxy.snapshot import (
     AIProvider,
     Backend,
@@ -45,6 +46,7 @@ __all__ = [
     "decide_connection",
     "decide_request",
     "gateway_policy",
+    "rate_limits_for",
     "request_candidates",
     "route_name",
 ]
@@ -199,6 +201,8 @@ class RequestDecision:
     # Empty for a denial, and for a rule whose backendRefs leave no candidate (every weight 0).
     upstreams: tuple[Upstream, ...] = ()
     match: HttpRouteMatch | None = None  # the match that selected the rule (URLRewrite prefix replacement needs it)
+    # Every RateLimitPolicy that applies to an allowed request (each its own budget), most specific first.
+    rate_limits: tuple[RateLimit, ...] = ()
 
 
 def decide_request(
@@ -227,14 +231,43 @@ def decide_request(
         if not verdict.allowed:
             return RequestDecision(verdict)
         # allow-all serves it as a catch-all route would: to the requested destination, unmodified.
-        return RequestDecision(verdict, upstreams=request_candidates(snapshot, None, request, rng))
+        upstreams = request_candidates(snapshot, None, request, rng)
+        limits = rate_limits_for(snapshot, listener, None, None, upstreams)
+        return RequestDecision(verdict, upstreams=upstreams, rate_limits=limits)
     route = match.route
     verdict = decide_route(route)
     if not verdict.allowed:
         return RequestDecision(verdict, route, match.rule, match.rule_index)
     rule = match.rule
     upstreams = request_candidates(snapshot, rule, request, rng)
-    return RequestDecision(verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match)
+    limits = rate_limits_for(snapshot, listener, route, match.rule_index, upstreams)
+    return RequestDecision(
+        verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match, limits
+    )
+
+
+def rate_limits_for(
+    snapshot: Snapshot, listener: Listener, route: Route | None, rule_index: int | None, upstreams: tuple[Upstream, ...]
+) -> tuple[RateLimit, ...]:
+    """The RateLimitPolicies attached to this request's rule, route, first Backend, listener or gateway, most
+    specific first, each once (a policy attached by a route filter and a targetRef is one budget)."""
+    compiled = snapshot.compiled.rate_limits
+    if not compiled:
+        return ()
+    backend = upstreams[0].backend if upstreams else None
+    attached = snapshot.policies.policies(
+        "RateLimitPolicy",
+        route=route.ref if route is not None else None,
+        backend=backend.ref if backend is not None and backend.type != "Service" else None,
+        listener=listener.name,
+        rule=rule_index,
+    )
+    out: dict[str, RateLimit] = {}
+    for policy in attached:
+        limit = compiled.get(policy.ref)
+        if limit is not None:
+            out.setdefault(limit.name, limit)
+    return tuple(out.values())
 
 
 def request_candidates(

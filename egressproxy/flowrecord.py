@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from egressproxy.outcomes import DialOutcome, GatewayFailure
+    from egressproxy.rate_limits import RateLimit
+    from egressproxy.taps import Tap
     from egressproxy.upstreams import Upstream
 
 __all__ = [
@@ -176,6 +178,9 @@ class FlowRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     request_body: BodyCopy | None = None  # the tap chain's capped copies (seam 5)
     response_body: BodyCopy | None = None
+    rate_limits: tuple[RateLimit, ...] = ()  # the RateLimitPolicies the request decision found (each applies)
+    # Taps other addons put on this response's body, in the order they run, before the capture copy (seam 5).
+    response_taps: list[Tap] = field(default_factory=list)
 
     @property
     def decision(self) -> str:
@@ -200,7 +205,9 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
     if hasattr(value, "__dataclass_fields__"):
-        return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+        # A field kept out of the repr holds a credential (a Redis password, a key): it stays out of copies too.
+        fields = value.__dataclass_fields__
+        return {name: _plain(getattr(value, name)) for name, f in fields.items() if f.repr}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -101,6 +101,19 @@ class GatewayMetrics:
             "egress_tap_errors", "Body taps that failed (the chunk passed on unchanged)", ("tap",), registry=r
         )
 
+        self.policy_reports = Counter(
+            "egress_policy_reports",
+            "Denials a Report-mode policy would have made (the request passed)",
+            ("reason", "policy"),
+            registry=r,
+        )
+        self.rate_limit_store_errors = Counter(
+            "egress_rate_limit_store_errors",
+            "Rate-limit decisions taken without the policy's store (Redis unreachable), by the failureMode that decided",
+            ("policy", "failure_mode"),
+            registry=r,
+        )
+
         self.upstream_tls_failures = Counter(
             "egress_upstream_tls_failures", "Upstream TLS failures by cause", ("cause",), registry=self.registry
         )

@@ -109,7 +109,17 @@ def _policy_entry(snapshot: Snapshot, ref: ObjectRef, scope: str | None, verdict
         entry["verdict"] = "allow" if verdict.allowed else "deny"
     else:
         entry["verdict"] = "applied"
+    limit = snapshot.compiled.rate_limits.get(ref)
+    if limit is not None and "unsupportedFields" not in entry:
+        # Counters live in the running gateway: a dry run shows the budget, never whether it is spent.
+        entry["rateLimit"] = limit.to_dump()
     return entry
+
+
+def _rate_limit_text(limit: dict[str, Any]) -> str:
+    budgets = [f"{limit[what]} {what}" for what in ("requests", "tokens") if limit.get(what) is not None]
+    mode = ", Report only" if limit["enforcementMode"] == "Report" else ""
+    return f" ({' and '.join(budgets)} per {limit['window']:g}s {limit['scope']}, {limit['store']['type']} store{mode})"
 
 
 def _target(target: str) -> tuple[str, str, int, str]:
@@ -282,7 +292,9 @@ def _render(result: dict[str, Any]) -> str:
         else:
             lines.append(f"dial      {where}: refused")
     for p in result.get("policies") or []:
-        lines.append(f"policy    {p['policy']} ({p['scope'] or 'decides'}): {p['verdict']}" + (f" {', '.join(p['unsupportedFields'])}" if p.get("unsupportedFields") else ""))
+        detail = f" {', '.join(p['unsupportedFields'])}" if p.get("unsupportedFields") else ""
+        detail += _rate_limit_text(p["rateLimit"]) if p.get("rateLimit") else ""
+        lines.append(f"policy    {p['policy']} ({p['scope'] or 'decides'}): {p['verdict']}{detail}")
     v = result.get("verdict", {})
     word = "ALLOW" if v.get("allowed") else f"DENY {v.get('status', '')}".strip()
     lines.append(f"verdict   {word}: {v.get('reason')}" + (f" by {v['policy']}" if v.get("policy") else "") + (f" ({v['message']})" if v.get("message") else ""))

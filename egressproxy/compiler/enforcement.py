@@ -217,7 +217,6 @@ _AI_PRIORITY_GROUPS = (
 
 _NO_CAPTURE = "no capture store or OTLP export in this build"
 _NO_CREDENTIALS = "credential injection is not implemented"
-_NO_RATE_LIMIT = "rate limiting is not implemented"
 _NO_LOGGING_POLICY = "capture and header redaction are not implemented"
 _NO_REGIONS = "region allow-lists are not implemented"
 _NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
@@ -305,8 +304,21 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "RateLimitPolicy": KindEnforcement(
-            _TARGET_REFS,
-            MappingProxyType({f"spec.{f}": _NO_RATE_LIMIT for f in ("requests", "window", "scope")}),
+            (
+                *_TARGET_REFS,
+                "spec.requests",
+                "spec.tokens",
+                "spec.window",
+                "spec.scope",
+                "spec.store",
+                "spec.store.type",
+                "spec.store.redis",
+                "spec.store.redis.address",
+                "spec.store.redis.passwordSecretRef.*",
+                "spec.failureMode",
+                "spec.enforcementMode",
+            ),
+            MappingProxyType({}),
         ),
         "LoggingPolicy": KindEnforcement(
             (),

@@ -38,6 +38,8 @@ def find_unsupported(comp: Compilation) -> None:
         paths = unsupported_fields(res.kind, raw_spec)
         if L4_BACKEND_REFS in paths and _only_parent_backends(comp, res.ref):
             paths = tuple(p for p in paths if p != L4_BACKEND_REFS)
+        if res.kind == "RateLimitPolicy":
+            paths += _connection_routes(comp, res.ref)
         if paths:
             comp.unsupported[res.ref] = paths
 
@@ -53,6 +55,17 @@ def _only_parent_backends(comp: Compilation, ref: ObjectRef) -> bool:
         return False
     refs = [wb for rule in route.rules for wb in rule.backends]
     return bool(refs) and all(wb.backend is not None and wb.backend.parent is not None for wb in refs)
+
+
+def _connection_routes(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:
+    """Rate limits count HTTP requests: a RateLimitPolicy attached to a TLS, TCP, UDP or L4 route (whose
+    connections carry no request the gateway sees) is not enforced there, and says so."""
+    out: list[str] = []
+    for scope, key in comp.policy_targets.get(ref, []):
+        route = key[0] if scope == "rule" else key if scope == "route" else None
+        if isinstance(route, ObjectRef) and route.kind not in HTTP_ROUTE_KINDS:
+            out.append(f"attachment to {route}")
+    return tuple(dict.fromkeys(out))
 
 
 def finish_statuses(comp: Compilation, gateway: Gateway | None) -> None:

@@ -17,6 +17,7 @@ from addons.http_routes import HttpRoutes
 from addons.l4_relay import L4Relay
 from addons.listener_match import ListenerMatch
 from addons.parent_proxy import ParentProxyAuth
+from addons.rate_limits import RateLimits
 from addons.readiness import Readiness
 from addons.request_timeout import RequestTimeout
 from addons.upstream_tls import UpstreamTls
@@ -40,6 +41,7 @@ class GatewayAddons:
             ConnectGate(state),
             ListenerMatch(state),
             HttpRoutes(state),
+            RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
             RequestTimeout(state),
             DialGuard(state),

@@ -18,6 +18,7 @@ from egressproxy.engine.destinations import DestinationCheck
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.metrics import GatewayMetrics, MetricsSink
 from egressproxy.proxy_auth import ProxyAuthenticator
+from egressproxy.rate_limiter import RateLimiter
 from egressproxy.resolver import Resolver
 from egressproxy.sinks import Sink, Sinks
 
@@ -58,6 +59,8 @@ class GatewayState:
     proxy_auth: ProxyAuthenticator = field(default_factory=ProxyAuthenticator)
     # where finished connection and request records go (seam 5): metrics first; later sinks register here
     sinks: Sinks = field(default=None)  # type: ignore[assignment]
+    # RateLimitPolicy counters: the Local store of this process and the Redis clients
+    rate_limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.sinks is None:
@@ -69,6 +72,8 @@ class GatewayState:
             self.dialer = Dialer(self.resolver, self.metrics)
         if self.destinations is None:
             self.destinations = self.dialer.destinations
+        if self.rate_limiter is None:
+            self.rate_limiter = RateLimiter(self.metrics)
 
     def _sink_failed(self, sink: Sink, error: BaseException) -> None:
         self.metrics.sink_errors.labels(sink.name).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import io
 import os
 import stat
@@ -92,26 +93,26 @@ def test_validate_valid_config_prints_status_conditions(good: Path) -> None:
 
 
 def test_validate_names_the_fields_this_build_does_not_enforce(good: Path) -> None:
-    """A rate limit is valid, but not in force: exit 0, and the status line says which fields."""
+    """A region allow-list is valid, but not in force: exit 0, and the status line says which fields."""
     (good / "limit.yaml").write_text(
         textwrap.dedent(
             """\
-            apiVersion: clrk.apoxy.dev/v1alpha1
-            kind: RateLimitPolicy
-            metadata: {name: budget}
+            apiVersion: policy.egressproxy.io/v1alpha1
+            kind: RegionAllowListPolicy
+            metadata: {name: eu}
             spec:
               targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]
-              requests: 10
-              window: 1m
+              allowedRegions: [eu-west-1]
+              unknownRegion: Deny
             """
         )
     )
     code, out = run("validate", "-c", str(good))
     assert code == 0, out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert lines["RateLimitPolicy/default/budget"].split(None, 1)[1] == (
+    assert lines["RegionAllowListPolicy/default/eu"].split(None, 1)[1] == (
         "Accepted=True  ResolvedRefs=True  Programmed=False "
-        "(Unsupported: spec.requests, spec.window are validated but not enforced by this build)"
+        "(Unsupported: spec.allowedRegions, spec.unknownRegion are validated but not enforced by this build)"
     )
     assert lines["EgressGateway/default/eg"].endswith("Programmed=True")
 
@@ -384,3 +385,18 @@ def test_run_dry_run_does_not_mint_the_gateway_ca(tmp_path: Path) -> None:
     assert code == 0
     assert "listener https: HTTPS port any" in out
     assert not (data / "ca").exists()
+
+
+def test_explain_lists_each_rate_limit_that_applies_with_its_budget(good: Path) -> None:
+    """explain names the RateLimitPolicies the gateway would count the request against (never absent)."""
+    (good / "limit.yaml").write_text(
+        "apiVersion: clrk.apoxy.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: budget}\n"
+        "spec:\n  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]\n"
+        "  requests: 10\n  tokens: 5000\n  window: 1m\n"
+    )
+    code, out = run("explain", "-c", str(good), "https://api.example.com/v1/x", "--no-resolve")
+    assert code == 0, out
+    assert "policy    RateLimitPolicy/default/budget (gateway): applied (10 requests and 5000 tokens per 60s PerAgent, Local store)" in out
+    code, out = run("explain", "-c", str(good), "https://api.example.com/v1/x", "--no-resolve", "--json")
+    (entry,) = [p for p in json.loads(out)["policies"] if p["policy"] == "RateLimitPolicy/default/budget"]
+    assert entry["verdict"] == "applied" and entry["rateLimit"]["tokens"] == 5000

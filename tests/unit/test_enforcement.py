@@ -92,7 +92,6 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
     ("kind", "path"),
     [
         ("CredentialInjectionPolicy", "spec.headerName"),
-        ("RateLimitPolicy", "spec.requests"),
         ("LoggingPolicy", "spec.captureRequest"),
         ("RegionAllowListPolicy", "spec.allowedRegions"),
         ("TrafficPolicy", "spec.extAuth"),
@@ -124,6 +123,12 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("Backend", "spec.parent.authSecretRef.name"),
         ("DirectResponse", "spec.body"),
         ("RateLimitPolicy", "spec.targetRefs.name"),
+        ("RateLimitPolicy", "spec.requests"),
+        ("RateLimitPolicy", "spec.tokens"),
+        ("RateLimitPolicy", "spec.store.redis.address"),
+        ("RateLimitPolicy", "spec.store.redis.passwordSecretRef.name"),
+        ("RateLimitPolicy", "spec.failureMode"),
+        ("RateLimitPolicy", "spec.enforcementMode"),
     ],
 )
 def test_what_the_data_plane_does_is_enforced(kind: str, path: str) -> None:
@@ -163,10 +168,31 @@ def test_unsupported_fields_inside_lists_are_named_once() -> None:
 # --- statuses ------------------------------------------------------------------------------------------------
 
 
-def test_a_rate_limit_is_not_reported_as_in_force() -> None:
-    result = compile_text(
-        GATEWAY
-        + """\
+REGIONS = """\
+---
+apiVersion: policy.egressproxy.io/v1alpha1
+kind: RegionAllowListPolicy
+metadata: {name: eu}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
+  allowedRegions: [eu-west-1]
+"""
+
+
+def test_a_policy_the_data_plane_does_not_enforce_is_not_reported_as_in_force() -> None:
+    result = compile_text(GATEWAY + REGIONS)
+    ref = ObjectRef("RegionAllowListPolicy", "default", "eu")
+    assert programmed(result, ref) == (
+        "False",
+        "Unsupported",
+        "spec.allowedRegions is validated but not enforced by this build",
+    )
+    assert result.ok  # Unsupported is no problem: the configuration is still served
+    assert result.snapshot is not None
+    assert dict(result.snapshot.unsupported) == {ref: ("spec.allowedRegions",)}
+
+
+RATE_LIMIT = """\
 ---
 apiVersion: clrk.apoxy.dev/v1alpha1
 kind: RateLimitPolicy
@@ -174,18 +200,41 @@ metadata: {name: budget}
 spec:
   targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
   requests: 10
+  tokens: 5000
   window: 1m
+  store: {type: Local}
+  failureMode: Deny
+  enforcementMode: Report
 """
+
+
+def test_a_rate_limit_with_every_field_is_programmed() -> None:
+    result = compile_text(GATEWAY + RATE_LIMIT)
+    assert programmed(result, ObjectRef("RateLimitPolicy", "default", "budget"))[:2] == ("True", "Programmed")
+    assert result.snapshot is not None and dict(result.snapshot.unsupported) == {}
+
+
+def test_a_rate_limit_on_a_connection_route_is_unsupported_there() -> None:
+    """Rate limits count HTTP requests: attached to a TCP route, whose connections carry none, it says so."""
+    tcp_route = """\
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{}]
+"""
+    gateway = GATEWAY + "  - {name: tcp, protocol: TCP, port: 5432}\n"
+    policy = RATE_LIMIT.replace(
+        "{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}", "{group: gateway.networking.k8s.io, kind: TCPRoute, name: db}"
     )
-    ref = ObjectRef("RateLimitPolicy", "default", "budget")
-    assert programmed(result, ref) == (
+    result = compile_text(gateway + tcp_route + policy)
+    assert programmed(result, ObjectRef("RateLimitPolicy", "default", "budget")) == (
         "False",
         "Unsupported",
-        "spec.requests, spec.window are validated but not enforced by this build",
+        "attachment to TCPRoute/default/db is validated but not enforced by this build",
     )
-    assert result.ok  # Unsupported is no problem: the configuration is still served
-    assert result.snapshot is not None
-    assert dict(result.snapshot.unsupported) == {ref: ("spec.requests", "spec.window")}
 
 
 def test_objects_with_only_enforced_fields_stay_programmed() -> None:
@@ -252,13 +301,12 @@ def test_a_configuration_with_problems_is_invalid_before_unsupported() -> None:
         GATEWAY
         + """\
 ---
-apiVersion: clrk.apoxy.dev/v1alpha1
-kind: RateLimitPolicy
+apiVersion: policy.egressproxy.io/v1alpha1
+kind: RegionAllowListPolicy
 metadata: {name: budget}
 spec:
   targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
-  requests: 10
-  window: 1m
+  allowedRegions: [eu-west-1]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -271,7 +319,7 @@ spec:
     )
     result = compile_config(loaded.resources)
     assert result.problems
-    assert programmed(result, ObjectRef("RateLimitPolicy", "default", "budget"))[:2] == ("False", "Invalid")
+    assert programmed(result, ObjectRef("RegionAllowListPolicy", "default", "budget"))[:2] == ("False", "Invalid")
 
 
 # --- the documentation --------------------------------------------------------------------------------------
@@ -283,7 +331,8 @@ def test_the_configuration_doc_lists_what_this_build_does_not_enforce() -> None:
     """Regenerate with `python -m egressproxy.compiler.enforcement_doc docs/configuration.md`."""
     text = DOC.read_text()
     assert replace_in(text) == text
-    assert "| RateLimitPolicy | `spec.requests`, `spec.window`, `spec.scope` | rate limiting is not implemented |" in render()
+    assert "| RegionAllowListPolicy | `spec.allowedRegions`, `spec.unknownRegion`, `spec.geoIP` | region allow-lists are not implemented |" in render()
+    assert "| RateLimitPolicy |" not in render()
 
 
 

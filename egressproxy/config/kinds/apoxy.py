@@ -319,15 +319,56 @@ def _positive_window(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
+def _requests_or_tokens(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    if "requests" in spec or "tokens" in spec:
+        return []
+    return [("requests", "required field is missing (set requests, tokens or both)")]
+
+
+def _redis_store_rule(store: dict[str, Any]) -> list[tuple[str, str]]:
+    if store.get("type") == "Redis" and "redis" not in store:
+        return [("redis", "redis is required when type is Redis")]
+    if store.get("type", "Local") == "Local" and "redis" in store:
+        return [("redis", "redis is only valid when type is Redis")]
+    return []
+
+
+def _redis_address_error(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"expected host:port, got {value!r}"
+    return None
+
+
+# Extensions (DESIGN.md 4.2): token limits, a shared store, and what to do when that store is unreachable. No
+# schema defaults, so a document keeps exactly what it wrote (the compiler applies Local, Allow and Enforce).
+RATE_LIMIT_STORE = Obj(
+    {
+        "type": Str(enum=("Local", "Redis")),
+        "redis": Obj(
+            {
+                "address": F(Str(min_length=1, check_fn=_redis_address_error), required=True),
+                "passwordSecretRef": SECRET_REF,
+            }
+        ),
+    },
+    rules=(_redis_store_rule,),
+)
+
 RATE_LIMIT_POLICY = Obj(
     {
-        "requests": F(Int(minimum=1, maximum=2**31 - 1), required=True),
+        "requests": Int(minimum=1, maximum=2**31 - 1),
         "window": F(Duration(), required=True),
         "scope": F(Str(enum=("PerAgent", "PerExecution", "PerRoute")), default="PerAgent"),
         # Extension: attach to an EgressGateway, Backend or route without a route filter.
         "targetRefs": POLICY_TARGET_REFS,
+        # Extensions: LLM tokens per window (from the usage providers report), the counter store, its failure mode.
+        "tokens": Int(minimum=1, maximum=2**53),  # exact in the Redis script (Lua numbers are doubles)
+        "store": RATE_LIMIT_STORE,
+        "failureMode": Str(enum=("Allow", "Deny")),
+        "enforcementMode": Str(enum=("Enforce", "Report")),
     },
-    rules=(_positive_window,),
+    rules=(_positive_window, _requests_or_tokens),
 )
 
 LOGGING_POLICY = Obj(

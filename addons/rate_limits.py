@@ -1,0 +1,90 @@
+"""RateLimitPolicy on HTTP requests: check before the request goes upstream, count tokens as the response streams.
+
+Runs after the routing addon (which wrote the request's RateLimitPolicies into the flow record) and before the
+body taps (which build the response's tap chain from `FlowRecord.response_taps`). Over a limit the client gets
+429 with `Retry-After`, `x-egress-denied: rate-limited` and the JSON denial body naming the policy. A policy with
+`tokens` puts a token-counting tap on the response; when the body ends (or the flow fails) the tokens the
+provider reported are spent, off the hook, on the budgets the request was checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mitmproxy import http
+
+from egressproxy.engine.answers import answer_denied, flow_record
+from egressproxy.engine.guard import fail_closed
+from egressproxy.rate_limiter import RATE_LIMITED
+from egressproxy.rate_limits import EXECUTION_HEADER, RateLimit
+from egressproxy.runtime.state import GatewayState
+from egressproxy.token_usage import TokenCountingTap
+
+__all__ = ["RateLimits"]
+
+log = logging.getLogger("egressproxy")
+
+
+class RateLimits:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.pending: dict[str, tuple[tuple[RateLimit, str], ...]] = {}  # flow id -> token budgets to charge
+        self.spending: set[asyncio.Task[None]] = set()
+
+    @fail_closed
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        frec = flow_record(flow)
+        if not frec.rate_limits:
+            return
+        headers = {EXECUTION_HEADER: flow.request.headers.get(EXECUTION_HEADER, "")}
+        check = await self.state.rate_limiter.check(frec.rate_limits, frec.identity, frec.route, headers)
+        for limit in check.reports:
+            self.state.metrics.policy_reports.labels(RATE_LIMITED, limit.name).inc()
+            log.info("report: %s would deny %s %s for %s (enforcementMode Report)", limit.name, flow.request.method,
+                     frec.host, frec.identity)
+            flow.comment = (flow.comment + "\n" if flow.comment else "") + f"report: {RATE_LIMITED} by {limit.name}"
+        if check.denial is not None:
+            self.state.metrics.denials.labels(RATE_LIMITED).inc()
+            answer_denied(flow, check.denial)
+            assert flow.response is not None
+            flow.response.headers["retry-after"] = str(check.retry_after)
+            return
+        if check.spend:
+            self.pending[flow.id] = check.spend
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        spend = self.pending.pop(flow.id, None)
+        if spend is None:
+            return
+        assert flow.response is not None
+        headers = flow.response.headers
+        tap = TokenCountingTap(
+            headers.get("content-type", ""), headers.get("content-encoding", ""), lambda n: self._spend(spend, n)
+        )
+        flow_record(flow).response_taps.append(tap)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.pending.pop(flow.id, None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A response that failed mid-stream: the tokens reported before the failure are still spent."""
+        self.pending.pop(flow.id, None)
+        for tap in flow_record(flow).response_taps:
+            if isinstance(tap, TokenCountingTap):
+                tap.settle()
+
+    def _spend(self, spend: tuple[tuple[RateLimit, str], ...], tokens: int) -> None:
+        if tokens <= 0:
+            return
+        task = asyncio.ensure_future(self.state.rate_limiter.spend(spend, tokens))
+        self.spending.add(task)
+        task.add_done_callback(self._spent)
+
+    def _spent(self, task: asyncio.Task[None]) -> None:
+        self.spending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("spending rate-limit tokens failed: %r", task.exception())
