@@ -137,6 +137,9 @@ class Companions:
             return
         if not isinstance(node, dict):
             return
+        ref, secret_key = node.get("secretRef"), node.get("secretKey")
+        if isinstance(ref, dict) and isinstance(secret_key, str):  # Apoxy's {secretRef, secretKey}
+            self._secret(ref.get("name"), ref.get("namespace"), secret_key)
         if key == "parentRefs":
             self._gateway(node, ROUTE_PROTOCOL.get(kind or "", "HTTP"))
         elif key == "targetRefs" or key == "targetRef":
@@ -183,11 +186,13 @@ class Companions:
         spec = {"type": "Static", "static": {"hosts": [{"host": "upstream.example.com", "port": 443}]}}
         self._add("Backend", name, spec, "gateway.kgateway.dev/v1alpha1", ns)
 
-    def _secret(self, name: Any, ns: Any) -> None:
+    def _secret(self, name: Any, ns: Any, key: str | None = None) -> None:
         if not isinstance(name, str) or not name:
             return
         data = {"Authorization": "Bearer x", "tls.crt": self.pem, "tls.key": self.key, "ca.crt": self.pem}
         self._add("Secret", name, None, "v1", ns, extra={"stringData": data})
+        if key:
+            self.objects[("Secret", ns or self.ns, name)]["stringData"].setdefault(key, "x")
 
     def _ca_ref(self, ref: dict[str, Any]) -> None:
         if ref.get("kind") == "ConfigMap" and ref.get("name"):
@@ -326,7 +331,7 @@ def _report(totals: Counter[str], good: Counter[str], skipped: Counter[str], cau
     for kind in sorted(totals):
         print(f"{kind:24} {good[kind]:4} / {totals[kind]:<4} {verb}")
     print(f"{'all':24} {sum(good.values()):4} / {sum(totals.values()):<4} {verb}")
-    print(f"skipped (kinds not modelled): {sum(skipped.values())}: " + ", ".join(f"{k} {n}" for k, n in skipped.most_common(8)))
+    print(f"skipped (kinds not modelled, or templates with placeholders): {sum(skipped.values())}: " + ", ".join(f"{k} {n}" for k, n in skipped.most_common(8)))
     for cause, where in sorted(causes.items(), key=lambda kv: -len(kv[1])):
         print(f"\n{len(where):4}  {cause}")
         for line in where[: args.show]:
