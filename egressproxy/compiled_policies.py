@@ -20,6 +20,7 @@ from cryptography import x509
 from passlib.context import CryptContext
 
 from egressproxy.config.problems import ObjectRef
+from egressproxy.credentials import CredentialTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
@@ -133,6 +134,8 @@ class CompiledPolicies:
     parents: Mapping[tuple[str, int], ParentCredentials] = field(
         default_factory=lambda: MappingProxyType({}), repr=False
     )
+    # Injected credentials (egressproxy/credentials.py): by AI provider and by CredentialInjectionPolicy scope.
+    credentials: CredentialTable = field(default_factory=CredentialTable, repr=False)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -189,6 +192,7 @@ class CompiledPolicies:
                 },
             },
             "parents": sorted(f"{host}:{port}" for host, port in self.parents),
+            "credentials": self.credentials.to_dump(),
         }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from egressproxy.config.problems import ObjectRef
     from egressproxy.outcomes import DialOutcome, GatewayFailure
     from egressproxy.upstreams import Upstream
 
@@ -172,6 +173,8 @@ class FlowRecord:
     error: str | None = None  # x-egress-error reason, when the gateway failed the request
     failure: GatewayFailure | None = None  # why this request's upstream failed, as the failing part saw it (TLS)
     request_timeout: float | None = None  # the matched rule's `timeouts.request`, overriding the gateway's
+    route_ref: ObjectRef | None = None  # the matched route, for policies attached to it (credentials)
+    upstream: Upstream | None = None  # the candidate this request is sent to (seam 1)
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
     request_body: BodyCopy | None = None  # the tap chain's capped copies (seam 5)
@@ -199,6 +202,8 @@ class FlowRecord:
 def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
+    if callable(getattr(value, "to_dump", None)):  # its own redacted shape (an Upstream's provider holds a key)
+        return _plain(value.to_dump())
     if hasattr(value, "__dataclass_fields__"):
         return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
     if isinstance(value, dict):

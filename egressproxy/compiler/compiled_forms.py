@@ -16,10 +16,12 @@ from types import MappingProxyType
 
 from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
 from egressproxy.compiler.compilation import Compilation
+from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
 from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
+from egressproxy.credentials import CredentialTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Backend, Gateway, PolicyIndex
 from egressproxy.ssrf import SsrfGuard
@@ -34,16 +36,18 @@ class PolicyMaterial:
     backend_tls: Mapping[ObjectRef, BackendTls] = field(default_factory=dict)  # BackendTLSPolicy ref ->
     basic_auth: Mapping[ObjectRef, BasicAuth] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
     gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
+    credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
-    """Parse every BackendTLSPolicy, basicAuth and trust bundle of the config; problems for what does not parse."""
+    """Parse every BackendTLSPolicy, basicAuth, trust bundle and credential of the config; problems for what does
+    not parse."""
     trust = gateway_tls(())
     for gw in comp.of_kind("EgressGateway"):
         certificates = compile_trust_bundle(comp, gw)
         if gw is comp.served:
             trust = gateway_tls(certificates, _trust_bundle_secret(gw))
-    return PolicyMaterial(compile_backend_tls_policies(comp), compile_basic_auth(comp), trust)
+    return PolicyMaterial(compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_credentials(comp))
 
 
 def link_compiled_policies(
@@ -62,6 +66,7 @@ def link_compiled_policies(
         gateway_basic_auth=_basic_auth(material, policies, None),
         listener_basic_auth=MappingProxyType(listeners),
         parents=MappingProxyType(_parents(gateway, backends)),
+        credentials=material.credentials,
     )
 
 

@@ -9,6 +9,7 @@ from addons.cert_mint import CertMinting
 from addons.connect_gate import ConnectGate
 from addons.connection_records import ConnectionRecords
 from addons.connection_table import ConnectionTable
+from addons.credential_injection import CredentialInjection
 from addons.dial_guard import DialGuard
 from addons.dns_answers import DnsAnswers
 from addons.flow_metrics import FlowMetrics
@@ -41,6 +42,7 @@ class GatewayAddons:
             ListenerMatch(state),
             HttpRoutes(state),
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
+            CredentialInjection(state),  # after BodyTaps: SigV4 signs the body as it is sent
             RequestTimeout(state),
             DialGuard(state),
             UpstreamTls(state),
