@@ -16,6 +16,7 @@ from addons.flow_metrics import FlowMetrics
 from addons.gateway_errors import GatewayErrors
 from addons.http_routes import HttpRoutes
 from addons.l4_relay import L4Relay
+from addons.model_rewrite import ModelRewrite
 from addons.listener_match import ListenerMatch
 from addons.parent_proxy import ParentProxyAuth
 from addons.readiness import Readiness
@@ -42,6 +43,7 @@ class GatewayAddons:
             ListenerMatch(state),
             HttpRoutes(state),
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
+            ModelRewrite(state),  # after BodyTaps (the capture keeps the client's body), before credentials
             CredentialInjection(state),  # after BodyTaps: SigV4 signs the body as it is sent
             RequestTimeout(state),
             DialGuard(state),

@@ -191,7 +191,10 @@ spec:
             _secret("gateway-wide", token=GATEWAY_WIDE),
             _secret("plain-key", token=PLAIN_KEY),
             _ai_backend("openai", "openai: {authToken: {kind: SecretRef, secretRef: {name: openai-key}}}"),
-            _ai_backend("anthropic", "anthropic: {authToken: {kind: SecretRef, secretRef: {name: anthropic-key}}}"),
+            _ai_backend(
+                "anthropic",
+                "anthropic: {model: claude-configured, authToken: {kind: SecretRef, secretRef: {name: anthropic-key}}}",
+            ),
             _ai_backend(
                 "azure",
                 f"azureOpenai: {{endpoint: acme.openai.azure.com, deploymentName: gpt4o-prod, apiVersion: 2024-10-21, "
@@ -251,7 +254,7 @@ def test_openai_sdk_gets_a_bearer_token_for_its_dummy_key(scene: Scene) -> None:
     assert "x-partner-key" not in seen["headers"]  # the provider's own credential beats the gateway-wide policy
 
 
-def test_anthropic_sdk_gets_x_api_key_and_keeps_its_own_version(scene: Scene) -> None:
+def test_anthropic_sdk_gets_x_api_key_keeps_its_version_and_gets_the_configured_model(scene: Scene) -> None:
     # This SDK brings its own httpx fork (httpx2): its client, with the same proxy and trust.
     ctx = ssl.create_default_context(cafile=str(scene.ca))
     with anthropic.DefaultHttpxClient(proxy=scene.gw.proxy_url, verify=ctx, timeout=15) as http:
@@ -264,6 +267,7 @@ def test_anthropic_sdk_gets_x_api_key_and_keeps_its_own_version(scene: Scene) ->
     seen = raw.http_response.json()
     assert seen["headers"]["x-api-key"] == ANTHROPIC_KEY
     assert seen["headers"]["anthropic-version"] == "2024-01-01"  # the client's own (no apiVersion configured)
+    assert json.loads(seen["body"])["model"] == "claude-configured"  # the provider's model replaces the client's
     assert "authorization" not in seen["headers"]
     assert DUMMY not in json.dumps(seen["headers"])
 

@@ -91,7 +91,6 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
 @pytest.mark.parametrize(
     ("kind", "path"),
     [
-        ("CredentialInjectionPolicy", "spec.headerName"),
         ("RateLimitPolicy", "spec.requests"),
         ("LoggingPolicy", "spec.captureRequest"),
         ("RegionAllowListPolicy", "spec.allowedRegions"),
@@ -100,7 +99,9 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
         ("GatewayExtension", "spec.extAuth.grpcService.backendRef.name"),
         ("HTTPListenerPolicy", "spec.accessLog.fileSink.path"),
         ("EgressGateway", "spec.otlp.endpoint"),
-        ("Backend", "spec.ai.llm.openai.authToken.secretRef.name"),
+        ("Backend", "spec.ai.llm.openai.authHeaderOverride.headerName"),
+        ("Backend", "spec.ai.llm.vertexAi.model"),
+        ("Backend", "spec.ai.llm.gemini.apiVersion"),
         ("Backend", "spec.ai.priorityGroups.providers.name"),
         ("HTTPRoute", "spec.rules.filters.requestMirror"),
     ],
@@ -124,6 +125,15 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("Backend", "spec.parent.authSecretRef.name"),
         ("DirectResponse", "spec.body"),
         ("RateLimitPolicy", "spec.targetRefs.name"),
+        ("CredentialInjectionPolicy", "spec.headerName"),
+        ("CredentialInjectionPolicy", "spec.providerAuth.region"),
+        ("CredentialInjectionPolicy", "spec.valuePrefix"),
+        ("Backend", "spec.ai.llm.openai.authToken.secretRef.name"),
+        ("Backend", "spec.ai.llm.openai.model"),
+        ("Backend", "spec.ai.llm.anthropic.apiVersion"),
+        ("Backend", "spec.ai.llm.azureOpenai.deploymentName"),
+        ("Backend", "spec.ai.llm.bedrock.auth.secretRef.name"),
+        ("AIBackend", "spec.provider.azure.apiVersion"),
     ],
 )
 def test_what_the_data_plane_does_is_enforced(kind: str, path: str) -> None:
