@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 
 from egressproxy.credential_injection import OutgoingRequest, cleartext_refused, inject
+from egressproxy.decisions import parent_for
 from egressproxy.dialer_http import gateway_client
 from egressproxy.engine.answers import error_response, flow_record
 from egressproxy.engine.guard import fail_closed
@@ -64,14 +65,18 @@ class CredentialInjection:
         req.headers = http.Headers([(n.encode(*_ENC), v.encode(*_ENC)) for n, v in outgoing.headers])
 
     def _fetcher(self, snapshot: Snapshot) -> TokenFetch:
-        """A token request over the one dialer (SSRF guard, DNS, verified TLS), only ever over https."""
+        """A token request over the one dialer (SSRF guard, DNS, verified TLS), only ever over https, with the
+        gateway's own parent proxy when it has one."""
 
         async def fetch(uri: str, form: dict[str, str]) -> tuple[int, object]:
             parts = urlsplit(uri)
             if parts.scheme != "https" or not parts.hostname:
                 raise TokenError(f"token endpoint {uri} is not an https URL")
             host = canonical_host(parts.hostname)
-            upstream = Upstream(host, parts.port or 443, "https", None if is_ip_literal(host) else host)
+            # Under the gateway's parentRef the fetch must go through the parent too; the gateway client refuses
+            # such a candidate (no CONNECT yet) rather than dial around the parent.
+            sni = None if is_ip_literal(host) else host
+            upstream = Upstream(host, parts.port or 443, "https", sni, parent=parent_for(snapshot, None))
             async with gateway_client(self.state.dialer, snapshot, upstream, timeout=_TOKEN_TIMEOUT) as client:
                 response = await client.post(uri, data=form)
                 try:

@@ -44,6 +44,7 @@ pytestmark = pytest.mark.e2e
 OPENAI_KEY = "sk-openai-SECRET-one"
 OPENAI_KEY_ROTATED = "sk-openai-SECRET-two"
 ANTHROPIC_KEY = "sk-ant-SECRET-key"
+ANTHROPIC_KEY_ROTATED = "sk-ant-SECRET-rotated"
 AZURE_KEY = "azure-SECRET-inline"
 GEMINI_KEY = "gemini-SECRET-key"
 AWS_ACCESS_KEY = "AKIASECRETACCESS"
@@ -443,6 +444,23 @@ def test_a_rotated_mounted_secret_is_used_from_the_next_request_without_a_failed
     assert set(keys[switched:]) == {f"Bearer {OPENAI_KEY_ROTATED}"}
 
 
+def test_a_changed_secret_in_the_config_folder_is_used_from_the_next_request(scene: Scene) -> None:
+    """The anthropic-key Secret is one YAML file of the config folder: rewriting it (atomically) is a reload."""
+    [path] = [p for p in scene.config.iterdir() if "metadata: {name: anthropic-key}" in p.read_text()]
+    staged = scene.config.parent / "staged.yaml"
+    staged.write_text(_secret("anthropic-key", Authorization=ANTHROPIC_KEY_ROTATED))
+    staged.replace(path)
+    seen: list[str] = []
+    with scene.client() as http:
+        deadline = time.monotonic() + 20
+        while not seen or seen[-1] != ANTHROPIC_KEY_ROTATED:
+            assert time.monotonic() < deadline, "the rotated key was never used"
+            r = http.post("https://api.anthropic.com/v1/messages", headers={"x-api-key": DUMMY}, json={})
+            assert r.status_code == 200, r.text
+            seen.append(r.json()["headers"]["x-api-key"])
+    assert set(seen) <= {ANTHROPIC_KEY, ANTHROPIC_KEY_ROTATED}
+
+
 def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -450,7 +468,7 @@ def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-SECRETS = [OPENAI_KEY, OPENAI_KEY_ROTATED, ANTHROPIC_KEY, AZURE_KEY, GEMINI_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN,
+SECRETS = [OPENAI_KEY, OPENAI_KEY_ROTATED, ANTHROPIC_KEY, ANTHROPIC_KEY_ROTATED, AZURE_KEY, GEMINI_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN,
            GITHUB_TOKEN, GATEWAY_WIDE, PLAIN_KEY, "PRIVATE KEY", "ya29.fake-"]
 
 
