@@ -384,3 +384,28 @@ def test_run_dry_run_does_not_mint_the_gateway_ca(tmp_path: Path) -> None:
     assert code == 0
     assert "listener https: HTTPS port any" in out
     assert not (data / "ca").exists()
+
+
+def test_explain_names_the_credential_injected_but_never_its_value(good: Path) -> None:
+    import json
+
+    (good / "credential.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: tok}\nstringData: {token: tok-SECRET-value}\n---\n"
+        "apiVersion: clrk.apoxy.dev/v1alpha1\nkind: CredentialInjectionPolicy\nmetadata: {name: key}\n"
+        "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]\n"
+        "  secretRef: {name: tok}\n  target: Header\n  headerName: x-api-key\n"
+    )
+    code, out = run("explain", "-c", str(good), "--json", "--no-resolve", "https://api.example.com/v1/x")
+    assert code == 0, out
+    assert json.loads(out)["request"]["credential"] == {
+        "source": "CredentialInjectionPolicy/default/key",
+        "passthrough": False,
+        "headers": ["x-api-key"],
+        "query": [],
+        "gcpServiceAccount": None,
+        "awsSigV4": None,
+        "azureDeployment": None,
+    }
+    code, text = run("explain", "-c", str(good), "--no-resolve", "https://api.example.com/v1/x")
+    assert "credential CredentialInjectionPolicy/default/key: x-api-key" in text
+    assert "SECRET" not in out + text
