@@ -53,6 +53,7 @@ AWS_SESSION_TOKEN = "aws-SECRET-session-token"
 GITHUB_TOKEN = "ghp_SECRET_github"
 GATEWAY_WIDE = "gateway-wide-SECRET"
 PLAIN_KEY = "plain-SECRET-key"
+MAPS_KEY = "maps-SECRET key/+"
 DUMMY = "dummy-workload-key"
 
 PROVIDER_HOSTS = [
@@ -65,6 +66,8 @@ PROVIDER_HOSTS = [
     "api.github.com",
     "other.example.test",
     "passthrough.example.test",
+    "maps.example.test",
+    "sts.eu-west-1.amazonaws.com",
 ]
 
 
@@ -187,10 +190,11 @@ spec:
 """,
             _secret("anthropic-key", Authorization=ANTHROPIC_KEY),
             _secret("gemini-key", Authorization=f"Bearer {GEMINI_KEY}"),
-            _secret("aws-keys", accessKey=AWS_ACCESS_KEY, secretKey=AWS_SECRET_KEY, sessionToken=AWS_SESSION_TOKEN),
+            _secret("aws-keys", access_key_id=AWS_ACCESS_KEY, secret_access_key=AWS_SECRET_KEY, session_token=AWS_SESSION_TOKEN),
             _secret("github-token", token=GITHUB_TOKEN),
             _secret("gateway-wide", token=GATEWAY_WIDE),
             _secret("plain-key", token=PLAIN_KEY),
+            _secret("maps-key", token=MAPS_KEY),
             _ai_backend("openai", "openai: {authToken: {kind: SecretRef, secretRef: {name: openai-key}}}"),
             _ai_backend(
                 "anthropic",
@@ -221,11 +225,31 @@ spec:
             _route("passthrough", "passthrough.example.test", "passthrough"),
             _route("github", "api.github.com"),
             _route("other", "other.example.test"),
+            _route("maps", "maps.example.test"),
+            _route("sts", "sts.eu-west-1.amazonaws.com"),
             _route("plain", "plain.example.test", listener="http"),
             _route("plain-allowed", "plain-allowed.example.test", listener="http",
                    annotations='egressproxy.io/allow-cleartext-credentials: "true"'),
             _cip("github", "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: github}", "github-token",
                  "Authorization", "Bearer "),
+            """apiVersion: clrk.apoxy.dev/v1alpha1
+kind: CredentialInjectionPolicy
+metadata: {name: maps}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: maps}]
+  secretRef: {name: maps-key}
+  target: QueryParam
+  queryParamName: key
+""",
+            """apiVersion: clrk.apoxy.dev/v1alpha1
+kind: CredentialInjectionPolicy
+metadata: {name: sts}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: sts}]
+  secretRef: {name: aws-keys}
+  target: ProviderAuth
+  providerAuth: {type: AWSv4}
+""",
             _cip("gateway-wide", "{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}", "gateway-wide", "x-partner-key"),
             _cip("plain", "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: plain}", "plain-key", "x-api-key"),
             _cip("plain-allowed", "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: plain-allowed}", "plain-key",
@@ -354,7 +378,25 @@ def test_bedrock_request_is_signed_sigv4_as_botocore_verifies_it(scene: Scene) -
     assert _sigv4_signature(seen["method"], seen["path"], headers, seen["body"].encode()) == authorization.rsplit("Signature=", 1)[1]
 
 
-def _sigv4_signature(method: str, path: str, headers: dict[str, str], body: bytes) -> str:
+def test_a_policy_signs_any_aws_api_with_the_region_and_service_of_its_host(scene: Scene) -> None:
+    with scene.client() as http:
+        r = http.post("https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15", content=b"")
+    seen = r.json()
+    authorization = seen["headers"]["authorization"]
+    assert "/eu-west-1/sts/aws4_request" in authorization
+    signature = _sigv4_signature(seen["method"], seen["path"], seen["headers"], b"", service="sts", region="eu-west-1")
+    assert signature == authorization.rsplit("Signature=", 1)[1]
+
+
+def test_a_query_parameter_policy_replaces_the_workloads_key(scene: Scene) -> None:
+    with scene.client() as http:
+        seen = http.get("https://maps.example.test/geocode", params={"address": "x y", "key": DUMMY}).json()
+    assert seen["path"] == "/geocode?address=x%20y&key=maps-SECRET%20key%2F%2B"
+
+
+def _sigv4_signature(
+    method: str, path: str, headers: dict[str, str], body: bytes, service: str = "bedrock", region: str = "eu-west-1"
+) -> str:
     """Recompute the signature over what the origin received, with botocore, as AWS would."""
     signed = authorization_part(headers["authorization"], "SignedHeaders").split(";")
     request = AWSRequest(
@@ -364,7 +406,7 @@ def _sigv4_signature(method: str, path: str, headers: dict[str, str], body: byte
         headers={name: headers[name] for name in signed},
     )
     request.context["timestamp"] = headers["x-amz-date"]
-    auth = SigV4Auth(Credentials(AWS_ACCESS_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN), "bedrock", "eu-west-1")
+    auth = SigV4Auth(Credentials(AWS_ACCESS_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN), service, region)
     canonical = auth.canonical_request(request)
     return auth.signature(auth.string_to_sign(request, canonical), request)
 
@@ -469,7 +511,7 @@ def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 SECRETS = [OPENAI_KEY, OPENAI_KEY_ROTATED, ANTHROPIC_KEY, ANTHROPIC_KEY_ROTATED, AZURE_KEY, GEMINI_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN,
-           GITHUB_TOKEN, GATEWAY_WIDE, PLAIN_KEY, "PRIVATE KEY", "ya29.fake-"]
+           GITHUB_TOKEN, GATEWAY_WIDE, PLAIN_KEY, "maps-SECRET", "PRIVATE KEY", "ya29.fake-"]
 
 
 def test_no_secret_in_debug_logs_config_dump_metrics_or_explain(scene: Scene) -> None:
