@@ -24,6 +24,9 @@ from egressproxy.credentials import AwsSigV4, AzureDeployment, AZURE_DEFAULT_API
 __all__ = ["OutgoingRequest", "inject", "cleartext_refused", "aws_scope_from_host"]
 
 _DEFAULT_AWS_REGION = "us-east-1"
+# Not signed: hop-by-hop headers a proxy may drop or rewrite on the way (a signed header that changes breaks the
+# signature), and the Host, which botocore takes from the URL's authority.
+_UNSIGNED = frozenset({"host", "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
 
 
 @dataclass(slots=True)
@@ -124,13 +127,13 @@ def aws_scope_from_host(host: str) -> tuple[str, str]:
 
 
 def _sign_sigv4(request: OutgoingRequest, sigv4: AwsSigV4) -> None:
-    """Sign with botocore over the method, URL, headers (Host from the authority) and body as sent."""
+    """Sign with botocore over the method, URL, end-to-end headers (Host from the authority) and body as sent."""
     region, service = aws_scope_from_host(request.authority)
     headers: dict[str, str] = {}
     for name, value in request.headers:
         key = name.lower()
-        if key == "host":
-            continue  # botocore signs the URL's authority, which is the Host the upstream receives
+        if key in _UNSIGNED:
+            continue
         headers[key] = f"{headers[key]},{value}" if key in headers else value
     aws = AWSRequest(method=request.method, url=f"{request.scheme}://{request.authority}{request.path}", data=request.body, headers=headers)
     creds = Credentials(sigv4.access_key_id, sigv4.secret_access_key, sigv4.session_token)

@@ -165,3 +165,11 @@ def test_no_value_shows_in_a_repr() -> None:
     text = repr(cred) + repr(request("/", ("authorization", "Bearer workload-value")))
     for value in ("sk-value", "q-value", "AKID-value", "secret-value", "token-value", "workload-value"):
         assert value not in text
+
+
+def test_sigv4_leaves_hop_by_hop_headers_out_of_the_signature() -> None:
+    """A proxy may drop them on the way; a signed header that changes would break the signature."""
+    req = request("/x", ("connection", "keep-alive"), ("transfer-encoding", "chunked"), ("content-type", "application/json"))
+    inject(Credential("t", sigv4=AwsSigV4("AKID", "s")), req)
+    signed = (req.header("authorization") or "").split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+    assert signed == ["content-type", "host", "x-amz-date"]
