@@ -164,7 +164,8 @@ def _scope_name(scope: str, key: Any) -> str:
 class CredentialTable:
     """Every credential of one snapshot, ready to apply: by provider, and by CredentialInjectionPolicy scope."""
 
-    providers: Mapping[AIProvider, Credential] = field(default_factory=lambda: MappingProxyType({}))
+    # (Backend ref, provider) -> its own credential (the same provider block in two Backends is two entries)
+    providers: Mapping[tuple[ObjectRef, AIProvider], Credential] = field(default_factory=lambda: MappingProxyType({}))
     # (scope, key) -> the merged credential of the policies attached there: ("backend", ref), ("rule", (route,
     # index)), ("route", ref), ("listener", name), ("gateway", None)
     scopes: Mapping[tuple[str, Any], Credential] = field(default_factory=lambda: MappingProxyType({}))
@@ -175,8 +176,8 @@ class CredentialTable:
     ) -> Credential | None:
         """The credential for a request sent to `upstream`, or None: the provider's own first, then the most
         specific CredentialInjectionPolicy scope, Backend > rule > route > listener > gateway."""
-        if upstream.provider is not None:
-            own = self.providers.get(upstream.provider)
+        if upstream.provider is not None and upstream.backend is not None:
+            own = self.providers.get((upstream.backend.ref, upstream.provider))
             if own is not None:
                 return own
         keys: list[tuple[str, Any]] = []

@@ -45,14 +45,14 @@ class _Unusable(Exception):
 
 
 def compile_credentials(comp: Compilation) -> CredentialTable:
-    providers: dict[AIProvider, Credential] = {}
+    providers: dict[tuple[ObjectRef, AIProvider], Credential] = {}
     for backend in comp.backends.values():
         res = comp.find(backend.ref.kind, backend.ref.namespace, backend.ref.name)
         for group in backend.ai_groups:
             for provider in group:
                 credential = _provider_credential(comp, res, backend.ref, provider)
                 if credential is not None:
-                    providers.setdefault(provider, credential)
+                    providers.setdefault((backend.ref, provider), credential)
     policies = {res.ref: c for res in comp.of_kind("CredentialInjectionPolicy") if (c := _policy_credential(comp, res))}
     scopes: dict[tuple[str, Any], Credential] = {}
     for (kind, scope, key), attached in comp.attached.items():

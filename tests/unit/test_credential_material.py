@@ -244,3 +244,12 @@ def test_the_dump_names_sources_and_headers_never_values() -> None:
     dump = json.dumps(snapshot.to_dump())
     assert "x-key" in dump and "CredentialInjectionPolicy/default/h" in dump and "Backend/default/ai provider openai" in dump
     assert "SECRET" not in dump
+
+
+def test_the_same_provider_block_in_two_backends_names_each_backend() -> None:
+    block = "openai: {authToken: {kind: Inline, inline: sk-1}}"
+    credentials = table(backend("a", block) + backend("b", block))
+    assert sorted(c.source for c in credentials.providers.values()) == [
+        "Backend/default/a provider openai",
+        "Backend/default/b provider openai",
+    ]

@@ -49,10 +49,12 @@ def test_the_most_specific_scope_wins(drop: tuple, upstream: Upstream, rule: int
 
 
 def test_a_providers_own_credential_beats_every_policy_and_a_provider_without_one_falls_back() -> None:
-    table = CredentialTable(MappingProxyType({PROVIDER: Credential("provider")}), MappingProxyType(SCOPES))
+    table = CredentialTable(MappingProxyType({(BACKEND.ref, PROVIDER): Credential("provider")}), MappingProxyType(SCOPES))
     assert source(table, Upstream("h", 443, backend=BACKEND, provider=PROVIDER)) == "provider"
     other = AIProvider("anthropic", "anthropic")
     assert source(table, Upstream("h", 443, backend=BACKEND, provider=other)) == "backend"
+    elsewhere = Backend(ObjectRef("Backend", "ns", "other"), "AI")  # the same provider block in another Backend
+    assert source(table, Upstream("h", 443, backend=elsewhere, provider=PROVIDER)) == "route"
 
 
 def test_no_credential_at_all() -> None:
