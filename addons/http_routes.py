@@ -58,6 +58,7 @@ class HttpRoutes:
         frec.listener, frec.host, frec.port = listener.name, view.host, view.port
         decision = decide_request(snapshot, listener, view, connection_host=connection_host)
         frec.route = route_name(decision.route)
+        frec.route_ref = decision.route.ref if decision.route is not None else None
         frec.rule = decision.rule_index
         frec.verdict = decision.verdict
         if not decision.verdict.allowed:
@@ -130,6 +131,7 @@ class HttpRoutes:
             flow.response = error_response(flow, "no-healthy-backend", why)
             return
         upstream = decision.upstreams[0]
+        frec.upstream = upstream
         if upstream.backend is not None:
             backend = upstream.backend
             # A Service keeps its kind (BackendTLSPolicy may target a Service by `Kind/ns/name`).

@@ -21,6 +21,7 @@ from passlib.context import CryptContext
 
 from egressproxy.config.problems import ObjectRef
 from egressproxy.rate_limits import RateLimit
+from egressproxy.credentials import CredentialTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
@@ -136,6 +137,8 @@ class CompiledPolicies:
     )
     # RateLimitPolicy ref -> its compiled limit (the Redis password hidden from repr and dump)
     rate_limits: Mapping[ObjectRef, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
+    # Injected credentials (egressproxy/credentials.py): by AI provider and by CredentialInjectionPolicy scope.
+    credentials: CredentialTable = field(default_factory=CredentialTable, repr=False)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -193,6 +196,7 @@ class CompiledPolicies:
             },
             "parents": sorted(f"{host}:{port}" for host, port in self.parents),
             "rateLimits": {str(ref): limit.to_dump() for ref, limit in sorted(self.rate_limits.items())},
+            "credentials": self.credentials.to_dump(),
         }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from egressproxy.config.problems import ObjectRef
     from egressproxy.outcomes import DialOutcome, GatewayFailure
     from egressproxy.rate_limits import RateLimit
     from egressproxy.taps import Tap
@@ -174,6 +175,8 @@ class FlowRecord:
     error: str | None = None  # x-egress-error reason, when the gateway failed the request
     failure: GatewayFailure | None = None  # why this request's upstream failed, as the failing part saw it (TLS)
     request_timeout: float | None = None  # the matched rule's `timeouts.request`, overriding the gateway's
+    route_ref: ObjectRef | None = None  # the matched route, for policies attached to it (credentials)
+    upstream: Upstream | None = None  # the candidate this request is sent to (seam 1)
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
     request_body: BodyCopy | None = None  # the tap chain's capped copies (seam 5)
@@ -204,6 +207,8 @@ class FlowRecord:
 def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
+    if callable(getattr(value, "to_dump", None)):  # its own redacted shape (an Upstream's provider holds a key)
+        return _plain(value.to_dump())
     if hasattr(value, "__dataclass_fields__"):
         # A field kept out of the repr holds a credential (a Redis password, a key): it stays out of copies too.
         fields = value.__dataclass_fields__

@@ -18,7 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 from egressproxy.compiler import compile_config
 from egressproxy.config.loader import load_paths
 from egressproxy.config.problems import ObjectRef
+from egressproxy.credential_injection import cleartext_refused
 from egressproxy.decisions import (
+    RequestDecision,
     Action,
     RequestView,
     decide_connect,
@@ -232,10 +234,26 @@ def _with_request(
             verdict = Verdict.deny("no-healthy-backend", "", "no backendRef of the rule leaves a candidate to try", 502)
         else:
             verdict = _destination(result, snapshot, first, resolve) or verdict
+        if verdict.allowed and first is not None:
+            verdict = _credential(result["request"], snapshot, first, decision, listener) or verdict
     result["verdict"] = _verdict(verdict)
     backend = first.backend if first is not None else None
     result["policies"] = _policies(snapshot, listener, decision.route, backend, decision.rule_index, verdict)
     return result
+
+
+def _credential(request: dict[str, Any], snapshot: Snapshot, first: Upstream, decision: RequestDecision, listener: Listener) -> Verdict | None:
+    """The credential the gateway would inject (its source and target names, never a value), and the 502 the
+    data plane answers when it would go over cleartext the route did not allow."""
+    table = snapshot.compiled.credentials
+    route = decision.route.ref if decision.route is not None else None
+    credential = table.for_request(first, route, decision.rule_index, listener.name)
+    if credential is None:
+        return None
+    request["credential"] = credential.to_dump()
+    if cleartext_refused(credential, first.scheme, table.cleartext_allowed(route)):
+        return Verdict.deny("credential-requires-tls", "", f"{credential.source}: a credential is only sent over verified TLS", 502)
+    return None
 
 
 def _destination(result: dict[str, Any], snapshot: Snapshot, upstream: Upstream, resolve: bool) -> Verdict | None:
@@ -277,6 +295,12 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"backend   {r['backend']}")
         if r["directResponse"]:
             lines.append(f"answer    {r['directResponse']}")
+        if r.get("credential"):
+            c = r["credential"]
+            targets = [*c["headers"], *(f"?{q}" for q in c["query"])]
+            targets += ["Google token"] if c["gcpServiceAccount"] else []
+            targets += ["SigV4"] if c["awsSigV4"] else []
+            lines.append(f"credential {c['source']}: " + ("passthrough" if c["passthrough"] else ", ".join(targets)))
         for u in r["upstreams"]:
             via = f" via parent {u['parent']}" if u.get("parent") else ""
             lines.append(f"upstream  group {u['group']}: {u['scheme']}://{u['host']}:{u['port']} ({u['backend'] or 'requested destination'}){via}")

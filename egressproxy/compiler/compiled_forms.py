@@ -16,12 +16,14 @@ from types import MappingProxyType
 
 from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
 from egressproxy.compiler.compilation import Compilation
+from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
 from egressproxy.compiler.rate_limit_forms import compile_rate_limits
 from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.rate_limits import RateLimit
+from egressproxy.credentials import CredentialTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Backend, Gateway, PolicyIndex
 from egressproxy.ssrf import SsrfGuard
@@ -37,17 +39,19 @@ class PolicyMaterial:
     basic_auth: Mapping[ObjectRef, BasicAuth] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
     gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
     rate_limits: Mapping[ObjectRef, RateLimit] = field(default_factory=dict)  # RateLimitPolicy ref ->
+    credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
-    """Parse every BackendTLSPolicy, basicAuth, trust bundle and RateLimitPolicy of the config; problems for what does not parse."""
+    """Parse every BackendTLSPolicy, basicAuth, trust bundle, RateLimitPolicy and credential of the config;
+    problems for what does not parse."""
     trust = gateway_tls(())
     for gw in comp.of_kind("EgressGateway"):
         certificates = compile_trust_bundle(comp, gw)
         if gw is comp.served:
             trust = gateway_tls(certificates, _trust_bundle_secret(gw))
     return PolicyMaterial(
-        compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_rate_limits(comp)
+        compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_rate_limits(comp), compile_credentials(comp)
     )
 
 
@@ -68,6 +72,7 @@ def link_compiled_policies(
         listener_basic_auth=MappingProxyType(listeners),
         parents=MappingProxyType(_parents(gateway, backends)),
         rate_limits=MappingProxyType(dict(material.rate_limits)),
+        credentials=material.credentials,
     )
 
 

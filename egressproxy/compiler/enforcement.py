@@ -139,23 +139,46 @@ def _l4_route_kind(*, hostnames: bool) -> KindEnforcement:
 # Routing fields: the first provider of the highest priority group is the request's dial target (its
 # hostOverride, else its well-known endpoint from endpoint/region/location: egressproxy/provider_endpoints.py).
 _PROVIDER_ROUTING = ("hostOverride.*", "endpoint", "region", "location")
-_NO_PROVIDER_AUTH = "the provider credential is not injected yet"
+_NO_AUTH_HEADER = "a custom auth header name or prefix is not applied (each provider's own convention is)"
 _NO_REWRITE = "the request is not rewritten for the provider yet"
+_MODEL_IN_PATH = (
+    "Gemini, Vertex AI and Bedrock name the model (Vertex AI also the project and publisher) in the URL path, which "
+    "the gateway does not rewrite; OpenAI's, Anthropic's and Mistral's `model` is applied (it replaces the body's)"
+)
 
-# Every field of a provider block, whatever the provider: why it is not enforced yet.
+# Fields each provider's credential injection and request rewriting enforce (docs/credentials.md):
+# authToken (Inline, SecretRef, Passthrough) by the provider's convention, Bedrock's `auth` as SigV4 signing,
+# Anthropic's `apiVersion` as anthropic-version, Azure's deployment path and api-version, and the `model` that
+# replaces the body's (egressproxy/model_rewrite.py) where the body carries it.
+_PROVIDER_ENFORCED: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "openai": ("authToken.*", "model"),
+        "anthropic": ("authToken.*", "model", "apiVersion"),
+        "mistral": ("authToken.*", "model"),
+        "gemini": ("authToken.*",),
+        "vertexAi": ("authToken.*",),
+        "vertexai": ("authToken.*",),
+        "azureOpenai": ("authToken.*", "deploymentName", "apiVersion"),
+        "azureopenai": ("authToken.*", "deploymentName", "apiVersion"),
+        "azure": ("authToken.*", "deploymentName", "apiVersion"),
+        "bedrock": ("auth.*",),
+    }
+)
+
+# Every other field of a provider block, whatever the provider: why it is not enforced yet.
 _PROVIDER_FIELDS: Mapping[str, str] = MappingProxyType(
     {
-        "authToken.*": _NO_PROVIDER_AUTH,
-        "auth.*": _NO_PROVIDER_AUTH,
-        "authHeaderOverride.*": _NO_PROVIDER_AUTH,
-        "project": _NO_REWRITE,
-        "deploymentName": _NO_REWRITE,
-        "model": _NO_REWRITE,
-        "publisher": _NO_REWRITE,
-        "apiVersion": _NO_REWRITE,
+        "authHeaderOverride.*": _NO_AUTH_HEADER,
+        "project": _MODEL_IN_PATH,
+        "model": _MODEL_IN_PATH,
+        "publisher": _MODEL_IN_PATH,
+        "apiVersion": (
+            "Gemini's and Vertex AI's API version is in the URL path, which the gateway does not rewrite; Anthropic's "
+            "and Azure OpenAI's `apiVersion` is applied"
+        ),
         "pathOverride.*": _NO_REWRITE,
-        "projectId": _NO_REWRITE,
-        "modelPath": _NO_REWRITE,
+        "projectId": _MODEL_IN_PATH,
+        "modelPath": _MODEL_IN_PATH,
         "guardrail.*": "Bedrock guardrails are not applied",
     }
 )
@@ -172,13 +195,14 @@ def _providers(kind: str, prefix: str, providers: tuple[str, ...]) -> tuple[tupl
     unsupported: dict[str, str] = {}
     for provider in providers:
         enforced.append(f"{prefix}.{provider}")
-        for name in _PROVIDER_ROUTING:
+        own = _PROVIDER_ENFORCED.get(provider, ())
+        for name in (*_PROVIDER_ROUTING, *own):
             path = f"{prefix}.{provider}.{name}"
             if path.removesuffix(".*") in accepted:
                 enforced.append(path)
         for name, why in _PROVIDER_FIELDS.items():
             path = f"{prefix}.{provider}.{name}"
-            if path.removesuffix(".*") in accepted:
+            if name not in own and path.removesuffix(".*") in accepted:
                 unsupported[path] = why
     return tuple(enforced), unsupported
 
@@ -194,8 +218,8 @@ def _llm(kind: str, prefix: str) -> tuple[tuple[str, ...], dict[str, str]]:
     level_unsupported = {
         f"{prefix}.path.*": _NO_REWRITE,
         f"{prefix}.pathOverride.*": _NO_REWRITE,
-        f"{prefix}.authHeader.*": _NO_PROVIDER_AUTH,
-        f"{prefix}.authHeaderOverride.*": _NO_PROVIDER_AUTH,
+        f"{prefix}.authHeader.*": _NO_AUTH_HEADER,
+        f"{prefix}.authHeaderOverride.*": _NO_AUTH_HEADER,
     }
     enforced = (prefix, *direct, *nested, *(p for p in level_enforced if p.removesuffix(".*") in accepted))
     unsupported = {**direct_unsupported, **nested_unsupported}
@@ -216,7 +240,6 @@ _AI_PRIORITY_GROUPS = (
 # --- the table --------------------------------------------------------------------------------------------------
 
 _NO_CAPTURE = "no capture store or OTLP export in this build"
-_NO_CREDENTIALS = "credential injection is not implemented"
 _NO_LOGGING_POLICY = "capture and header redaction are not implemented"
 _NO_REGIONS = "region allow-lists are not implemented"
 _NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
@@ -294,14 +317,13 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             MappingProxyType({}),
         ),
         "CredentialInjectionPolicy": KindEnforcement(
-            (*_PARENT_REFS, *_TARGET_REFS),
-            MappingProxyType(
-                {
-                    f"spec.{f}": _NO_CREDENTIALS
-                    for f in ("secretRef.*", "secretKey", "target", "headerName", "queryParamName", "providerAuth.*",
-                              "valuePrefix")
-                }
+            (
+                *_PARENT_REFS,
+                *_TARGET_REFS,
+                *(f"spec.{f}" for f in ("secretRef.*", "secretKey", "target", "headerName", "queryParamName",
+                                        "providerAuth.*", "valuePrefix")),
             ),
+            MappingProxyType({}),
         ),
         "RateLimitPolicy": KindEnforcement(
             (

@@ -9,12 +9,14 @@ from addons.cert_mint import CertMinting
 from addons.connect_gate import ConnectGate
 from addons.connection_records import ConnectionRecords
 from addons.connection_table import ConnectionTable
+from addons.credential_injection import CredentialInjection
 from addons.dial_guard import DialGuard
 from addons.dns_answers import DnsAnswers
 from addons.flow_metrics import FlowMetrics
 from addons.gateway_errors import GatewayErrors
 from addons.http_routes import HttpRoutes
 from addons.l4_relay import L4Relay
+from addons.model_rewrite import ModelRewrite
 from addons.listener_match import ListenerMatch
 from addons.parent_proxy import ParentProxyAuth
 from addons.rate_limits import RateLimits
@@ -43,6 +45,8 @@ class GatewayAddons:
             HttpRoutes(state),
             RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
+            ModelRewrite(state),  # after BodyTaps (the capture keeps the client's body), before credentials
+            CredentialInjection(state),  # after BodyTaps: SigV4 signs the body as it is sent
             RequestTimeout(state),
             DialGuard(state),
             UpstreamTls(state),

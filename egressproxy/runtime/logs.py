@@ -43,3 +43,7 @@ def setup_logging(level: str = "info") -> None:
     mitm_level = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("mitmproxy", "tornado", "asyncio", "hpack", "h2"):
         logging.getLogger(name).setLevel(mitm_level if name != "hpack" else logging.WARNING)
+    # Never at debug, whatever --log-level says: botocore logs the SigV4 canonical request (a session token among
+    # its headers), google-auth and httpx/httpcore their requests; a secret must not reach a log line.
+    for name in ("botocore", "google", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

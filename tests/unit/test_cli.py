@@ -400,3 +400,28 @@ def test_explain_lists_each_rate_limit_that_applies_with_its_budget(good: Path) 
     code, out = run("explain", "-c", str(good), "https://api.example.com/v1/x", "--no-resolve", "--json")
     (entry,) = [p for p in json.loads(out)["policies"] if p["policy"] == "RateLimitPolicy/default/budget"]
     assert entry["verdict"] == "applied" and entry["rateLimit"]["tokens"] == 5000
+
+
+def test_explain_names_the_credential_injected_but_never_its_value(good: Path) -> None:
+    import json
+
+    (good / "credential.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: tok}\nstringData: {token: tok-SECRET-value}\n---\n"
+        "apiVersion: clrk.apoxy.dev/v1alpha1\nkind: CredentialInjectionPolicy\nmetadata: {name: key}\n"
+        "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]\n"
+        "  secretRef: {name: tok}\n  target: Header\n  headerName: x-api-key\n"
+    )
+    code, out = run("explain", "-c", str(good), "--json", "--no-resolve", "https://api.example.com/v1/x")
+    assert code == 0, out
+    assert json.loads(out)["request"]["credential"] == {
+        "source": "CredentialInjectionPolicy/default/key",
+        "passthrough": False,
+        "headers": ["x-api-key"],
+        "query": [],
+        "gcpServiceAccount": None,
+        "awsSigV4": None,
+        "azureDeployment": None,
+    }
+    code, text = run("explain", "-c", str(good), "--no-resolve", "https://api.example.com/v1/x")
+    assert "credential CredentialInjectionPolicy/default/key: x-api-key" in text
+    assert "SECRET" not in out + text

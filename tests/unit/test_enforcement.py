@@ -91,7 +91,6 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
 @pytest.mark.parametrize(
     ("kind", "path"),
     [
-        ("CredentialInjectionPolicy", "spec.headerName"),
         ("LoggingPolicy", "spec.captureRequest"),
         ("RegionAllowListPolicy", "spec.allowedRegions"),
         ("TrafficPolicy", "spec.extAuth"),
@@ -99,7 +98,9 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
         ("GatewayExtension", "spec.extAuth.grpcService.backendRef.name"),
         ("HTTPListenerPolicy", "spec.accessLog.fileSink.path"),
         ("EgressGateway", "spec.otlp.endpoint"),
-        ("Backend", "spec.ai.llm.openai.authToken.secretRef.name"),
+        ("Backend", "spec.ai.llm.openai.authHeaderOverride.headerName"),
+        ("Backend", "spec.ai.llm.vertexAi.model"),
+        ("Backend", "spec.ai.llm.gemini.apiVersion"),
         ("Backend", "spec.ai.priorityGroups.providers.name"),
         ("HTTPRoute", "spec.rules.filters.requestMirror"),
     ],
@@ -129,6 +130,15 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("RateLimitPolicy", "spec.store.redis.passwordSecretRef.name"),
         ("RateLimitPolicy", "spec.failureMode"),
         ("RateLimitPolicy", "spec.enforcementMode"),
+        ("CredentialInjectionPolicy", "spec.headerName"),
+        ("CredentialInjectionPolicy", "spec.providerAuth.region"),
+        ("CredentialInjectionPolicy", "spec.valuePrefix"),
+        ("Backend", "spec.ai.llm.openai.authToken.secretRef.name"),
+        ("Backend", "spec.ai.llm.openai.model"),
+        ("Backend", "spec.ai.llm.anthropic.apiVersion"),
+        ("Backend", "spec.ai.llm.azureOpenai.deploymentName"),
+        ("Backend", "spec.ai.llm.bedrock.auth.secretRef.name"),
+        ("AIBackend", "spec.provider.azure.apiVersion"),
     ],
 )
 def test_what_the_data_plane_does_is_enforced(kind: str, path: str) -> None:
