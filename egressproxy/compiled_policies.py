@@ -20,7 +20,7 @@ from cryptography import x509
 from passlib.context import CryptContext
 
 from egressproxy.config.problems import ObjectRef
-from egressproxy.rate_limits import RateLimit
+from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
@@ -134,8 +134,9 @@ class CompiledPolicies:
     parents: Mapping[tuple[str, int], ParentCredentials] = field(
         default_factory=lambda: MappingProxyType({}), repr=False
     )
-    # RateLimitPolicy ref -> its compiled limit (the Redis password hidden from repr and dump)
-    rate_limits: Mapping[ObjectRef, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
+    # Every RateLimitPolicy as written, and each request's merged budget (the Redis password hidden from repr
+    # and dump)
+    rate_limits: RateLimitTable = field(default_factory=RateLimitTable)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -192,7 +193,7 @@ class CompiledPolicies:
                 },
             },
             "parents": sorted(f"{host}:{port}" for host, port in self.parents),
-            "rateLimits": {str(ref): limit.to_dump() for ref, limit in sorted(self.rate_limits.items())},
+            "rateLimits": self.rate_limits.to_dump(),
         }
 
 
