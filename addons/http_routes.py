@@ -64,7 +64,7 @@ class HttpRoutes:
         if not decision.verdict.allowed:
             self._deny(flow, decision.verdict)
             return
-        frec.rate_limits = decision.rate_limits  # checked by addons/rate_limits.py, next
+        frec.rate_limit = decision.rate_limit  # checked by addons/rate_limits.py, next
         self._forward(flow, record, frec, decision, view)
 
     async def _authenticated(

@@ -1,10 +1,11 @@
 """RateLimitPolicy on HTTP requests: check before the request goes upstream, count tokens as the response streams.
 
-Runs after the routing addon (which wrote the request's RateLimitPolicies into the flow record) and before the
-body taps (which build the response's tap chain from `FlowRecord.response_taps`). Over a limit the client gets
-429 with `Retry-After`, `x-egress-denied: rate-limited` and the JSON denial body naming the policy. A policy with
-`tokens` puts a token-counting tap on the response; when the body ends (or the flow fails) the tokens the
-provider reported are spent, off the hook, on the budgets the request was checked against.
+Runs after the routing addon (which wrote the request's budget, its RateLimitPolicies merged, into the flow
+record) and before the body taps (which build the response's tap chain from `FlowRecord.response_taps`). Over the
+limit the client gets 429 with `Retry-After`, `x-egress-denied: rate-limited` and the JSON denial body naming the
+budget's most specific policy. A budget with `tokens` puts a token-counting tap on the response; when the body
+ends (or the flow fails) the tokens the provider reported are spent, off the hook, on that budget. At shutdown
+the limiter's Redis clients are closed.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ __all__ = ["RateLimits"]
 
 log = logging.getLogger("egressproxy")
 
+SHUTDOWN_GRACE = 1.0  # seconds token spending in flight may take at shutdown (one Redis timeout, doubled)
+
 
 class RateLimits:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self.pending: dict[str, tuple[tuple[RateLimit, str], ...]] = {}  # flow id -> token budgets to charge
+        self.pending: dict[str, tuple[RateLimit, str]] = {}  # flow id -> the token budget (and bucket) to charge
         self.spending: set[asyncio.Task[None]] = set()
 
     @fail_closed
@@ -37,22 +40,23 @@ class RateLimits:
         if flow.response is not None:
             return
         frec = flow_record(flow)
-        if not frec.rate_limits:
+        if frec.rate_limit is None:
             return
         headers = {EXECUTION_HEADER: flow.request.headers.get(EXECUTION_HEADER, "")}
-        check = await self.state.rate_limiter.check(frec.rate_limits, frec.identity, frec.route, headers)
-        for limit in check.reports:
-            self.state.metrics.policy_reports.labels(RATE_LIMITED, limit.name).inc()
-            log.info("report: %s would deny %s %s for %s (enforcementMode Report)", limit.name, flow.request.method,
+        check = await self.state.rate_limiter.check(frec.rate_limit, frec.identity, frec.route, headers)
+        if check.report is not None:
+            name = check.report.name
+            self.state.metrics.policy_reports.labels(RATE_LIMITED, name).inc()
+            log.info("report: %s would deny %s %s for %s (enforcementMode Report)", name, flow.request.method,
                      frec.host, frec.identity)
-            flow.comment = (flow.comment + "\n" if flow.comment else "") + f"report: {RATE_LIMITED} by {limit.name}"
+            flow.comment = (flow.comment + "\n" if flow.comment else "") + f"report: {RATE_LIMITED} by {name}"
         if check.denial is not None:
             self.state.metrics.denials.labels(RATE_LIMITED).inc()
             answer_denied(flow, check.denial)
             assert flow.response is not None
             flow.response.headers["retry-after"] = str(check.retry_after)
             return
-        if check.spend:
+        if check.spend is not None:
             self.pending[flow.id] = check.spend
 
     @fail_closed
@@ -77,7 +81,13 @@ class RateLimits:
             if isinstance(tap, TokenCountingTap):
                 tap.settle()
 
-    def _spend(self, spend: tuple[tuple[RateLimit, str], ...], tokens: int) -> None:
+    async def done(self) -> None:
+        """Shutdown: let token spending in flight finish, then close the Redis clients."""
+        if self.spending:
+            await asyncio.wait(set(self.spending), timeout=SHUTDOWN_GRACE)
+        await self.state.rate_limiter.close()
+
+    def _spend(self, spend: tuple[RateLimit, str], tokens: int) -> None:
         if tokens <= 0:
             return
         task = asyncio.ensure_future(self.state.rate_limiter.spend(spend, tokens))

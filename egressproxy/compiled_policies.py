@@ -20,8 +20,8 @@ from cryptography import x509
 from passlib.context import CryptContext
 
 from egressproxy.config.problems import ObjectRef
-from egressproxy.rate_limits import RateLimit
 from egressproxy.credentials import CredentialTable
+from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
@@ -135,8 +135,9 @@ class CompiledPolicies:
     parents: Mapping[tuple[str, int], ParentCredentials] = field(
         default_factory=lambda: MappingProxyType({}), repr=False
     )
-    # RateLimitPolicy ref -> its compiled limit (the Redis password hidden from repr and dump)
-    rate_limits: Mapping[ObjectRef, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
+    # Every RateLimitPolicy as written, and each request's merged budget (the Redis password hidden from repr
+    # and dump)
+    rate_limits: RateLimitTable = field(default_factory=RateLimitTable)
     # Injected credentials (egressproxy/credentials.py): by AI provider and by CredentialInjectionPolicy scope.
     credentials: CredentialTable = field(default_factory=CredentialTable, repr=False)
 
@@ -195,7 +196,7 @@ class CompiledPolicies:
                 },
             },
             "parents": sorted(f"{host}:{port}" for host, port in self.parents),
-            "rateLimits": {str(ref): limit.to_dump() for ref, limit in sorted(self.rate_limits.items())},
+            "rateLimits": self.rate_limits.to_dump(),
             "credentials": self.credentials.to_dump(),
         }
 

@@ -46,7 +46,7 @@ __all__ = [
     "decide_connection",
     "decide_request",
     "gateway_policy",
-    "rate_limits_for",
+    "rate_limit_for",
     "request_candidates",
     "route_name",
 ]
@@ -201,8 +201,9 @@ class RequestDecision:
     # Empty for a denial, and for a rule whose backendRefs leave no candidate (every weight 0).
     upstreams: tuple[Upstream, ...] = ()
     match: HttpRouteMatch | None = None  # the match that selected the rule (URLRewrite prefix replacement needs it)
-    # Every RateLimitPolicy that applies to an allowed request (each its own budget), most specific first.
-    rate_limits: tuple[RateLimit, ...] = ()
+    # The rate-limit budget of an allowed request: every RateLimitPolicy that applies, merged field by field
+    # (most specific wins each field); None when none applies.
+    rate_limit: RateLimit | None = None
 
 
 def decide_request(
@@ -232,42 +233,36 @@ def decide_request(
             return RequestDecision(verdict)
         # allow-all serves it as a catch-all route would: to the requested destination, unmodified.
         upstreams = request_candidates(snapshot, None, request, rng)
-        limits = rate_limits_for(snapshot, listener, None, None, upstreams)
-        return RequestDecision(verdict, upstreams=upstreams, rate_limits=limits)
+        limit = rate_limit_for(snapshot, listener, None, None, upstreams)
+        return RequestDecision(verdict, upstreams=upstreams, rate_limit=limit)
     route = match.route
     verdict = decide_route(route)
     if not verdict.allowed:
         return RequestDecision(verdict, route, match.rule, match.rule_index)
     rule = match.rule
     upstreams = request_candidates(snapshot, rule, request, rng)
-    limits = rate_limits_for(snapshot, listener, route, match.rule_index, upstreams)
+    limit = rate_limit_for(snapshot, listener, route, match.rule_index, upstreams)
     return RequestDecision(
-        verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match, limits
+        verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match, limit
     )
 
 
-def rate_limits_for(
+def rate_limit_for(
     snapshot: Snapshot, listener: Listener, route: Route | None, rule_index: int | None, upstreams: tuple[Upstream, ...]
-) -> tuple[RateLimit, ...]:
-    """The RateLimitPolicies attached to this request's rule, route, first Backend, listener or gateway, most
-    specific first, each once (a policy attached by a route filter and a targetRef is one budget)."""
-    compiled = snapshot.compiled.rate_limits
-    if not compiled:
-        return ()
+) -> RateLimit | None:
+    """The one budget of the RateLimitPolicies attached to this request's rule, route, first Backend, listener
+    and gateway, merged field by field (egressproxy/rate_limit_precedence.py), compiled ahead of the request."""
+    table = snapshot.compiled.rate_limits
+    if not table:
+        return None
     backend = upstreams[0].backend if upstreams else None
-    attached = snapshot.policies.policies(
-        "RateLimitPolicy",
-        route=route.ref if route is not None else None,
-        backend=backend.ref if backend is not None and backend.type != "Service" else None,
-        listener=listener.name,
-        rule=rule_index,
+    return table.for_request(
+        snapshot.policies,
+        route.ref if route is not None else None,
+        backend.ref if backend is not None and backend.type != "Service" else None,
+        listener.name,
+        rule_index,
     )
-    out: dict[str, RateLimit] = {}
-    for policy in attached:
-        limit = compiled.get(policy.ref)
-        if limit is not None:
-            out.setdefault(limit.name, limit)
-    return tuple(out.values())
 
 
 def request_candidates(

@@ -181,7 +181,7 @@ class FlowRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     request_body: BodyCopy | None = None  # the tap chain's capped copies (seam 5)
     response_body: BodyCopy | None = None
-    rate_limits: tuple[RateLimit, ...] = ()  # the RateLimitPolicies the request decision found (each applies)
+    rate_limit: RateLimit | None = None  # the request's budget: its RateLimitPolicies merged (decisions)
     # Taps other addons put on this response's body, in the order they run, before the capture copy (seam 5).
     response_taps: list[Tap] = field(default_factory=list)
 

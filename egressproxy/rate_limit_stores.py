@@ -21,6 +21,9 @@ from egressproxy.rate_windows import ALLOWED, Admission, FixedWindows
 __all__ = ["RateLimitStore", "LocalStore", "RedisStore", "StoreUnavailable", "ADMIT_SCRIPT", "SPEND_SCRIPT"]
 
 KEY_PREFIX = "egressproxy:ratelimit:"
+# A budget's request count and its spent tokens are two counters, even under one bucket key: both stores suffix.
+REQUESTS_SUFFIX = ":requests"
+TOKENS_SUFFIX = ":tokens"
 REDIS_TIMEOUT = 0.5  # seconds for a connect and for each call; beyond that the store counts as unreachable
 
 
@@ -54,10 +57,10 @@ class LocalStore(RateLimitStore):
     async def admit(
         self, requests_key: str, requests: int | None, tokens_key: str, tokens: int | None, window: float
     ) -> Admission:
-        return self.windows.admit(requests_key, requests, tokens_key, tokens, window)
+        return self.windows.admit(requests_key + REQUESTS_SUFFIX, requests, tokens_key + TOKENS_SUFFIX, tokens, window)
 
     async def spend(self, tokens_key: str, amount: int, window: float) -> None:
-        self.windows.spend(tokens_key, amount, window)
+        self.windows.spend(tokens_key + TOKENS_SUFFIX, amount, window)
 
 
 # KEYS[1] requests bucket, KEYS[2] tokens bucket; ARGV[1] request limit (0: none), ARGV[2] token limit (0:
@@ -117,7 +120,7 @@ class RedisStore(RateLimitStore):
     async def admit(
         self, requests_key: str, requests: int | None, tokens_key: str, tokens: int | None, window: float
     ) -> Admission:
-        keys = [KEY_PREFIX + requests_key + ":requests", KEY_PREFIX + tokens_key + ":tokens"]
+        keys = [KEY_PREFIX + requests_key + REQUESTS_SUFFIX, KEY_PREFIX + tokens_key + TOKENS_SUFFIX]
         args = [requests or 0, tokens or 0, _ms(window)]
         result = await self._call(self._admit, keys, args)
         allowed, ttl_ms, which = int(result[0]), int(result[1]), result[2]
@@ -127,7 +130,7 @@ class RedisStore(RateLimitStore):
 
     async def spend(self, tokens_key: str, amount: int, window: float) -> None:
         if amount > 0:
-            await self._call(self._spend, [KEY_PREFIX + tokens_key + ":tokens"], [amount, _ms(window)])
+            await self._call(self._spend, [KEY_PREFIX + tokens_key + TOKENS_SUFFIX], [amount, _ms(window)])
 
     async def _call(self, script: Any, keys: list[str], args: list[int]) -> Any:
         try:

@@ -1,8 +1,10 @@
-"""The gateway's rate limiter: checks a request against every RateLimitPolicy that applies, spends tokens after
-the response, and decides by each policy's failureMode when its Redis store is unreachable.
+"""The gateway's rate limiter: checks a request against its budget (the RateLimitPolicies that apply, merged by
+egressproxy/rate_limit_precedence.py), spends tokens after the response, and decides by the budget's failureMode
+when its Redis store is unreachable.
 
 One instance per gateway process (on `GatewayState`). It holds the Local counters and one Redis client per
-configured store (reused across reloads while the address and credentials stay the same).
+configured store, reused across reloads while the address and credentials stay the same; after a reload the
+clients of stores no policy names any more are closed (`retain`), and all of them at shutdown (`close`).
 
 A store that failed is not asked again for `RETRY_AFTER_FAILURE` seconds: requests in between are decided by
 failureMode at once instead of each waiting for a timeout. An outage is logged once when it starts and once when
@@ -15,16 +17,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
 from egressproxy.flowrecord import Identity, Verdict
 from egressproxy.metrics import GatewayMetrics
+from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.rate_limit_stores import LocalStore, RateLimitStore, RedisStore, StoreUnavailable
 from egressproxy.rate_limits import RateLimit, RedisStoreConfig, bucket_key
 from egressproxy.rate_windows import Admission, FixedWindows
 
-__all__ = ["RATE_LIMITED", "LimitCheck", "RateLimiter", "retry_after_seconds"]
+__all__ = ["RATE_LIMITED", "LimitCheck", "RateLimiter", "local_store_warning", "retry_after_seconds"]
 
 log = logging.getLogger("egressproxy")
 
@@ -39,18 +42,33 @@ def retry_after_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9))
 
 
+def local_store_warning(table: RateLimitTable, workers: int) -> str | None:
+    """The start-up warning for `--workers N` (N > 1) when a budget is counted in the Local store: each worker
+    process counts alone, so together they may let up to N times the limit through. None: nothing to say."""
+    if workers <= 1:
+        return None
+    names = sorted({limit.name for limit in table.local_budgets()})
+    if not names:
+        return None
+    return (
+        f"rate limits with store Local are counted by each of the {workers} worker processes alone, so together "
+        f"they may let up to {workers} times the limit through: {', '.join(names)} (store Redis counts once "
+        "across workers and replicas)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LimitCheck:
     """What the limiter decided for one request.
 
-    `denial`: the 429 verdict (None: pass); `retry_after`: its `Retry-After` seconds; `reports`: Report-mode
-    policies that would have denied; `spend`: (policy, tokens bucket) pairs to charge the response's tokens to.
+    `denial`: the 429 verdict (None: pass); `retry_after`: its `Retry-After` seconds; `report`: the Report-mode
+    budget that would have denied; `spend`: the token budget and its bucket, to charge the response's tokens to.
     """
 
     denial: Verdict | None = None
     retry_after: int = 0
-    reports: tuple[RateLimit, ...] = ()
-    spend: tuple[tuple[RateLimit, str], ...] = ()
+    report: RateLimit | None = None
+    spend: tuple[RateLimit, str] | None = None
 
 
 PASS = LimitCheck()
@@ -66,54 +84,60 @@ class RateLimiter:
         self._outage: dict[str, int] = {}  # store address -> requests decided without it during this outage
 
     async def check(
-        self, limits: Iterable[RateLimit], identity: Identity, route: str | None, headers: Mapping[str, str]
+        self, limit: RateLimit, identity: Identity, route: str | None, headers: Mapping[str, str]
     ) -> LimitCheck:
-        reports: list[RateLimit] = []
-        spend: list[tuple[RateLimit, str]] = []
-        for limit in limits:
-            key = bucket_key(limit, identity, route, headers)
-            try:
-                admission = await self._admit(limit, key)
-            except StoreUnavailable:
-                if limit.fail_open:
-                    continue
-                if limit.report_only:  # Report never denies: what failureMode Deny would have done is reported
-                    reports.append(limit)
-                    continue
-                message = "the rate-limit store is unreachable (failureMode Deny)"
-                denial = Verdict.deny(RATE_LIMITED, limit.name, message, RATE_LIMITED_STATUS)
-                return LimitCheck(denial, STORE_DOWN_RETRY_AFTER, tuple(reports))
-            if limit.tokens is not None:
-                spend.append((limit, key))
-            if admission.allowed:
-                continue
-            if limit.report_only:
-                reports.append(limit)
-                continue
-            return LimitCheck(_denial(limit, admission), retry_after_seconds(admission.retry_after), tuple(reports))
-        if not reports and not spend:
-            return PASS
-        return LimitCheck(None, 0, tuple(reports), tuple(spend))
+        """Count one request against its budget: pass, report (Report mode) or deny with 429."""
+        key = bucket_key(limit, identity, route, headers)
+        try:
+            admission = await self._admit(limit, key)
+        except StoreUnavailable:
+            if limit.fail_open:
+                return PASS
+            if limit.report_only:  # Report never denies: what failureMode Deny would have done is reported
+                return LimitCheck(report=limit)
+            message = "the rate-limit store is unreachable (failureMode Deny)"
+            denial = Verdict.deny(RATE_LIMITED, limit.name, message, RATE_LIMITED_STATUS)
+            return LimitCheck(denial, STORE_DOWN_RETRY_AFTER)
+        spend = (limit, key) if limit.tokens is not None else None
+        if admission.allowed:
+            return LimitCheck(spend=spend) if spend is not None else PASS
+        if limit.report_only:
+            return LimitCheck(report=limit, spend=spend)
+        return LimitCheck(_denial(limit, admission), retry_after_seconds(admission.retry_after))
 
-    async def spend(self, pairs: Iterable[tuple[RateLimit, str]], tokens: int) -> None:
-        """Charge `tokens` (as the provider reported them) to every token budget the request counted in."""
+    async def spend(self, budget: tuple[RateLimit, str], tokens: int) -> None:
+        """Charge `tokens` (as the provider reported them) to the token budget the request counted in."""
         if tokens <= 0:
             return
-        for limit, key in pairs:
-            store = self._store(limit)
-            if self._paused(limit, store):
-                continue
-            try:
-                await store.spend(key, tokens, limit.window)
-            except StoreUnavailable:
-                self._failed(limit, store)
-                continue
-            self._answered(store)
+        limit, key = budget
+        store = self._store(limit)
+        if self._paused(limit, store):
+            return
+        try:
+            await store.spend(key, tokens, limit.window)
+        except StoreUnavailable:
+            self._failed(limit, store)
+            return
+        self._answered(store)
+
+    async def retain(self, stores: Set[RedisStoreConfig]) -> None:
+        """After a reload: close the clients of the Redis stores no policy names any more (another address, or
+        new credentials). A request decided on the previous snapshot that still counts on a closed store opens
+        a client again; the next reload or the shutdown closes it."""
+        for config in [c for c in self._redis if c not in stores]:
+            store = self._redis.pop(config)
+            if not any(c.address == store.address for c in self._redis):
+                self._down_until.pop(store.address, None)
+                self._outage.pop(store.address, None)
+            log.info("rate-limit store Redis at %s: client closed (no policy names it so after the reload)", store.address)
+            await store.close()
 
     async def close(self) -> None:
-        for store in self._redis.values():
-            await store.close()
+        """At shutdown: close every Redis client."""
+        stores = list(self._redis.values())
         self._redis.clear()
+        for store in stores:
+            await store.close()
 
     async def _admit(self, limit: RateLimit, key: str) -> Admission:
         store = self._store(limit)

@@ -38,6 +38,7 @@ from egressproxy.matching import Carries, select_listener
 from egressproxy.metrics import GatewayMetrics
 from egressproxy.resolver import Resolver
 from egressproxy.snapshot import Backend, Listener, Route, Snapshot
+from egressproxy.rate_limits import RateLimit
 from egressproxy.upstreams import RandomSource, Upstream
 
 __all__ = ["check_destination", "explain", "explain_target"]
@@ -83,25 +84,26 @@ def _policies(
     enforce (`Snapshot.unsupported`) is `not-enforced`, never `applied`."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    route_ref = route.ref if route is not None else None
+    backend_ref = backend.ref if backend is not None and backend.type != "Service" else None
+    listener_name = listener.name if listener is not None else None
+    budget = snapshot.compiled.rate_limits.for_request(snapshot.policies, route_ref, backend_ref, listener_name, rule)
     for kind in snapshot.policies.kinds():
-        attached = snapshot.policies.policies(
-            kind,
-            route=route.ref if route is not None else None,
-            backend=backend.ref if backend is not None and backend.type != "Service" else None,
-            listener=listener.name if listener is not None else None,
-            rule=rule,
-        )
+        attached = snapshot.policies.policies(kind, route=route_ref, backend=backend_ref, listener=listener_name, rule=rule)
         for p in attached:
-            out.append(_policy_entry(snapshot, p.ref, p.scope, verdict))
-            seen.add(str(p.ref))
+            if str(p.ref) not in seen:  # a policy attached twice (a route filter and a targetRef) is listed once
+                out.append(_policy_entry(snapshot, p.ref, p.scope, verdict, budget))
+                seen.add(str(p.ref))
     if verdict.policy and verdict.policy not in seen:
         kind, _, rest = verdict.policy.partition("/")
         namespace, _, name = rest.partition("/")
-        out.append(_policy_entry(snapshot, ObjectRef(kind, namespace, name), None, verdict))
+        out.append(_policy_entry(snapshot, ObjectRef(kind, namespace, name), None, verdict, budget))
     return out
 
 
-def _policy_entry(snapshot: Snapshot, ref: ObjectRef, scope: str | None, verdict: Verdict) -> dict[str, Any]:
+def _policy_entry(
+    snapshot: Snapshot, ref: ObjectRef, scope: str | None, verdict: Verdict, budget: RateLimit | None
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"policy": str(ref), "scope": scope}
     unsupported = snapshot.unsupported.get(ref)
     if unsupported:
@@ -111,17 +113,32 @@ def _policy_entry(snapshot: Snapshot, ref: ObjectRef, scope: str | None, verdict
         entry["verdict"] = "allow" if verdict.allowed else "deny"
     else:
         entry["verdict"] = "applied"
-    limit = snapshot.compiled.rate_limits.get(ref)
-    if limit is not None and "unsupportedFields" not in entry:
-        # Counters live in the running gateway: a dry run shows the budget, never whether it is spent.
-        entry["rateLimit"] = limit.to_dump()
+    fields = snapshot.compiled.rate_limits.get(ref)
+    if fields is not None and "unsupportedFields" not in entry:
+        # The policy as written, and which of its fields the request's budget takes (the rest a more specific
+        # policy overrides). Counters live in the running gateway: a dry run never says whether one is spent.
+        entry["rateLimit"] = fields.to_dump()
+        supplied = {name for name, source in budget.sources if source == ref} if budget is not None else set()
+        entry["budgetFields"] = [name for name in fields.sets if name in supplied]
+        entry["overriddenFields"] = [name for name in fields.sets if name not in supplied]
     return entry
 
 
 def _rate_limit_text(limit: dict[str, Any]) -> str:
+    """One budget (`RateLimit.to_dump()`): `10 requests and 5000 tokens per 60s PerAgent, Local store`."""
     budgets = [f"{limit[what]} {what}" for what in ("requests", "tokens") if limit.get(what) is not None]
     mode = ", Report only" if limit["enforcementMode"] == "Report" else ""
-    return f" ({' and '.join(budgets)} per {limit['window']:g}s {limit['scope']}, {limit['store']['type']} store{mode})"
+    deny = ", failureMode Deny" if limit["store"]["type"] == "Redis" and limit["failureMode"] == "Deny" else ""
+    return f"{' and '.join(budgets)} per {limit['window']:g}s {limit['scope']}, {limit['store']['type']} store{deny}{mode}"
+
+
+def _budget_fields_text(entry: dict[str, Any]) -> str:
+    parts = []
+    if entry["budgetFields"]:
+        parts.append("budget fields: " + ", ".join(entry["budgetFields"]))
+    if entry["overriddenFields"]:
+        parts.append("overridden: " + ", ".join(entry["overriddenFields"]))
+    return f" ({'; '.join(parts)})"
 
 
 def _target(target: str) -> tuple[str, str, int, str]:
@@ -226,6 +243,8 @@ def _with_request(
         "backend": first.backend_name if first is not None else None,
         "directResponse": str(decision.direct_response.ref) if decision.direct_response else None,
         "upstreams": [u.to_dump() for u in decision.upstreams],
+        # The one rate-limit budget the request counts against: its RateLimitPolicies merged field by field.
+        "rateLimit": decision.rate_limit.to_dump() if decision.rate_limit is not None else None,
     }
     verdict = decision.verdict
     answered = decision.direct_response is not None or (decision.rule is not None and decision.rule.filters.redirect is not None)
@@ -304,6 +323,8 @@ def _render(result: dict[str, Any]) -> str:
         for u in r["upstreams"]:
             via = f" via parent {u['parent']}" if u.get("parent") else ""
             lines.append(f"upstream  group {u['group']}: {u['scheme']}://{u['host']}:{u['port']} ({u['backend'] or 'requested destination'}){via}")
+        if r.get("rateLimit"):
+            lines.append(f"budget    {r['rateLimit']['policy']}: {_rate_limit_text(r['rateLimit'])}")
     if result.get("destination"):
         d = result["destination"]
         where = f"{d['host']}:{d['port']}"
@@ -317,7 +338,7 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"dial      {where}: refused")
     for p in result.get("policies") or []:
         detail = f" {', '.join(p['unsupportedFields'])}" if p.get("unsupportedFields") else ""
-        detail += _rate_limit_text(p["rateLimit"]) if p.get("rateLimit") else ""
+        detail += _budget_fields_text(p) if p.get("rateLimit") else ""
         lines.append(f"policy    {p['policy']} ({p['scope'] or 'decides'}): {p['verdict']}{detail}")
     v = result.get("verdict", {})
     word = "ALLOW" if v.get("allowed") else f"DENY {v.get('status', '')}".strip()

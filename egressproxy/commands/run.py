@@ -77,7 +77,12 @@ async def serve(args: argparse.Namespace) -> int:
     udp_relays: list[TransparentUdpRelay] = []
     if not worker:
         if args.workers > 1:
+            from egressproxy.rate_limiter import local_store_warning
             from egressproxy.runtime.workers import Supervisor
+
+            warning = local_store_warning(snapshot.compiled.rate_limits, args.workers)
+            if warning is not None:  # worker 0 speaks for all, once, at start
+                log.warning("%s", warning)
 
             supervisor = Supervisor(sys.argv[1:], args.workers)
             reloader.on_swap.append(_pass_reload_on(supervisor))

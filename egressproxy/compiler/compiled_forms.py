@@ -10,7 +10,7 @@ basicAuth on a listener (a listener-scoped policy first, then the gateway's), pa
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -22,8 +22,9 @@ from egressproxy.compiler.rate_limit_forms import compile_rate_limits
 from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
-from egressproxy.rate_limits import RateLimit
 from egressproxy.credentials import CredentialTable
+from egressproxy.rate_limit_precedence import AttachmentPoint, RateLimitTable
+from egressproxy.rate_limits import RateLimitFields
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Backend, Gateway, PolicyIndex
 from egressproxy.ssrf import SsrfGuard
@@ -38,7 +39,7 @@ class PolicyMaterial:
     backend_tls: Mapping[ObjectRef, BackendTls] = field(default_factory=dict)  # BackendTLSPolicy ref ->
     basic_auth: Mapping[ObjectRef, BasicAuth] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
     gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
-    rate_limits: Mapping[ObjectRef, RateLimit] = field(default_factory=dict)  # RateLimitPolicy ref ->
+    rate_limits: Mapping[ObjectRef, RateLimitFields] = field(default_factory=dict)  # RateLimitPolicy ref ->
     credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
 
 
@@ -71,9 +72,30 @@ def link_compiled_policies(
         gateway_basic_auth=_basic_auth(material, policies, None),
         listener_basic_auth=MappingProxyType(listeners),
         parents=MappingProxyType(_parents(gateway, backends)),
-        rate_limits=MappingProxyType(dict(material.rate_limits)),
+        rate_limits=_rate_limits(material, gateway, policies),
         credentials=material.credentials,
     )
+
+
+def _rate_limits(material: PolicyMaterial, gateway: Gateway, policies: PolicyIndex) -> RateLimitTable:
+    table = RateLimitTable(MappingProxyType(dict(material.rate_limits)))
+    table.warm(policies, _http_attachment_points(gateway))
+    return table
+
+
+def _http_attachment_points(gateway: Gateway) -> Iterator[AttachmentPoint]:
+    """Every (route, backend, listener, rule) an HTTP request decision can look a rate limit up by: each route
+    rule on each listener it serves, with each Backend of the rule as the first candidate (or none), and
+    defaultPolicy allow-all's route-less requests. (decisions.rate_limit_for computes the same key.)"""
+    for listener in gateway.listeners:
+        if not listener.carries_http:
+            continue
+        yield (None, None, listener.name, None)
+        for route in listener.http_routes.routes:
+            for rule in route.rules:
+                backends = {wb.backend.ref for wb in rule.backends if wb.backend is not None}
+                for backend in (None, *sorted(backends)):
+                    yield (route.ref, backend, listener.name, rule.index)
 
 
 def _dns(policies: PolicyIndex, backend: ObjectRef | None) -> DnsSettings:

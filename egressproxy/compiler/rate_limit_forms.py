@@ -8,7 +8,7 @@ from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.secret_refs import require_keys, resolve_secret
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
-from egressproxy.rate_limits import RateLimit, RedisStoreConfig
+from egressproxy.rate_limits import RateLimitFields, RedisStoreConfig
 
 __all__ = ["compile_rate_limits", "PASSWORD_KEY", "USERNAME_KEY"]
 
@@ -16,12 +16,13 @@ PASSWORD_KEY = "password"
 USERNAME_KEY = "username"
 
 
-def compile_rate_limits(comp: Compilation) -> dict[ObjectRef, RateLimit]:
-    out: dict[ObjectRef, RateLimit] = {}
+def compile_rate_limits(comp: Compilation) -> dict[ObjectRef, RateLimitFields]:
+    """Each policy as written; the merge into a request's budget is egressproxy/rate_limit_precedence.py's."""
+    out: dict[ObjectRef, RateLimitFields] = {}
     for res in comp.of_kind("RateLimitPolicy"):
         if "window" not in res.spec:
             continue  # a schema problem already
-        out[res.ref] = RateLimit.from_spec(res.ref, res.spec, _redis(comp, res))
+        out[res.ref] = RateLimitFields.from_spec(res.ref, res.spec, _redis(comp, res))
     return out
 
 

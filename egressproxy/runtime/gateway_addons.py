@@ -69,3 +69,6 @@ class GatewayAddons:
     async def after_swap(self) -> None:
         path = await asyncio.to_thread(self.prepare_blocking)
         self.upstream_trust.apply(path)
+        snapshot = self.state.snapshot
+        if snapshot is not None:  # Redis clients of stores the new configuration no longer names are closed
+            await self.state.rate_limiter.retain(snapshot.compiled.rate_limits.redis_stores())

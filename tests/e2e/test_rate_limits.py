@@ -1,7 +1,8 @@
 """RateLimitPolicy through the real gateway: 429 with Retry-After and the JSON denial, recovery when the window
 closes, PerAgent / PerRoute / PerExecution buckets, token budgets counted from JSON and SSE usage (the stream still
-arriving event by event), one counter shared by two gateways through a real redis-server, and failureMode when
-that Redis is killed mid-traffic."""
+arriving event by event), the policies that apply merged into one budget (DESIGN.md 4), one counter shared by two
+gateways through a real redis-server, failureMode when that Redis is killed mid-traffic, the client of a store a
+reload drops closed, and the warning for Local budgets under --workers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.support.gateway import GatewayProcess
 from tests.support.llm_origin import LlmOrigin
@@ -175,6 +177,47 @@ def test_report_mode_lets_requests_pass_and_counts_what_it_would_have_denied(gat
     assert metric(gw, "egress_denials_total", reason="rate-limited") == 0
 
 
+# --- precedence: the policies that apply merge into one budget ------------------------------------------------
+
+
+def test_gateway_requests_and_route_tokens_are_one_budget_named_by_the_route_policy(
+    gateway, gateway_ca, trust_secret, llm, echo
+) -> None:
+    """DESIGN.md 4: the route's policy supplies tokens, the gateway's supplies requests; one budget, named by the
+    route's policy, counted apart from the gateway's own budget on other routes."""
+    gw = gateway(GATEWAY, route("llm", "llm.example.test", "route-tokens"), route("api", "api.example.test"),
+                 policy("gw-requests", "requests: 3\nwindow: 1m", gateway_wide=True), policy("route-tokens", "tokens: 50\nwindow: 1m"),
+                 gateway_ca[1], trust_secret)
+    chat, health = f"https://llm.example.test:{llm.port}/v1/chat/completions", f"https://llm.example.test:{llm.port}/health"
+    with tls_client(gw, gateway_ca, "team-a/agent") as a, tls_client(gw, gateway_ca, "team-b/agent") as b:
+        for _ in range(2):  # 30, then 60 tokens of 50
+            r = a.post(chat, json={"model": "m", "messages": []})
+            assert r.status_code == 200, r.text
+        denied = a.get(health)
+        assert_rate_limited(denied, "route-tokens")
+        assert "50 tokens per 60s (PerAgent)" in denied.json()["error"]
+        assert [b.get(health).status_code for _ in range(3)] == [200] * 3  # no tokens spent: the requests count
+        denied = b.get(health)
+        assert_rate_limited(denied, "route-tokens")  # the gateway's requests, in the route policy's budget
+        assert "3 requests per 60s (PerAgent)" in denied.json()["error"]
+    with plain(gw, "team-a/agent") as a:  # the gateway's budget alone on the api route: its own counter
+        api = f"http://api.example.test:{echo.port}/"
+        assert [a.get(api).status_code for _ in range(3)] == [200] * 3
+        assert_rate_limited(a.get(api), "gw-requests")
+
+
+def test_a_looser_route_policy_overrides_the_gateway_requests(gateway, gateway_ca, trust_secret, echo) -> None:
+    gw = gateway(GATEWAY, route("api", "api.example.test", "api-more"), route("other", "other.example.test"),
+                 policy("gw-one", "requests: 1\nwindow: 1m", gateway_wide=True), policy("api-more", "requests: 3\nwindow: 1m"),
+                 gateway_ca[1], trust_secret)
+    api, other = f"http://api.example.test:{echo.port}/", f"http://other.example.test:{echo.port}/"
+    with plain(gw) as client:
+        assert [client.get(api).status_code for _ in range(3)] == [200] * 3, gw.logs()  # the route's 3, not 1
+        assert_rate_limited(client.get(api), "api-more")
+        assert client.get(other).status_code == 200
+        assert_rate_limited(client.get(other), "gw-one")
+
+
 # --- tokens -----------------------------------------------------------------------------------------------------
 
 
@@ -287,6 +330,28 @@ def test_redis_killed_mid_traffic_allow_passes_and_deny_denies(gateway, gateway_
     assert "answers again" in gw.logs()
 
 
+def redis_clients(server: RedisServer) -> int:
+    """Connections to `server` other than the one asking."""
+    with redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5) as client:
+        me = client.client_id()
+        return sum(1 for c in client.client_list() if int(c["id"]) != me)
+
+
+def test_after_a_reload_the_client_of_a_store_no_policy_names_is_closed(gateway, gateway_ca, trust_secret, echo, redis_server) -> None:  # noqa: F811
+    old, new = redis_server(), redis_server()
+    gw = gateway(GATEWAY, route("api", "api.example.test", "moving"), redis_policy("moving", old), gateway_ca[1], trust_secret)
+    url = f"http://api.example.test:{echo.port}/"
+    with plain(gw) as client:
+        assert client.get(url).status_code == 200, gw.logs()
+        assert redis_clients(old) == 1
+        (gw.configs[0] / "02.yaml").write_text(redis_policy("moving", new))
+        assert gw.admin("/reload", "POST").status_code == 200, gw.logs()
+        assert client.get(url).status_code == 200
+        assert redis_clients(new) == 1
+        wait_for(lambda: redis_clients(old) == 0, 5, "the gateway closes its client of the store no policy names")
+    assert f"rate-limit store Redis at {old.address}: client closed" in gw.logs()
+
+
 def test_the_redis_password_reaches_no_log_dump_or_answer(gateway, gateway_ca, trust_secret, echo, redis_server) -> None:  # noqa: F811
     password = "pw-7f3a9c-never-shown"
     server = redis_server(password=password)
@@ -303,3 +368,15 @@ def test_the_redis_password_reaches_no_log_dump_or_answer(gateway, gateway_ca, t
     assert "Secret/default/redis-auth" in dump
     for text in (dump, gw.logs(), gw.metrics(), down.text, str(down.headers)):
         assert password not in text
+
+
+# --- workers ----------------------------------------------------------------------------------------------------
+
+
+def test_local_budgets_under_several_workers_are_warned_about_once(gateway, gateway_ca, trust_secret) -> None:
+    gw = gateway(GATEWAY, route("api", "api.example.test"), policy("per-agent", "requests: 5\nwindow: 1m", gateway_wide=True),
+                 gateway_ca[1], trust_secret, extra_args=["--workers", "2"])
+    wait_for(lambda: "worker 1 started" in gw.logs() and gw.logs().count("regular listening") >= 2, 20, "both workers serve")
+    warning = "rate limits with store Local are counted by each of the 2 worker processes alone"
+    assert gw.logs().count(warning) == 1, gw.logs()
+    assert "RateLimitPolicy/default/per-agent" in gw.logs().split(warning)[1].splitlines()[0]

@@ -13,7 +13,7 @@ from addons.rate_limits import RateLimits
 from egressproxy.config.problems import ObjectRef
 from egressproxy.engine.answers import flow_record
 from egressproxy.flowrecord import Identity
-from egressproxy.rate_limits import RateLimit
+from egressproxy.rate_limits import RateLimit, RedisStoreConfig
 from egressproxy.runtime.state import GatewayState
 from egressproxy.taps import TapChain
 from egressproxy.token_usage import TokenCountingTap
@@ -23,9 +23,9 @@ REQUESTS = RateLimit(ObjectRef("RateLimitPolicy", "ns", "one"), 60.0, requests=1
 TOKENS = RateLimit(ObjectRef("RateLimitPolicy", "ns", "tokens"), 60.0, tokens=10)
 
 
-def flow_with(*limits: RateLimit):  # type: ignore[no-untyped-def]
+def flow_with(budget: RateLimit | None):  # type: ignore[no-untyped-def]
     flow = tflow.tflow()
-    flow_record(flow).rate_limits = limits
+    flow_record(flow).rate_limit = budget
     flow_record(flow).identity = Identity("team-a", "agent")
     return flow
 
@@ -47,7 +47,7 @@ def test_over_the_limit_the_addon_answers_429_with_retry_after(tmp_path: Path) -
 
 def test_a_flow_without_limits_is_left_alone(tmp_path: Path) -> None:
     addon = RateLimits(GatewayState(tmp_path))
-    flow = flow_with()
+    flow = flow_with(None)
     asyncio.run(addon.requestheaders(flow))
     assert flow.response is None and addon.pending == {}
 
@@ -72,3 +72,20 @@ def test_the_token_tap_spends_what_the_response_reports(tmp_path: Path) -> None:
         return denied.response.status_code if denied.response is not None else None
 
     assert asyncio.run(scenario()) == 429  # 15 tokens spent of 10: the next request waits for the window
+
+
+def test_shutdown_closes_the_redis_clients(tmp_path: Path) -> None:
+    """mitmproxy's `done` hook (run's and mitmweb's shutdown) closes every Redis client the limiter opened."""
+    state = GatewayState(tmp_path)
+    addon = RateLimits(state)
+    closed: list[str] = []
+
+    class Store:
+        address = "10.0.0.1:6379"
+
+        async def close(self) -> None:
+            closed.append(self.address)
+
+    state.rate_limiter._redis[RedisStoreConfig("10.0.0.1", 6379)] = Store()  # type: ignore[assignment]
+    asyncio.run(addon.done())
+    assert closed == ["10.0.0.1:6379"] and state.rate_limiter._redis == {}

@@ -387,19 +387,32 @@ def test_run_dry_run_does_not_mint_the_gateway_ca(tmp_path: Path) -> None:
     assert not (data / "ca").exists()
 
 
-def test_explain_lists_each_rate_limit_that_applies_with_its_budget(good: Path) -> None:
-    """explain names the RateLimitPolicies the gateway would count the request against (never absent)."""
+def test_explain_shows_the_one_rate_limit_budget_and_what_each_policy_gives_it(good: Path) -> None:
+    """explain names the budget the gateway would count the request against (its RateLimitPolicies merged field
+    by field, the most specific winning) and, per policy, the fields it supplies and those overridden."""
     (good / "limit.yaml").write_text(
         "apiVersion: clrk.apoxy.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: budget}\n"
         "spec:\n  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]\n"
         "  requests: 10\n  tokens: 5000\n  window: 1m\n"
+        "---\napiVersion: clrk.apoxy.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: api-more}\n"
+        "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]\n"
+        "  requests: 100\n  window: 1m\n"
     )
     code, out = run("explain", "-c", str(good), "https://api.example.com/v1/x", "--no-resolve")
     assert code == 0, out
-    assert "policy    RateLimitPolicy/default/budget (gateway): applied (10 requests and 5000 tokens per 60s PerAgent, Local store)" in out
+    assert "budget    RateLimitPolicy/default/api-more: 100 requests and 5000 tokens per 60s PerAgent, Local store\n" in out
+    assert "policy    RateLimitPolicy/default/api-more (route): applied (budget fields: requests, window)\n" in out
+    assert "policy    RateLimitPolicy/default/budget (gateway): applied (budget fields: tokens; overridden: requests, window)\n" in out
     code, out = run("explain", "-c", str(good), "https://api.example.com/v1/x", "--no-resolve", "--json")
-    (entry,) = [p for p in json.loads(out)["policies"] if p["policy"] == "RateLimitPolicy/default/budget"]
-    assert entry["verdict"] == "applied" and entry["rateLimit"]["tokens"] == 5000
+    document = json.loads(out)
+    budget = document["request"]["rateLimit"]
+    assert (budget["policy"], budget["policies"]) == (
+        "RateLimitPolicy/default/api-more", ["RateLimitPolicy/default/api-more", "RateLimitPolicy/default/budget"]
+    )
+    assert (budget["requests"], budget["tokens"], budget["from"]["tokens"]) == (100, 5000, "RateLimitPolicy/default/budget")
+    (entry,) = [p for p in document["policies"] if p["policy"] == "RateLimitPolicy/default/budget"]
+    assert entry["verdict"] == "applied" and entry["rateLimit"] == {"requests": 10, "tokens": 5000, "window": 60.0}
+    assert (entry["budgetFields"], entry["overriddenFields"]) == (["tokens"], ["requests", "window"])
 
 
 def test_explain_names_the_credential_injected_but_never_its_value(good: Path) -> None:

@@ -143,5 +143,5 @@ def test_the_rate_limits_example_is_programmed_in_full(examples: Examples) -> No
     status, printed = cli("validate", "-c", str(examples.root / "rate-limits"))
     assert status == 0, printed
     cells = _programmed(printed)
-    for name in ("requests-per-agent", "tokens-per-run", "anthropic-route-budget"):
+    for name in ("requests-per-agent", "openai-tokens", "anthropic-per-run"):
         assert cells[f"RateLimitPolicy/rate-limits/{name}"] == "True", name

@@ -47,6 +47,24 @@ def test_both_stores_follow_the_same_rules(kind: str, redis_server: Callable[...
     assert (exhausted, tokens_allowed, other_allowed) == ("tokens", False, True)
 
 
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_requests_and_tokens_under_one_bucket_key_are_two_counters(kind: str, redis_server: Callable[..., RedisServer]) -> None:  # noqa: F811
+    """A budget with both limits passes one key for both: spent tokens never take request slots, nor the reverse."""
+
+    async def scenario() -> tuple[list[bool], bool, str]:
+        store: RateLimitStore = LocalStore() if kind == "local" else store_for(redis_server())
+        first = await admit_n(store, 1, requests=3, tokens=50)
+        await store.spend("k", 30, 60)  # 30 tokens: not 30 requests
+        more = await admit_n(store, 2, requests=3, tokens=50)
+        await store.spend("k", 30, 60)  # 60 of 50 tokens
+        denied = await store.admit("k", 3, "k", 50, 60)
+        await store.close()
+        return first + more, denied.allowed, denied.exhausted
+
+    allowed, denied, exhausted = run(scenario)
+    assert allowed == [True, True, True] and (denied, exhausted) == (False, "tokens")
+
+
 def test_two_clients_share_one_counter_and_concurrent_admits_never_overshoot(redis_server: Callable[..., RedisServer]) -> None:  # noqa: F811
     server = redis_server()
 

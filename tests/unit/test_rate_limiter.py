@@ -11,7 +11,8 @@ import pytest
 from egressproxy.config.problems import ObjectRef
 from egressproxy.flowrecord import Identity
 from egressproxy.metrics import GatewayMetrics
-from egressproxy.rate_limiter import RateLimiter, retry_after_seconds
+from egressproxy.rate_limit_precedence import RateLimitTable
+from egressproxy.rate_limiter import RateLimiter, local_store_warning, retry_after_seconds
 from egressproxy.rate_limits import RateLimit, RedisStoreConfig
 from tests.support.gateway import free_port
 
@@ -31,8 +32,8 @@ def limit(name: str = "p", **kw: object) -> RateLimit:
     return RateLimit(ObjectRef("RateLimitPolicy", "ns", name), **fields)  # type: ignore[arg-type]
 
 
-def check(limiter: RateLimiter, *limits: RateLimit, identity: Identity = AGENT):  # type: ignore[no-untyped-def]
-    return asyncio.run(limiter.check(limits, identity, "default/api", {}))
+def check(limiter: RateLimiter, budget: RateLimit, identity: Identity = AGENT):  # type: ignore[no-untyped-def]
+    return asyncio.run(limiter.check(budget, identity, "default/api", {}))
 
 
 def metric(metrics: GatewayMetrics, name: str, **labels: str) -> float:
@@ -61,20 +62,25 @@ def test_over_the_limit_is_a_429_naming_the_policy_with_the_seconds_until_a_slot
     assert check(limiter, limit(), identity=Identity("team-b", "agent")).denial is None  # another workload
 
 
-def test_every_attached_policy_must_pass() -> None:
+def test_a_merged_budget_counts_apart_from_another_merge_and_is_named_by_its_most_specific_policy() -> None:
     limiter = RateLimiter(GatewayMetrics(), Clock())
-    strict, loose = limit("strict", requests=1), limit("loose", requests=100)
-    assert check(limiter, strict, loose).denial is None
-    denied = check(limiter, loose, strict)
-    assert denied.denial is not None and denied.denial.policy == "RateLimitPolicy/ns/strict"
+    gateway = ObjectRef("RateLimitPolicy", "ns", "gateway")
+    route_a = limit("route-a", requests=1, policies=(ObjectRef("RateLimitPolicy", "ns", "route-a"), gateway))
+    route_b = limit("route-b", requests=1, policies=(ObjectRef("RateLimitPolicy", "ns", "route-b"), gateway))
+    assert check(limiter, route_a).denial is None
+    assert check(limiter, route_b).denial is None  # another budget: its own counter
+    denied = check(limiter, route_a)
+    assert denied.denial is not None and denied.denial.policy == "RateLimitPolicy/ns/route-a"
+    same = limit("route-a", requests=1, policies=route_a.policies)  # the same budget, compiled again (a reload)
+    assert check(limiter, same).denial is not None
 
 
 def test_report_mode_lets_the_request_pass_and_says_which_policy_would_have_denied() -> None:
     limiter = RateLimiter(GatewayMetrics(), Clock())
     report = limit(requests=1, report_only=True)
-    assert check(limiter, report).reports == ()
+    assert check(limiter, report).report is None
     second = check(limiter, report)
-    assert second.denial is None and [r.name for r in second.reports] == ["RateLimitPolicy/ns/p"]
+    assert second.denial is None and second.report is not None and second.report.name == "RateLimitPolicy/ns/p"
 
 
 def test_tokens_are_spent_after_the_response_and_deny_the_next_request() -> None:
@@ -82,7 +88,7 @@ def test_tokens_are_spent_after_the_response_and_deny_the_next_request() -> None
     limiter = RateLimiter(GatewayMetrics(), clock)
     tokens = limit(requests=None, tokens=100)
     first = check(limiter, tokens)
-    assert first.denial is None and len(first.spend) == 1
+    assert first.denial is None and first.spend is not None
     asyncio.run(limiter.spend(first.spend, 120))  # one request overdraws once
     denied = check(limiter, tokens)
     assert denied.denial is not None and "100 tokens per 60s" in denied.denial.message
@@ -152,4 +158,72 @@ def test_traffic_during_the_pause_does_not_extend_it() -> None:
 def test_report_mode_reports_instead_of_denying_when_redis_is_down_under_failure_mode_deny() -> None:
     limiter = RateLimiter(GatewayMetrics(), Clock())
     result = check(limiter, unreachable(fail_open=False, report_only=True))
-    assert result.denial is None and [r.name for r in result.reports] == ["RateLimitPolicy/ns/p"]
+    assert result.denial is None and result.report is not None and result.report.name == "RateLimitPolicy/ns/p"
+
+
+class ClosingStore:
+    """Stands in for a Redis client: records that it was closed."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_after_a_reload_clients_of_stores_no_policy_names_are_closed(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RateLimiter(GatewayMetrics(), Clock())
+    kept, moved, rotated = RedisStoreConfig("10.0.0.1", 6379), RedisStoreConfig("10.0.0.2", 6379), RedisStoreConfig("10.0.0.1", 6379, password="old-pw")
+    stores = {config: ClosingStore(config.address) for config in (kept, moved, rotated)}
+    limiter._redis.update(stores)  # type: ignore[arg-type]
+    limiter._down_until["10.0.0.2:6379"] = 1.0
+    with caplog.at_level(logging.INFO, logger="egressproxy"):
+        asyncio.run(limiter.retain(frozenset({kept})))
+    assert set(limiter._redis) == {kept}
+    assert (stores[kept].closed, stores[moved].closed, stores[rotated].closed) == (False, True, True)
+    assert "10.0.0.2:6379" not in limiter._down_until
+    assert "old-pw" not in caplog.text and "Redis at 10.0.0.2:6379: client closed" in caplog.text
+
+
+def test_close_closes_every_redis_client() -> None:
+    limiter = RateLimiter(GatewayMetrics(), Clock())
+    store = ClosingStore("10.0.0.1:6379")
+    limiter._redis[RedisStoreConfig("10.0.0.1", 6379)] = store  # type: ignore[assignment]
+    asyncio.run(limiter.close())
+    assert store.closed and limiter._redis == {}
+
+
+def test_a_real_client_is_closed_by_close() -> None:
+    """The store's own close reaches redis-py's client (a closed port: nothing to connect to, nothing leaks)."""
+    limiter = RateLimiter(GatewayMetrics(), Clock())
+    policy = unreachable()
+    check(limiter, policy)
+    store = limiter._redis[policy.redis]  # type: ignore[index]
+    closed = []
+    original = store._client.aclose
+
+    async def recording() -> None:
+        closed.append(True)
+        await original()
+
+    store._client.aclose = recording
+    asyncio.run(limiter.close())
+    assert closed == [True]
+
+
+def table_with(*budgets: RateLimit) -> RateLimitTable:
+    table = RateLimitTable()
+    for i, budget in enumerate(budgets):
+        table._memo[(None, None, f"listener-{i}", None)] = budget
+    return table
+
+
+def test_local_budgets_under_several_workers_get_one_warning_naming_them() -> None:
+    local, shared = limit("local"), limit("shared", redis=RedisStoreConfig("10.0.0.1", 6379, password="pw-secret"))
+    warning = local_store_warning(table_with(local, shared), 3)
+    assert warning is not None
+    assert "RateLimitPolicy/ns/local" in warning and "3 worker processes" in warning and "up to 3 times" in warning
+    assert "shared" not in warning and "pw-secret" not in warning
+    assert local_store_warning(table_with(local), 1) is None  # one process counts everything
+    assert local_store_warning(table_with(shared), 2) is None  # Redis counts once across workers

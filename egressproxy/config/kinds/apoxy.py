@@ -341,7 +341,9 @@ def _redis_address_error(value: str) -> str | None:
 
 
 # Extensions (DESIGN.md 4.2): token limits, a shared store, and what to do when that store is unreachable. No
-# schema defaults, so a document keeps exactly what it wrote (the compiler applies Local, Allow and Enforce).
+# schema defaults, so a document keeps exactly what it wrote: policies that apply to one request merge field by
+# field (DESIGN.md 4, egressproxy/rate_limit_precedence.py), so an unset field must stay unset for a less specific
+# policy to supply it; the merge applies PerAgent, Local, Allow and Enforce to what no policy sets.
 RATE_LIMIT_STORE = Obj(
     {
         "type": Str(enum=("Local", "Redis")),
@@ -359,7 +361,7 @@ RATE_LIMIT_POLICY = Obj(
     {
         "requests": Int(minimum=1, maximum=2**31 - 1),
         "window": F(Duration(), required=True),
-        "scope": F(Str(enum=("PerAgent", "PerExecution", "PerRoute")), default="PerAgent"),
+        "scope": Str(enum=("PerAgent", "PerExecution", "PerRoute")),  # PerAgent when no policy of a merge sets it
         # Extension: attach to an EgressGateway, Backend or route without a route filter.
         "targetRefs": POLICY_TARGET_REFS,
         # Extensions: LLM tokens per window (from the usage providers report), the counter store, its failure mode.
