@@ -137,7 +137,7 @@ def _conversation(messages: list[Any], losses: Losses) -> tuple[Any, list[dict[s
         elif role == "assistant":
             blocks = _assistant_blocks(message, path, legacy_ids)
             if blocks:
-                _append(turns, "assistant", blocks)
+                _append(turns, "assistant", _plain_text(blocks, message.get("content")))
             else:
                 losses.note(path, "an assistant message without content or tool calls, dropped")
         elif role == "tool":
@@ -246,6 +246,13 @@ def _assistant_blocks(message: Mapping[str, Any], path: str, legacy_ids: dict[st
         legacy_ids[name] = call_id
         blocks.append({"type": "tool_use", "id": call_id, "name": name,
                        "input": _arguments(legacy.get("arguments"), f"{path}.function_call.arguments")})
+    return blocks
+
+
+def _plain_text(blocks: list[dict[str, Any]], content: Any) -> Any:
+    """An answer that was a plain string stays one (both APIs take a string for a text-only turn)."""
+    if isinstance(content, str) and blocks == [{"type": "text", "text": content}]:
+        return content
     return blocks
 
 

@@ -185,7 +185,7 @@ def _assistant(content: Any, path: str, losses: Losses) -> dict[str, Any]:
         elif kind == "tool_use":
             calls.append({"id": str(block.get("id")), "type": "function",
                           "function": {"name": str(block.get("name")),
-                                       "arguments": json.dumps(block.get("input", {}), separators=(",", ":"))}})
+                                       "arguments": _compact_json(block.get("input", {}))}})
         elif kind in ("thinking", "redacted_thinking"):
             losses.note(block_path, "thinking blocks have no OpenAI equivalent, dropped")
         else:
@@ -228,3 +228,7 @@ def _tool(tool: Any, path: str) -> dict[str, Any]:
         function["description"] = tool["description"]
     function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
     return {"type": "function", "function": function}
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
