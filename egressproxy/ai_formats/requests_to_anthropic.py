@@ -58,7 +58,7 @@ def to_anthropic_request(body: Mapping[str, Any], model: str) -> TranslatedReque
         out["system"] = system
     out["messages"] = turns
     _sampling(body, out, losses)
-    _tools(body, out)
+    _tools(body, out, losses)
     user = body.get("user")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
@@ -282,16 +282,20 @@ def _tool_result(call_id: Any, content: Any, path: str) -> dict[str, Any]:
 # --- tools ------------------------------------------------------------------------------------------------
 
 
-def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+def _tools(body: Mapping[str, Any], out: dict[str, Any], losses: Losses) -> None:
+    """Tools and the choice among them; a choice without tools is dropped (Anthropic refuses it)."""
     tools = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(_list(body.get("tools")))]
     tools += [_function(f, f"functions[{i}]") for i, f in enumerate(_list(body.get("functions")))]
-    if tools:
-        out["tools"] = tools
     choice = _tool_choice(body.get("tool_choice", body.get("function_call")))
-    if choice is not None and body.get("parallel_tool_calls") is False and choice["type"] != "none":
-        choice["disable_parallel_tool_use"] = True
-    elif choice is None and body.get("parallel_tool_calls") is False and tools:
-        choice = {"type": "auto", "disable_parallel_tool_use": True}
+    if not tools:
+        if choice is not None:
+            losses.note("tool_choice", "no tools to choose from, dropped")
+        return
+    out["tools"] = tools
+    if body.get("parallel_tool_calls") is False:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
     if choice is not None:
         out["tool_choice"] = choice
 

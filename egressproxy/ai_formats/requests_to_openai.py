@@ -64,7 +64,7 @@ def to_openai_request(
     if stream:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
-    _tools(body, out)
+    _tools(body, out, losses)
     metadata = body.get("metadata")
     if isinstance(metadata, Mapping) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
@@ -196,24 +196,31 @@ def _assistant(content: Any, path: str, losses: Losses) -> dict[str, Any]:
     return message
 
 
-def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+def _tools(body: Mapping[str, Any], out: dict[str, Any], losses: Losses) -> None:
+    """Tools and the choice among them; a choice without tools is dropped (OpenAI refuses it)."""
     tools = body.get("tools")
-    if isinstance(tools, list) and tools:
-        out["tools"] = [_tool(tool, f"tools[{index}]") for index, tool in enumerate(tools)]
+    tools = [_tool(tool, f"tools[{index}]") for index, tool in enumerate(tools)] if isinstance(tools, list) else []
     choice = body.get("tool_choice")
     if not isinstance(choice, Mapping):
+        if tools:
+            out["tools"] = tools
         return
     kind = choice.get("type")
     if kind == "auto":
-        out["tool_choice"] = "auto"
+        openai_choice: Any = "auto"
     elif kind == "any":
-        out["tool_choice"] = "required"
+        openai_choice = "required"
     elif kind == "none":
-        out["tool_choice"] = "none"
+        openai_choice = "none"
     elif kind == "tool" and isinstance(choice.get("name"), str):
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+        openai_choice = {"type": "function", "function": {"name": choice["name"]}}
     else:
         raise Untranslatable("tool_choice", "an unknown tool_choice cannot be translated")
+    if not tools:
+        losses.note("tool_choice", "no tools to choose from, dropped")
+        return
+    out["tools"] = tools
+    out["tool_choice"] = openai_choice
     if choice.get("disable_parallel_tool_use") is True and kind != "none":
         out["parallel_tool_calls"] = False
 

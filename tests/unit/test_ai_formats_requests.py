@@ -203,10 +203,31 @@ def test_legacy_functions_and_function_call() -> None:
     ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
 ])
 def test_tool_choice_both_ways(choice: Any, expected: dict[str, Any]) -> None:
-    openai = {"messages": [{"role": "user", "content": "x"}], "tool_choice": choice}
+    openai = {"messages": [{"role": "user", "content": "x"}], "tool_choice": choice,
+              "tools": [{"type": "function", "function": {"name": "f"}}]}
     assert to_anthropic_request(openai, "c").body["tool_choice"] == expected
-    anthropic = {"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tool_choice": expected}
+    anthropic = {"max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "tool_choice": expected,
+                 "tools": [{"name": "f", "input_schema": {"type": "object"}}]}
     assert to_openai_request(anthropic, "g").body["tool_choice"] == choice
+
+
+def test_a_tool_choice_without_tools_is_dropped() -> None:
+    """Both APIs refuse a tool_choice (or parallel flag) when no tools are given."""
+    openai = {"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto", "parallel_tool_calls": False}
+    translated = to_anthropic_request(openai, "c")
+    assert "tool_choice" not in translated.body and "tools" not in translated.body
+    assert translated.losses == ("tool_choice: no tools to choose from, dropped",)
+    anthropic = {"max_tokens": 1, "messages": [{"role": "user", "content": "x"}],
+                 "tool_choice": {"type": "auto", "disable_parallel_tool_use": True}}
+    translated = to_openai_request(anthropic, "g")
+    assert {"tool_choice", "parallel_tool_calls", "tools"}.isdisjoint(translated.body)
+    assert translated.losses == ("tool_choice: no tools to choose from, dropped",)
+
+
+def test_parallel_tool_calls_false_alone_disables_parallel_use() -> None:
+    openai = {"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": False,
+              "tools": [{"type": "function", "function": {"name": "f"}}]}
+    assert to_anthropic_request(openai, "c").body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
 
 
 @pytest.mark.parametrize(("member", "value", "field"), [
