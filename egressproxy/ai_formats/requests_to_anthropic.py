@@ -53,6 +53,8 @@ def to_anthropic_request(body: Mapping[str, Any], model: str) -> TranslatedReque
     if not isinstance(messages, list) or not messages:
         raise MalformedPayload("messages", "must be a non-empty list")
     system, turns = _conversation(messages, losses)
+    if not turns:
+        raise Untranslatable("messages", "Anthropic needs at least one user or assistant message")
     out: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(body)}
     if system is not None:
         out["system"] = system

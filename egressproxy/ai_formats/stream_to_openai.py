@@ -106,10 +106,8 @@ class AnthropicToOpenAIStream(StreamTranslator):
             return self._chunk({"content": delta["text"]})
         if delta.get("type") == "input_json_delta":
             partial = delta.get("partial_json")
-            index = self._tool_index.get(_index(data))
-            if index is None:
-                raise MalformedPayload("", "input_json_delta for a block that is no tool_use")
-            if isinstance(partial, str) and partial:
+            index = self._tool_index.get(_index(data))  # None: a server tool's input, which OpenAI cannot show
+            if index is not None and isinstance(partial, str) and partial:
                 return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": partial}}]})
         return b""  # thinking, signature and citation deltas have no OpenAI form
 

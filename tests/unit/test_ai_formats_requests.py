@@ -237,6 +237,7 @@ def test_parallel_tool_calls_false_alone_disables_parallel_use() -> None:
     ("modalities", ["text", "audio"], "audio"),
     ("tools", [{"type": "custom", "custom": {"name": "x"}}], "tools[0]"),
     ("tool_choice", {"type": "allowed_tools"}, "tool_choice"),
+    ("messages", [{"role": "system", "content": "only instructions"}], "messages"),
 ])
 def test_openai_requests_the_anthropic_api_cannot_express_are_refused(member: str, value: Any, field: str) -> None:
     body = {"messages": [{"role": "user", "content": "x"}], member: value}

@@ -331,6 +331,24 @@ def test_malformed_streams_raise_and_count_as_cut(factory: Factory, body: bytes)
     assert translator.feed(b"data: [DONE]\n\n") == b"" and translator.end() == b""
 
 
+def test_blocks_openai_cannot_show_are_skipped() -> None:
+    """Thinking and server-tool blocks (and their deltas) leave no trace in the OpenAI stream."""
+    body = ANTHROPIC_TOOL_STREAM.split(b"event: content_block_start")[0] + anthropic_sse(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {
+            "type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+        {"type": "message_stop"})
+    out, outcome = translate(TO_OPENAI, [body])
+    assert outcome is StreamOutcome.COMPLETE
+    assert accumulate_openai(out)["text"] == "" and accumulate_openai(out)["tool_calls"] == []
+
+
 def test_input_after_the_terminal_event_is_ignored() -> None:
     translator = TO_ANTHROPIC()
     translator.feed(OPENAI_TEXT_STREAM)
