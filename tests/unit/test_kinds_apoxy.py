@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from egressproxy.config.loader import load_text
+from egressproxy.config.problems import ObjectRef
+from tests.unit.test_compiler import compile_yaml, conditions
 
 
 def spec_of(text: str) -> dict[str, Any]:
@@ -364,3 +366,85 @@ def test_egress_deny_policy_status_defaults_to_403() -> None:
 )
 def test_egress_deny_policy_problems(body: str, expected: str) -> None:
     assert "\n".join(problems_of(head("EgressDenyPolicy") + body)) == expected
+
+
+# --- Apoxy clrk's own examples (github:apoxy-dev/clrk `_examples/*/manifests`), rewritten here ----------------
+
+# _examples/echo-bot/manifests/egressgateway.yaml: a TLS Terminate listener without caCertRef, the ext_proc
+# capture switch, an OTLP endpoint.
+CLRK_ECHO_BOT_GATEWAY = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: echo-bot}
+spec:
+  defaultPolicy: allow-all
+  listeners:
+  - name: egress
+    protocol: TLS
+    tls: {mode: Terminate}
+  extProc:
+    enabled: true
+    captureBody: {maxBytes: 65536}
+  otlp: {endpoint: "http://otel-collector.observability.svc:4318"}
+"""
+
+# _examples/multi-listener-egress/manifests/egressgateway.yaml: a catch-all MITM listener and a TCP one on a port;
+# `otlp` with captureBody and no endpoint.
+CLRK_MULTI_LISTENER_GATEWAY = """\
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: multi-listener-egress}
+spec:
+  defaultPolicy: allow-all
+  listeners:
+  - {name: egress-mitm, protocol: TLS, tls: {mode: Terminate}}
+  - {name: egress-tcp, protocol: TCP, port: 30099}
+  otlp:
+    captureBody: {maxBytes: 65536}
+"""
+
+# _examples/echo-bot/manifests/credentialinjectionpolicy.yaml: attached to an AIProviderRoute (a kind of clrk's
+# that this gateway does not model), the key read from `secretKey`, sent in the provider's header.
+CLRK_CREDENTIAL_POLICY = """\
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: anthropic-credentials}
+stringData: {api-key: sk-ant-dummy}
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: CredentialInjectionPolicy
+metadata: {name: anthropic}
+spec:
+  parentRefs: [{group: clrk.apoxy.dev, kind: AIProviderRoute, name: anthropic}]
+  secretRef: {name: anthropic-credentials}
+  secretKey: api-key
+  target: Header
+  headerName: x-api-key
+"""
+
+
+@pytest.mark.parametrize("gateway", [CLRK_ECHO_BOT_GATEWAY, CLRK_MULTI_LISTENER_GATEWAY], ids=["echo-bot", "multi-listener"])
+def test_clrk_example_gateways_validate(gateway: str) -> None:
+    assert problems_of(gateway) == []
+
+
+def test_clrk_credential_policy_on_an_ai_provider_route_is_valid_and_applies_nowhere() -> None:
+    result = compile_yaml(CLRK_ECHO_BOT_GATEWAY + CLRK_CREDENTIAL_POLICY, with_ca=False)
+    assert [str(p) for p in result.problems] == []
+    ref = ObjectRef("CredentialInjectionPolicy", "default", "anthropic")
+    assert conditions(result, ref)["Accepted"] == ("False", "InvalidKind")
+
+
+def test_a_deny_policy_on_a_kind_we_do_not_model_is_still_an_error() -> None:
+    """Inert, an EgressDenyPolicy would let through what it was written to stop: it stays a problem."""
+    deny = """\
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressDenyPolicy
+metadata: {name: no-anthropic}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: AIProviderRoute, name: anthropic}]
+"""
+    [problem] = compile_yaml(CLRK_ECHO_BOT_GATEWAY + deny, with_ca=False).problems
+    assert "cannot target a AIProviderRoute" in str(problem)
