@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -150,7 +151,10 @@ def test_minted_certificates_are_cached_on_disk_and_survive_a_restart(setup):
     gw, origin, _ = setup
     first = _minted_certificate(gw, f"api.example.test:{origin.port}", "api.example.test")
     assert first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == ["api.example.test"]
-    assert list((gw.data_dir / "certs").glob("*/api.example.test.pem"))
+    deadline = time.monotonic() + 10  # the cache file is written off the event loop, after the handshake
+    while not list((gw.data_dir / "certs").glob("*/api.example.test.pem")):
+        assert time.monotonic() < deadline, "the minted certificate was not written under --data-dir/certs"
+        time.sleep(0.05)
     gw.stop()
     gw.start()
     again = _minted_certificate(gw, f"api.example.test:{origin.port}", "api.example.test")
