@@ -71,6 +71,18 @@ def _under(prefix: str, entries: Iterable[str]) -> tuple[str, ...]:
 
 # --- shared pieces ----------------------------------------------------------------------------------------------
 
+# HTTPListenerPolicy access logs (docs/observability.md): file and OTLP sinks with their formats.
+_ACCESS_LOG_ENFORCED = (
+    "spec.accessLog",
+    "spec.accessLog.fileSink",
+    "spec.accessLog.fileSink.path",
+    "spec.accessLog.fileSink.stringFormat",
+    "spec.accessLog.fileSink.jsonFormat",
+    "spec.accessLog.otel",
+    "spec.accessLog.otel.endpoint",
+    "spec.accessLog.otel.protocol",
+)
+
 _TARGET_REFS = ("spec.targetRefs.*",)
 _PARENT_REFS = ("spec.parentRefs.*",)
 
@@ -422,12 +434,16 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "HTTPListenerPolicy": KindEnforcement(
-            (*_TARGET_REFS, "spec.basicAuth.*"),
+            (*_TARGET_REFS, "spec.basicAuth.*", *_ACCESS_LOG_ENFORCED),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
-                    "spec.accessLogging": "access logs are not written",
-                    "spec.accessLog.*": "access logs are not written",
+                    "spec.accessLogging": "the open accessLogging block is not read (use accessLog)",
+                    "spec.accessLog.grpcService.*": "gRPC access-log services (Envoy ALS) are not called",
+                    "spec.accessLog.openTelemetry.*": (
+                        "the openTelemetry ALS sink is not written (the otel sink exports OTLP log records)"
+                    ),
+                    "spec.accessLog.filter.*": "access-log filters are not applied (every request is logged)",
                     "spec.tracing.*": "tracing is not implemented",
                     "spec.buffer.*": "the request buffer limit is not applied",
                     "spec.celValidation.*": "CEL validation is not implemented",
