@@ -62,7 +62,7 @@ def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -
         verdict=record.verdict,
         decision=record.decision,
         error=record.error,
-        host=record.host,
+        host=record.host or flow.request.host or None,  # a denied CONNECT: its authority
         sni=sni,
         method=flow.request.method,
         url=flow.request.url,

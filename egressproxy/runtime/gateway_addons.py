@@ -21,6 +21,7 @@ from addons.listener_match import ListenerMatch
 from addons.parent_proxy import ParentProxyAuth
 from addons.rate_limits import RateLimits
 from addons.token_metrics import TokenMetrics
+from addons.tracing import RequestTracing
 from addons.readiness import Readiness
 from addons.request_timeout import RequestTimeout
 from addons.upstream_tls import UpstreamTls
@@ -28,6 +29,7 @@ from addons.upstream_trust import UpstreamTrust
 from egressproxy.access_log import AccessLog
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
+from egressproxy.tracing import Tracing
 
 __all__ = ["GatewayAddons"]
 
@@ -41,6 +43,8 @@ class GatewayAddons:
         self.gateway_errors = GatewayErrors(state)
         self.access_log = AccessLog(lambda: state.snapshot, state.metrics)
         state.sinks.register(self.access_log)
+        self.tracing = Tracing()
+        state.sinks.register(self.tracing)
         self.addons: list[object] = [
             ConnectionRecords(state),  # first: meters from the root layer, finishes before the table forgets
             ConnectionTable(state),
@@ -61,6 +65,7 @@ class GatewayAddons:
             L4Relay(state),
             DnsAnswers(state),
             FlowMetrics(state),
+            RequestTracing(state, self.tracing),  # after FlowMetrics took the client's headers
             self.readiness,
             self.upstream_trust,
         ]
@@ -74,6 +79,7 @@ class GatewayAddons:
     def stop_sinks(self) -> None:
         """At shutdown (blocking: call off the loop): write out what the access-log threads still hold."""
         self.access_log.stop()
+        self.tracing.shutdown()
 
     async def after_swap(self) -> None:
         self.access_log.reopen()  # every accepted reload (SIGHUP included) reopens the access-log files
