@@ -15,7 +15,7 @@ environment variable (at compile time) or a request header (a credential header 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from egressproxy.access_log_format import REDACTED
@@ -85,7 +85,8 @@ class Tracing(Sink):
 
     name = "tracing"
 
-    def __init__(self) -> None:
+    def __init__(self, span_exporter: Callable[[TracingSettings], Any] | None = None) -> None:
+        self.span_exporter = span_exporter or _span_exporter  # tests pass an in-memory exporter
         self.providers: dict[tuple[Any, ...], TracerProvider] = {}
         self.open: dict[str, RequestSpan] = {}  # span id -> the span of a request in flight
 
@@ -143,7 +144,7 @@ class Tracing(Sink):
         key = (settings.target, settings.service_name, settings.sampling)
         provider = self.providers.get(key)
         if provider is None:
-            provider = self.providers[key] = _make_provider(settings)
+            provider = self.providers[key] = _make_provider(settings, self.span_exporter(settings))
         return provider
 
     def shutdown(self) -> None:
@@ -155,18 +156,19 @@ class Tracing(Sink):
                 log.warning("tracing: shutting an exporter down failed: %r", e)
 
 
-def _make_provider(settings: TracingSettings) -> TracerProvider:
+def _make_provider(settings: TracingSettings, exporter: Any) -> TracerProvider:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     provider = TracerProvider(
+        shutdown_on_exit=False,  # the gateway shuts it down itself, within the exporter's timeout
         resource=Resource.create({"service.name": settings.service_name}),
         sampler=ParentBased(TraceIdRatioBased(settings.sampling)),
     )
     provider.add_span_processor(
-        BatchSpanProcessor(_span_exporter(settings), max_queue_size=MAX_QUEUED_SPANS, schedule_delay_millis=1000)
+        BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUED_SPANS, schedule_delay_millis=1000)
     )
     return provider
 

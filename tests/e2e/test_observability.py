@@ -328,3 +328,16 @@ def test_a_collector_that_is_down_leaves_traffic_unaffected(gateway, plain_origi
             r = c.get(f"http://api.example.test:{origin.port}/{i}")
             assert r.status_code == 200
     assert time.monotonic() - started < 10  # no request waited on the exporter
+
+
+def test_unrouted_hosts_under_allow_all_add_no_label_values(gateway, plain_origin) -> None:
+    origin = plain_origin(name="api")
+    allow_all = GATEWAY.replace("deny-all", "allow-all").replace(
+        "hostnames: [api.example.test,", "hostnames: [one.unrouted.test, two.unrouted.test, api.example.test,")
+    gw = gateway(allow_all)
+    with client(gw) as c:
+        for host in ("one.unrouted.test", "two.unrouted.test"):
+            assert c.get(f"http://{host}:{origin.port}/some/path/{host}").status_code == 200
+    text = gw.metrics()
+    assert "unrouted" not in text and "/some/path" not in text
+    assert metric(gw, "egress_requests_total", route="none", backend="none", decision="allow") == 2
