@@ -30,7 +30,8 @@ class RequestTracing:
         if settings is None or flow.request.method == "CONNECT":
             return
         request = flow.request
-        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in _READ or _tagged(k, settings)}
+        read = self.tracing.propagator(settings.propagators).fields
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in read or _tagged(k, settings)}
         span = self.tracing.start(
             settings,
             snapshot.compiled.redacted_headers if snapshot is not None else frozenset(),
@@ -48,9 +49,6 @@ class RequestTracing:
         if flow.response is None:
             for name, value in span.upstream_headers.items():
                 request.headers[name] = value
-
-
-_READ = frozenset({"traceparent", "tracestate"})
 
 
 def _tagged(name: str, settings: object) -> bool:

@@ -69,6 +69,8 @@ class TracingSettings:
     service_name: str = "egressproxy"
     sampling: float = 1.0  # 0..1, for requests without a sampled parent
     tags: tuple[CustomTag, ...] = ()
+    # W3C_TRACE_CONTEXT, W3C_BAGGAGE, B3, B3_SINGLE_HEADER: read from the client and written upstream, in order
+    propagators: tuple[str, ...] = ("W3C_TRACE_CONTEXT",)
 
     def to_dump(self) -> dict[str, Any]:
         return {
@@ -77,4 +79,5 @@ class TracingSettings:
             "serviceName": self.service_name,
             "sampling": self.sampling,
             "tags": [t.name for t in self.tags],
+            "propagators": list(self.propagators),
         }

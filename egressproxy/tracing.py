@@ -2,7 +2,8 @@
 
 Each request on a listener with tracing gets one span (kind CLIENT: the gateway's call on the workload's behalf).
 The client's `traceparent` is its parent, so the trace id is kept; the request goes upstream with a new
-`traceparent` naming our span (`tracestate` passed on). Sampling: a parent the client marked sampled is
+`traceparent` naming our span (`tracestate` passed on). `propagators` may add W3C baggage and B3 (multi-header
+or single `b3`), read from the client and written upstream the same way. Sampling: a parent the client marked sampled is
 followed; otherwise the policy's rate decides (TraceIdRatioBased). An unsampled request still carries a
 `traceparent` upstream (flag 00), so the trace stays connected.
 
@@ -89,6 +90,7 @@ class Tracing(Sink):
         self.span_exporter = span_exporter or _span_exporter  # tests pass an in-memory exporter
         self.providers: dict[tuple[Any, ...], TracerProvider] = {}
         self.open: dict[str, RequestSpan] = {}  # span id -> the span of a request in flight
+        self.propagators: dict[tuple[str, ...], Any] = {}
 
     def request_finished(self, record: FinishedRequest) -> None:
         span_id = record.exchange.span_id if record.exchange is not None else None
@@ -112,10 +114,9 @@ class Tracing(Sink):
         if len(self.open) >= MAX_OPEN_SPANS:
             return None
         from opentelemetry.trace import SpanKind, set_span_in_context
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        propagator = TraceContextTextMapPropagator()
-        parent = propagator.extract({k: v for k in ("traceparent", "tracestate") if (v := headers.get(k))})
+        propagator = self.propagator(settings.propagators)
+        parent = propagator.extract({k: v for k in propagator.fields if (v := headers.get(k))})
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.scheme": scheme,
@@ -140,6 +141,13 @@ class Tracing(Sink):
         opened = self.open[f"{span.get_span_context().span_id:016x}"] = RequestSpan(span, carrier)
         return opened
 
+    def propagator(self, names: tuple[str, ...]) -> Any:
+        """The composite propagator of `names` (made once per list)."""
+        found = self.propagators.get(names)
+        if found is None:
+            found = self.propagators[names] = _propagator(names)
+        return found
+
     def _provider(self, settings: TracingSettings) -> TracerProvider:
         key = (settings.target, settings.service_name, settings.sampling)
         provider = self.providers.get(key)
@@ -154,6 +162,21 @@ class Tracing(Sink):
                 provider.shutdown()
             except Exception as e:
                 log.warning("tracing: shutting an exporter down failed: %r", e)
+
+
+def _propagator(names: tuple[str, ...]) -> Any:
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagate import composite
+    from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    kinds: dict[str, Callable[[], Any]] = {
+        "W3C_TRACE_CONTEXT": TraceContextTextMapPropagator,
+        "W3C_BAGGAGE": W3CBaggagePropagator,
+        "B3": B3MultiFormat,
+        "B3_SINGLE_HEADER": B3SingleFormat,
+    }
+    return composite.CompositePropagator([kinds[name]() for name in names if name in kinds])
 
 
 def _make_provider(settings: TracingSettings, exporter: Any) -> TracerProvider:

@@ -98,6 +98,7 @@ _TRACING_ENFORCED = (
     "spec.tracing.randomSampling",
     "spec.tracing.overallSampling",
     "spec.tracing.samplingRate",
+    "spec.tracing.propagators",
     "spec.tracing.customTags.*",
     "spec.tracing.attributes",
     "spec.tracing.attributes.name",
@@ -120,7 +121,6 @@ _TRACING_UNSUPPORTED = {
     "spec.tracing.verbose": "there are no per-filter spans to add",
     "spec.tracing.maxPathTagLength": "the path attribute is not cut",
     "spec.tracing.spawnUpstreamSpan": "one span per request; no separate upstream span",
-    "spec.tracing.propagators": "only W3C trace context (traceparent, tracestate) is propagated",
     "spec.tracing.attributes.metadata.*": "metadata-valued span attributes are not implemented",
 }
 

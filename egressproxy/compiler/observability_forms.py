@@ -112,6 +112,7 @@ def compile_tracing(comp: Compilation) -> dict[ObjectRef, TracingSettings]:
             service_name=service,
             sampling=_sampling(tracing),
             tags=_tags(tracing),
+            propagators=tuple(dict.fromkeys(tracing.get("propagators") or ("W3C_TRACE_CONTEXT",))),
         )
     return out
 

@@ -68,3 +68,13 @@ def test_grpc_and_http_exporters_are_built_for_their_targets() -> None:
     http = _span_exporter(TracingSettings("p", OtlpTarget("http://collector:4318", "http")))
     assert type(grpc).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc")
     assert http._endpoint == "http://collector:4318/v1/traces"
+
+
+def test_b3_propagators_read_the_clients_b3_and_write_ours() -> None:
+    b3 = TracingSettings("p", OtlpTarget("http://127.0.0.1:1", "http"), propagators=("W3C_TRACE_CONTEXT", "B3"))
+    tracing, exporter = tracing_with_memory(b3)
+    span = start(tracing, {"x-b3-traceid": TRACE, "x-b3-spanid": PARENT, "x-b3-sampled": "1"}, b3)
+    assert span is not None and span.trace_id == TRACE
+    headers = span.upstream_headers
+    assert headers["x-b3-traceid"] == TRACE and headers["x-b3-spanid"] == span.span_id
+    assert headers["traceparent"].split("-")[1] == TRACE
