@@ -23,7 +23,7 @@ import pytest
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.llm_origin import LlmOrigin
 from tests.support.origins import HttpOrigin
-from tests.support.otlp_collector import OtlpCollector, attributes_of
+from tests.support.otlp_collector import OtlpCollector, OtlpGrpcCollector, attributes_of
 
 pytestmark = pytest.mark.e2e
 
@@ -264,14 +264,14 @@ CLIENT_SPAN = "00f067aa0ba902b7"
 
 
 def tracing(endpoint: str, extra: str = "") -> str:
-    return listener_policy(f"""
+    return listener_policy(f"""{extra}
 tracing:
   provider: {{otel: {{httpAddress: "{endpoint}", protocol: http/protobuf}}}}
   samplingRate: 100
   customTags:
     team: {{literal: payments}}
     agent: {{requestHeader: X-Agent}}
-    secret: {{requestHeader: Authorization}}{extra}
+    secret: {{requestHeader: Authorization}}
 """)
 
 
@@ -321,13 +321,16 @@ def test_a_collector_that_is_down_leaves_traffic_unaffected(gateway, plain_origi
     dead = free_port()  # nothing listens there
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", dead)) != 0
-    gw = gateway(GATEWAY, route("api", "api.example.test"), tracing(f"http://127.0.0.1:{dead}"))
+    access_log = f"\naccessLog:\n- otel: {{endpoint: 'http://127.0.0.1:{dead}', protocol: http/protobuf}}"
+    gw = gateway(GATEWAY, route("api", "api.example.test"), tracing(f"http://127.0.0.1:{dead}", access_log))
     started = time.monotonic()
     with client(gw) as c:
         for i in range(20):
             r = c.get(f"http://api.example.test:{origin.port}/{i}")
             assert r.status_code == 200
-    assert time.monotonic() - started < 10  # no request waited on the exporter
+    assert time.monotonic() - started < 10  # no request waited on the exporters
+    # The access-log records that could not be exported are counted, not kept.
+    wait_for(lambda: metric(gw, "egress_access_log_drops_total", sink="otel") == 20, "20 counted drops", timeout=30)
 
 
 def test_unrouted_hosts_under_allow_all_add_no_label_values(gateway, plain_origin) -> None:
@@ -341,3 +344,23 @@ def test_unrouted_hosts_under_allow_all_add_no_label_values(gateway, plain_origi
     text = gw.metrics()
     assert "unrouted" not in text and "/some/path" not in text
     assert metric(gw, "egress_requests_total", route="none", backend="none", decision="allow") == 2
+
+
+def test_grpc_collectors_get_access_log_records_and_spans(gateway, plain_origin) -> None:
+    """The seeds' default protocol: `otel: {endpoint, protocol: grpc}` and `tracing.provider.otel.grpcAddress`."""
+    origin = plain_origin(name="api")
+    with OtlpGrpcCollector() as collector:
+        policy = listener_policy(f"""
+accessLog:
+- otel: {{endpoint: "{collector.address}", protocol: grpc}}
+tracing:
+  provider: {{otel: {{grpcAddress: "{collector.address}"}}}}
+""")
+        gw = gateway(GATEWAY, route("api", "api.example.test"), policy)
+        with client(gw) as c:
+            seen = c.get(f"http://api.example.test:{origin.port}/grpc",
+                         headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}).json()
+        assert seen["headers"]["traceparent"].split("-")[1] == CLIENT_TRACE
+        wait_for(lambda: collector.logs and collector.spans, "a log record and a span over gRPC")
+        assert attributes_of(collector.logs[0])["url.path"] == "/grpc"
+        assert collector.spans[0].trace_id.hex() == CLIENT_TRACE
