@@ -29,12 +29,13 @@ class RequestTracing:
         settings = snapshot.compiled.tracing_for(record.listener) if snapshot is not None else None
         if settings is None or flow.request.method == "CONNECT":
             return
+        assert snapshot is not None
         request = flow.request
-        read = self.tracing.propagator(settings.propagators).fields
-        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in read or _tagged(k, settings)}
+        read = self.tracing.headers_read(settings)
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() in read}
         span = self.tracing.start(
             settings,
-            snapshot.compiled.redacted_headers if snapshot is not None else frozenset(),
+            snapshot.compiled.redacted_headers,
             request.method,
             request.scheme,
             record.host or request.pretty_host,
@@ -50,8 +51,3 @@ class RequestTracing:
             for name, value in span.upstream_headers.items():
                 request.headers[name] = value
 
-
-def _tagged(name: str, settings: object) -> bool:
-    tags = getattr(settings, "tags", ())
-    lowered = name.lower()
-    return any(tag.request_header == lowered for tag in tags)

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Header fields as mitmproxy keeps them (`Headers.fields`): an immutable tuple of (name, value) bytes pairs, so
-# holding it costs no copy. Credential values in it are redacted by whoever prints them (egressproxy/redaction.py).
+# holding it costs no copy. Credential values in it are redacted by whoever prints them (egressproxy/access_log_format.py).
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
 RECORD_KEY = "egress"

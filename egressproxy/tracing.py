@@ -91,6 +91,7 @@ class Tracing(Sink):
         self.providers: dict[tuple[Any, ...], TracerProvider] = {}
         self.open: dict[str, RequestSpan] = {}  # span id -> the span of a request in flight
         self.propagators: dict[tuple[str, ...], Any] = {}
+        self._headers_read: dict[tuple[Any, ...], frozenset[str]] = {}
 
     def request_finished(self, record: FinishedRequest) -> None:
         span_id = record.exchange.span_id if record.exchange is not None else None
@@ -140,6 +141,15 @@ class Tracing(Sink):
         propagator.inject(carrier, context=set_span_in_context(span, parent))
         opened = self.open[f"{span.get_span_context().span_id:016x}"] = RequestSpan(span, carrier)
         return opened
+
+    def headers_read(self, settings: TracingSettings) -> frozenset[str]:
+        """The request headers a span reads (lower case): its propagators' and its header tags'."""
+        key = (settings.propagators, settings.tags)
+        found = self._headers_read.get(key)
+        if found is None:
+            tagged = {tag.request_header for tag in settings.tags if tag.request_header}
+            found = self._headers_read[key] = frozenset(self.propagator(settings.propagators).fields) | tagged
+        return found
 
     def propagator(self, names: tuple[str, ...]) -> Any:
         """The composite propagator of `names` (made once per list)."""
