@@ -1,7 +1,9 @@
 """Each HTTP request ends in one finished record for the sinks (metrics among them), and a mitmweb annotation.
 
 The record is finished once, at the end of the response (`response` fires after a streamed body's last chunk)
-or at the error that ended the request, from the flow's record that the deciding addons wrote.
+or at the error that ended the request, from the flow's record that the deciding addons wrote. The request
+headers the access log prints are taken on `requestheaders`, as the client sent them: before any credential is
+injected (a printed `%REQ(...)%` can never show an injected secret).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from mitmproxy import http
 
 from egressproxy.engine.answers import flow_record
-from egressproxy.flowrecord import FinishedRequest, FlowRecord
+from egressproxy.flowrecord import Exchange, FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
 
 __all__ = ["FlowMetrics"]
@@ -21,10 +23,19 @@ class FlowMetrics:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        record = flow_record(flow)
+        record.request_headers, record.request_path = flow.request.headers.fields, flow.request.path
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def http_connect_error(self, flow: http.HTTPFlow) -> None:
+        """A CONNECT answered with a denial (or 407): mitmproxy fires no `response` for it, yet it is a request
+        the workload made, and its denial belongs in the metrics and the access log."""
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
@@ -51,7 +62,7 @@ def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -
         verdict=record.verdict,
         decision=record.decision,
         error=record.error,
-        host=record.host,
+        host=record.host or flow.request.host or None,  # a denied CONNECT: its authority
         sni=sni,
         method=flow.request.method,
         url=flow.request.url,
@@ -60,7 +71,43 @@ def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -
         duration=max(0.0, time.monotonic() - record.started),
         request_body=record.request_body,
         response_body=record.response_body,
+        gen_ai=record.gen_ai,
+        exchange=_exchange(flow, record),
     )
+
+
+def _exchange(flow: http.HTTPFlow, record: FlowRecord) -> Exchange:
+    request, response = flow.request, flow.response
+    if record.request_body is not None:
+        received = record.request_body.size
+    else:
+        received = len(request.raw_content or b"")
+    if record.response_body is not None:
+        sent = record.response_body.size
+    else:
+        sent = len(response.raw_content or b"") if response is not None else 0
+    server = flow.server_conn
+    return Exchange(
+        request_headers=record.request_headers if record.request_headers is not None else request.headers.fields,
+        response_headers=response.headers.fields if response is not None else (),
+        path=record.request_path if record.request_path is not None else request.path,
+        authority=request.authority or request.host_header or "",
+        scheme=request.scheme,
+        protocol=request.http_version,
+        bytes_received=received,
+        bytes_sent=sent,
+        client_address=_address(flow.client_conn.peername),
+        upstream_address=_address(server.peername) if server is not None and server.timestamp_start else None,
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+    )
+
+
+def _address(peer: object) -> str | None:
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return None
+    host = str(peer[0])
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
 
 
 def _describe(record: FlowRecord) -> str:

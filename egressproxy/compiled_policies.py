@@ -22,6 +22,7 @@ from passlib.context import CryptContext
 from egressproxy.config.problems import ObjectRef
 from egressproxy.credentials import CredentialTable
 from egressproxy.rate_limit_precedence import RateLimitTable
+from egressproxy.observability_settings import AccessLogs, TracingSettings
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
@@ -140,6 +141,23 @@ class CompiledPolicies:
     rate_limits: RateLimitTable = field(default_factory=RateLimitTable)
     # Injected credentials (egressproxy/credentials.py): by AI provider and by CredentialInjectionPolicy scope.
     credentials: CredentialTable = field(default_factory=CredentialTable, repr=False)
+    # HTTPListenerPolicy accessLog and tracing: the gateway's, and per listener (listener-scoped policy first)
+    gateway_access_logs: AccessLogs | None = None
+    listener_access_logs: Mapping[str, AccessLogs | None] = field(default_factory=lambda: MappingProxyType({}))
+    gateway_tracing: TracingSettings | None = None
+    listener_tracing: Mapping[str, TracingSettings | None] = field(default_factory=lambda: MappingProxyType({}))
+    # header names printed redacted (access logs, span tags): credential headers and every injected one
+    redacted_headers: frozenset[str] = frozenset()
+
+    def access_logs_for(self, listener: str | None) -> AccessLogs | None:
+        if listener is None:
+            return self.gateway_access_logs
+        return self.listener_access_logs.get(listener, self.gateway_access_logs)
+
+    def tracing_for(self, listener: str | None) -> TracingSettings | None:
+        if listener is None:
+            return self.gateway_tracing
+        return self.listener_tracing.get(listener, self.gateway_tracing)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -198,6 +216,14 @@ class CompiledPolicies:
             "parents": sorted(f"{host}:{port}" for host, port in self.parents),
             "rateLimits": self.rate_limits.to_dump(),
             "credentials": self.credentials.to_dump(),
+            "accessLogs": {
+                "gateway": self.gateway_access_logs.to_dump() if self.gateway_access_logs else None,
+                "listeners": {n: a.to_dump() if a else None for n, a in sorted(self.listener_access_logs.items())},
+            },
+            "tracing": {
+                "gateway": self.gateway_tracing.to_dump() if self.gateway_tracing else None,
+                "listeners": {n: t.to_dump() if t else None for n, t in sorted(self.listener_tracing.items())},
+            },
         }
 
 

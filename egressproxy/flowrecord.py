@@ -29,7 +29,14 @@ __all__ = [
     "BodyCopy",
     "FinishedConnection",
     "FinishedRequest",
+    "GenAiCall",
+    "Exchange",
+    "HeaderFields",
 ]
+
+# Header fields as mitmproxy keeps them (`Headers.fields`): an immutable tuple of (name, value) bytes pairs, so
+# holding it costs no copy. Credential values in it are redacted by whoever prints them (egressproxy/access_log_format.py).
+HeaderFields = tuple[tuple[bytes, bytes], ...]
 
 RECORD_KEY = "egress"
 
@@ -116,6 +123,39 @@ class BodyCopy:
 
 
 @dataclass(frozen=True, slots=True)
+class GenAiCall:
+    """A request to a GenAI provider: the semantic-conventions provider name, the model the client asked for,
+    and the tokens the provider reported (`reported` False: the response reported no usage)."""
+
+    provider: str
+    request_model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reported: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """The HTTP details of a finished request that access logs and traces print (DESIGN.md 4.2).
+
+    `request_headers` are the headers as the client sent them (taken before any credential was injected);
+    printers redact credential-bearing ones by name."""
+
+    request_headers: HeaderFields = ()
+    response_headers: HeaderFields = ()
+    path: str = ""
+    authority: str = ""
+    scheme: str = ""
+    protocol: str = ""  # HTTP/1.1, HTTP/2.0, ...
+    bytes_received: int = 0  # request body bytes from the client
+    bytes_sent: int = 0  # response body bytes to the client
+    client_address: str | None = None  # ip:port of the client
+    upstream_address: str | None = None  # ip:port the gateway dialled
+    trace_id: str | None = None  # 32 hex digits when the request was traced
+    span_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FinishedConnection:
     """What sinks receive when a client connection (or a UDP session) ends: passthrough and L4 tunnels too."""
 
@@ -156,6 +196,8 @@ class FinishedRequest:
     duration: float  # seconds, request to the end of the response
     request_body: BodyCopy | None = None
     response_body: BodyCopy | None = None
+    gen_ai: GenAiCall | None = None  # a request to a GenAI provider, with the usage it reported
+    exchange: Exchange | None = None
 
 
 @dataclass(slots=True)
@@ -184,6 +226,11 @@ class FlowRecord:
     rate_limit: RateLimit | None = None  # the request's budget: its RateLimitPolicies merged (decisions)
     # Taps other addons put on this response's body, in the order they run, before the capture copy (seam 5).
     response_taps: list[Tap] = field(default_factory=list)
+    gen_ai: GenAiCall | None = None  # set on the request hook for a GenAI provider; usage added at the end
+    request_headers: HeaderFields | None = None  # as the client sent them (before credential injection)
+    request_path: str | None = None  # likewise (an injected query credential is not in it)
+    trace_id: str | None = None  # the request's span, when traced (egressproxy/tracing.py)
+    span_id: str | None = None
 
     @property
     def decision(self) -> str:

@@ -11,14 +11,52 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-from egressproxy.flowrecord import FinishedConnection, FinishedRequest
+from egressproxy.flowrecord import FinishedConnection, FinishedRequest, Identity
 from egressproxy.sinks import Sink
 
-__all__ = ["GatewayMetrics", "MetricsSink", "status_class"]
+__all__ = ["GatewayMetrics", "MetricsSink", "BoundedValues", "status_class", "TOKEN_BUCKETS"]
 
 REQUEST_LABELS = ("gateway", "listener", "route", "backend", "namespace", "serviceaccount", "decision", "status_class")
 CONNECTION_LABELS = ("gateway", "listener", "route")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# gen_ai.client.token.usage's advised bucket boundaries (OpenTelemetry GenAI semantic conventions)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+TOKEN_LABELS = ("gen_ai_token_type", "gen_ai_provider_name", "gen_ai_request_model")
+
+# Label values a client chooses (an unverified Proxy-Authorization user, the model it names) are bounded: past
+# these many distinct values (per process), new ones are counted as `other`, so no client can grow the series
+# without limit. Gateway, listener, route and backend come from the configuration and are bounded by it.
+MAX_IDENTITIES = 1000
+MAX_MODELS = 200
+MAX_LABEL_LENGTH = 128
+OVERFLOW = "other"
+
+
+class BoundedValues:
+    """At most `limit` distinct values pass; later new ones become `other`. Values are cut to 128 characters."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[object] = set()
+
+    def bound(self, value: str) -> str:
+        value = value[:MAX_LABEL_LENGTH]
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return OVERFLOW
+        self.seen.add(value)
+        return value
+
+    def bound_identity(self, identity: Identity) -> tuple[str, str]:
+        """Both identity labels together: a new (namespace, serviceaccount) pair past the limit is (other, other)."""
+        pair = (identity.namespace[:MAX_LABEL_LENGTH], identity.service_account[:MAX_LABEL_LENGTH])
+        if pair in self.seen:
+            return pair
+        if len(self.seen) >= self.limit:
+            return OVERFLOW, OVERFLOW
+        self.seen.add(pair)
+        return pair
 
 
 def status_class(status: int | None) -> str:
@@ -101,6 +139,20 @@ class GatewayMetrics:
             "egress_tap_errors", "Body taps that failed (the chunk passed on unchanged)", ("tap",), registry=r
         )
 
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens a GenAI provider reported per request (input and output), by provider and requested model",
+            TOKEN_LABELS,
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.access_log_drops = Counter(
+            "egress_access_log_drops",
+            "Access log lines not written (queue full, file or collector failing); traffic is never slowed",
+            ("sink",),
+            registry=r,
+        )
+
         self.policy_reports = Counter(
             "egress_policy_reports",
             "Denials a Report-mode policy would have made (the request passed)",
@@ -138,6 +190,8 @@ class MetricsSink(Sink):
     def __init__(self, metrics: GatewayMetrics, worker: int = 0) -> None:
         self.metrics = metrics
         self.worker = str(worker)
+        self.identities = BoundedValues(MAX_IDENTITIES)
+        self.models = BoundedValues(MAX_MODELS)
 
     def request_finished(self, record: FinishedRequest) -> None:
         labels = (
@@ -145,14 +199,18 @@ class MetricsSink(Sink):
             record.listener or "none",
             record.route or "none",
             record.backend or "none",
-            record.identity.namespace,
-            record.identity.service_account,
+            *self.identities.bound_identity(record.identity),
             record.decision,
             status_class(record.status),
         )
         self.metrics.requests.labels(*labels).inc()
         self.metrics.request_duration.labels(*labels).observe(record.duration)
         self.metrics.worker_requests.labels(self.worker).inc()
+        call = record.gen_ai
+        if call is not None and call.reported:
+            model = self.models.bound(call.request_model)
+            self.metrics.token_usage.labels("input", call.provider, model).observe(call.input_tokens)
+            self.metrics.token_usage.labels("output", call.provider, model).observe(call.output_tokens)
 
     def connection_finished(self, record: FinishedConnection) -> None:
         labels = (record.gateway or "none", record.listener or "none", record.route or "none")

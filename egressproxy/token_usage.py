@@ -10,6 +10,11 @@ What is read (the usage each provider reports itself; nothing is estimated):
 - A `Content-Encoding` of gzip, deflate or br is decoded on a copy (what the client gets is untouched); any
   other encoding, or a body that reports no usage, counts 0.
 
+For the `gen_ai_client_token_usage` histogram the usage is also split into input and output tokens
+(`TokenUsage.input_tokens` / `output_tokens`): OpenAI's `prompt_tokens` / `completion_tokens`; Anthropic's input is
+`input_tokens + cache_read_input_tokens + cache_creation_input_tokens` (the prompt the model read, cached or not)
+and its output the last cumulative `output_tokens`. The rate-limit total above is unchanged by that split.
+
 When the body ends, `on_usage(tokens)` is called once (also for 0 tokens). Each chunk costs one copy and, for
 SSE, a split on newlines; JSON parsing happens only per complete event.
 """
@@ -37,6 +42,22 @@ class TokenUsage:
         self.total: int | None = None
         self.input = 0
         self.output = 0
+        self.prompt: int | None = None  # OpenAI prompt_tokens
+        self.completion: int | None = None  # OpenAI completion_tokens
+        self.cache_read = 0  # Anthropic cache_read_input_tokens
+        self.cache_creation = 0  # Anthropic cache_creation_input_tokens
+        self.seen = False  # the body reported some usage
+
+    @property
+    def input_tokens(self) -> int:
+        """Input tokens as the GenAI semantic conventions count them (cached prompt tokens included)."""
+        if self.prompt is not None:
+            return self.prompt
+        return self.input + self.cache_read + self.cache_creation
+
+    @property
+    def output_tokens(self) -> int:
+        return self.completion if self.completion is not None else self.output
 
     @property
     def tokens(self) -> int:
@@ -54,10 +75,17 @@ class TokenUsage:
     def _add_usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):
             return
+        self.seen = True
         total = _int(usage.get("total_tokens"))
         if total is not None:
             self.total = total
+            self.prompt = _int(usage.get("prompt_tokens"))
+            self.completion = _int(usage.get("completion_tokens"))
             return
+        for name in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+            cached = _int(usage.get(name))
+            if cached is not None and cached > getattr(self, _CACHE_FIELDS[name]):
+                setattr(self, _CACHE_FIELDS[name], cached)
         # Anthropic: input in message_start (and, in newer streams, repeated cumulatively in message_delta);
         # output_tokens cumulative in each message_delta: the latest value of each counts.
         prompt = _int(usage.get("input_tokens"))
@@ -66,6 +94,9 @@ class TokenUsage:
         completion = _int(usage.get("output_tokens"))
         if completion is not None:
             self.output = max(self.output, completion)
+
+
+_CACHE_FIELDS = {"cache_read_input_tokens": "cache_read", "cache_creation_input_tokens": "cache_creation"}
 
 
 def usage_of(body: bytes) -> int:

@@ -114,6 +114,7 @@ async def serve(args: argparse.Namespace) -> int:
             relay.stop()
         for server in side:
             server.stop()
+        await asyncio.to_thread(ours.stop_sinks)  # deliver the access-log lines and spans still queued
     return 0 if not ours.readiness.failed else 1
 
 

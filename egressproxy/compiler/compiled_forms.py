@@ -18,6 +18,7 @@ from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicie
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
+from egressproxy.compiler.observability_forms import compile_access_logs, compile_tracing, redacted_names
 from egressproxy.compiler.rate_limit_forms import compile_rate_limits
 from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
 from egressproxy.config.problems import ObjectRef
@@ -25,6 +26,7 @@ from egressproxy.config.resource import Resource
 from egressproxy.credentials import CredentialTable
 from egressproxy.rate_limit_precedence import AttachmentPoint, RateLimitTable
 from egressproxy.rate_limits import RateLimitFields
+from egressproxy.observability_settings import AccessLogs, AccessLogSink, TracingSettings
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Backend, Gateway, PolicyIndex
 from egressproxy.ssrf import SsrfGuard
@@ -41,6 +43,8 @@ class PolicyMaterial:
     gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
     rate_limits: Mapping[ObjectRef, RateLimitFields] = field(default_factory=dict)  # RateLimitPolicy ref ->
     credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
+    access_logs: Mapping[ObjectRef, tuple[AccessLogSink, ...]] = field(default_factory=dict)  # HTTPListenerPolicy ->
+    tracing: Mapping[ObjectRef, TracingSettings] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -51,8 +55,15 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         certificates = compile_trust_bundle(comp, gw)
         if gw is comp.served:
             trust = gateway_tls(certificates, _trust_bundle_secret(gw))
+    credentials = compile_credentials(comp)
     return PolicyMaterial(
-        compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_rate_limits(comp), compile_credentials(comp)
+        compile_backend_tls_policies(comp),
+        compile_basic_auth(comp),
+        trust,
+        compile_rate_limits(comp),
+        credentials,
+        compile_access_logs(comp, credentials),
+        compile_tracing(comp),
     )
 
 
@@ -74,6 +85,15 @@ def link_compiled_policies(
         parents=MappingProxyType(_parents(gateway, backends)),
         rate_limits=_rate_limits(material, gateway, policies),
         credentials=material.credentials,
+        gateway_access_logs=_access_logs(material, policies, None),
+        listener_access_logs=MappingProxyType(
+            {listener.name: _access_logs(material, policies, listener.name) for listener in gateway.listeners}
+        ),
+        gateway_tracing=_tracing(material, policies, None),
+        listener_tracing=MappingProxyType(
+            {listener.name: _tracing(material, policies, listener.name) for listener in gateway.listeners}
+        ),
+        redacted_headers=redacted_names(material.credentials)[0],
     )
 
 
@@ -96,6 +116,23 @@ def _http_attachment_points(gateway: Gateway) -> Iterator[AttachmentPoint]:
                 backends = {wb.backend.ref for wb in rule.backends if wb.backend is not None}
                 for backend in (None, *sorted(backends)):
                     yield (route.ref, backend, listener.name, rule.index)
+
+
+def _access_logs(material: PolicyMaterial, policies: PolicyIndex, listener: str | None) -> AccessLogs | None:
+    """The most specific HTTPListenerPolicy with access logs on `listener` (its sinks, not a merge)."""
+    for attached in policies.policies("HTTPListenerPolicy", listener=listener):
+        sinks = material.access_logs.get(attached.ref)
+        if sinks:
+            return AccessLogs(str(attached.ref), sinks)
+    return None
+
+
+def _tracing(material: PolicyMaterial, policies: PolicyIndex, listener: str | None) -> TracingSettings | None:
+    for attached in policies.policies("HTTPListenerPolicy", listener=listener):
+        settings = material.tracing.get(attached.ref)
+        if settings is not None:
+            return settings
+    return None
 
 
 def _dns(policies: PolicyIndex, backend: ObjectRef | None) -> DnsSettings:

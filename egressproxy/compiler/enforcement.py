@@ -71,6 +71,59 @@ def _under(prefix: str, entries: Iterable[str]) -> tuple[str, ...]:
 
 # --- shared pieces ----------------------------------------------------------------------------------------------
 
+# HTTPListenerPolicy access logs (docs/observability.md): file and OTLP sinks with their formats.
+_ACCESS_LOG_ENFORCED = (
+    "spec.accessLog",
+    "spec.accessLog.fileSink",
+    "spec.accessLog.fileSink.path",
+    "spec.accessLog.fileSink.stringFormat",
+    "spec.accessLog.fileSink.jsonFormat",
+    "spec.accessLog.otel",
+    "spec.accessLog.otel.endpoint",
+    "spec.accessLog.otel.protocol",
+)
+_OTEL_TRACING = "spec.tracing.provider.openTelemetry"
+_TRACING_ENFORCED = (
+    "spec.tracing",
+    "spec.tracing.provider",
+    "spec.tracing.provider.otel.*",
+    _OTEL_TRACING,
+    f"{_OTEL_TRACING}.grpcService",
+    f"{_OTEL_TRACING}.grpcService.backendRef",
+    f"{_OTEL_TRACING}.grpcService.backendRef.name",
+    f"{_OTEL_TRACING}.grpcService.backendRef.namespace",
+    f"{_OTEL_TRACING}.grpcService.backendRef.port",
+    f"{_OTEL_TRACING}.serviceName",
+    f"{_OTEL_TRACING}.sampler.*",  # alwaysOnConfig: the sampling rate decides, 100% unless set
+    "spec.tracing.randomSampling",
+    "spec.tracing.overallSampling",
+    "spec.tracing.samplingRate",
+    "spec.tracing.propagators",
+    "spec.tracing.customTags.*",
+    "spec.tracing.attributes",
+    "spec.tracing.attributes.name",
+    "spec.tracing.attributes.literal.*",
+    "spec.tracing.attributes.environment.*",
+    "spec.tracing.attributes.requestHeader.*",
+)
+_TRACING_SERVICE_ONLY = "the collector is dialled as a Kubernetes Service (name.namespace.svc.cluster.local:port)"
+_TRACING_UNSUPPORTED = {
+    f"{_OTEL_TRACING}.grpcService.backendRef.group": _TRACING_SERVICE_ONLY,
+    f"{_OTEL_TRACING}.grpcService.backendRef.kind": _TRACING_SERVICE_ONLY,
+    f"{_OTEL_TRACING}.grpcService.backendRef.weight": "one collector is called; weight is not read",
+    **{
+        f"{_OTEL_TRACING}.grpcService.{f}.*": "gRPC call options of the span exporter are not configurable here"
+        for f in ("authority", "maxReceiveMessageLength", "skipEnvoyHeaders", "timeout", "initialMetadata",
+                  "retryPolicy")
+    },
+    f"{_OTEL_TRACING}.resourceDetectors.*": "resource detectors are not run (the resource is service.name)",
+    "spec.tracing.clientSampling": "client-forced sampling (x-client-trace-id) is not implemented",
+    "spec.tracing.verbose": "there are no per-filter spans to add",
+    "spec.tracing.maxPathTagLength": "the path attribute is not cut",
+    "spec.tracing.spawnUpstreamSpan": "one span per request; no separate upstream span",
+    "spec.tracing.attributes.metadata.*": "metadata-valued span attributes are not implemented",
+}
+
 _TARGET_REFS = ("spec.targetRefs.*",)
 _PARENT_REFS = ("spec.parentRefs.*",)
 
@@ -422,13 +475,17 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "HTTPListenerPolicy": KindEnforcement(
-            (*_TARGET_REFS, "spec.basicAuth.*"),
+            (*_TARGET_REFS, "spec.basicAuth.*", *_ACCESS_LOG_ENFORCED, *_TRACING_ENFORCED),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
-                    "spec.accessLogging": "access logs are not written",
-                    "spec.accessLog.*": "access logs are not written",
-                    "spec.tracing.*": "tracing is not implemented",
+                    "spec.accessLogging": "the open accessLogging block is not read (use accessLog)",
+                    "spec.accessLog.grpcService.*": "gRPC access-log services (Envoy ALS) are not called",
+                    "spec.accessLog.openTelemetry.*": (
+                        "the openTelemetry ALS sink is not written (the otel sink exports OTLP log records)"
+                    ),
+                    "spec.accessLog.filter.*": "access-log filters are not applied (every request is logged)",
+                    **_TRACING_UNSUPPORTED,
                     "spec.buffer.*": "the request buffer limit is not applied",
                     "spec.celValidation.*": "CEL validation is not implemented",
                     "spec.upgradeConfig.*": "the enabledUpgrades list is not applied",

@@ -20,12 +20,16 @@ from addons.model_rewrite import ModelRewrite
 from addons.listener_match import ListenerMatch
 from addons.parent_proxy import ParentProxyAuth
 from addons.rate_limits import RateLimits
+from addons.token_metrics import TokenMetrics
+from addons.tracing import RequestTracing
 from addons.readiness import Readiness
 from addons.request_timeout import RequestTimeout
 from addons.upstream_tls import UpstreamTls
 from addons.upstream_trust import UpstreamTrust
+from egressproxy.access_log import AccessLog
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
+from egressproxy.tracing import Tracing
 
 __all__ = ["GatewayAddons"]
 
@@ -37,6 +41,10 @@ class GatewayAddons:
         self.upstream_trust = UpstreamTrust(state)
         self.readiness = Readiness(state)
         self.gateway_errors = GatewayErrors(state)
+        self.access_log = AccessLog(lambda: state.snapshot, state.metrics)
+        state.sinks.register(self.access_log)
+        self.tracing = Tracing()
+        state.sinks.register(self.tracing)
         self.addons: list[object] = [
             ConnectionRecords(state),  # first: meters from the root layer, finishes before the table forgets
             ConnectionTable(state),
@@ -44,6 +52,7 @@ class GatewayAddons:
             ListenerMatch(state),
             HttpRoutes(state),
             RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
+            TokenMetrics(state),  # before BodyTaps (its tap joins the chain) and ModelRewrite (the client's model)
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
             ModelRewrite(state),  # after BodyTaps (the capture keeps the client's body), before credentials
             CredentialInjection(state),  # after BodyTaps: SigV4 signs the body as it is sent
@@ -56,6 +65,7 @@ class GatewayAddons:
             L4Relay(state),
             DnsAnswers(state),
             FlowMetrics(state),
+            RequestTracing(state, self.tracing),  # after FlowMetrics took the client's headers
             self.readiness,
             self.upstream_trust,
         ]
@@ -66,7 +76,13 @@ class GatewayAddons:
         self.cert_minting.prepare()
         return self.upstream_trust.bundle_path()
 
+    def stop_sinks(self) -> None:
+        """At shutdown (blocking: call off the loop): write out what the access-log threads still hold."""
+        self.access_log.stop()
+        self.tracing.shutdown()
+
     async def after_swap(self) -> None:
+        self.access_log.reopen()  # every accepted reload (SIGHUP included) reopens the access-log files
         path = await asyncio.to_thread(self.prepare_blocking)
         self.upstream_trust.apply(path)
         snapshot = self.state.snapshot

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from egressproxy.denial_log import DenialLog
 from egressproxy.dns_bindings import DnsBindings
 from egressproxy.dialer import Dialer
 from egressproxy.engine.destinations import DestinationCheck
@@ -66,6 +67,7 @@ class GatewayState:
         if self.sinks is None:
             self.sinks = Sinks(on_error=self._sink_failed)
             self.sinks.register(MetricsSink(self.metrics, self.worker))
+            self.sinks.register(DenialLog())
         if self.resolver is None:
             self.resolver = Resolver(self.metrics)
         if self.dialer is None:

@@ -114,3 +114,32 @@ def test_mitmweb_gets_a_comment_naming_the_decision_unless_one_was_written(state
     denied.comment = "denied: no-route"
     addon.response(denied)
     assert denied.comment == "denied: no-route"
+
+
+def test_the_finished_record_carries_the_clients_headers_and_path_not_injected_ones(state: GatewayState) -> None:
+    """Headers and path are taken on `requestheaders`: a credential injected later never reaches a printer."""
+    addon = FlowMetrics(state)
+    flow = _flow(200, verdict=Verdict.allow())
+    flow.request.path = "/v1/x?a=1"
+    flow.request.headers["x-client"] = "mine"
+    with taddons.context(addon):
+        addon.requestheaders(flow)
+        flow.request.headers["x-api-key"] = "injected-secret"  # what credential injection does later
+        flow.request.path = "/v1/x?a=1&key=injected-query"
+        addon.response(flow)
+    (record,) = state.collect.records  # type: ignore[attr-defined]
+    assert record.exchange is not None
+    names = [name for name, _ in record.exchange.request_headers]
+    assert b"x-client" in names and b"x-api-key" not in names
+    assert record.exchange.path == "/v1/x?a=1"
+    assert record.exchange.protocol == flow.request.http_version
+
+
+def test_a_denied_connect_finishes_a_request_record(state: GatewayState) -> None:
+    addon = FlowMetrics(state)
+    flow = _flow(403, verdict=Verdict.deny("no-route", "EgressGateway/default/eg"))
+    flow.request.method = "CONNECT"
+    with taddons.context(addon):
+        addon.http_connect_error(flow)
+    (record,) = state.collect.records  # type: ignore[attr-defined]
+    assert (record.method, record.decision, record.status) == ("CONNECT", "deny", 403)

@@ -99,3 +99,57 @@ def test_the_gateway_state_sends_records_to_metrics_and_counts_a_failing_sink(tm
 
 def test_status_class() -> None:
     assert [status_class(s) for s in (None, 0, 101, 204, 302, 404, 504)] == ["none", "none", "1xx", "2xx", "3xx", "4xx", "5xx"]
+
+
+# --- token usage and bounded label values ----------------------------------------------------------------------
+
+
+def test_token_usage_is_a_histogram_per_token_type_provider_and_requested_model() -> None:
+    from egressproxy.flowrecord import GenAiCall
+
+    metrics = GatewayMetrics()
+    sink = MetricsSink(metrics)
+    sink.request_finished(request(gen_ai=GenAiCall("anthropic", "claude-x", 127, 9, reported=True)))
+    sink.request_finished(request(gen_ai=GenAiCall("anthropic", "claude-x", 3, 1, reported=True)))
+    sink.request_finished(request(gen_ai=GenAiCall("openai", "gpt-x")))  # reported no usage: not observed
+    labels = dict(gen_ai_provider_name="anthropic", gen_ai_request_model="claude-x")
+    assert sample(metrics, "gen_ai_client_token_usage_count", gen_ai_token_type="input", **labels) == 2
+    assert sample(metrics, "gen_ai_client_token_usage_sum", gen_ai_token_type="input", **labels) == 130
+    assert sample(metrics, "gen_ai_client_token_usage_sum", gen_ai_token_type="output", **labels) == 10
+    assert sample(metrics, "gen_ai_client_token_usage_bucket", gen_ai_token_type="input", le="256.0", **labels) == 2
+    assert sample(metrics, "gen_ai_client_token_usage_bucket", gen_ai_token_type="input", le="64.0", **labels) == 1
+    text = generate_latest(metrics.registry).decode()
+    assert 'gen_ai_provider_name="openai"' not in text
+
+
+def test_client_chosen_label_values_are_bounded() -> None:
+    """An unverified Proxy-Authorization user or a model name is the client's choice: past the limit, `other`."""
+    from egressproxy import metrics as m
+    from egressproxy.flowrecord import GenAiCall
+
+    metrics = GatewayMetrics()
+    sink = MetricsSink(metrics)
+    sink.identities.limit, sink.models.limit = 3, 2
+    for i in range(10):
+        sink.request_finished(
+            request(identity=Identity(f"ns{i}", "sa"), gen_ai=GenAiCall("openai", f"m{i}", 1, 1, reported=True))
+        )
+    text = generate_latest(metrics.registry).decode()
+    namespaces = {line.split('namespace="')[1].split('"')[0] for line in text.splitlines() if line.startswith("egress_requests_total{")}
+    assert namespaces == {"ns0", "ns1", "ns2", m.OVERFLOW}
+    models = {line.split('gen_ai_request_model="')[1].split('"')[0] for line in text.splitlines() if line.startswith("gen_ai_client_token_usage_count{")}
+    assert models == {"m0", "m1", m.OVERFLOW}
+    long = m.BoundedValues(5).bound("x" * 1000)
+    assert len(long) == m.MAX_LABEL_LENGTH
+
+
+def test_an_unrouted_host_under_allow_all_adds_no_label_value() -> None:
+    """Route and backend of a request no route matched are `none`, whatever host it went to."""
+    metrics = GatewayMetrics()
+    sink = MetricsSink(metrics)
+    for i in range(5):
+        sink.request_finished(request(route=None, backend=None, host=f"h{i}.example.test", url=f"http://h{i}.example.test/x{i}"))
+    text = generate_latest(metrics.registry).decode()
+    assert "example.test" not in text
+    assert sample(metrics, "egress_requests_total", gateway="default/eg", listener="https", route="none", backend="none",
+                  namespace="unknown", serviceaccount="unknown", decision="allow", status_class="2xx") == 5

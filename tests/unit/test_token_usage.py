@@ -95,3 +95,47 @@ def test_a_stream_cut_short_settles_what_it_saw() -> None:
 def test_usage_of_a_whole_body() -> None:
     assert usage_of(json.dumps(ANTHROPIC_JSON).encode()) == 42
     assert usage_of(b"[1, 2]") == 0
+
+
+# --- the input/output split of gen_ai_client_token_usage -------------------------------------------------------
+
+ANTHROPIC_CACHED_SSE = (
+    b'data: {"type":"message_start","message":{"usage":{"input_tokens":7,"cache_read_input_tokens":100,'
+    b'"cache_creation_input_tokens":20,"output_tokens":1}}}\n\n'
+    b'data: {"type":"message_delta","usage":{"output_tokens":3}}\n\n'
+    b'data: {"type":"message_delta","usage":{"output_tokens":9}}\n\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "split"),
+    [
+        (json.dumps(OPENAI_JSON).encode(), "application/json", (11, 31)),
+        (OPENAI_SSE, "text/event-stream", (9, 4)),
+        (json.dumps(ANTHROPIC_JSON).encode(), "application/json", (25, 17)),
+        (ANTHROPIC_SSE, "text/event-stream", (30, 12)),  # output: the last cumulative message_delta
+        (ANTHROPIC_CACHED_SSE, "text/event-stream", (7 + 100 + 20, 9)),  # input counts cache reads and writes
+    ],
+)
+@pytest.mark.parametrize("chunk", [1, 10_000])
+def test_input_and_output_tokens_are_split_as_the_semantic_conventions_count_them(
+    body: bytes, content_type: str, split: tuple[int, int], chunk: int
+) -> None:
+    tap = TokenCountingTap(content_type, "", lambda n: None)
+    chain = TapChain([tap])
+    for i in range(0, len(body), chunk):
+        chain.feed(body[i : i + chunk])
+    chain.finish()
+    assert tap.usage.seen
+    assert (tap.usage.input_tokens, tap.usage.output_tokens) == split
+
+
+def test_the_rate_limit_total_of_anthropic_leaves_cache_tokens_out_as_before() -> None:
+    assert run(ANTHROPIC_CACHED_SSE, "text/event-stream")[0] == 7 + 9
+
+
+def test_a_body_without_usage_is_not_seen() -> None:
+    tap = TokenCountingTap("application/json", "", lambda n: None)
+    TapChain([tap]).feed(b'{"ok": true}')
+    tap.end()
+    assert not tap.usage.seen
