@@ -21,6 +21,7 @@ from passlib.context import CryptContext
 
 from egressproxy.config.problems import ObjectRef
 from egressproxy.credentials import CredentialTable
+from egressproxy.prompt_guard import AiPolicyTable
 from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
@@ -140,6 +141,8 @@ class CompiledPolicies:
     rate_limits: RateLimitTable = field(default_factory=RateLimitTable)
     # Injected credentials (egressproxy/credentials.py): by AI provider and by CredentialInjectionPolicy scope.
     credentials: CredentialTable = field(default_factory=CredentialTable, repr=False)
+    # TrafficPolicy `ai`: prompt guards, enrichment, defaults, model lists (egressproxy/prompt_guard.py).
+    ai: AiPolicyTable = field(default_factory=AiPolicyTable)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -198,6 +201,7 @@ class CompiledPolicies:
             "parents": sorted(f"{host}:{port}" for host, port in self.parents),
             "rateLimits": self.rate_limits.to_dump(),
             "credentials": self.credentials.to_dump(),
+            "ai": self.ai.to_dump(),
         }
 
 

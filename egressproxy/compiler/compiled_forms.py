@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
+from egressproxy.compiler.ai_policy_forms import compile_ai_policies
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
@@ -23,6 +24,7 @@ from egressproxy.compiler.tls_material import compile_backend_tls_policies, comp
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.credentials import CredentialTable
+from egressproxy.prompt_guard import AiPolicy, AiPolicyTable
 from egressproxy.rate_limit_precedence import AttachmentPoint, RateLimitTable
 from egressproxy.rate_limits import RateLimitFields
 from egressproxy.resolver import DnsSettings
@@ -41,6 +43,7 @@ class PolicyMaterial:
     gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
     rate_limits: Mapping[ObjectRef, RateLimitFields] = field(default_factory=dict)  # RateLimitPolicy ref ->
     credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
+    ai: Mapping[ObjectRef, AiPolicy] = field(default_factory=dict)  # TrafficPolicy ref -> its compiled `ai`
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -52,7 +55,8 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         if gw is comp.served:
             trust = gateway_tls(certificates, _trust_bundle_secret(gw))
     return PolicyMaterial(
-        compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_rate_limits(comp), compile_credentials(comp)
+        compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_rate_limits(comp), compile_credentials(comp),
+        compile_ai_policies(comp),
     )
 
 
@@ -74,6 +78,7 @@ def link_compiled_policies(
         parents=MappingProxyType(_parents(gateway, backends)),
         rate_limits=_rate_limits(material, gateway, policies),
         credentials=material.credentials,
+        ai=AiPolicyTable(MappingProxyType(dict(material.ai))),
     )
 
 

@@ -753,6 +753,8 @@ TRAFFIC_POLICY = Obj(
                 "defaults": List(FIELD_DEFAULT),
                 "fieldDefaults": List(FIELD_DEFAULT),  # the seeds' spelling
                 "routeType": Str(enum=("CHAT", "CHAT_STREAMING")),
+                # Extension (the proposal's ModelDenyList, docs/guardrails.md): globs on the request's `model`.
+                "models": Obj({"allowed": List(Str(min_length=1)), "denied": List(Str(min_length=1))}),
             }
         ),
     }

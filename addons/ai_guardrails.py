@@ -1,0 +1,106 @@
+"""TrafficPolicy `ai` on HTTP flows (docs/guardrails.md): the request body through egressproxy/request_guard.py,
+the answer through egressproxy/stream_masking.py.
+
+Request: in the `request` hook, on the buffered body, before the body taps copy it (the capture keeps what was
+actually sent, masked) and before any upstream candidate is dialled, so a failover replay carries the same
+transformed body. A rejection is the DESIGN.md 4.1 denial, reason `prompt-rejected`.
+
+Response (when `promptGuard.response` applies): the request asks for an identity encoding, so the answer can
+be read as it streams. An SSE answer keeps streaming, the guard tap first in its chain (masking before token
+counting and capture); any other JSON answer (or an SSE one with a Content-Length or a Content-Encoding, which
+rewriting would break) is buffered and judged whole in the `response` hook, where a REJECT replaces it with the
+denial before a byte is sent. Other content types pass uninspected.
+
+Runs after the routing addon (which wrote `FlowRecord.ai` and turned streaming on) and before the body taps.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+
+from egressproxy.engine.answers import answer_denied, flow_record
+from egressproxy.engine.guard import fail_closed
+from egressproxy.flowrecord import Verdict
+from egressproxy.prompt_guard import REJECTED, RegexGuard
+from egressproxy.request_guard import guard_request
+from egressproxy.runtime.state import GatewayState
+from egressproxy.stream_masking import REJECTED_MESSAGE, SseGuardTap, guard_json_response
+
+__all__ = ["AiGuardrails"]
+
+log = logging.getLogger("egressproxy")
+
+
+class AiGuardrails:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.buffered: set[str] = set()  # flow ids whose answer is judged whole in `response`
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        policy = flow_record(flow).ai
+        if flow.response is not None or policy is None:
+            return
+        if policy.response is not None:
+            flow.request.headers["accept-encoding"] = "identity"
+        body = flow.request.get_content(strict=False)
+        if not body:
+            return
+        outcome = guard_request(policy, flow.request.path, body)
+        if outcome.verdict is not None:
+            self.state.metrics.denials.labels(REJECTED).inc()
+            answer_denied(flow, outcome.verdict)
+            return
+        if outcome.body is not None:
+            flow.request.set_content(outcome.body)
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response is not None
+        frec = flow_record(flow)
+        guard = frec.ai.response if frec.ai is not None else None
+        if guard is None:
+            return
+        headers = flow.response.headers
+        content_type = headers.get("content-type", "").lower()
+        encoded = headers.get("content-encoding", "identity").lower() not in ("", "identity")
+        if "text/event-stream" in content_type and not encoded and "content-length" not in headers:
+            tap = SseGuardTap(guard, lambda found: self._stream_rejected(flow, guard, found))
+            frec.response_taps.insert(0, tap)
+        elif "json" in content_type or "text/event-stream" in content_type:
+            flow.response.stream = False
+            self.buffered.add(flow.id)
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.id not in self.buffered:
+            return
+        self.buffered.discard(flow.id)
+        frec = flow_record(flow)
+        assert flow.response is not None and frec.ai is not None and frec.ai.response is not None
+        guard = frec.ai.response
+        body = flow.response.get_content(strict=False) or b""
+        if "text/event-stream" in flow.response.headers.get("content-type", "").lower():
+            tap = SseGuardTap(guard)
+            masked: bytes | None = tap.chunk(body) + tap.end()
+            found = "a detector" if tap.rejected else None
+        else:
+            masked, found = guard_json_response(guard, body)
+        if found is not None:
+            self.state.metrics.denials.labels(REJECTED).inc()
+            answer_denied(flow, Verdict.deny(REJECTED, guard.policy, REJECTED_MESSAGE))
+        elif masked is not None and masked != body:
+            flow.response.set_content(masked)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.buffered.discard(flow.id)
+
+    def _stream_rejected(self, flow: http.HTTPFlow, guard: RegexGuard, found: str) -> None:
+        """A REJECT response guard ended a stream: its status is already sent; the record says why."""
+        self.state.metrics.denials.labels(REJECTED).inc()
+        frec = flow_record(flow)
+        frec.verdict = Verdict.deny(REJECTED, guard.policy, REJECTED_MESSAGE)
+        flow.comment = (flow.comment + "\n" if flow.comment else "") + f"denied: {REJECTED} by {guard.policy}"
+        log.info("%s: %s ended a streamed answer to %s (%s found)", REJECTED, guard.policy, frec.host, found)
