@@ -49,6 +49,8 @@ class AiGuardrails:
         if not body:
             return
         outcome = guard_request(policy, flow.request.path, body)
+        for report in outcome.reports:
+            self._report(flow, report)
         if outcome.verdict is not None:
             self.state.metrics.denials.labels(REJECTED).inc()
             answer_denied(flow, outcome.verdict)
@@ -85,10 +87,12 @@ class AiGuardrails:
         if "text/event-stream" in flow.response.headers.get("content-type", "").lower():
             tap = SseGuardTap(guard)
             masked: bytes | None = tap.chunk(body) + tap.end()
-            found = "a detector" if tap.rejected else None
+            found = "a detector" if tap.rejected or tap.reported else None
         else:
             masked, found = guard_json_response(guard, body)
-        if found is not None:
+        if found is not None and guard.report:
+            self._report(flow, Verdict.deny(REJECTED, guard.policy, REJECTED_MESSAGE))
+        elif found is not None:
             self.state.metrics.denials.labels(REJECTED).inc()
             answer_denied(flow, Verdict.deny(REJECTED, guard.policy, REJECTED_MESSAGE))
         elif masked is not None and masked != body:
@@ -97,8 +101,18 @@ class AiGuardrails:
     def error(self, flow: http.HTTPFlow) -> None:
         self.buffered.discard(flow.id)
 
+    def _report(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        """What a Report-mode policy would have denied: counted, logged and noted on the flow; it passes."""
+        self.state.metrics.policy_reports.labels(verdict.reason, verdict.policy).inc()
+        log.info("report: %s would deny %s %s (%s; enforcementMode Report)", verdict.policy, flow.request.method,
+                 flow_record(flow).host, verdict.reason)
+        flow.comment = (flow.comment + "\n" if flow.comment else "") + f"report: {verdict.reason} by {verdict.policy}"
+
     def _stream_rejected(self, flow: http.HTTPFlow, guard: RegexGuard, found: str) -> None:
         """A REJECT response guard ended a stream: its status is already sent; the record says why."""
+        if guard.report:
+            self._report(flow, Verdict.deny(REJECTED, guard.policy, REJECTED_MESSAGE))
+            return
         self.state.metrics.denials.labels(REJECTED).inc()
         frec = flow_record(flow)
         frec.verdict = Verdict.deny(REJECTED, guard.policy, REJECTED_MESSAGE)

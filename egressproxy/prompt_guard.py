@@ -43,6 +43,7 @@ class RegexGuard:
     action: str  # "REJECT" | "MASK"
     detectors: tuple[Detector, ...]
     policy: str  # "TrafficPolicy/ns/name"
+    report: bool = False  # enforcementMode Report: a REJECT is counted and logged, and the traffic passes
 
     @property
     def masks(self) -> bool:
@@ -66,7 +67,8 @@ class RegexGuard:
         return min(starts, default=len(text))
 
     def to_dump(self) -> dict[str, Any]:
-        return {"action": self.action, "detectors": [d.name for d in self.detectors], "policy": self.policy}
+        return {"action": self.action, "detectors": [d.name for d in self.detectors], "policy": self.policy,
+                "enforcementMode": "Report" if self.report else "Enforce"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ class ModelLists:
     allowed: tuple[str, ...]
     denied: tuple[str, ...]
     policy: str
+    report: bool = False  # enforcementMode Report
 
     def refuses(self, model: str | None) -> str | None:
         """Why `model` is refused (a message naming it), or None when it may be used."""

@@ -36,6 +36,7 @@ class RequestGuardOutcome:
     verdict: Verdict | None = None
     body: bytes | None = None
     steps: tuple[str, ...] = ()
+    reports: tuple[Verdict, ...] = ()  # denials a Report-mode policy would have made (the request passes)
 
 
 def guard_request(policy: AiPolicy, path: str, body: bytes) -> RequestGuardOutcome:
@@ -43,6 +44,7 @@ def guard_request(policy: AiPolicy, path: str, body: bytes) -> RequestGuardOutco
     if document is None:
         return RequestGuardOutcome(steps=("ai: body is not a JSON object: not inspected",))
     steps: list[str] = []
+    reports: list[Verdict] = []
     changed = False
     if policy.defaults:
         if apply_defaults(document, policy.defaults):
@@ -52,12 +54,16 @@ def guard_request(policy: AiPolicy, path: str, body: bytes) -> RequestGuardOutco
         model = document.get("model")
         refusal = policy.models.refuses(model if isinstance(model, str) else None)
         if refusal is not None:
-            return _rejected(policy.models.policy, refusal, 403, steps)
-        steps.append(f"models: {model} allowed by {policy.models.policy}")
+            denied = _rejected(policy.models.policy, refusal, 403, steps, report=policy.models.report)
+            if not policy.models.report:
+                return RequestGuardOutcome(denied, None, tuple(steps))
+            reports.append(denied)
+        else:
+            steps.append(f"models: {model} allowed by {policy.models.policy}")
     fmt = detect_format(path, document)
     if fmt is None:
         steps.append("ai: not an OpenAI or Anthropic chat request: prompt guard and enrichment not applied")
-        return _outcome(document, changed, steps)
+        return _outcome(document, changed, steps, reports)
     guard = policy.request
     if guard is not None:
         regex = guard.regex
@@ -71,12 +77,16 @@ def guard_request(policy: AiPolicy, path: str, body: bytes) -> RequestGuardOutco
             found = next((name for text in request_texts(document, fmt) if (name := regex.rejects(text))), None)
             if found is not None:
                 message = guard.message or DEFAULT_REJECT_MESSAGE
-                return _rejected(regex.policy, message, guard.status_code, steps, f"{found} found")
-            steps.append(f"promptGuard.request: passed ({regex.policy})")
+                denied = _rejected(regex.policy, message, guard.status_code, steps, f"{found} found", report=regex.report)
+                if not regex.report:
+                    return RequestGuardOutcome(denied, None, tuple(steps))
+                reports.append(denied)
+            else:
+                steps.append(f"promptGuard.request: passed ({regex.policy})")
     if policy.enrichment is not None and enrich(document, fmt, policy.enrichment):
         changed = True
         steps.append(f"promptEnrichment: applied by {policy.enrichment_policy}")
-    return _outcome(document, changed, steps)
+    return _outcome(document, changed, steps, reports)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -89,12 +99,16 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def _rejected(policy: str, message: str, status: int, steps: list[str], why: str = "") -> RequestGuardOutcome:
-    """A denial. `why` names the detector (never the value found); the client sees only `message`."""
-    steps.append(f"{REJECTED} by {policy}" + (f": {why}" if why else f": {message}"))
-    return RequestGuardOutcome(Verdict.deny(REJECTED, policy, message, status), None, tuple(steps))
+def _rejected(
+    policy: str, message: str, status: int, steps: list[str], why: str = "", *, report: bool = False
+) -> Verdict:
+    """A denial, noted in `steps`. `why` names the detector (never the value found); the client sees only
+    `message`."""
+    mode = " (Report mode: passes)" if report else ""
+    steps.append(f"{REJECTED} by {policy}" + (f": {why}" if why else f": {message}") + mode)
+    return Verdict.deny(REJECTED, policy, message, status)
 
 
-def _outcome(document: dict[str, Any], changed: bool, steps: list[str]) -> RequestGuardOutcome:
+def _outcome(document: dict[str, Any], changed: bool, steps: list[str], reports: list[Verdict]) -> RequestGuardOutcome:
     body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode() if changed else None
-    return RequestGuardOutcome(None, body, tuple(steps))
+    return RequestGuardOutcome(None, body, tuple(steps), tuple(reports))

@@ -11,6 +11,7 @@ and the end of the stream are kept. `ping` events and role-only chunks pass with
 
 MASK replaces each confirmed match in the released text. REJECT ends the stream when released text holds a
 match: the match is never sent, an error event in the provider's format is, and everything after it is dropped.
+A REJECT guard in Report mode (enforcementMode) reports the first match (`on_reject`) and lets the stream pass.
 
 Events are rewritten only when their text changed: everything else passes byte for byte. Bytes of an event not
 yet complete (no blank line yet) wait for the rest of it; that is the only other hold-back.
@@ -91,6 +92,7 @@ class SseGuardTap(Tap):
         self.templates: dict[Key, tuple[_Event, Any]] = {}  # the last content event of each key, for flushes
         self.anthropic = False
         self.rejected = False
+        self.reported = False
 
     @property
     def held_chars(self) -> int:
@@ -148,8 +150,12 @@ class SseGuardTap(Tap):
         cut = max(cut, len(whole) - MAX_HOLD_CHARS)
         out, self.held[key] = whole[:cut], whole[cut:]
         if not self.guard.masks:
-            found = self.guard.rejects(out)
-            if found is not None:
+            found = self.guard.rejects(out) if not self.reported else None
+            if found is not None and self.guard.report:
+                self.reported = True
+                if self.on_reject is not None:
+                    self.on_reject(found)
+            elif found is not None:
                 self._reject(found)
                 return ""
             return out

@@ -31,9 +31,10 @@ def compile_ai_policies(comp: Compilation) -> dict[ObjectRef, AiPolicy]:
 
 def _ai(comp: Compilation, res: Resource, ai: dict[str, Any]) -> AiPolicy:
     name = f"TrafficPolicy/{res.namespace}/{res.name}"
+    report = res.spec.get("enforcementMode") == "Report"
     guard = ai.get("promptGuard") or {}
     request = guard.get("request") or {}
-    request_regex = _regex(comp, res, "spec.ai.promptGuard.request.regex", request.get("regex"), name)
+    request_regex = _regex(comp, res, "spec.ai.promptGuard.request.regex", request.get("regex"), name, report)
     custom_response = request.get("customResponse") or {}
     request_guard = (
         RequestGuard(request_regex, custom_response.get("message") or "", custom_response.get("statusCode") or 403)
@@ -41,7 +42,7 @@ def _ai(comp: Compilation, res: Resource, ai: dict[str, Any]) -> AiPolicy:
         else None
     )
     response_regex = _regex(
-        comp, res, "spec.ai.promptGuard.response.regex", (guard.get("response") or {}).get("regex"), name
+        comp, res, "spec.ai.promptGuard.response.regex", (guard.get("response") or {}).get("regex"), name, report
     )
     enrichment = ai.get("promptEnrichment")
     defaults = [*(ai.get("defaults") or ()), *(ai.get("fieldDefaults") or ())]
@@ -51,13 +52,17 @@ def _ai(comp: Compilation, res: Resource, ai: dict[str, Any]) -> AiPolicy:
         response=response_regex,
         enrichment=_enrichment(enrichment) if enrichment else None,
         defaults=tuple(_default(d) for d in defaults) if defaults else None,
-        models=ModelLists(tuple(models.get("allowed") or ()), tuple(models.get("denied") or ()), name) if models else None,
+        models=(
+            ModelLists(tuple(models.get("allowed") or ()), tuple(models.get("denied") or ()), name, report)
+            if models
+            else None
+        ),
         enrichment_policy=name if enrichment else "",
         defaults_policy=name if defaults else "",
     )
 
 
-def _regex(comp: Compilation, res: Resource, path: str, spec: Any, policy: str) -> RegexGuard | None:
+def _regex(comp: Compilation, res: Resource, path: str, spec: Any, policy: str, report: bool) -> RegexGuard | None:
     if not isinstance(spec, dict):
         return None
     detectors: list[Detector] = []
@@ -74,7 +79,7 @@ def _regex(comp: Compilation, res: Resource, path: str, spec: Any, policy: str) 
             comp.problem(res, f"{path}.matches[{i}].pattern", f"invalid regular expression: {e}")
     if not detectors:
         return None
-    return RegexGuard(spec.get("action") or "REJECT", tuple(detectors), policy)
+    return RegexGuard(spec.get("action") or "REJECT", tuple(detectors), policy, report)
 
 
 def _enrichment(spec: dict[str, Any]) -> Enrichment:

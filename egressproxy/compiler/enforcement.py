@@ -416,7 +416,9 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "TrafficPolicy": KindEnforcement(
-            (*_TARGET_REFS, *_AI_ENFORCED),
+            # enforcementMode: Report applies to the deny-type parts this build enforces (ai.promptGuard REJECT,
+            # ai.models); rbac and extAuth are unsupported whole.
+            (*_TARGET_REFS, *_AI_ENFORCED, "spec.enforcementMode"),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,

@@ -21,7 +21,7 @@ from tests.support.gateway import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
-HOSTS = ["reject", "mask", "custom", "enrich", "rstream"]
+HOSTS = ["reject", "mask", "custom", "enrich", "rstream", "report"]
 
 GATEWAY = """\
 apiVersion: clrk.apoxy.dev/v1alpha1
@@ -49,7 +49,7 @@ spec:
 """
 
 
-def _policy(name: str, ai: str, target: str | None = None) -> str:
+def _policy(name: str, ai: str, target: str | None = None, mode: str = "Enforce") -> str:
     target = target or f"{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {name}}}"
     body = "".join(f"\n    {line}" for line in ai.strip().splitlines())
     return f"""
@@ -58,6 +58,7 @@ kind: TrafficPolicy
 metadata: {{name: {name}}}
 spec:
   targetRefs: [{target}]
+  enforcementMode: {mode}
   ai:{body}
 """
 
@@ -91,6 +92,14 @@ defaults:
     _policy("rstream", "promptGuard:\n  response:\n    regex: {action: REJECT, builtins: [CreditCard]}"),
     _policy("models", "models: {denied: ['gpt-3.5*', 'claude-2*']}",
             target="{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}"),
+    _policy("report", """
+promptGuard:
+  request:
+    regex: {action: REJECT, builtins: [CreditCard]}
+  response:
+    regex: {action: REJECT, builtins: [CreditCard]}
+models: {denied: ['o1*']}
+""", mode="Report"),
 ]
 
 CARD = "4111 1111 1111 1111"  # Luhn-valid
@@ -331,3 +340,32 @@ def test_denials_are_counted_and_no_guarded_value_reaches_logs_or_config_dump(gw
         for value in (CARD, "4111111111111111", "123-45-6789", "046 454 286", "jane.doe@example.com", "ACME-123456"):
             assert value not in text
 
+
+
+# --- Report mode ------------------------------------------------------------------------------------------------
+
+
+def _reports(gw: GatewayProcess) -> float:
+    found = re.search(r'^egress_policy_reports_total\{policy="TrafficPolicy/default/report",reason="prompt-rejected"\} '
+                      r'([0-9.]+)$', gw.metrics(), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_report_mode_lets_rejections_pass_and_counts_each(gw, origin, client) -> None:
+    origin.answer("number 4111 1111", " 1111 1111 end")
+    origin.gate.set()
+    before = _reports(gw)
+    r = client.post(_url(origin, "report"), json=_chat(TRUE_POSITIVES["CreditCard"], model="o1-mini"))
+    assert r.status_code == 200, r.text
+    assert origin.bodies[-1]["messages"][0]["content"] == TRUE_POSITIVES["CreditCard"]  # passed as sent
+    assert r.json()["choices"][0]["message"]["content"] == f"number {CARD} end"
+    assert _reports(gw) == before + 3  # the model, the prompt and the answer
+    texts = []
+    for chunk in _sdk(gw, origin, "report").chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            texts.append(chunk.choices[0].delta.content)
+    assert "".join(texts) == f"number {CARD} end"
+    assert _reports(gw) == before + 4
+    assert "report: TrafficPolicy/default/report would deny POST" in gw.logs()

@@ -104,3 +104,14 @@ def test_bodies_that_are_not_chat_json_pass() -> None:
     policy = AiPolicy(request=REJECT)
     assert guard_request(policy, OPENAI, b"not json").verdict is None
     assert guard_request(policy, "/v1/embeddings", body(input="ssn 123-45-6789")).verdict is None
+
+
+def test_report_mode_passes_what_it_would_reject_and_reports_it() -> None:
+    regex = RegexGuard("REJECT", (builtin("Ssn"),), P, report=True)
+    models = ModelLists((), ("o1*",), "TrafficPolicy/ns/models", report=True)
+    outcome = guard_request(AiPolicy(request=RequestGuard(regex), models=models), OPENAI,
+                            body(model="o1", messages=[{"role": "user", "content": "ssn 123-45-6789"}]))
+    assert outcome.verdict is None and outcome.body is None
+    assert [(v.reason, v.policy) for v in outcome.reports] == [
+        ("prompt-rejected", "TrafficPolicy/ns/models"), ("prompt-rejected", P)]
+    assert outcome.steps[-1].endswith("(Report mode: passes)")

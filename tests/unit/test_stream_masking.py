@@ -120,3 +120,12 @@ def test_json_answers_masked_or_refused() -> None:
     anthropic = json.dumps({"content": [{"type": "text", "text": "mail a@b.io"}]}).encode()
     assert json.loads(guard_json_response(MASK, anthropic)[0] or b"")["content"][0]["text"] == "mail <EMAIL>"
     assert guard_json_response(MASK, b"not json") == (None, None)
+
+
+def test_a_report_mode_reject_reports_once_and_lets_the_stream_pass() -> None:
+    reported: list[str] = []
+    guard = RegexGuard("REJECT", (builtin("CreditCard"),), "TrafficPolicy/ns/p", report=True)
+    events = [openai_event(f"a {CARD} b"), openai_event(f"c {CARD} d"), openai_event(None, "stop")]
+    outs = run(SseGuardTap(guard, reported.append), events)
+    assert "".join(texts(b"".join(outs))) == f"a {CARD} bc {CARD} d"
+    assert reported == ["CreditCard"]

@@ -746,6 +746,8 @@ TRAFFIC_POLICY = Obj(
                 "disable": DISABLE,
             }
         ),
+        # DESIGN.md 4.2 extension: Report lets what this policy would deny pass, counted and logged.
+        "enforcementMode": F(Str(enum=("Enforce", "Report")), default="Enforce"),
         "ai": Obj(
             {
                 "promptGuard": PROMPT_GUARD,
