@@ -4,7 +4,8 @@ patterns, each a compiled regex, an optional checksum and the mask that replaces
 Patterns are compiled with the `regex` module (a superset of `re` for the patterns `validate` accepts) because
 it can report *partial* matches at the end of a text: what a streamed response may still complete into a match.
 That is how the streaming masker (egressproxy/stream_masking.py) holds back only the characters that could still
-be the start of a match, and nothing else.
+be the start of a match, and nothing else. Matching passes `concurrent=True` (the GIL is released while it runs),
+so a large body judged in a worker thread (addons/ai_guardrails.py) leaves the event loop free.
 
 Masks follow Presidio's convention (which agentgateway's builtin recognizers come from): the entity's name in
 angle brackets, `<CREDIT_CARD>`, `<EMAIL>`, `<PHONE_NUMBER>`, `<SSN>`, `<CA_SIN>`; a custom pattern's mask is
@@ -69,23 +70,23 @@ class Detector:
 
     def matches(self, text: str, pos: int = 0) -> list[tuple[int, int]]:
         """The confirmed matches in `text` from `pos`, as (start, end)."""
-        return [m.span() for m in self.pattern.finditer(text, pos) if self._confirmed(m.group())]
+        return [m.span() for m in self.pattern.finditer(text, pos, concurrent=True) if self._confirmed(m.group())]
 
     def first(self, text: str) -> str | None:
         """The first confirmed match, or None (the value itself: never log it)."""
-        for m in self.pattern.finditer(text):
+        for m in self.pattern.finditer(text, concurrent=True):
             if self._confirmed(m.group()):
                 return str(m.group())
         return None
 
     def substitute(self, text: str) -> str:
         """`text` with every confirmed match replaced by the mask."""
-        return str(self.pattern.sub(lambda m: self.mask if self._confirmed(m.group()) else m.group(), text))
+        return str(self.pattern.sub(lambda m: self.mask if self._confirmed(m.group()) else m.group(), text, concurrent=True))
 
     def open_from(self, text: str, pos: int = 0) -> int | None:
         """Where the earliest match that later text could still complete or extend starts (a partial match at
         the end of `text`, or a match that ends exactly there); None when nothing in `text[pos:]` is open."""
-        for m in self.pattern.finditer(text, pos, partial=True):
+        for m in self.pattern.finditer(text, pos, partial=True, concurrent=True):
             if m.partial or m.end() == len(text):
                 return int(m.start())
         return None
