@@ -77,7 +77,7 @@ class AiGuardrails:
         content_type = headers.get("content-type", "").lower()
         encoded = headers.get("content-encoding", "identity").lower() not in ("", "identity")
         if "text/event-stream" in content_type and not encoded and "content-length" not in headers:
-            tap = SseGuardTap(guard, lambda found: self._stream_rejected(flow, guard, found))
+            tap = SseGuardTap(guard, lambda found: self._stream_rejected(flow, guard, found), self._tap_failed)
             frec.response_taps.insert(0, tap)
         elif "json" in content_type or "text/event-stream" in content_type:
             flow.response.stream = False
@@ -108,6 +108,9 @@ class AiGuardrails:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.buffered.discard(flow.id)
+
+    def _tap_failed(self, error: BaseException) -> None:
+        self.state.metrics.tap_errors.labels(SseGuardTap.name).inc()
 
     def _report(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         """What a Report-mode policy would have denied: counted, logged and noted on the flow; it passes."""

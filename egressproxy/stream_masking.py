@@ -15,11 +15,16 @@ A REJECT guard in Report mode (enforcementMode) reports the first match (`on_rej
 
 Events are rewritten only when their text changed: everything else passes byte for byte. Bytes of an event not
 yet complete (no blank line yet) wait for the rest of it; that is the only other hold-back.
+
+The tap fails closed: the tap chain would pass a failing tap's chunk on unchanged (right for counting, a leak
+for a guard), so an unexpected error inside it ends the stream with the error event instead, and is reported to
+`on_error` (counted by the addon). The log line names the exception's type only: its text could quote the body.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +35,8 @@ from egressproxy.taps import Tap
 __all__ = ["SseGuardTap", "guard_json_response", "REJECTED_MESSAGE"]
 
 REJECTED_MESSAGE = "the response was rejected by a prompt guard"
+
+log = logging.getLogger("egressproxy")
 
 Key = tuple[str, int]  # ("choice", index) for OpenAI, ("block", index) for Anthropic
 
@@ -84,9 +91,15 @@ class SseGuardTap(Tap):
 
     name = "guardrail"
 
-    def __init__(self, guard: RegexGuard, on_reject: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        guard: RegexGuard,
+        on_reject: Callable[[str], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.guard = guard
         self.on_reject = on_reject
+        self.on_error = on_error
         self.pending = b""  # bytes of an event not yet complete
         self.held: dict[Key, str] = {}  # text not yet released, per choice / content block
         self.templates: dict[Key, tuple[_Event, Any]] = {}  # the last content event of each key, for flushes
@@ -99,6 +112,28 @@ class SseGuardTap(Tap):
         return sum(len(t) for t in self.held.values())
 
     def chunk(self, data: bytes) -> bytes:
+        try:
+            return self._chunk(data)
+        except Exception as e:
+            return self._failed(e)
+
+    def end(self) -> bytes:
+        try:
+            return self._end()
+        except Exception as e:
+            return self._failed(e)
+
+    def _failed(self, error: Exception) -> bytes:
+        log.error("guardrail tap failed (%s); the stream is ended with an error event", type(error).__name__)
+        if self.on_error is not None:
+            self.on_error(error)
+        if self.rejected:
+            return b""
+        self.rejected = True
+        self.held.clear()
+        return self._error_event()
+
+    def _chunk(self, data: bytes) -> bytes:
         if self.rejected:
             return b""
         self.pending += data
@@ -111,7 +146,7 @@ class SseGuardTap(Tap):
             out.append(self._event(_Event(raw)))
         return b"".join(out)
 
-    def end(self) -> bytes:
+    def _end(self) -> bytes:
         if self.rejected:
             return b""
         out = self._flush()

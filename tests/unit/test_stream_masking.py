@@ -129,3 +129,16 @@ def test_a_report_mode_reject_reports_once_and_lets_the_stream_pass() -> None:
     outs = run(SseGuardTap(guard, reported.append), events)
     assert "".join(texts(b"".join(outs))) == f"a {CARD} bc {CARD} d"
     assert reported == ["CreditCard"]
+
+
+def test_the_tap_fails_closed_with_an_error_event_never_the_raw_chunk() -> None:
+    class Broken(RegexGuard):
+        def open_from(self, text: str, pos: int = 0) -> int:
+            raise RuntimeError(text)  # an error whose text would quote the body
+
+    failures: list[BaseException] = []
+    guard = Broken("MASK", (builtin("CreditCard"),), "TrafficPolicy/ns/p")
+    outs = run(SseGuardTap(guard, on_error=failures.append), [openai_event(f"card {CARD}"), openai_event("more")])
+    assert b"4111" not in b"".join(outs)
+    assert b'"type": "prompt-rejected"' in outs[0] and outs[1:] == [b"", b""]
+    assert len(failures) == 1
