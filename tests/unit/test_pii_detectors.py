@@ -93,3 +93,11 @@ def test_open_from_holds_only_what_could_still_become_a_card(text: str, start: i
 def test_open_from_for_an_email_under_way() -> None:
     assert builtin("Email").open_from("mail bob@exa") == 5
     assert builtin("Email").open_from("mail bob@example.org ") in (None, len("mail bob@example.org "))
+
+
+def test_a_catastrophic_custom_pattern_times_out_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    import egressproxy.pii_detectors as module
+
+    monkeypatch.setattr(module, "MATCH_TIMEOUT", 0.05)
+    with pytest.raises(TimeoutError):
+        custom(r"(a|aa)+$", "evil").first("a" * 40 + "b")
