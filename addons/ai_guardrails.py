@@ -62,9 +62,10 @@ class AiGuardrails:
         if outcome.verdict is not None:
             self.state.metrics.denials.labels(REJECTED).inc()
             answer_denied(flow, outcome.verdict)
-            return
-        if outcome.body is not None:
+        elif outcome.body is not None:
             flow.request.set_content(outcome.body)
+        if outcome.steps:  # mitmweb shows what the guardrails did, as explain --body prints it (never a value)
+            flow.comment = (flow.comment + "\n" if flow.comment else "") + "\n".join(f"ai: {s}" for s in outcome.steps)
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:

@@ -42,6 +42,10 @@ def test_a_large_body_is_judged_off_the_loop_and_still_rejected(tmp_path: Path) 
     assert flow.response is not None and flow.response.status_code == 403
     assert flow.response.headers["x-egress-denied"] == "prompt-rejected"
     assert counter(state, "egress_denials_total", reason="prompt-rejected") == 1
+    assert flow.comment.splitlines() == [  # the trace mitmweb shows, as explain --body prints it
+        "denied: prompt-rejected by TrafficPolicy/ns/p",
+        "ai: prompt-rejected by TrafficPolicy/ns/p: CreditCard found",
+    ]
 
 
 def test_mask_rewrites_the_request_and_asks_for_identity_encoding(tmp_path: Path) -> None:
