@@ -80,3 +80,20 @@ def test_without_a_body_explain_says_how_to_judge_one(tmp_path: Path) -> None:
     status, lines = explain(tmp_path, OPENAI, None)
     assert status == 0
     assert "guard     pass --body FILE to judge a request body" in lines
+
+
+def test_body_dash_reads_standard_input(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    body = json.dumps({"model": "gpt-3.5-turbo", "messages": []}).encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(body)))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["explain", "-c", CONFIG, "--no-resolve", "--method", "POST", OPENAI, "--body", "-"])
+    assert status == 3
+    assert out.getvalue().splitlines()[-1].endswith("(model gpt-3.5-turbo is denied)")
+
+
+def test_an_unreadable_body_file_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["explain", "-c", CONFIG, "--no-resolve", OPENAI, "--body", str(tmp_path / "missing.json")])
+    assert status == 2 and out.getvalue().startswith("error: --body: No such file or directory")
