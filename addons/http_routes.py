@@ -65,6 +65,7 @@ class HttpRoutes:
             self._deny(flow, decision.verdict)
             return
         frec.rate_limit = decision.rate_limit  # checked by addons/rate_limits.py, next
+        frec.ai = decision.ai  # applied by addons/ai_guardrails.py
         self._forward(flow, record, frec, decision, view)
 
     async def _authenticated(

@@ -21,6 +21,7 @@ from passlib.context import CryptContext
 
 from egressproxy.config.problems import ObjectRef
 from egressproxy.credentials import CredentialTable
+from egressproxy.prompt_guard import AiPolicyTable
 from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.observability_settings import AccessLogs, TracingSettings
 from egressproxy.resolver import DnsSettings
@@ -158,6 +159,8 @@ class CompiledPolicies:
         if listener is None:
             return self.gateway_tracing
         return self.listener_tracing.get(listener, self.gateway_tracing)
+    # TrafficPolicy `ai`: prompt guards, enrichment, defaults, model lists (egressproxy/prompt_guard.py).
+    ai: AiPolicyTable = field(default_factory=AiPolicyTable)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -224,6 +227,7 @@ class CompiledPolicies:
                 "gateway": self.gateway_tracing.to_dump() if self.gateway_tracing else None,
                 "listeners": {n: t.to_dump() if t else None for n, t in sorted(self.listener_tracing.items())},
             },
+            "ai": self.ai.to_dump(),
         }
 
 

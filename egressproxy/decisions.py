@@ -20,6 +20,7 @@ from egressproxy.matching import (
     match_http,
     select_listener,
 )
+from egressproxy.prompt_guard import AiPolicy
 from egressproxy.provider_endpoints import provider_endpoint
 from egressproxy.rate_limits import RateLimit
 from egressproxy.snapshot import (
@@ -45,6 +46,7 @@ __all__ = [
     "decide_connect",
     "decide_connection",
     "decide_request",
+    "ai_policy_for",
     "gateway_policy",
     "rate_limit_for",
     "request_candidates",
@@ -204,6 +206,8 @@ class RequestDecision:
     # The rate-limit budget of an allowed request: every RateLimitPolicy that applies, merged field by field
     # (most specific wins each field); None when none applies.
     rate_limit: RateLimit | None = None
+    # TrafficPolicy `ai` of an allowed request (guardrails, enrichment, defaults, model lists), merged per part.
+    ai: AiPolicy | None = None
 
 
 def decide_request(
@@ -234,7 +238,8 @@ def decide_request(
         # allow-all serves it as a catch-all route would: to the requested destination, unmodified.
         upstreams = request_candidates(snapshot, None, request, rng)
         limit = rate_limit_for(snapshot, listener, None, None, upstreams)
-        return RequestDecision(verdict, upstreams=upstreams, rate_limit=limit)
+        ai = ai_policy_for(snapshot, listener, None, None, upstreams)
+        return RequestDecision(verdict, upstreams=upstreams, rate_limit=limit, ai=ai)
     route = match.route
     verdict = decide_route(route)
     if not verdict.allowed:
@@ -242,8 +247,27 @@ def decide_request(
     rule = match.rule
     upstreams = request_candidates(snapshot, rule, request, rng)
     limit = rate_limit_for(snapshot, listener, route, match.rule_index, upstreams)
+    ai = ai_policy_for(snapshot, listener, route, match.rule_index, upstreams)
     return RequestDecision(
-        verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match, limit
+        verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match, limit, ai
+    )
+
+
+def ai_policy_for(
+    snapshot: Snapshot, listener: Listener, route: Route | None, rule_index: int | None, upstreams: tuple[Upstream, ...]
+) -> AiPolicy | None:
+    """The TrafficPolicies' `ai` for this request's rule, route, first Backend, listener and gateway, each part
+    from the most specific policy that sets it (egressproxy/prompt_guard.py), compiled ahead of the request."""
+    table = snapshot.compiled.ai
+    if not table:
+        return None
+    backend = upstreams[0].backend if upstreams else None
+    return table.for_request(
+        snapshot.policies,
+        route.ref if route is not None else None,
+        backend.ref if backend is not None and backend.type != "Service" else None,
+        listener.name,
+        rule_index,
     )
 
 

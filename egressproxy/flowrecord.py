@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from egressproxy.config.problems import ObjectRef
     from egressproxy.outcomes import DialOutcome, GatewayFailure
+    from egressproxy.prompt_guard import AiPolicy
     from egressproxy.rate_limits import RateLimit
     from egressproxy.taps import Tap
     from egressproxy.upstreams import Upstream
@@ -224,6 +225,7 @@ class FlowRecord:
     request_body: BodyCopy | None = None  # the tap chain's capped copies (seam 5)
     response_body: BodyCopy | None = None
     rate_limit: RateLimit | None = None  # the request's budget: its RateLimitPolicies merged (decisions)
+    ai: AiPolicy | None = field(default=None, repr=False)  # TrafficPolicy `ai` of the request (decisions)
     # Taps other addons put on this response's body, in the order they run, before the capture copy (seam 5).
     response_taps: list[Tap] = field(default_factory=list)
     gen_ai: GenAiCall | None = None  # set on the request hook for a GenAI provider; usage added at the end

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +40,7 @@ from egressproxy.metrics import GatewayMetrics
 from egressproxy.resolver import Resolver
 from egressproxy.snapshot import Backend, Listener, Route, Snapshot
 from egressproxy.rate_limits import RateLimit
+from egressproxy.request_guard import guard_request
 from egressproxy.upstreams import RandomSource, Upstream
 
 __all__ = ["check_destination", "explain", "explain_target"]
@@ -160,8 +162,10 @@ def explain_target(
     *,
     resolve: bool = True,
     rng: RandomSource | None = None,
+    body: bytes | None = None,
 ) -> dict[str, Any]:
-    """What the gateway would do with a request to URL, or a connection to HOST:PORT (DESIGN.md 4.2)."""
+    """What the gateway would do with a request to URL, or a connection to HOST:PORT (DESIGN.md 4.2); with
+    `body`, the request's AI guardrails judge it as the data plane would."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     scheme, host, port, path = _target(target)
     result: dict[str, Any] = {"gateway": snapshot.gateway.name, "target": target, "connect": None, "connection": None}
@@ -177,7 +181,7 @@ def explain_target(
         # Absolute-form HTTP to the explicit proxy: the request picks its listener; its URL names the destination.
         choice = select_listener(snapshot.gateway, Carries.HTTP, port, name, None)
         result["connection"] = {"via": "absolute-form HTTP", "listener": choice.listener.name if choice.listener else None}
-        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, resolve, rng)
+        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, resolve, rng, body)
     connect = decide_connect(snapshot, name, port)
     result["connect"] = {"verdict": _verdict(connect.verdict), "listener": connect.listener.name if connect.listener else None}
     if not connect.verdict.allowed:
@@ -194,7 +198,7 @@ def explain_target(
         "verdict": _verdict(conn.verdict),
     }
     if conn.action is Action.INTERCEPT and scheme:
-        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, resolve, rng)
+        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, resolve, rng, body)
     verdict = conn.verdict
     if verdict.allowed:
         # A relayed tunnel dials the destination the client named (through the gateway's parent, if any).
@@ -217,6 +221,7 @@ def _with_request(
     scheme: str,
     resolve: bool,
     rng: RandomSource | None,
+    body: bytes | None = None,
 ) -> dict[str, Any]:
     if listener is None:
         verdict = Verdict.deny("no-route", gateway_policy(snapshot.gateway))
@@ -248,6 +253,9 @@ def _with_request(
     }
     verdict = decision.verdict
     answered = decision.direct_response is not None or (decision.rule is not None and decision.rule.filters.redirect is not None)
+    if verdict.allowed and not answered and decision.ai is not None:
+        # The data plane judges the buffered body before anything is dialled (addons/ai_guardrails.py).
+        verdict = _guardrails(result["request"], decision, path, body) or verdict
     if verdict.allowed and not answered:  # the gateway answers a direct response or redirect itself, dialling nothing
         if first is None:
             verdict = Verdict.deny("no-healthy-backend", "", "no backendRef of the rule leaves a candidate to try", 502)
@@ -275,6 +283,22 @@ def _credential(request: dict[str, Any], snapshot: Snapshot, first: Upstream, de
     return None
 
 
+def _guardrails(request: dict[str, Any], decision: RequestDecision, path: str, body: bytes | None) -> Verdict | None:
+    """The TrafficPolicy `ai` that applies, and with a body its verdict: each step taken (detector names, never
+    the values found), the body as it would be sent, or the denial."""
+    assert decision.ai is not None
+    ai: dict[str, Any] = {"policies": decision.ai.to_dump()}
+    request["ai"] = ai
+    if body is None:
+        ai["steps"] = ["pass --body FILE to judge a request body"]
+        return None
+    outcome = guard_request(decision.ai, path.partition("?")[0], body)
+    ai["steps"] = list(outcome.steps)
+    if outcome.body is not None:
+        ai["body"] = outcome.body.decode("utf-8", "replace")
+    return outcome.verdict
+
+
 def _destination(result: dict[str, Any], snapshot: Snapshot, upstream: Upstream, resolve: bool) -> Verdict | None:
     """Run the destination check on the candidate dialled first: its denial (403) or failure (502), else None."""
     dialled = upstream.parent or upstream
@@ -294,6 +318,22 @@ def _destination(result: dict[str, Any], snapshot: Snapshot, upstream: Upstream,
         return Verdict.deny("upstream-unreachable", "", checked.unreachable, 502)
     out["address"] = checked.address
     return None
+
+
+def _ai_lines(ai: dict[str, Any]) -> list[str]:
+    parts = ai["policies"]
+    lines = []
+    for name, key in (("request guard", "request"), ("response guard", "response")):
+        if parts[key]:
+            guard = parts[key]
+            lines.append(f"ai        {name} {guard['action']} {', '.join(guard['detectors'])} by {guard['policy']}")
+    for name, key in (("enrichment", "enrichment"), ("defaults", "defaults"), ("models", "models")):
+        if parts[key]:
+            lines.append(f"ai        {name} by {parts[key]}")
+    lines.extend(f"guard     {step}" for step in ai["steps"])
+    if "body" in ai:
+        lines.append(f"body      {ai['body']}")
+    return lines
 
 
 def _render(result: dict[str, Any]) -> str:
@@ -325,6 +365,8 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"upstream  group {u['group']}: {u['scheme']}://{u['host']}:{u['port']} ({u['backend'] or 'requested destination'}){via}")
         if r.get("rateLimit"):
             lines.append(f"budget    {r['rateLimit']['policy']}: {_rate_limit_text(r['rateLimit'])}")
+        if r.get("ai"):
+            lines.extend(_ai_lines(r["ai"]))
     if result.get("destination"):
         d = result["destination"]
         where = f"{d['host']}:{d['port']}"
@@ -362,8 +404,23 @@ def explain(args: argparse.Namespace, out: TextIO) -> int:
             return 2
         headers[k.strip()] = v.strip()
     resolve = not getattr(args, "no_resolve", False)
-    result = explain_target(compiled.snapshot, args.target, args.method, headers, resolve=resolve)
+    try:
+        body = _read_body(getattr(args, "body", None))
+    except OSError as e:
+        out.write(f"error: --body: {e.strerror or e}: {args.body}\n")
+        return 2
+    result = explain_target(compiled.snapshot, args.target, args.method, headers, resolve=resolve, body=body)
     if args.identity:
         result["identity"] = args.identity
     out.write(json.dumps(result, indent=2) + "\n" if getattr(args, "json", False) else _render(result) + "\n")
     return 0 if result.get("verdict", {}).get("allowed") else 3
+
+
+def _read_body(source: str | None) -> bytes | None:
+    """`--body FILE`: the file's bytes, or standard input's for `-`."""
+    if source is None:
+        return None
+    if source == "-":
+        return sys.stdin.buffer.read()
+    with open(source, "rb") as f:
+        return f.read()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
+from egressproxy.compiler.ai_policy_forms import compile_ai_policies
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
@@ -24,6 +25,7 @@ from egressproxy.compiler.tls_material import compile_backend_tls_policies, comp
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.credentials import CredentialTable
+from egressproxy.prompt_guard import AiPolicy, AiPolicyTable
 from egressproxy.rate_limit_precedence import AttachmentPoint, RateLimitTable
 from egressproxy.rate_limits import RateLimitFields
 from egressproxy.observability_settings import AccessLogs, AccessLogSink, TracingSettings
@@ -45,6 +47,7 @@ class PolicyMaterial:
     credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
     access_logs: Mapping[ObjectRef, tuple[AccessLogSink, ...]] = field(default_factory=dict)  # HTTPListenerPolicy ->
     tracing: Mapping[ObjectRef, TracingSettings] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
+    ai: Mapping[ObjectRef, AiPolicy] = field(default_factory=dict)  # TrafficPolicy ref -> its compiled `ai`
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -64,6 +67,7 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         credentials,
         compile_access_logs(comp, credentials),
         compile_tracing(comp),
+        compile_ai_policies(comp),
     )
 
 
@@ -94,6 +98,7 @@ def link_compiled_policies(
             {listener.name: _tracing(material, policies, listener.name) for listener in gateway.listeners}
         ),
         redacted_headers=redacted_names(material.credentials)[0],
+        ai=AiPolicyTable(MappingProxyType(dict(material.ai))),
     )
 
 

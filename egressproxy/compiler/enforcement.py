@@ -303,6 +303,28 @@ _NO_LISTENER_TIMEOUTS = "listener idle timeouts are the gateway's client limits 
 _LATER_KGATEWAY = "a kgateway 2.2+ field, accepted as written and not implemented"
 _NO_EXT = "external services (ext_authz, ext_proc, rate limit service) are not called"
 
+# TrafficPolicy `ai` (docs/guardrails.md): regex prompt guards, enrichment, defaults and the model lists.
+_AI_ENFORCED = (
+    "spec.ai",
+    "spec.ai.promptGuard",
+    "spec.ai.promptGuard.request",
+    "spec.ai.promptGuard.request.customResponse.*",
+    "spec.ai.promptGuard.request.regex.*",
+    "spec.ai.promptGuard.response",
+    "spec.ai.promptGuard.response.regex.*",
+    "spec.ai.promptEnrichment.*",
+    "spec.ai.defaults.*",
+    "spec.ai.fieldDefaults.*",
+    "spec.ai.models.*",
+)
+_NO_GUARD_WEBHOOK = "prompt guard webhooks are not called"
+_AI_UNSUPPORTED = {
+    "spec.ai.promptGuard.request.webhook.*": _NO_GUARD_WEBHOOK,
+    "spec.ai.promptGuard.response.webhook.*": _NO_GUARD_WEBHOOK,
+    "spec.ai.promptGuard.request.moderation.*": "the OpenAI moderation endpoint is not called",
+    "spec.ai.routeType": "not read: a streamed answer is recognised by its content type (text/event-stream)",
+}
+
 ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
     {
         "EgressGateway": KindEnforcement(
@@ -447,7 +469,9 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "TrafficPolicy": KindEnforcement(
-            _TARGET_REFS,
+            # enforcementMode: Report applies to the deny-type parts this build enforces (ai.promptGuard REJECT,
+            # ai.models); rbac and extAuth are unsupported whole.
+            (*_TARGET_REFS, *_AI_ENFORCED, "spec.enforcementMode"),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
@@ -469,7 +493,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                         "request Basic authentication is not implemented (proxy authentication is "
                         "HTTPListenerPolicy basicAuth)"
                     ),
-                    "spec.ai.*": "AI prompt guards, enrichment, field defaults and route types are not implemented",
+                    **_AI_UNSUPPORTED,
                     **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")},
                 }
             ),

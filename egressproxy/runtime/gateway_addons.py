@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from addons.ai_guardrails import AiGuardrails
 from addons.body_taps import BodyTaps
 from addons.cert_mint import CertMinting
 from addons.connect_gate import ConnectGate
@@ -52,6 +53,7 @@ class GatewayAddons:
             ListenerMatch(state),
             HttpRoutes(state),
             RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
+            AiGuardrails(state),  # after HttpRoutes (FlowRecord.ai, streaming on); before BodyTaps copies bodies
             TokenMetrics(state),  # before BodyTaps (its tap joins the chain) and ModelRewrite (the client's model)
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
             ModelRewrite(state),  # after BodyTaps (the capture keeps the client's body), before credentials

@@ -746,6 +746,8 @@ TRAFFIC_POLICY = Obj(
                 "disable": DISABLE,
             }
         ),
+        # DESIGN.md 4.2 extension: Report lets what this policy would deny pass, counted and logged.
+        "enforcementMode": F(Str(enum=("Enforce", "Report")), default="Enforce"),
         "ai": Obj(
             {
                 "promptGuard": PROMPT_GUARD,
@@ -753,6 +755,8 @@ TRAFFIC_POLICY = Obj(
                 "defaults": List(FIELD_DEFAULT),
                 "fieldDefaults": List(FIELD_DEFAULT),  # the seeds' spelling
                 "routeType": Str(enum=("CHAT", "CHAT_STREAMING")),
+                # Extension (the proposal's ModelDenyList, docs/guardrails.md): globs on the request's `model`.
+                "models": Obj({"allowed": List(Str(min_length=1)), "denied": List(Str(min_length=1))}),
             }
         ),
     }
