@@ -10,6 +10,7 @@ import time
 
 from mitmproxy import http
 
+from egressproxy.capture_records import CapturePlan, capture_plan, redacted_headers, redacted_url
 from egressproxy.engine.answers import flow_record
 from egressproxy.flowrecord import FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
@@ -36,12 +37,19 @@ class FlowMetrics:
         if connection is not None:
             connection.requests += 1
             connection.request_listener, connection.request_route = record.listener, record.route
-        self.state.sinks.request_finished(finished_request(flow, record, connection.sni if connection else None))
+        plan = capture_plan(self.state.snapshot, record)
+        sni = connection.sni if connection else None
+        self.state.sinks.request_finished(finished_request(flow, record, sni, plan))
         if not flow.comment:
             flow.comment = _describe(record)
 
 
-def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -> FinishedRequest:
+def finished_request(
+    flow: http.HTTPFlow, record: FlowRecord, sni: str | None, plan: CapturePlan | None = None
+) -> FinishedRequest:
+    """The finished record, its headers and URL redacted by `plan` (credential values never reach a sink)."""
+    plan = plan or CapturePlan()
+    response = flow.response
     return FinishedRequest(
         gateway=record.gateway,
         listener=record.listener,
@@ -54,13 +62,20 @@ def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -
         host=record.host,
         sni=sni,
         method=flow.request.method,
-        url=flow.request.url,
-        status=flow.response.status_code if flow.response is not None else None,
+        url=redacted_url(flow.request.url, plan.redact_query),
+        status=response.status_code if response is not None else None,
         started=flow.request.timestamp_start,
         duration=max(0.0, time.monotonic() - record.started),
         request_body=record.request_body,
         response_body=record.response_body,
+        request_headers=redacted_headers(_fields(flow.request.headers), plan.redact_headers),
+        response_headers=redacted_headers(_fields(response.headers), plan.redact_headers) if response else (),
+        capture=plan,
     )
+
+
+def _fields(headers: http.Headers) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1"), v.decode("utf-8", "replace")) for n, v in headers.fields]
 
 
 def _describe(record: FlowRecord) -> str:

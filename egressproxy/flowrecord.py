@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from egressproxy.capture_records import CapturePlan
     from egressproxy.config.problems import ObjectRef
     from egressproxy.outcomes import DialOutcome, GatewayFailure
     from egressproxy.rate_limits import RateLimit
@@ -156,6 +157,11 @@ class FinishedRequest:
     duration: float  # seconds, request to the end of the response
     request_body: BodyCopy | None = None
     response_body: BodyCopy | None = None
+    # Headers as (lower-case name, value), credential values already redacted (egressproxy/capture_records.py),
+    # and how the capture sink keeps this request (which bodies, content types); the URL is redacted likewise.
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    capture: CapturePlan | None = None
 
 
 @dataclass(slots=True)
