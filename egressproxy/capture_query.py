@@ -15,7 +15,7 @@ from typing import Any
 
 from egressproxy.durations import DurationError, parse_duration
 
-__all__ = ["CaptureFilter", "FilterError", "parse_since", "parse_status", "select"]
+__all__ = ["CaptureFilter", "FilterError", "latest_id", "parse_since", "parse_status", "select"]
 
 
 class FilterError(ValueError):
@@ -117,3 +117,9 @@ def _where(flt: CaptureFilter) -> tuple[str, list[Any]]:
         clauses.append("status BETWEEN ? AND ?")
         params += list(flt.status)
     return (" WHERE " + " AND ".join(clauses) if clauses else "", params)
+
+
+def latest_id(db: sqlite3.Connection) -> int:
+    """The newest record's id (0 for an empty store): where `--follow` starts."""
+    row = db.execute("SELECT MAX(id) FROM captures").fetchone()
+    return int(row[0] or 0)

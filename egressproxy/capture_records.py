@@ -17,9 +17,9 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from egressproxy.flowrecord import BodyCopy, FinishedConnection, FinishedRequest, Identity, Verdict
 
@@ -84,6 +84,9 @@ class CapturePlan:
     redact_headers: frozenset[str] = ALWAYS_REDACTED
     redact_query: frozenset[str] = frozenset()
     provider: str | None = None  # gen_ai.provider.name when the request goes to an AI provider
+    # The values the gateway injects on this request, as sent and URL-encoded: scrubbed from captured bodies too
+    # (an origin that echoes its request - the URL, a header - must not put the credential in the store).
+    secret_values: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 def capture_plan(snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePlan:
@@ -99,11 +102,13 @@ def capture_plan(snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePl
     headers = set(ALWAYS_REDACTED)
     headers.update(str(h).lower() for h in logging.get("redactHeaders", ()))
     query: set[str] = set()
+    secrets: list[bytes] = []
     if upstream is not None:
         credential = snapshot.compiled.credentials.for_request(upstream, record.route_ref, record.rule, record.listener)
         if credential is not None:
             headers.update(credential.removes)
             query.update(credential.removes_query)
+            secrets = _secret_forms([h.value for h in credential.headers] + [q.value for q in credential.query])
     provider = upstream.provider if upstream is not None else None
     gateway = snapshot.gateway
     return CapturePlan(
@@ -113,7 +118,20 @@ def capture_plan(snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePl
         redact_headers=frozenset(headers),
         redact_query=frozenset(query),
         provider=GEN_AI_PROVIDER_NAMES.get(provider.kind, provider.kind.lower()) if provider is not None else None,
+        secret_values=tuple(secrets),
     )
+
+
+def _secret_forms(values: Iterable[str]) -> list[bytes]:
+    """Each value as sent and as a URL query encodes it (longest first, so a longer form is replaced whole)."""
+    forms: set[bytes] = set()
+    for value in values:
+        if len(value) < 4:  # too short to scrub without mangling ordinary text (and no real credential)
+            continue
+        forms.add(value.encode())
+        forms.add(quote_plus(value).encode())
+        forms.add(quote(value, safe="").encode())
+    return sorted(forms, key=len, reverse=True)
 
 
 def redacted_headers(fields: Iterable[tuple[str, str]], names: frozenset[str]) -> tuple[tuple[str, str], ...]:
@@ -163,8 +181,8 @@ def request_document(record: FinishedRequest, plan: CapturePlan | None = None) -
         "verdict": _verdict(record.verdict),
         "error": record.error,
         "provider": plan.provider,
-        "request": _part(record.request_headers, record.request_body, plan.request_body, plan.content_types),
-        "response": _part(record.response_headers, record.response_body, plan.response_body, plan.content_types),
+        "request": _part(record.request_headers, record.request_body, plan.request_body, plan),
+        "response": _part(record.response_headers, record.response_body, plan.response_body, plan),
     }
 
 
@@ -216,17 +234,23 @@ def _empty_part(size: int) -> dict[str, Any]:
     return {"headers": {}, "body": None, "bodyEncoding": None, "size": size, "truncated": False}
 
 
-def _part(
-    headers: tuple[tuple[str, str], ...], copy: BodyCopy | None, wanted: bool, content_types: tuple[str, ...]
-) -> dict[str, Any]:
+def _part(headers: tuple[tuple[str, str], ...], copy: BodyCopy | None, wanted: bool, plan: CapturePlan) -> dict[str, Any]:
+    content_types = plan.content_types
     header_map = _header_map(headers)
     if copy is None:
         return {"headers": header_map, "body": None, "bodyEncoding": None, "size": 0, "truncated": False}
     content_type = header_map.get("content-type", "").lower()
     if not wanted or not copy.size or not content_type.startswith(content_types or ("\0",)):
         return {"headers": header_map, "body": None, "bodyEncoding": None, "size": copy.size, "truncated": False}
-    text, encoding = _encoded(copy.data, copy.truncated)
+    text, encoding = _encoded(_scrubbed(copy.data, plan.secret_values), copy.truncated)
     return {"headers": header_map, "body": text, "bodyEncoding": encoding, "size": copy.size, "truncated": copy.truncated}
+
+
+def _scrubbed(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    for secret in secrets:
+        if secret in data:
+            data = data.replace(secret, REDACTED.encode())
+    return data
 
 
 def _header_map(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:

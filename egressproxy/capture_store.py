@@ -109,6 +109,10 @@ class CaptureStore:
     # --- the writer thread --------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._connection()  # the file exists from the start: `egressproxy captures` finds an empty store
+        except (sqlite3.Error, OSError) as e:
+            self._failed(e, 0)
         while True:
             items = self._take()
             stop = _STOP in items

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from egressproxy.capture_query import CaptureFilter, FilterError, select
+from egressproxy.capture_query import CaptureFilter, FilterError, latest_id, select
 from egressproxy.capture_store import STORE_FILE, open_reader
 
 __all__ = ["captures", "table_line", "TABLE_HEADER"]
@@ -43,7 +43,7 @@ def captures(args: argparse.Namespace, out: TextIO) -> int:
             out.write(TABLE_HEADER + "\n")
         last = _print(select(db, flt, args.limit), args.json, out)
         if args.follow:
-            _follow(db, flt, last, args.json, out)
+            _follow(db, flt, max(last, latest_id(db)), args.json, out)
     except sqlite3.Error as e:
         out.write(f"error: cannot read {path}: {e}\n")
         return 2
