@@ -211,7 +211,7 @@ class CaptureStore:
             db = self._connection()
             db.execute("DELETE FROM captures WHERE ts < ?", (time.time() - self.max_age,))
             self._trim_to_size(db)
-            db.execute("PRAGMA incremental_vacuum")
+            db.execute("PRAGMA incremental_vacuum").fetchall()  # it frees one page per step: step them all
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except (sqlite3.Error, OSError) as e:
             self._failed(e, 0)
