@@ -119,7 +119,7 @@ class CaptureStore:
             records = [i for i in items if i is not _STOP]
             if records:
                 self._write(records)
-            if time.monotonic() >= self._next_retention:
+            if stop or time.monotonic() >= self._next_retention:
                 self._retain()
             if stop:
                 break
@@ -128,8 +128,12 @@ class CaptureStore:
             self._db.close()
 
     def _take(self) -> list[Any]:
-        """Block for the first record, then take what else arrives within `flush_interval`, up to `batch`."""
-        items = [self._queue.get()]
+        """Wait for the first record (at most until retention is due), then take what else arrives within
+        `flush_interval`, up to `batch`."""
+        try:
+            items = [self._queue.get(timeout=max(0.01, self._next_retention - time.monotonic()))]
+        except queue.Empty:
+            return []
         deadline = time.monotonic() + self.flush_interval
         while len(items) < self.batch and items[-1] is not _STOP:
             left = deadline - time.monotonic()

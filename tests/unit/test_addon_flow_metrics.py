@@ -114,3 +114,18 @@ def test_mitmweb_gets_a_comment_naming_the_decision_unless_one_was_written(state
     denied.comment = "denied: no-route"
     addon.response(denied)
     assert denied.comment == "denied: no-route"
+
+
+def test_the_finished_record_carries_redacted_headers_and_a_capture_plan(state: GatewayState) -> None:
+    """Credential headers keep their name with the value replaced before any sink sees the record."""
+    flow = _flow(200, verdict=Verdict.allow())
+    flow.request.headers["Authorization"] = "Bearer sk-live"
+    flow.request.headers["X-Other"] = "fine"
+    assert flow.response is not None
+    flow.response.headers["Set-Cookie"] = "session=abc"
+    with taddons.context():
+        FlowMetrics(state).response(flow)
+    (record,) = state.collect.records  # type: ignore[attr-defined]
+    assert ("authorization", "[REDACTED]") in record.request_headers and ("x-other", "fine") in record.request_headers
+    assert ("set-cookie", "[REDACTED]") in record.response_headers
+    assert "sk-live" not in repr(record) and record.capture is not None
