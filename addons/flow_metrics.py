@@ -10,7 +10,7 @@ import time
 
 from mitmproxy import http
 
-from egressproxy.capture_records import CapturePlan, capture_plan, redacted_headers, redacted_url
+from egressproxy.capture_records import CapturePlan, CapturePlans, redacted_headers, redacted_url
 from egressproxy.engine.answers import flow_record
 from egressproxy.flowrecord import FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
@@ -21,6 +21,7 @@ __all__ = ["FlowMetrics"]
 class FlowMetrics:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        self.plans = CapturePlans()
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -37,7 +38,7 @@ class FlowMetrics:
         if connection is not None:
             connection.requests += 1
             connection.request_listener, connection.request_route = record.listener, record.route
-        plan = capture_plan(self.state.snapshot, record)
+        plan = self.plans.plan(self.state.snapshot, record)
         sni = connection.sni if connection else None
         self.state.sinks.request_finished(finished_request(flow, record, sni, plan))
         if not flow.comment:

@@ -31,6 +31,7 @@ __all__ = [
     "ALWAYS_REDACTED",
     "REDACTED",
     "CapturePlan",
+    "CapturePlans",
     "capture_plan",
     "redacted_headers",
     "redacted_url",
@@ -132,6 +133,30 @@ def _secret_forms(values: Iterable[str]) -> list[bytes]:
         forms.add(quote_plus(value).encode())
         forms.add(quote(value, safe="").encode())
     return sorted(forms, key=len, reverse=True)
+
+
+class CapturePlans:
+    """`capture_plan` remembered per serving snapshot: a request's plan depends only on its route, rule, listener
+    and upstream (Backend and provider), which repeat; a new snapshot starts a new table (bounded to 4096)."""
+
+    def __init__(self) -> None:
+        self._snapshot: object = None
+        self._plans: dict[tuple[Any, ...], CapturePlan] = {}
+
+    def plan(self, snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePlan:
+        if snapshot is not self._snapshot or len(self._plans) > 4096:
+            self._snapshot, self._plans = snapshot, {}
+        upstream = record.upstream
+        key = (
+            record.route_ref, record.rule, record.listener,
+            None if upstream is None else (upstream.backend.ref if upstream.backend is not None else None),
+            None if upstream is None else upstream.provider,
+            upstream is None,
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = capture_plan(snapshot, record)
+        return plan
 
 
 def redacted_headers(fields: Iterable[tuple[str, str]], names: frozenset[str]) -> tuple[tuple[str, str], ...]:

@@ -253,3 +253,20 @@ def test_without_a_logging_policy_both_bodies_are_captured() -> None:
 
 def test_no_snapshot_means_the_default_plan() -> None:
     assert capture_plan(None, FlowRecord()) == CapturePlan()
+
+
+def test_plans_are_remembered_per_snapshot_and_key() -> None:
+    from egressproxy.capture_records import CapturePlans
+
+    loaded = load_text(CONFIG, "cfg.yaml")
+    first = compile_config(loaded.resources).snapshot
+    second = compile_config(loaded.resources).snapshot
+    plans = CapturePlans()
+    api = FlowRecord(listener="http", route_ref=ObjectRef("HTTPRoute", "default", "api"))
+    api.upstream = Upstream("api.example.test", 80, "http")
+    other = FlowRecord(listener="http", route_ref=ObjectRef("HTTPRoute", "default", "other"))
+    other.upstream = Upstream("other.example.test", 80, "http")
+    plan = plans.plan(first, api)
+    assert plans.plan(first, api) is plan and plan == capture_plan(first, api)
+    assert plans.plan(first, other) != plan  # another route, another plan
+    assert plans.plan(second, api) is not plan and plans.plan(second, api) == plan  # a reload starts afresh
