@@ -104,6 +104,9 @@ class ConnectionRecord:
     # where the connection itself is never decided): the labels its finished record carries.
     request_listener: str | None = None
     request_route: str | None = None
+    # The last CONNECT the gateway denied on this connection (authority, listener, verdict): its finished record
+    # names them, so a denied tunnel leaves a trace (captures) though no HTTP flow finished and nothing was decided.
+    denied_connect: tuple[str, str | None, Verdict] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -330,6 +330,14 @@ def test_a_passthrough_tunnel_gets_a_connection_record(scene: Scene) -> None:
     assert rec["decision"] == "allow" and rec["durationMs"] > 0
 
 
+def test_a_denied_connect_leaves_a_record_with_its_verdict(scene: Scene) -> None:
+    with socket.create_connection((scene.gw.host, scene.gw.port), timeout=10) as sock:
+        sock.sendall(b"CONNECT blocked.example.test:443 HTTP/1.1\r\nHost: blocked.example.test:443\r\n\r\n")
+        assert b" 403 " in sock.recv(4096)
+    rec = wait_for(lambda: captures(scene.gw.data_dir, "--host", "blocked.example.test"), lambda r: True)
+    assert rec["decision"] == "deny" and rec["verdict"]["reason"] == "no-route"
+
+
 def test_records_are_exported_over_otlp_with_the_configured_headers(scene: Scene) -> None:
     with scene.client() as client:
         assert client.get(scene.url("api.example.test", "/otlp-check")).status_code == 200
