@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from egressproxy.capture_metrics import CaptureMetrics
+from egressproxy.record_queue import STOP, RecordQueue, document_weight
 
 __all__ = ["CaptureStore", "SCHEMA", "DEFAULT_MAX_AGE", "DEFAULT_MAX_BYTES", "STORE_FILE", "open_reader"]
 
@@ -54,9 +54,6 @@ CREATE TABLE IF NOT EXISTS captures (
 CREATE INDEX IF NOT EXISTS captures_ts ON captures (ts);
 """
 
-_STOP = object()
-
-
 class CaptureStore:
     """The writer side: `start()`, `put(ts, document)` from the event loop, `close()` at shutdown."""
 
@@ -68,6 +65,7 @@ class CaptureStore:
         max_age: float = DEFAULT_MAX_AGE,
         max_bytes: int = DEFAULT_MAX_BYTES,
         queue_size: int = 10000,
+        queue_bytes: int = 64 * 1024 * 1024,
         batch: int = 500,
         flush_interval: float = 0.2,
         retention_interval: float = 60.0,
@@ -79,7 +77,7 @@ class CaptureStore:
         self.batch = batch
         self.flush_interval = flush_interval
         self.retention_interval = retention_interval
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._queue: RecordQueue[tuple[float, dict[str, Any]]] = RecordQueue(queue_size, queue_bytes)
         self._thread = threading.Thread(target=self._run, name="capture-store", daemon=True)
         self._db: sqlite3.Connection | None = None
         self._incident: str | None = None
@@ -91,19 +89,14 @@ class CaptureStore:
 
     def put(self, ts: float, document: dict[str, Any]) -> None:
         """Queue one record; drop and count it when the queue is full (never waits)."""
-        try:
-            self._queue.put_nowait((ts, document))
-        except queue.Full:
+        if not self._queue.offer((ts, document), document_weight(document)):
             self.metrics.drop("store", "queue-full")
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (within `timeout`), then stop the writer."""
         if not self._thread.is_alive():
             return
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
+        self._queue.stop(timeout)
         self._thread.join(timeout)
 
     # --- the writer thread --------------------------------------------------------------------------------------
@@ -114,9 +107,10 @@ class CaptureStore:
         except (sqlite3.Error, OSError) as e:
             self._failed(e, 0)
         while True:
-            items = self._take()
-            stop = _STOP in items
-            records = [i for i in items if i is not _STOP]
+            wait = max(0.01, self._next_retention - time.monotonic())  # wake for retention on an idle store
+            items = self._queue.take(wait, self.flush_interval, self.batch)
+            stop = STOP in items
+            records = [i for i in items if i is not STOP]
             if records:
                 self._write(records)
             if stop or time.monotonic() >= self._next_retention:
@@ -127,30 +121,8 @@ class CaptureStore:
         if self._db is not None:
             self._db.close()
 
-    def _take(self) -> list[Any]:
-        """Wait for the first record (at most until retention is due), then take what else arrives within
-        `flush_interval`, up to `batch`."""
-        try:
-            items = [self._queue.get(timeout=max(0.01, self._next_retention - time.monotonic()))]
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + self.flush_interval
-        while len(items) < self.batch and items[-1] is not _STOP:
-            left = deadline - time.monotonic()
-            try:
-                items.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
     def _drain_closed(self) -> None:
-        dropped = 0
-        while True:
-            try:
-                self._queue.get_nowait()
-                dropped += 1
-            except queue.Empty:
-                break
+        dropped = self._queue.drain()
         if dropped:
             self.metrics.drop("store", "closed", dropped)
 

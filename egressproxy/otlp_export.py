@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,13 +24,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from egressproxy.capture_metrics import CaptureMetrics
+from egressproxy.record_queue import STOP, RecordQueue, document_weight
 
 __all__ = ["OtlpTarget", "OtlpExport", "log_attributes", "logs_url"]
 
 log = logging.getLogger("egressproxy")
 
 EVENT_NAME = "egressproxy.capture"
-_STOP = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +74,7 @@ class OtlpExport:
         *,
         resource: Mapping[str, str] | None = None,
         queue_size: int = 2048,
+        queue_bytes: int = 32 * 1024 * 1024,
         batch: int = 256,
         flush_interval: float = 0.5,
         timeout: float = 5.0,
@@ -86,7 +86,7 @@ class OtlpExport:
         self.flush_interval = flush_interval
         self.timeout = timeout
         self.exporter_factory = exporter_factory
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._queue: RecordQueue[tuple[OtlpTarget, float, dict[str, Any]]] = RecordQueue(queue_size, queue_bytes)
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._target: OtlpTarget | None = None
         self._exporter: LogExporter | None = None
@@ -97,44 +97,31 @@ class OtlpExport:
         return self
 
     def put(self, target: OtlpTarget, ts: float, document: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait((target, ts, document))
-        except queue.Full:
+        if not self._queue.offer((target, ts, document), document_weight(document)):
             self.metrics.drop("otlp", "queue-full")
 
     def close(self, timeout: float = 5.0) -> None:
         if not self._thread.is_alive():
             return
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
+        self._queue.stop(timeout)
         self._thread.join(timeout)
 
     # --- the exporter thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            items = self._take()
-            stop = _STOP in items
-            records = [i for i in items if i is not _STOP]
+            items = self._queue.take(None, self.flush_interval, self.batch)
+            stop = STOP in items
+            records = [i for i in items if i is not STOP]
             for target, group in _by_target(records).items():
                 self._export(target, group)
             if stop:
                 break
+        dropped = self._queue.drain()
+        if dropped:
+            self.metrics.drop("otlp", "closed", dropped)
         if self._exporter is not None:
             self._exporter.shutdown()
-
-    def _take(self) -> list[Any]:
-        items = [self._queue.get()]
-        deadline = time.monotonic() + self.flush_interval
-        while len(items) < self.batch and items[-1] is not _STOP:
-            left = deadline - time.monotonic()
-            try:
-                items.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
 
     def _export(self, target: OtlpTarget, records: list[tuple[float, dict[str, Any]]]) -> None:
         try:

@@ -78,7 +78,7 @@ def test_an_unwritable_store_drops_counts_and_logs_once_per_incident(
     with caplog.at_level(logging.WARNING, logger="egressproxy"):
         for _ in range(3):
             store.put(time.time(), doc())
-            wait_until(lambda: store._queue.empty())
+            wait_until(lambda: store._queue.pending_bytes == 0)
         wait_until(lambda: value(registry, "egress_capture_drops_total", sink="store", reason="store-error") == 3)
         path.rmdir()  # the disk has room again: the next batch is written, and the log says so
         store.put(time.time(), doc())
@@ -172,3 +172,12 @@ def test_bad_status_filters(text: str) -> None:
 def test_identity_needs_both_parts() -> None:
     with pytest.raises(FilterError):
         CaptureFilter.parse(identity="team-a")
+
+
+def test_the_queue_is_bounded_in_body_bytes_too(tmp_path: Path, registry: CollectorRegistry) -> None:
+    """A slow disk cannot make the queue hold thousands of large bodies."""
+    store = CaptureStore(tmp_path / "captures.db", CaptureMetrics(registry), queue_bytes=10_000)  # not started
+    big = {**doc(), "request": {"body": "x" * 5000}}
+    for _ in range(3):
+        store.put(time.time(), big)
+    assert value(registry, "egress_capture_drops_total", sink="store", reason="queue-full") == 2
