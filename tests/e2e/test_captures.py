@@ -423,6 +423,26 @@ def test_a_collector_that_is_down_costs_counted_drops_not_traffic(gateway, plain
     assert gw.logs().count("OTLP export to") == 1  # one line per incident
 
 
+def test_a_collector_that_never_answers_costs_drops_not_latency(gateway, plain_origin) -> None:
+    origin = plain_origin()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts (the kernel does) and never answers: every export waits for its timeout
+    try:
+        gw = gateway(PLAIN_GATEWAY.format(otlp=f"otlp: {{endpoint: 'http://127.0.0.1:{silent.getsockname()[1]}'}}"))
+        slowest = 0.0
+        for i in range(40):
+            started = time.monotonic()
+            r = httpx.get(f"http://api.example.test:{origin.port}/s{i}", proxy=gw.proxy_url, timeout=10)
+            slowest = max(slowest, time.monotonic() - started)
+            assert r.status_code == 200
+        assert slowest < 2.0  # the export's 5 s timeout never reached a request
+        wait_until(lambda: metric(gw, "egress_capture_drops_total", sink="otlp", reason="export-failed") >= 1, 30)
+        assert len(captures(gw.data_dir)) == 40
+    finally:
+        silent.close()
+
+
 def test_an_unwritable_store_costs_counted_drops_not_traffic(gateway, plain_origin, tmp_path) -> None:
     origin = plain_origin()
     data = tmp_path / "data-0"
