@@ -472,3 +472,77 @@ def test_workers_share_one_store_and_it_survives_a_restart(gateway, plain_origin
     ids = [r["id"] for r in records]
     assert len(set(ids)) == 41 and ids == sorted(ids)
     assert records[-1]["url"].endswith("/after")
+
+
+AI_KEY = "sk-AI-SECRET-inline"
+
+
+def test_an_ai_provider_request_carries_gen_ai_attributes_and_never_its_key(
+    gateway, origin_ca: TestCA, gateway_ca: tuple[Path, str], tmp_path: Path
+) -> None:
+    cert, key = origin_ca.issue("api.example.test", "llm.example.test").write(tmp_path / "ai-origin", "origin")
+    pem = textwrap.indent(origin_ca.cert_pem.decode(), "    ")
+    with CaptureOrigin(cert, key) as origin, OtlpCollector() as collector:
+        gw = gateway(
+            f"""
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {{name: eg}}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {{name: https, protocol: HTTPS, tls: {{mode: Terminate, caCertRef: {{name: egress-ca}}}}}}
+  otlp: {{endpoint: '{collector.endpoint}'}}
+  upstreamTLS:
+    additionalTrustBundleSecretRef: {{name: origin-ca}}
+    hostAliases:
+    - {{ip: 127.0.0.1, hostnames: [llm.example.test, api.example.test]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: llm}}
+spec:
+  parentRefs: [{{name: eg, sectionName: https}}]
+  hostnames: [llm.example.test]
+  rules:
+  - backendRefs: [{{group: gateway.kgateway.dev, kind: Backend, name: ai}}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {{name: ai}}
+spec:
+  type: AI
+  ai:
+    llm:
+      openai:
+        model: gpt-4o-mini
+        authToken: {{kind: Inline, inline: {AI_KEY}}}
+        hostOverride: {{host: api.example.test, port: {origin.port}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: origin-ca}}
+stringData:
+  ca.crt: |
+{pem}
+""",
+            gateway_ca[1],
+        )
+        ctx = ssl.create_default_context(cafile=str(gateway_ca[0]))
+        with httpx.Client(proxy=gw.proxy_url, verify=ctx, timeout=15) as client:
+            r = client.post("https://llm.example.test/v1/chat/completions",
+                            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200, r.text
+        seen = origin.server.seen[-1]
+        assert seen[2]["authorization"] == f"Bearer {AI_KEY}"  # the key was injected on the way
+        rec = wait_for(lambda: captures(gw.data_dir), lambda r: r.get("kind") == "request")
+        assert rec["provider"] == "openai" and rec["backend"] == "default/ai"
+        assert rec["request"]["headers"]["authorization"] == "[REDACTED]"
+        wait_until(lambda: collector.logs)
+        attrs = collector.logs[-1].attributes
+        assert attrs["gen_ai.provider.name"] == "openai" and attrs["gen_ai.request.model"] == "gpt-4o-mini"
+        assert "gen_ai.system" not in attrs
+        gw.stop()
+        for path in [*gw.data_dir.glob("captures.db*"), gw.log_path]:
+            assert AI_KEY.encode() not in path.read_bytes(), path.name
+        assert all(AI_KEY not in log.body for log in collector.logs)
