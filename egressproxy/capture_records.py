@@ -97,11 +97,11 @@ def capture_plan(snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePl
         return CapturePlan()
     upstream = record.upstream
     backend = upstream.backend.ref if upstream is not None and upstream.backend is not None else None
-    logging = snapshot.policies.effective(
+    policy = snapshot.policies.effective(
         "LoggingPolicy", route=record.route_ref, backend=backend, listener=record.listener, rule=record.rule
     )
     headers = set(ALWAYS_REDACTED)
-    headers.update(str(h).lower() for h in logging.get("redactHeaders", ()))
+    headers.update(str(h).lower() for h in policy.get("redactHeaders", ()))
     query: set[str] = set()
     secrets: list[bytes] = []
     if upstream is not None:
@@ -113,8 +113,8 @@ def capture_plan(snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePl
     provider = upstream.provider if upstream is not None else None
     gateway = snapshot.gateway
     return CapturePlan(
-        request_body=bool(logging.get("captureRequest", True)) if logging else True,
-        response_body=bool(logging.get("captureResponse", True)) if logging else True,
+        request_body=bool(policy.get("captureRequest", False)) if policy else True,
+        response_body=bool(policy.get("captureResponse", False)) if policy else True,
         content_types=tuple(t.lower() for t in gateway.capture_content_types),
         redact_headers=frozenset(headers),
         redact_query=frozenset(query),
