@@ -47,6 +47,7 @@ class ConnectGate:
         if not decision.verdict.allowed:
             self.state.metrics.denials.labels(decision.verdict.reason).inc()
             self.state.metrics.connections.labels(frec.gateway, frec.listener or "none", "none", "CONNECT", "deny").inc()
+            record.denied_connect = (flow.request.host, frec.listener, decision.verdict)
             answer_denied(flow, decision.verdict)
             _show(flow)
             return

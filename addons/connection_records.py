@@ -44,13 +44,14 @@ class ConnectionRecords:
 
     def finished(self, record: ConnectionRecord, client: connection.Client) -> FinishedConnection:
         snapshot = self.state.snapshot
+        denied_host, denied_listener, denied_verdict = record.denied_connect or (None, None, None)
         return FinishedConnection(
             gateway=snapshot.gateway.name if snapshot is not None else "",
-            listener=record.listener or record.request_listener,
+            listener=record.listener or record.request_listener or denied_listener,
             route=record.route or record.request_route,
             identity=record.identity,
-            verdict=record.verdict,
-            host=record.host,
+            verdict=record.verdict or denied_verdict,
+            host=record.host or denied_host,
             sni=record.sni,
             carries=record.carries,
             started=client.timestamp_start or time.time(),

@@ -31,6 +31,7 @@ from egressproxy.engine import mitmproxy_boundary
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.master import engine_options
 from egressproxy.runtime.reloader import ConfigSource, Reloader
+from egressproxy.capture_store import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from egressproxy.runtime.state import GatewayState
 
 log = logging.getLogger("egressproxy")
@@ -57,6 +58,7 @@ class Egress:
         self._loaded_from: _Key | None = None
         self._warned_unset = False
         self._running = False
+        self._captures: Any = None  # the capture store and OTLP export, started once mitmweb runs
 
     def load(self, loader: Any) -> None:
         mitmproxy_boundary.install(error_answer=self.gateway.gateway_errors.answer)
@@ -69,7 +71,8 @@ class Egress:
             "egress_data_dir",
             str,
             ".egressproxy",
-            "Minted-certificate cache, gateway CAs (ca/<ns>/<name>/) and upstream trust bundle files.",
+            "Minted-certificate cache, gateway CAs (ca/<ns>/<name>/), upstream trust bundle files and the capture "
+            "store (captures.db, read by `egressproxy captures`).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -154,6 +157,12 @@ class Egress:
         self._running = True
         await self._keep_listeners_local()
         self.reloader.start()
+        if self._captures is None:
+            from egressproxy.runtime.captures import start_captures
+
+            # Under egress_data_dir as it is now (a later change of the option keeps this store), with run's
+            # default retention (docs/captures.md).
+            self._captures = start_captures(self.state, max_age=DEFAULT_MAX_AGE, max_bytes=DEFAULT_MAX_BYTES)
 
     async def _keep_listeners_local(self) -> None:
         """Rebind to loopback the listeners mitmweb opened on every interface before this script was loaded.
@@ -189,6 +198,8 @@ class Egress:
 
     def done(self) -> None:
         self.reloader.stop()
+        if self._captures is not None:
+            self._captures.close()
 
 
 addons = [Egress()]

@@ -9,9 +9,11 @@ injected (a printed `%REQ(...)%` can never show an injected secret).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from mitmproxy import http
 
+from egressproxy.capture_records import CapturePlan, CapturePlans, redacted_headers, redacted_url
 from egressproxy.engine.answers import flow_record
 from egressproxy.flowrecord import Exchange, FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
@@ -22,6 +24,7 @@ __all__ = ["FlowMetrics"]
 class FlowMetrics:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        self.plans = CapturePlans()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         record = flow_record(flow)
@@ -47,12 +50,19 @@ class FlowMetrics:
         if connection is not None:
             connection.requests += 1
             connection.request_listener, connection.request_route = record.listener, record.route
-        self.state.sinks.request_finished(finished_request(flow, record, connection.sni if connection else None))
+        plan = self.plans.plan(self.state.snapshot, record)
+        sni = connection.sni if connection else None
+        self.state.sinks.request_finished(finished_request(flow, record, sni, plan))
         if not flow.comment:
             flow.comment = _describe(record)
 
 
-def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -> FinishedRequest:
+def finished_request(
+    flow: http.HTTPFlow, record: FlowRecord, sni: str | None, plan: CapturePlan | None = None
+) -> FinishedRequest:
+    """The finished record, its headers and URL redacted by `plan` (credential values never reach a sink)."""
+    plan = plan or CapturePlan()
+    response = flow.response
     return FinishedRequest(
         gateway=record.gateway,
         listener=record.listener,
@@ -65,18 +75,21 @@ def finished_request(flow: http.HTTPFlow, record: FlowRecord, sni: str | None) -
         host=record.host or flow.request.host or None,  # a denied CONNECT: its authority
         sni=sni,
         method=flow.request.method,
-        url=flow.request.url,
-        status=flow.response.status_code if flow.response is not None else None,
+        url=redacted_url(flow.request.url, plan.redact_query),
+        status=response.status_code if response is not None else None,
         started=flow.request.timestamp_start,
         duration=max(0.0, time.monotonic() - record.started),
         request_body=record.request_body,
         response_body=record.response_body,
         gen_ai=record.gen_ai,
-        exchange=_exchange(flow, record),
+        exchange=_exchange(flow, record, plan.redact_headers),
+        request_headers=redacted_headers(_fields(flow.request.headers), plan.redact_headers),
+        response_headers=redacted_headers(_fields(response.headers), plan.redact_headers) if response else (),
+        capture=plan,
     )
 
 
-def _exchange(flow: http.HTTPFlow, record: FlowRecord) -> Exchange:
+def _exchange(flow: http.HTTPFlow, record: FlowRecord, redact: frozenset[str]) -> Exchange:
     request, response = flow.request, flow.response
     if record.request_body is not None:
         received = record.request_body.size
@@ -88,8 +101,8 @@ def _exchange(flow: http.HTTPFlow, record: FlowRecord) -> Exchange:
         sent = len(response.raw_content or b"") if response is not None else 0
     server = flow.server_conn
     return Exchange(
-        request_headers=record.request_headers if record.request_headers is not None else request.headers.fields,
-        response_headers=response.headers.fields if response is not None else (),
+        request_headers=_scrubbed(record.request_headers if record.request_headers is not None else request.headers.fields, redact),
+        response_headers=_scrubbed(response.headers.fields, redact) if response is not None else (),
         path=record.request_path if record.request_path is not None else request.path,
         authority=request.authority or request.host_header or "",
         scheme=request.scheme,
@@ -103,11 +116,24 @@ def _exchange(flow: http.HTTPFlow, record: FlowRecord) -> Exchange:
     )
 
 
+def _scrubbed(fields: Iterable[tuple[bytes, bytes]], redact: frozenset[str]) -> tuple[tuple[bytes, bytes], ...]:
+    """Header fields with each credential-bearing value replaced, so no sink holds a secret (printers redact by
+    name again, whatever their format asks)."""
+    return tuple((n, REDACTED_VALUE if n.decode("latin-1").lower() in redact else v) for n, v in fields)
+
+
+REDACTED_VALUE = b"<redacted>"
+
+
 def _address(peer: object) -> str | None:
     if not isinstance(peer, tuple) or len(peer) < 2:
         return None
     host = str(peer[0])
     return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+
+
+def _fields(headers: http.Headers) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1"), v.decode("utf-8", "replace")) for n, v in headers.fields]
 
 
 def _describe(record: FlowRecord) -> str:

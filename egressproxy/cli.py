@@ -42,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--secrets-dir", default=None, metavar="DIR")
     run.add_argument("--gateway", default=None, metavar="NAME")
     run.add_argument("--workers", type=int, default=1, metavar="N")
+    run.add_argument(
+        "--no-captures", dest="captures", action="store_false",
+        help="record no captures (no store under --data-dir, no OTLP export)",
+    )
+    run.add_argument(
+        "--captures-max-age", type=_duration, default=7 * 24 * 3600.0, metavar="DURATION",
+        help="delete capture records older than this (default 7d)",
+    )
+    run.add_argument(
+        "--captures-max-size", type=_size, default=512 * 1024 * 1024, metavar="BYTES",
+        help="keep the capture store under this size, oldest records deleted first (default 512Mi; K, M, G, Ki, Mi, Gi)",
+    )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument("--dry-run", action="store_true", help="load, compile and print what would be served, then exit")
     run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0 for the others
@@ -81,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     captures.add_argument("--json", action="store_true")
     captures.add_argument("--limit", type=int, default=50, metavar="N")
     captures.add_argument("--host", default=None, metavar="H")
-    captures.add_argument("--since", default=None, metavar="T")
+    captures.add_argument("--since", default=None, metavar="T", help="a duration back from now (15m, 2h, 7d) or RFC3339")
+    captures.add_argument("--identity", default=None, metavar="NS/SA")
+    captures.add_argument("--route", default=None, metavar="NS/NAME")
+    captures.add_argument("--status", default=None, metavar="CODE", help="a status (404) or a class (5xx)")
+    captures.add_argument("--follow", "-f", action="store_true", help="keep printing new records as they arrive")
 
     ipt = sub.add_parser("iptables", help="transparent-sidecar NAT rules")
     ipt.add_argument("--proxy-uid", type=int, required=True, metavar="UID")
@@ -93,6 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--print", dest="print_rules", action="store_true")
     group.add_argument("--clean", action="store_true")
     return p
+
+
+def _duration(text: str) -> float:
+    """A Go duration (90s, 36h) or a number of days (7d), in seconds."""
+    from egressproxy.durations import DurationError, parse_duration
+
+    try:
+        seconds = float(text[:-1]) * 86400 if text.endswith("d") else parse_duration(text)
+    except (ValueError, DurationError):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30m, 36h or 7d, got {text!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration, got {text!r}")
+    return seconds
+
+
+_SIZE_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _size(text: str) -> int:
+    """A byte count with an optional unit: 500M, 2Gi, 1048576."""
+    number = text.rstrip("KMGi")
+    unit = text[len(number):]
+    if unit not in _SIZE_UNITS or not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512Mi or 2G, got {text!r}")
+    return int(number) * _SIZE_UNITS[unit]
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from egressproxy.capture_records import CapturePlan
     from egressproxy.config.problems import ObjectRef
     from egressproxy.outcomes import DialOutcome, GatewayFailure
     from egressproxy.prompt_guard import AiPolicy
@@ -111,6 +112,9 @@ class ConnectionRecord:
     # where the connection itself is never decided): the labels its finished record carries.
     request_listener: str | None = None
     request_route: str | None = None
+    # The last CONNECT the gateway denied on this connection (authority, listener, verdict): its finished record
+    # names them, so a denied tunnel leaves a trace (captures) though no HTTP flow finished and nothing was decided.
+    denied_connect: tuple[str, str | None, Verdict] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +203,11 @@ class FinishedRequest:
     response_body: BodyCopy | None = None
     gen_ai: GenAiCall | None = None  # a request to a GenAI provider, with the usage it reported
     exchange: Exchange | None = None
+    # Headers as (lower-case name, value), credential values already redacted (egressproxy/capture_records.py),
+    # and how the capture sink keeps this request (which bodies, content types); the URL is redacted likewise.
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    capture: CapturePlan | None = None
 
 
 @dataclass(slots=True)

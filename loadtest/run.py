@@ -59,7 +59,9 @@ _ensure_venv()
 
 from pki import write_origin_pki  # noqa: E402  (loadtest/ is sys.path[0] when run as a script)
 
-PROXIES = ("egressproxy", "mitmdump")
+# `egressproxy-nocapture` is the same gateway run with `--no-captures`: beside `egressproxy` (captures on, the
+# default) it measures what the capture store costs, in the same run (docs/captures.md).
+PROXIES = ("egressproxy", "mitmdump", "egressproxy-nocapture")
 SCENARIOS = ("plain", "intercept", "connect-new")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -222,6 +224,9 @@ spec:
     additionalTrustBundleSecretRef: {name: origin-ca}
   ssrfGuard:
     allowCIDRs: [127.0.0.1/32]
+  # The origin answers text/plain: listed so that its bodies are captured too when captures are on.
+  otlp:
+    captureBody: {includeContentTypes: [text/plain, application/json]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -254,7 +259,7 @@ def egressproxy_cmd() -> list[str]:
 GATEWAY_WORKERS = 1  # set from --gateway-workers
 
 
-def start_gateway(work: Path, origin: Origin, profile: Path | None) -> Proxy:
+def start_gateway(work: Path, origin: Origin, profile: Path | None, name: str = "egressproxy") -> Proxy:
     ca_dir = work / "gateway-ca"
     if not (ca_dir / "ca-secret.yaml").exists():
         out = subprocess.run([*egressproxy_cmd(), "ca", "init", "--out", str(ca_dir)], cwd=REPO, capture_output=True,
@@ -272,13 +277,15 @@ def start_gateway(work: Path, origin: Origin, profile: Path | None) -> Proxy:
     port, admin, ready, metrics = free_port(), free_port(), free_port(), free_port()
     cmd = [*egressproxy_cmd(), "run", "-c", str(config), "--mode", f"regular@127.0.0.1:{port}",
            "--admin-addr", f"127.0.0.1:{admin}", "--ready-addr", f"127.0.0.1:{ready}",
-           "--metrics-addr", f"127.0.0.1:{metrics}", "--data-dir", str(work / "gateway-data"),
+           "--metrics-addr", f"127.0.0.1:{metrics}", "--data-dir", str(work / f"{name}-data"),
            "--workers", str(GATEWAY_WORKERS)]
+    if name == "egressproxy-nocapture":
+        cmd.append("--no-captures")
     if profile is not None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "egressproxy", *cmd[3:]]
-    managed = start("egressproxy", cmd, work / "gateway.log", cwd=REPO)
+    managed = start(name, cmd, work / f"{name}.log", cwd=REPO)
     wait_until(lambda: http_ok(ready, "/ready"), "GET /ready = 200", managed, 60)
-    return Proxy("egressproxy", managed, port, ca_dir / "ca.crt")
+    return Proxy(name, managed, port, ca_dir / "ca.crt")
 
 
 def mitmdump_path() -> str:
@@ -309,7 +316,9 @@ def start_proxy(name: str, work: Path, origin: Origin, profile: Path | None, att
     """Start one proxy; retry on a port that another process took between our probe and its bind."""
     for attempt in range(attempts):
         try:
-            return start_gateway(work, origin, profile) if name == "egressproxy" else start_mitmdump(work, origin, profile)
+            if name.startswith("egressproxy"):
+                return start_gateway(work, origin, profile, name)
+            return start_mitmdump(work, origin, profile)
         except RuntimeError as e:
             if "in use" not in str(e) or attempt == attempts - 1:
                 raise
@@ -455,11 +464,11 @@ def render_table(summaries: list[Summary]) -> str:
     return _grid(header, rows)
 
 
-def ratio_rows(summaries: list[Summary]) -> list[dict[str, object]]:
+def ratio_rows(summaries: list[Summary], a_name: str = "egressproxy", b_name: str = "mitmdump") -> list[dict[str, object]]:
     by = {(s.scenario, s.proxy): s for s in summaries}
     out = []
     for scenario in dict.fromkeys(s.scenario for s in summaries):
-        a, b = by.get((scenario, "egressproxy")), by.get((scenario, "mitmdump"))
+        a, b = by.get((scenario, a_name)), by.get((scenario, b_name))
         if a is None or b is None:
             continue
 
@@ -519,7 +528,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="client connections in total (default 16)")
     p.add_argument("--scenarios", default="plain,intercept,connect-new",
                    help=f"comma-separated, of {', '.join(SCENARIOS)} (default all)")
-    p.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated, of egressproxy, mitmdump")
+    p.add_argument("--proxies", default="egressproxy,mitmdump",
+                   help="comma-separated, of egressproxy, mitmdump, egressproxy-nocapture (the gateway with "
+                        "--no-captures: add it to measure captures on vs off; default egressproxy,mitmdump)")
     p.add_argument("--runs", type=int, default=3, help="measured runs per proxy and scenario, alternating (default 3)")
     p.add_argument("--client-procs", type=int, default=1, help="client processes sharing the connections (default 1)")
     p.add_argument("--body-size", type=int, default=64, help="origin response body bytes (default 64)")
@@ -618,6 +629,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("egressproxy / mitmdump (> 1.00x: egressproxy is faster for req/s and req/CPU-s, slower for latency)")
         print(render_ratios(ratios))
+    capture_ratios = ratio_rows(summaries, "egressproxy", "egressproxy-nocapture")
+    if capture_ratios:
+        print()
+        print("captures on / off: egressproxy / egressproxy-nocapture (1.00x: capture costs nothing; 0.90x: 10% fewer req/s)")
+        print(render_ratios(capture_ratios))
     busy = [r.other_cpu for r in results if r.proxy != "direct"]
     if busy and statistics.median(busy) > 30:
         print(f"\nNOTE: other work on the machine took a median {statistics.median(busy):.0f}% of a core during the "
@@ -634,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "info": info, "argv": argv if argv is not None else sys.argv[1:], "config_note": CONFIG_NOTE,
             "runs": [{**{k: v for k, v in r.__dict__.items()}, "rps": r.rps, "per_core": r.per_core} for r in results],
-            "ratios": ratios,
+            "ratios": ratios, "capture_ratios": capture_ratios,
         }, indent=2))
     if args.keep:
         print(f"# working directory kept: {work}")

@@ -72,6 +72,11 @@ async def serve(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 1
     ours.upstream_trust.apply(await asyncio.to_thread(ours.prepare_blocking))
+    captures = None
+    if args.captures:
+        from egressproxy.runtime.captures import start_captures
+
+        captures = start_captures(state, max_age=args.captures_max_age, max_bytes=args.captures_max_size)
     supervisor = None
     side = []
     udp_relays: list[TransparentUdpRelay] = []
@@ -115,6 +120,8 @@ async def serve(args: argparse.Namespace) -> int:
         for server in side:
             server.stop()
         await asyncio.to_thread(ours.stop_sinks)  # deliver the access-log lines and spans still queued
+        if captures is not None:
+            await asyncio.to_thread(captures.close)
     return 0 if not ours.readiness.failed else 1
 
 

@@ -292,8 +292,9 @@ _AI_PRIORITY_GROUPS = (
 
 # --- the table --------------------------------------------------------------------------------------------------
 
-_NO_CAPTURE = "no capture store or OTLP export in this build"
-_NO_LOGGING_POLICY = "capture and header redaction are not implemented"
+_NO_LOGGING_SINKS = (
+    "named log sinks are not implemented: captures go to the embedded store and the EgressGateway's OTLP export"
+)
 _NO_REGIONS = "region allow-lists are not implemented"
 _NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
 _NO_SELECTORS = "attachment by label selector (targetSelectors) is not implemented; use targetRefs"
@@ -347,8 +348,16 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 "spec.ssrfGuard.allowCIDRs",
                 "spec.ssrfGuard.denyCIDRs",
                 "spec.parentRef.*",
+                # Capture (docs/captures.md): bodies copied by the tap chain into the embedded store, re-exported
+                # over OTLP/HTTP when `otlp.endpoint` is set; `extProc` is clrk's later spelling of the same switch.
+                "spec.otlp",
+                *_under("spec.otlp", ("endpoint", "headers", "captureBody", "captureBody.maxBytes",
+                                      "captureBody.includeContentTypes")),
+                "spec.extProc",
+                *_under("spec.extProc", ("enabled", "captureBody", "captureBody.maxBytes",
+                                         "captureBody.includeContentTypes")),
             ),
-            MappingProxyType({"spec.otlp.*": _NO_CAPTURE, "spec.extProc.*": _NO_CAPTURE}),
+            MappingProxyType({}),
         ),
         "HTTPRoute": _route_kind(http=True),
         "GRPCRoute": _route_kind(http=False),
@@ -418,10 +427,8 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             MappingProxyType({}),
         ),
         "LoggingPolicy": KindEnforcement(
-            (),
-            MappingProxyType(
-                {f"spec.{f}": _NO_LOGGING_POLICY for f in ("captureRequest", "captureResponse", "redactHeaders", "sinkRef")}
-            ),
+            (*_TARGET_REFS, "spec.captureRequest", "spec.captureResponse", "spec.redactHeaders"),
+            MappingProxyType({"spec.sinkRef": _NO_LOGGING_SINKS}),
         ),
         "RegionAllowListPolicy": KindEnforcement(
             _TARGET_REFS,

@@ -23,7 +23,7 @@ def compile_gateway(comp: Compilation, gw: Resource) -> Gateway:
     spec = gw.spec
     listeners = tuple(build_listener(comp, shell) for shell in comp.shells)
     otlp = spec.get("otlp") or {}
-    capture = otlp.get("captureBody") or {}
+    capture = _capture_body(spec)
     headers = otlp.get("headers") or {}
     comp.secret_values.update(v for v in headers.values() if v)
     upstream = spec.get("upstreamTLS") or {}
@@ -54,6 +54,17 @@ def compile_gateway(comp: Compilation, gw: Resource) -> Gateway:
     if not comp.status.has(gw.ref, "ResolvedRefs"):
         comp.status.set(gw.ref, "ResolvedRefs", True, "ResolvedRefs")
     return gateway
+
+
+def _capture_body(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The body capture settings: `otlp.captureBody` (defaults filled by the schema), overridden field by field
+    by clrk's later `extProc.captureBody`; `extProc.enabled: false` turns body copies off (records stay)."""
+    capture = dict((spec.get("otlp") or {}).get("captureBody") or {})
+    ext = spec.get("extProc") or {}
+    capture.update(ext.get("captureBody") or {})
+    if ext.get("enabled") is False:
+        capture["maxBytes"] = 0
+    return capture
 
 
 def check_gateway_refs(comp: Compilation, gw: Resource) -> None:

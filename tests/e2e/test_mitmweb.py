@@ -257,6 +257,19 @@ def test_mitmweb_serves_the_gateway_and_shows_its_decisions(mitmweb, gateway_ca,
     assert connect["marked"] == "\u26d4"
     assert connect["comment"] == "denied: no-route by EgressGateway/default/eg"
 
+    # The same capture store as `egressproxy run`, under egress_data_dir.
+    def captured() -> list[dict]:
+        out = subprocess.run(
+            [sys.executable, "-m", "egressproxy", "captures", "--data-dir", str(web.workdir / "data"), "--json"],
+            capture_output=True, text=True, timeout=30,
+        )
+        return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+    deadline = time.monotonic() + 10
+    while not any("/v1/hello" in (r.get("url") or "") for r in captured()):
+        assert time.monotonic() < deadline, "no capture record under egress_data_dir"
+        time.sleep(0.2)
+
     # The full record (mitmproxy metadata) is in the flow file mitmweb saves: it must serialize.
     dumped = web.api("GET", "/flows/dump")
     assert dumped.status_code == 200, web.logs()

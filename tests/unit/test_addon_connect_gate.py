@@ -91,6 +91,8 @@ def test_a_denied_connect_gets_a_403_with_the_json_body_before_any_tunnel(snapsh
     body = json.loads(flow.response.content or b"")
     assert body["reason"] == reason and body["policy"] in ("EgressGateway/default/eg", "")
     assert state.connection(flow.client_conn.id).connect_host is None  # no tunnel recorded
+    denied = state.connection(flow.client_conn.id).denied_connect  # for the connection's finished record
+    assert denied is not None and denied[0] == host and denied[2].reason == reason
     assert counter(state, "egress_denials_total", reason=reason) == 1
     assert flow.marked
 

@@ -102,3 +102,15 @@ def test_the_proxyserver_is_found_when_running_under_a_master(snapshot, tmp_path
     with taddons.context(addon):
         addon.client_connected(tflow.tclient_conn())  # the test master has no Proxyserver: nothing to meter
     assert counter(state, "egress_hook_errors_total", addon="ConnectionRecords", hook="client_connected") == 0
+
+
+def test_a_denied_connect_names_its_authority_listener_and_verdict(snapshot, tmp_path) -> None:
+    """No flow finishes for a denied CONNECT: its connection's record carries the denial (captures show it)."""
+    state, addon, collect = _setup(snapshot, tmp_path)
+    client = tflow.tclient_conn()
+    addon.client_connected(client)
+    verdict = Verdict.deny("no-route", "EgressGateway/net/eg")
+    state.connection(client.id).denied_connect = ("blocked.example.com", "https", verdict)
+    addon.client_disconnected(client)
+    [finished] = collect.records
+    assert (finished.host, finished.listener, finished.verdict) == ("blocked.example.com", "https", verdict)

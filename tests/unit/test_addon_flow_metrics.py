@@ -143,3 +143,16 @@ def test_a_denied_connect_finishes_a_request_record(state: GatewayState) -> None
         addon.http_connect_error(flow)
     (record,) = state.collect.records  # type: ignore[attr-defined]
     assert (record.method, record.decision, record.status) == ("CONNECT", "deny", 403)
+def test_the_finished_record_carries_redacted_headers_and_a_capture_plan(state: GatewayState) -> None:
+    """Credential headers keep their name with the value replaced before any sink sees the record."""
+    flow = _flow(200, verdict=Verdict.allow())
+    flow.request.headers["Authorization"] = "Bearer sk-live"
+    flow.request.headers["X-Other"] = "fine"
+    assert flow.response is not None
+    flow.response.headers["Set-Cookie"] = "session=abc"
+    with taddons.context():
+        FlowMetrics(state).response(flow)
+    (record,) = state.collect.records  # type: ignore[attr-defined]
+    assert ("authorization", "[REDACTED]") in record.request_headers and ("x-other", "fine") in record.request_headers
+    assert ("set-cookie", "[REDACTED]") in record.response_headers
+    assert "sk-live" not in repr(record) and record.capture is not None

@@ -82,8 +82,8 @@ def test_a_field_without_a_decision_is_reported_undecided() -> None:
 
 
 def test_a_subtree_entry_decides_everything_below_it() -> None:
-    assert decision("EgressGateway", "spec.otlp") is Enforcement.UNSUPPORTED
-    assert decision("EgressGateway", "spec.otlp.captureBody.maxBytes") is Enforcement.UNSUPPORTED
+    assert decision("EgressL4Route", "spec.rules.backendRefs") is Enforcement.UNSUPPORTED
+    assert decision("EgressL4Route", "spec.rules.backendRefs.name") is Enforcement.UNSUPPORTED
     assert decision("HTTPRoute", "spec.parentRefs.sectionName") is Enforcement.ENFORCED
     assert decision("HTTPRoute", "spec.rules.filters.cors.maxAge") is Enforcement.UNSUPPORTED
 
@@ -91,7 +91,7 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
 @pytest.mark.parametrize(
     ("kind", "path"),
     [
-        ("LoggingPolicy", "spec.captureRequest"),
+        ("LoggingPolicy", "spec.sinkRef"),
         ("RegionAllowListPolicy", "spec.allowedRegions"),
         ("TrafficPolicy", "spec.extAuth"),
         ("TrafficPolicy", "spec.rbac.policy.matchExpressions"),
@@ -100,7 +100,6 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
         ("TrafficPolicy", "spec.ai.routeType"),
         ("GatewayExtension", "spec.extAuth.grpcService.backendRef.name"),
         ("HTTPListenerPolicy", "spec.accessLog.grpcService.logName"),
-        ("EgressGateway", "spec.otlp.endpoint"),
         ("Backend", "spec.ai.llm.openai.authHeaderOverride.headerName"),
         ("Backend", "spec.ai.llm.vertexAi.model"),
         ("Backend", "spec.ai.llm.gemini.apiVersion"),
@@ -150,6 +149,16 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("Backend", "spec.ai.llm.azureOpenai.deploymentName"),
         ("Backend", "spec.ai.llm.bedrock.auth.secretRef.name"),
         ("AIBackend", "spec.provider.azure.apiVersion"),
+        ("EgressGateway", "spec.otlp.endpoint"),
+        ("EgressGateway", "spec.otlp.headers"),
+        ("EgressGateway", "spec.otlp.captureBody.maxBytes"),
+        ("EgressGateway", "spec.otlp.captureBody.includeContentTypes"),
+        ("EgressGateway", "spec.extProc.enabled"),
+        ("EgressGateway", "spec.extProc.captureBody.maxBytes"),
+        ("LoggingPolicy", "spec.captureRequest"),
+        ("LoggingPolicy", "spec.captureResponse"),
+        ("LoggingPolicy", "spec.redactHeaders"),
+        ("LoggingPolicy", "spec.targetRefs.name"),
     ],
 )
 def test_what_the_data_plane_does_is_enforced(kind: str, path: str) -> None:
@@ -172,8 +181,8 @@ def test_an_explicit_null_is_unset() -> None:
 
 
 def test_only_the_outermost_unsupported_field_is_named() -> None:
-    spec = {"otlp": {"endpoint": "collector:4317", "captureBody": {"maxBytes": 10}}, "requestTimeout": "1m"}
-    assert unsupported_fields("EgressGateway", spec) == ("spec.otlp",)
+    spec = {"rules": [{"retry": {"attempts": 2, "backoff": "1s"}, "timeouts": {"request": "1m"}}]}
+    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.retry",)
 
 
 def test_unsupported_fields_inside_lists_are_named_once() -> None:
@@ -282,16 +291,15 @@ spec:
     assert result.snapshot is not None and dict(result.snapshot.unsupported) == {}
 
 
-def test_an_unsupported_field_on_the_gateway_and_a_route() -> None:
+def test_an_unsupported_field_on_a_route_beside_an_enforced_otlp_export() -> None:
     result = compile_text(
         GATEWAY
         + "  otlp: {endpoint: 'collector:4317'}\n"
         + ROUTE
         + "    retry: {attempts: 2}\n"
     )
-    assert programmed(result, ObjectRef("EgressGateway", "default", "gw"))[1:] == (
-        "Unsupported",
-        "spec.otlp is validated but not enforced by this build",
+    assert programmed(result, ObjectRef("EgressGateway", "default", "gw")) == (
+        "True", "Programmed", "in the served snapshot"
     )
     assert programmed(result, ObjectRef("HTTPRoute", "default", "r"))[1:] == (
         "Unsupported",
@@ -366,7 +374,8 @@ def test_a_gateway_that_is_not_served_is_not_reported_unsupported() -> None:
     assert programmed(result, ObjectRef("EgressGateway", "default", "other"))[:2] == ("False", "NotSelected")
     served = compile_config(loaded.resources, gateway_name="default/other")
     assert served.snapshot is not None
-    assert dict(served.snapshot.unsupported) == {ObjectRef("EgressGateway", "default", "other"): ("spec.otlp",)}
+    # Since capture landed the EgressGateway has no unsupported field left: `otlp` is enforced when served.
+    assert dict(served.snapshot.unsupported) == {}
 
 
 def test_fields_inside_maps_are_walked_too() -> None:

@@ -145,3 +145,12 @@ def test_the_rate_limits_example_is_programmed_in_full(examples: Examples) -> No
     cells = _programmed(printed)
     for name in ("requests-per-agent", "openai-tokens", "anthropic-per-run"):
         assert cells[f"RateLimitPolicy/rate-limits/{name}"] == "True", name
+
+
+def test_the_captures_example_is_programmed_in_full(examples: Examples) -> None:
+    status, printed = cli("validate", "-c", str(examples.root / "captures"))
+    assert status == 0, printed
+    cells = _programmed(printed)
+    for ref in ("EgressGateway/captures/egress", "LoggingPolicy/captures/gateway-capture",
+                "LoggingPolicy/captures/responses-only"):
+        assert cells[ref] == "True", ref

@@ -35,7 +35,7 @@ LOGGING = """\
 apiVersion: clrk.apoxy.dev/v1alpha1
 kind: LoggingPolicy
 metadata: {name: audit}
-spec: {captureRequest: true}
+spec: {captureRequest: true, sinkRef: audit-sink}
 """
 
 
@@ -56,7 +56,7 @@ def test_one_warning_per_unsupported_object_at_start(tmp_path: Path, caplog: pyt
         assert reloader.load_initial().ok
     assert warnings_of(caplog) == [
         "LoggingPolicy/default/audit is not enforced in full (Programmed=False, Unsupported): "
-        "spec.captureRequest is validated but not enforced by this build",
+        "spec.sinkRef is validated but not enforced by this build",
         "RegionAllowListPolicy/default/eu is not enforced in full (Programmed=False, Unsupported): "
         "spec.allowedRegions is validated but not enforced by this build",
     ]

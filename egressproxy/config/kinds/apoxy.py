@@ -379,6 +379,9 @@ LOGGING_POLICY = Obj(
         "captureResponse": F(Bool(), default=False),
         "redactHeaders": List(Str(min_length=1)),
         "sinkRef": Str(min_length=1),
+        # Extension (as RateLimitPolicy's): attach to an EgressGateway (a listener by sectionName), Backend or
+        # route without a route filter; clrk attaches it only through a route's ExtensionRef filter.
+        "targetRefs": POLICY_TARGET_REFS,
     }
 )
 

@@ -1,0 +1,297 @@
+"""What capture keeps of a finished record: pure functions from a finished request or connection to the
+`egressproxy captures --json` document (DESIGN.md 4.1 names its fields), and the redaction that goes first.
+
+Redaction happens before anything leaves the hot path: the finished request's headers and URL are already
+redacted when a sink sees them (`redacted_headers`, `redacted_url`), so no sink - the store, OTLP, an access log -
+can leak an injected credential. Redaction keeps the name and replaces the value; it covers the headers that
+carry credentials by convention (`ALWAYS_REDACTED`), every header and query parameter a credential of the
+gateway was injected into (the credential table knows them), and the LoggingPolicy's `redactHeaders`.
+
+Bodies are the tap chain's capped copies (bytes as on the wire, at most `captureBody.maxBytes` per direction).
+A body is kept only when its direction is captured (LoggingPolicy `captureRequest` / `captureResponse`) and its
+Content-Type starts with one of `includeContentTypes`; otherwise the document says `body: null` with the size.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
+
+from egressproxy.flowrecord import BodyCopy, FinishedConnection, FinishedRequest, Identity, Verdict
+
+if TYPE_CHECKING:
+    from egressproxy.flowrecord import FlowRecord
+    from egressproxy.snapshot import Snapshot
+
+__all__ = [
+    "ALWAYS_REDACTED",
+    "REDACTED",
+    "CapturePlan",
+    "CapturePlans",
+    "capture_plan",
+    "redacted_headers",
+    "redacted_url",
+    "request_document",
+    "connection_document",
+    "wants_connection",
+    "GEN_AI_PROVIDER_NAMES",
+]
+
+REDACTED = "[REDACTED]"
+# Headers that carry credentials by convention, in either direction (DESIGN.md 4.1 and issue 12). SigV4's session
+# token is a credential too; its signature (in Authorization) is covered by name.
+ALWAYS_REDACTED = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "set-cookie",
+        "x-amz-security-token",
+    }
+)
+# Provider kinds of an AI Backend -> OpenTelemetry GenAI `gen_ai.provider.name` values.
+GEN_AI_PROVIDER_NAMES: Mapping[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "vertexAi": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "azureOpenai": "azure.ai.openai",
+    "azureopenai": "azure.ai.openai",
+    "mistral": "mistral_ai",
+    "deepseek": "deepseek",
+    "groq": "groq",
+    "perplexity": "perplexity",
+    "xai": "x_ai",
+    "cohere": "cohere",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CapturePlan:
+    """How one request is captured: which bodies, of which content types, and what is redacted."""
+
+    request_body: bool = True
+    response_body: bool = True
+    content_types: tuple[str, ...] = ()
+    redact_headers: frozenset[str] = ALWAYS_REDACTED
+    redact_query: frozenset[str] = frozenset()
+    provider: str | None = None  # gen_ai.provider.name when the request goes to an AI provider
+    # The values the gateway injects on this request, as sent and URL-encoded: scrubbed from captured bodies too
+    # (an origin that echoes its request - the URL, a header - must not put the credential in the store).
+    secret_values: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+def capture_plan(snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePlan:
+    """The plan for `record`'s request: the effective LoggingPolicy (Rule > Route > Backend > Listener > Gateway)
+    narrows which bodies are kept; redaction adds the names of the credential the gateway injects."""
+    if snapshot is None:
+        return CapturePlan()
+    upstream = record.upstream
+    backend = upstream.backend.ref if upstream is not None and upstream.backend is not None else None
+    policy = snapshot.policies.effective(
+        "LoggingPolicy", route=record.route_ref, backend=backend, listener=record.listener, rule=record.rule
+    )
+    headers = set(ALWAYS_REDACTED)
+    headers.update(str(h).lower() for h in policy.get("redactHeaders", ()))
+    query: set[str] = set()
+    secrets: list[bytes] = []
+    if upstream is not None:
+        credential = snapshot.compiled.credentials.for_request(upstream, record.route_ref, record.rule, record.listener)
+        if credential is not None:
+            headers.update(credential.removes)
+            query.update(credential.removes_query)
+            secrets = _secret_forms([h.value for h in credential.headers] + [q.value for q in credential.query])
+    provider = upstream.provider if upstream is not None else None
+    gateway = snapshot.gateway
+    return CapturePlan(
+        request_body=bool(policy.get("captureRequest", False)) if policy else True,
+        response_body=bool(policy.get("captureResponse", False)) if policy else True,
+        content_types=tuple(t.lower() for t in gateway.capture_content_types),
+        redact_headers=frozenset(headers),
+        redact_query=frozenset(query),
+        provider=GEN_AI_PROVIDER_NAMES.get(provider.kind, provider.kind.lower()) if provider is not None else None,
+        secret_values=tuple(secrets),
+    )
+
+
+def _secret_forms(values: Iterable[str]) -> list[bytes]:
+    """Each value as sent and as a URL query encodes it (longest first, so a longer form is replaced whole)."""
+    forms: set[bytes] = set()
+    for value in values:
+        if len(value) < 4:  # too short to scrub without mangling ordinary text (and no real credential)
+            continue
+        forms.add(value.encode())
+        forms.add(quote_plus(value).encode())
+        forms.add(quote(value, safe="").encode())
+    return sorted(forms, key=len, reverse=True)
+
+
+class CapturePlans:
+    """`capture_plan` remembered per serving snapshot: a request's plan depends only on its route, rule, listener
+    and upstream (Backend and provider), which repeat; a new snapshot starts a new table (bounded to 4096)."""
+
+    def __init__(self) -> None:
+        self._snapshot: object = None
+        self._plans: dict[tuple[Any, ...], CapturePlan] = {}
+
+    def plan(self, snapshot: "Snapshot | None", record: "FlowRecord") -> CapturePlan:
+        if snapshot is not self._snapshot or len(self._plans) > 4096:
+            self._snapshot, self._plans = snapshot, {}
+        upstream = record.upstream
+        key = (
+            record.route_ref, record.rule, record.listener,
+            None if upstream is None else (upstream.backend.ref if upstream.backend is not None else None),
+            None if upstream is None else upstream.provider,
+            upstream is None,
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = capture_plan(snapshot, record)
+        return plan
+
+
+def redacted_headers(fields: Iterable[tuple[str, str]], names: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """Headers as (lower-case name, value), the value of each name in `names` replaced by `REDACTED`."""
+    out = []
+    for name, value in fields:
+        lower = name.lower()
+        out.append((lower, REDACTED if lower in names else value))
+    return tuple(out)
+
+
+def redacted_url(url: str, names: frozenset[str]) -> str:
+    """`url` with the value of each query parameter in `names` replaced (the URL is unchanged otherwise)."""
+    if not names or "?" not in url:
+        return url
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k in names for k, _ in pairs):
+        return url
+    query = urlencode([(k, REDACTED if k in names else v) for k, v in pairs])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def wants_connection(record: FinishedConnection) -> bool:
+    """A connection gets its own capture record when no HTTP request on it has one: tunnels (passthrough, TCP,
+    UDP), denied CONNECTs and handshakes, and intercepted connections that ended before a request."""
+    return record.requests == 0 and (record.host is not None or record.verdict is not None)
+
+
+def request_document(record: FinishedRequest, plan: CapturePlan | None = None) -> dict[str, Any]:
+    """The `captures --json` document of one HTTP request (without `id`, which the store assigns)."""
+    plan = plan or record.capture or CapturePlan()
+    return {
+        "kind": "request",
+        "time": rfc3339(record.started),
+        "identity": _identity(record.identity),
+        "gateway": record.gateway,
+        "listener": record.listener,
+        "route": record.route,
+        "backend": record.backend,
+        "method": record.method,
+        "url": record.url,
+        "host": record.host,
+        "status": record.status,
+        "durationMs": round(record.duration * 1000, 3),
+        "decision": record.decision,
+        "verdict": _verdict(record.verdict),
+        "error": record.error,
+        "provider": plan.provider,
+        "request": _part(record.request_headers, record.request_body, plan.request_body, plan),
+        "response": _part(record.response_headers, record.response_body, plan.response_body, plan),
+    }
+
+
+def connection_document(record: FinishedConnection) -> dict[str, Any]:
+    """The document of a connection without HTTP records: bytes each way as the sizes, no headers or bodies."""
+    decision = "unknown" if record.verdict is None else "allow" if record.verdict.allowed else "deny"
+    return {
+        "kind": "connection",
+        "time": rfc3339(record.started),
+        "identity": _identity(record.identity),
+        "gateway": record.gateway,
+        "listener": record.listener,
+        "route": record.route,
+        "backend": record.backend,
+        "method": None,
+        "url": None,
+        "host": record.host,
+        "status": None,
+        "durationMs": round(record.duration * 1000, 3),
+        "decision": decision,
+        "verdict": _verdict(record.verdict),
+        "sni": record.sni,
+        "carries": record.carries,
+        "request": _empty_part(record.bytes_upstream),
+        "response": _empty_part(record.bytes_downstream),
+    }
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC with milliseconds: 2026-12-06T05:00:00.123Z."""
+    whole = int(epoch)
+    millis = int(round((epoch - whole) * 1000))
+    if millis == 1000:
+        whole, millis = whole + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def _identity(identity: Identity) -> dict[str, str]:
+    return {"namespace": identity.namespace, "serviceAccount": identity.service_account}
+
+
+def _verdict(verdict: Verdict | None) -> dict[str, Any] | None:
+    if verdict is None:
+        return None
+    return {"allowed": verdict.allowed, "reason": verdict.reason or None, "policy": verdict.policy or None}
+
+
+def _empty_part(size: int) -> dict[str, Any]:
+    return {"headers": {}, "body": None, "bodyEncoding": None, "size": size, "truncated": False}
+
+
+def _part(headers: tuple[tuple[str, str], ...], copy: BodyCopy | None, wanted: bool, plan: CapturePlan) -> dict[str, Any]:
+    content_types = plan.content_types
+    header_map = _header_map(headers)
+    if copy is None:
+        return {"headers": header_map, "body": None, "bodyEncoding": None, "size": 0, "truncated": False}
+    content_type = header_map.get("content-type", "").lower()
+    if not wanted or not copy.size or not content_type.startswith(content_types or ("\0",)):
+        return {"headers": header_map, "body": None, "bodyEncoding": None, "size": copy.size, "truncated": False}
+    text, encoding = _encoded(_scrubbed(copy.data, plan.secret_values), copy.truncated)
+    return {"headers": header_map, "body": text, "bodyEncoding": encoding, "size": copy.size, "truncated": copy.truncated}
+
+
+def _scrubbed(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    for secret in secrets:
+        if secret in data:
+            data = data.replace(secret, REDACTED.encode())
+    return data
+
+
+def _header_map(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Lower-case name -> value; a repeated header's values joined with ", " (RFC 9110 5.3)."""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+def _encoded(data: bytes, truncated: bool) -> tuple[str, str]:
+    """utf-8 when the bytes are text (a cut may split the last character: up to 3 bytes are dropped), else base64."""
+    for drop in range(4 if truncated else 1):
+        try:
+            return data[: len(data) - drop].decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            continue
+    return base64.b64encode(data).decode("ascii"), "base64"
+
