@@ -110,12 +110,14 @@ class HttpRoutes:
         answer_denied(flow, verdict)
 
     def _forward(self, flow: http.HTTPFlow, record: ConnectionRecord, frec: FlowRecord, decision: RequestDecision, view: RequestView) -> None:
-        """Send an allowed request to its FIRST upstream candidate (failover over the rest is a later step) and
-        record that candidate as the one destination the dial guard lets this request open."""
+        """Send an allowed request to its first upstream candidate and record that candidate as the one
+        destination the dial guard lets this request open (addons/failover.py may then send it through the
+        failover hop, which walks the rest)."""
         rule = decision.rule
         req = flow.request
         if rule is not None:
             frec.request_timeout = rule.request_timeout
+            frec.attempt_timeout = rule.backend_request_timeout
             filters = rule.filters
             if filters.direct_response is not None:
                 direct = filters.direct_response
@@ -132,6 +134,7 @@ class HttpRoutes:
             return
         upstream = decision.upstreams[0]
         frec.upstream = upstream
+        frec.candidates = decision.upstreams  # addons/failover.py walks them when there is more than one
         if upstream.backend is not None:
             backend = upstream.backend
             # A Service keeps its kind (BackendTLSPolicy may target a Service by `Kind/ns/name`).

@@ -114,6 +114,9 @@ class ParentCredentials:
     proxy_authorization: str | None = field(default=None, repr=False)
 
 
+DEFAULT_REPLAY_BUFFER = 1 << 20  # DESIGN.md 4.1: the replay buffer holds 1 MiB unless buffer.maxRequestBytes says
+
+
 def _gateway_tls() -> BackendTls:
     params = gateway_params(None)
     return BackendTls(params.source, params)
@@ -139,6 +142,15 @@ class CompiledPolicies:
     rate_limits: Mapping[ObjectRef, RateLimit] = field(default_factory=lambda: MappingProxyType({}))
     # Injected credentials (egressproxy/credentials.py): by AI provider and by CredentialInjectionPolicy scope.
     credentials: CredentialTable = field(default_factory=CredentialTable, repr=False)
+    # The failover replay buffer per listener (HTTPListenerPolicy buffer.maxRequestBytes, default 1 MiB): a
+    # request body larger than this goes to its first candidate only (docs/failover.md).
+    replay_buffer: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    gateway_replay_buffer: int = DEFAULT_REPLAY_BUFFER
+
+    def replay_buffer_for(self, listener: str | None) -> int:
+        if listener is None:
+            return self.gateway_replay_buffer
+        return self.replay_buffer.get(listener, self.gateway_replay_buffer)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""

@@ -465,6 +465,7 @@ class Rule:
     filters: RuleFilters = NO_FILTERS
     backends: tuple[WeightedBackend, ...] = ()  # empty (and nothing unresolved): the requested destination
     request_timeout: float | None = None  # rules[].timeouts.request, seconds
+    backend_request_timeout: float | None = None  # rules[].timeouts.backendRequest: a failover attempt's head timeout
     # backendRefs of kinds this gateway does not model (`group/Kind ns/name`): never dialled, and a rule left
     # with no other backend answers no-healthy-backend rather than forwarding to the requested destination
     unresolved_backends: tuple[str, ...] = ()

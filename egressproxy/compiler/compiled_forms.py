@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
+from egressproxy.compiled_policies import DEFAULT_REPLAY_BUFFER, BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
@@ -73,7 +73,14 @@ def link_compiled_policies(
         parents=MappingProxyType(_parents(gateway, backends)),
         rate_limits=MappingProxyType(dict(material.rate_limits)),
         credentials=material.credentials,
+        replay_buffer=MappingProxyType({listener.name: _replay_buffer(policies, listener.name) for listener in gateway.listeners}),
+        gateway_replay_buffer=_replay_buffer(policies, None),
     )
+
+
+def _replay_buffer(policies: PolicyIndex, listener: str | None) -> int:
+    limit = policies.effective("HTTPListenerPolicy", listener=listener).get("buffer", {}).get("maxRequestBytes")
+    return int(limit) if isinstance(limit, int) else DEFAULT_REPLAY_BUFFER
 
 
 def _dns(policies: PolicyIndex, backend: ObjectRef | None) -> DnsSettings:

@@ -123,7 +123,10 @@ def _route_kind(*, http: bool) -> KindEnforcement:
                 "spec.rules.backendRefs", *backend_refs)
     if http:
         enforced += ("spec.rules.timeouts", "spec.rules.timeouts.request")
-        unsupported["spec.rules.timeouts.backendRequest"] = "a per-backend-request timeout is not applied"
+        unsupported["spec.rules.timeouts.backendRequest"] = (
+            "applied only as a failover attempt's time to the response head (docs/failover.md), not to whole "
+            "backend requests"
+        )
         unsupported["spec.rules.retry.*"] = "retries are not implemented"
     return KindEnforcement(enforced, MappingProxyType(unsupported))
 

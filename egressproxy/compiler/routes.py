@@ -70,5 +70,6 @@ def _compile_rule(comp: Compilation, res: Resource, index: int, spec: Mapping[st
         filters=filters,
         backends=backends,
         request_timeout=timeouts.get("request"),
+        backend_request_timeout=timeouts.get("backendRequest"),
         unresolved_backends=unresolved,
     )

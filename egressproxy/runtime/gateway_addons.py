@@ -12,6 +12,7 @@ from addons.connection_table import ConnectionTable
 from addons.credential_injection import CredentialInjection
 from addons.dial_guard import DialGuard
 from addons.dns_answers import DnsAnswers
+from addons.failover import Failover
 from addons.flow_metrics import FlowMetrics
 from addons.gateway_errors import GatewayErrors
 from addons.http_routes import HttpRoutes
@@ -45,6 +46,7 @@ class GatewayAddons:
             HttpRoutes(state),
             RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
+            Failover(state),  # after BodyTaps (the body is buffered); before ModelRewrite and credentials (per candidate)
             ModelRewrite(state),  # after BodyTaps (the capture keeps the client's body), before credentials
             CredentialInjection(state),  # after BodyTaps: SigV4 signs the body as it is sent
             RequestTimeout(state),
