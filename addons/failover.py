@@ -1,7 +1,8 @@
-"""Failover: a request with more than one AI provider candidate is sent through the in-process upstream hop.
+"""Failover and retries: a request that may need more than one attempt is sent through the in-process hop.
 
 On the `request` hook (the body is buffered, after the body taps and before model rewrite and credential
-injection, which the hop does per candidate), a request that `direct_reason` lets be walked is registered with
+injection, which the hop does per candidate), a request `choose_plan` gives a walk (egressproxy/failover_plan.py:
+several AI provider candidates, or a TrafficPolicy retry) is registered with
 the hop (egressproxy/upstream_hop.py) as a ticket - the replay buffer, the candidates, the decision - and
 pointed at the hop's loopback address with the ticket in `x-egress-hop`. The dial guard is told that this
 flow may open the hop (a trusted loopback address), and nothing else. The header is removed from the flow
@@ -21,7 +22,8 @@ from egressproxy.candidate_request import CandidateContext
 from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.engine.answers import flow_record
 from egressproxy.engine.guard import fail_closed
-from egressproxy.failover_plan import direct_reason, failover_plan
+from egressproxy.failover_plan import choose_plan
+from egressproxy.outlier_detection import outlier_of
 from egressproxy.runtime.state import GatewayState
 from egressproxy.upstream_hop import HOP_HEADER, HopTicket
 from egressproxy.upstreams import Upstream
@@ -48,20 +50,20 @@ class Failover:
         body = flow.request.raw_content
         if flow.response is not None or snapshot is None or frec.upstream is None or body is None:
             return
-        limit = snapshot.compiled.replay_buffer_for(frec.listener)
-        why = direct_reason(frec.candidates, len(body), limit)
-        if why is not None:
-            if len(frec.candidates) > 1:
-                log.debug("%s: no failover for this request: %s", flow.request.pretty_url, why)
-            return
         req = flow.request
+        limit = snapshot.compiled.replay_buffer_for(frec.listener)
+        plan = choose_plan(frec.candidates, req.method, len(body), limit, frec.retry, frec.attempt_timeout, outlier_of)
+        if isinstance(plan, str):
+            if len(frec.candidates) > 1 or frec.retry is not None:
+                log.debug("%s: sent to its first candidate only: %s", req.pretty_url, plan)
+            return
         first = frec.upstream
         headers = [(n.decode(*_ENC), v.decode(*_ENC)) for n, v in req.headers.fields]
         authority = req.host_header or req.authority or first.host
         original = OutgoingRequest(req.method, first.scheme, authority, req.path, headers, body)
         ticket = HopTicket(
             snapshot=snapshot,
-            plan=failover_plan(frec.candidates, frec.attempt_timeout),
+            plan=plan,
             context=CandidateContext(frec.route_ref, frec.rule, frec.listener),
             original=original,
             record=frec,
@@ -75,7 +77,7 @@ class Failover:
         record.upstreams[(_HOP_HOST, port)] = Upstream(_HOP_HOST, port, "http", trusted=True)
         req.scheme, req.host, req.port = "http", _HOP_HOST, port
         req.headers[HOP_HEADER] = claim
-        flow.comment = f"failover walk over {len(frec.candidates)} candidates"
+        flow.comment = f"{'failover' if plan.failover else 'retry'} walk over {len(plan.attempts)} attempts"
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         flow.request.headers.pop(HOP_HEADER, None)

@@ -11,7 +11,7 @@ from mitmproxy import http
 from mitmproxy.coretypes import multidict
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name
+from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name, traffic_for
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
 from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
@@ -135,6 +135,12 @@ class HttpRoutes:
         upstream = decision.upstreams[0]
         frec.upstream = upstream
         frec.candidates = decision.upstreams  # addons/failover.py walks them when there is more than one
+        snapshot = self.state.snapshot
+        assert snapshot is not None
+        traffic = traffic_for(snapshot, frec.listener, frec.route_ref, frec.rule, decision.upstreams)
+        frec.retry = traffic.retry
+        if frec.request_timeout is None:  # an HTTPRoute rule's own timeouts.request wins over a TrafficPolicy's
+            frec.request_timeout = traffic.request_timeout
         if upstream.backend is not None:
             backend = upstream.backend
             # A Service keeps its kind (BackendTLSPolicy may target a Service by `Kind/ns/name`).

@@ -27,6 +27,7 @@ from egressproxy.gcp_tokens import ServiceAccountTokens, TokenError, TokenFetch
 from egressproxy.hostnames import canonical_host, is_ip_literal
 from egressproxy.model_rewrite import configured_model, rewrite_model
 from egressproxy.outcomes import GatewayFailure
+from egressproxy.provider_endpoints import provider_api
 from egressproxy.snapshot import ObjectRef, Snapshot
 from egressproxy.upstreams import Upstream
 
@@ -41,10 +42,6 @@ __all__ = [
 
 _TOKEN_TIMEOUT = 30.0
 
-# API formats by provider kind: which request shape a provider speaks (the client's is its route's first).
-_FORMATS = {"anthropic": "anthropic", "bedrock": "bedrock", "gemini": "gemini", "vertexAi": "gemini"}
-
-
 @dataclass(frozen=True, slots=True)
 class CandidateContext:
     """What credential lookup needs about the request's decision."""
@@ -56,9 +53,7 @@ class CandidateContext:
 
 def api_format(upstream: Upstream) -> str | None:
     """The request format a candidate speaks (`openai` for OpenAI-compatible ones); None: not an AI provider."""
-    if upstream.provider is None:
-        return None
-    return _FORMATS.get(upstream.provider.kind, "openai")
+    return provider_api(upstream.provider) if upstream.provider is not None else None
 
 
 def format_mismatch(first: Upstream, candidate: Upstream) -> str | None:

@@ -24,6 +24,7 @@ from egressproxy.rate_limits import RateLimit
 from egressproxy.credentials import CredentialTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
+from egressproxy.traffic_retries import TrafficSettings
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
 
 __all__ = [
@@ -146,6 +147,8 @@ class CompiledPolicies:
     # request body larger than this goes to its first candidate only (docs/failover.md).
     replay_buffer: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     gateway_replay_buffer: int = DEFAULT_REPLAY_BUFFER
+    # TrafficPolicy ref -> its retry and timeout settings (egressproxy/traffic_retries.py)
+    traffic: Mapping[ObjectRef, TrafficSettings] = field(default_factory=lambda: MappingProxyType({}))
 
     def replay_buffer_for(self, listener: str | None) -> int:
         if listener is None:
@@ -209,6 +212,7 @@ class CompiledPolicies:
             "parents": sorted(f"{host}:{port}" for host, port in self.parents),
             "rateLimits": {str(ref): limit.to_dump() for ref, limit in sorted(self.rate_limits.items())},
             "credentials": self.credentials.to_dump(),
+            "trafficPolicies": {str(ref): t.to_dump() for ref, t in sorted(self.traffic.items())},
         }
 
 

@@ -26,7 +26,8 @@ from typing import Protocol
 
 from egressproxy.flowrecord import Verdict
 from egressproxy.outcomes import DialOutcome, GatewayFailure
-from egressproxy.provider_health import CandidateKey, OutlierDetection, ProviderHealth, candidate_key
+from egressproxy.outlier_detection import OutlierDetection
+from egressproxy.provider_health import CandidateKey, ProviderHealth, candidate_key
 from egressproxy.retryability import Phase, Retryability, retryable
 from egressproxy.upstreams import Upstream
 
@@ -56,10 +57,11 @@ class AttemptFailed(Exception):
 
 
 Send = Callable[[Upstream, float | None], Awaitable[Answer]]
-Allows = Callable[[Retryability, int | None], bool]
+# (retryable()'s verdict, the status or None, the response headers) -> try the next attempt?
+Allows = Callable[[Retryability, int | None, Mapping[str, str]], bool]
 
 
-def _failover_allows(result: Retryability, status: int | None) -> bool:
+def _failover_allows(result: Retryability, status: int | None, headers: Mapping[str, str]) -> bool:
     return result.retry
 
 
@@ -70,8 +72,9 @@ class WalkPlan:
     attempts: tuple[Upstream, ...]  # candidates in try order (a retry policy may repeat them)
     failover: bool = True  # AI failover: cooldowns apply, exhaustion is no-healthy-backend
     per_try_timeout: float | None = None  # seconds to the response head, per attempt
-    allows: Allows = _failover_allows  # TrafficPolicy retryOn narrows which outcomes go on
-    backoff: float = 0.0  # seconds between attempts (TrafficPolicy)
+    allows: Allows = _failover_allows  # TrafficPolicy retryOn decides which outcomes go on
+    backoff: float = 0.0  # seconds before the first retry, doubling each time (TrafficPolicy)
+    max_backoff: float = 0.0
     skip: Callable[[Upstream], str | None] = lambda _u: None  # a reason not to try a candidate at all
     outlier: Callable[[Upstream], OutlierDetection | None] = lambda _u: None
 
@@ -109,14 +112,14 @@ async def walk(plan: WalkPlan, send: Send, health: ProviderHealth, on_attempt: E
             events(upstream, "skipped" if skipped else refusal.split(" ")[0], False)
             continue
         if tried and plan.backoff > 0:
-            await asyncio.sleep(plan.backoff)
+            await asyncio.sleep(min(plan.backoff * 2 ** (tried - 1), max(plan.max_backoff, plan.backoff)))
         tried += 1
         try:
             answer = await send(upstream, plan.per_try_timeout)
         except AttemptFailed as e:
             verdict = retryable(None, b"", {}, e.phase)
             _record_failure(health, plan, upstream, key, verdict)
-            allowed = plan.allows(verdict, None)
+            allowed = plan.allows(verdict, None, {})
             events(upstream, verdict.reason, allowed)
             last_failure = e.outcome
             result.accounts.append(f"{describe_candidate(upstream)}: {_outcome_text(e.outcome)}")
@@ -131,8 +134,8 @@ async def walk(plan: WalkPlan, send: Send, health: ProviderHealth, on_attempt: E
             _record_failure(health, plan, upstream, key, verdict)
         else:
             health.succeeded(key)
-        go_on = verdict.retry and plan.allows(verdict, answer.status) and _any_left(plan, health, index)
-        events(upstream, verdict.reason if verdict.retry else "ok", go_on)
+        go_on = plan.allows(verdict, answer.status, answer.headers) and _any_left(plan, health, index)
+        events(upstream, verdict.reason if verdict.retry else ("retried-status" if go_on else "ok"), go_on)
         if not go_on:
             result.answer, result.upstream = answer, upstream
             return result

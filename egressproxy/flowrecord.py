@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from egressproxy.outcomes import DialOutcome, GatewayFailure
     from egressproxy.rate_limits import RateLimit
     from egressproxy.taps import Tap
+    from egressproxy.traffic_retries import RetryPolicy
     from egressproxy.upstreams import Upstream
 
 __all__ = [
@@ -176,6 +177,7 @@ class FlowRecord:
     failure: GatewayFailure | None = None  # why this request's upstream failed, as the failing part saw it (TLS)
     request_timeout: float | None = None  # the matched rule's `timeouts.request`, overriding the gateway's
     attempt_timeout: float | None = None  # the rule's `timeouts.backendRequest`: a failover attempt's head timeout
+    retry: RetryPolicy | None = None  # the TrafficPolicy retries that apply (egressproxy/traffic_retries.py)
     route_ref: ObjectRef | None = None  # the matched route, for policies attached to it (credentials)
     upstream: Upstream | None = None  # the candidate this request is sent to (seam 1)
     candidates: tuple[Upstream, ...] = ()  # every candidate of the decision, in try order (failover walks them)

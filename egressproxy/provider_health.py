@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from egressproxy.outlier_detection import OutlierDetection
 from egressproxy.upstreams import Upstream
 
 __all__ = ["CandidateKey", "Eligibility", "OutlierDetection", "ProviderHealth", "candidate_key"]
@@ -31,25 +32,6 @@ CandidateKey = tuple[str, str, str, int]  # (backend ns/name or "", provider nam
 def candidate_key(upstream: Upstream) -> CandidateKey:
     provider = upstream.provider.name if upstream.provider is not None else ""
     return (upstream.backend_name or "", provider, upstream.host, upstream.port)
-
-
-@dataclass(frozen=True, slots=True)
-class OutlierDetection:
-    """A Backend's compiled `outlierDetection` (defaults as Envoy's)."""
-
-    consecutive_5xx: int = 5
-    interval: float = 10.0
-    base_ejection_time: float = 30.0
-    max_ejection_percent: int = 10
-    max_ejection_time: float = 300.0  # Envoy's default cap on base x count
-
-    def to_dump(self) -> dict[str, object]:
-        return {
-            "consecutive5xx": self.consecutive_5xx,
-            "interval": self.interval,
-            "baseEjectionTime": self.base_ejection_time,
-            "maxEjectionPercent": self.max_ejection_percent,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from egressproxy.compiled_policies import CompiledPolicies
 from egressproxy.config.problems import ObjectRef
+from egressproxy.outlier_detection import OutlierDetection
 
 __all__ = [
     "REDACTED",
@@ -268,6 +269,7 @@ class Backend:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False)
     parent: ParentProxy | None = None
     ai_groups: tuple[tuple[AIProvider, ...], ...] = ()  # priority groups, highest priority first
+    outlier: OutlierDetection | None = None  # extension `spec.outlierDetection` (egressproxy/outlier_detection.py)
     spec: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
     @property
@@ -286,6 +288,7 @@ class Backend:
             "labels": dict(self.labels),
             "parent": self.parent.to_dump() if self.parent else None,
             "aiPriorityGroups": [[p.to_dump() for p in group] for group in self.ai_groups],
+            "outlierDetection": self.outlier.to_dump() if self.outlier else None,
         }
 
 

@@ -27,6 +27,7 @@ from egressproxy.credentials import CredentialTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Backend, Gateway, PolicyIndex
 from egressproxy.ssrf import SsrfGuard
+from egressproxy.traffic_retries import TrafficSettings, compile_traffic_settings
 
 __all__ = ["PolicyMaterial", "parse_policy_material", "link_compiled_policies"]
 
@@ -40,6 +41,7 @@ class PolicyMaterial:
     gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
     rate_limits: Mapping[ObjectRef, RateLimit] = field(default_factory=dict)  # RateLimitPolicy ref ->
     credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
+    traffic: Mapping[ObjectRef, TrafficSettings] = field(default_factory=dict)  # TrafficPolicy ref -> retry/timeout
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -51,8 +53,22 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         if gw is comp.served:
             trust = gateway_tls(certificates, _trust_bundle_secret(gw))
     return PolicyMaterial(
-        compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_rate_limits(comp), compile_credentials(comp)
+        compile_backend_tls_policies(comp),
+        compile_basic_auth(comp),
+        trust,
+        compile_rate_limits(comp),
+        compile_credentials(comp),
+        _traffic(comp),
     )
+
+
+def _traffic(comp: Compilation) -> dict[ObjectRef, TrafficSettings]:
+    out: dict[ObjectRef, TrafficSettings] = {}
+    for res in comp.of_kind("TrafficPolicy"):
+        settings = compile_traffic_settings(f"TrafficPolicy/{res.namespace}/{res.name}", res.spec)
+        if settings is not None:
+            out[res.ref] = settings
+    return out
 
 
 def link_compiled_policies(
@@ -75,6 +91,7 @@ def link_compiled_policies(
         credentials=material.credentials,
         replay_buffer=MappingProxyType({listener.name: _replay_buffer(policies, listener.name) for listener in gateway.listeners}),
         gateway_replay_buffer=_replay_buffer(policies, None),
+        traffic=MappingProxyType(dict(material.traffic)),
     )
 
 

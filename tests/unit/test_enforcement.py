@@ -101,7 +101,10 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
         ("Backend", "spec.ai.llm.openai.authHeaderOverride.headerName"),
         ("Backend", "spec.ai.llm.vertexAi.model"),
         ("Backend", "spec.ai.llm.gemini.apiVersion"),
-        ("Backend", "spec.ai.priorityGroups.providers.name"),
+        ("AIBackend", "spec.groups.backends.weight"),
+        ("Backend", "spec.ai.priorityGroups.providers.openai.authHeaderOverride.prefix"),
+        ("Backend", "spec.outlierDetection.successRateStdevFactor"),
+        ("TrafficPolicy", "spec.timeouts.streamIdle"),
         ("HTTPRoute", "spec.rules.filters.requestMirror"),
     ],
 )
@@ -139,6 +142,14 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("Backend", "spec.ai.llm.azureOpenai.deploymentName"),
         ("Backend", "spec.ai.llm.bedrock.auth.secretRef.name"),
         ("AIBackend", "spec.provider.azure.apiVersion"),
+        ("Backend", "spec.ai.priorityGroups.providers.name"),
+        ("Backend", "spec.ai.priorityGroups.providers.openai.pathOverride.fullPath"),
+        ("Backend", "spec.ai.multipool.priorities.pool.hostOverride.host"),
+        ("AIBackend", "spec.priorityGroups.providers.anthropic.model"),
+        ("Backend", "spec.outlierDetection.consecutive5xx"),
+        ("TrafficPolicy", "spec.retry.retryOn"),
+        ("TrafficPolicy", "spec.retries.perTryTimeout"),
+        ("TrafficPolicy", "spec.timeout.request"),
     ],
 )
 def test_what_the_data_plane_does_is_enforced(kind: str, path: str) -> None:

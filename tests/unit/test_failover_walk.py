@@ -10,7 +10,8 @@ import pytest
 
 from egressproxy.failover_walk import AttemptFailed, WalkPlan, walk
 from egressproxy.outcomes import GatewayFailure
-from egressproxy.provider_health import OutlierDetection, ProviderHealth, candidate_key
+from egressproxy.outlier_detection import OutlierDetection
+from egressproxy.provider_health import ProviderHealth, candidate_key
 from egressproxy.retryability import Phase
 from egressproxy.snapshot import AIProvider, Backend, ObjectRef
 from egressproxy.upstreams import Upstream
@@ -154,7 +155,7 @@ def test_a_retry_walk_keeps_its_last_failure_and_stops_when_retry_on_says_no() -
     failure = _refused()
     result = _run(WalkPlan((A, A, A), failover=False), Script(a=failure))
     assert result.failure is failure.outcome
-    only_5xx = WalkPlan((A, A), failover=False, allows=lambda r, status: status is not None)
+    only_5xx = WalkPlan((A, A), failover=False, allows=lambda r, status, headers: status is not None)
     script = Script(a=_refused())
     result = _run(only_5xx, script)
     assert [n for n, _ in script.sent] == ["a"] and result.failure is not None
