@@ -81,8 +81,9 @@ spec:
 
 class Scene:
     def __init__(self, gw: GatewayProcess, primary: ProviderOrigin, fallback: ProviderOrigin, rogue: ProviderOrigin,
-                 local: ProviderOrigin, ca: Path) -> None:
+                 local: ProviderOrigin, static: ProviderOrigin, ca: Path) -> None:
         self.gw, self.primary, self.fallback, self.rogue, self.local, self.ca = gw, primary, fallback, rogue, local, ca
+        self.static = static
 
     def http(self) -> httpx.Client:
         return httpx.Client(proxy=self.gw.proxy_url, verify=ssl.create_default_context(cafile=str(self.ca)), timeout=20)
@@ -102,7 +103,28 @@ class Scene:
 
 
 CASES = ["refused", "s503", "s429", "s529", "timeout", "s400", "big", "rogue", "stream", "firstbyte", "midreset",
-         "midreset-raw", "local", "quota", "allcool"]
+         "midreset-raw", "local", "quota", "allcool", "eject"]
+RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow"]
+
+
+def _retry_case(case: str, retry: str) -> str:
+    """A route to a plain Static Backend with a TrafficPolicy `retry` attached to it."""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r-{case}}}
+spec:
+  parentRefs: [{{name: eg, sectionName: https}}]
+  hostnames: [{case}.llm.test]
+  rules:
+  - backendRefs: [{{group: gateway.kgateway.dev, kind: Backend, name: static}}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: tp-{case}}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r-{case}}}]
+  {retry}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +135,15 @@ def scene(tmp_path_factory: pytest.TempPathFactory, origin_ca: TestCA, gateway_c
     fcert = origin_ca.issue("api.mistral.ai").write(tmp / "fallback", "leaf")
     rogue_ca = TestCA("rogue")
     rcert = rogue_ca.issue("127.0.0.1", "api.openai.com").write(tmp / "rogue", "leaf")
+    scert = origin_ca.issue("127.0.0.1").write(tmp / "static", "leaf")
     closed = free_port()
     with ProviderOrigin("primary", primary_ip, 443, tls=pcert) as primary, \
             ProviderOrigin("fallback", fallback_ip, 443, tls=fcert) as fallback, \
             ProviderOrigin("rogue", "127.0.0.1", 0, tls=rcert) as rogue, \
-            ProviderOrigin("local") as local:
+            ProviderOrigin("local") as local, \
+            ProviderOrigin("static", "127.0.0.1", 0, tls=scert) as static:
         trust = textwrap.indent(origin_ca.cert_pem.decode(), "    ")
-        hosts = [f"{c}.llm.test" for c in CASES]
+        hosts = [f"{c}.llm.test" for c in CASES + RETRY_CASES]
         docs = [
             gateway_ca[1],
             f"apiVersion: v1\nkind: Secret\nmetadata: {{name: origin-ca}}\nstringData:\n  ca.crt: |\n{trust}",
@@ -148,18 +172,33 @@ spec:
             elif case == "rogue":
                 groups = [[_openai(f"\n          hostOverride: {{host: 127.0.0.1, port: {rogue.port}}}")], [_mistral()]]
                 docs.append(_case(case, groups))
+            elif case == "eject":
+                outlier = "\n  outlierDetection: {consecutive5xx: 2, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}"
+                docs.append(_case(case, two).replace("\n    priorityGroups:", "\n    priorityGroups:", 1).replace(
+                    "spec:\n  type: AI", "spec:\n  type: AI" + outlier, 1))
             elif case == "local":
                 local_provider = f"      - name: local\n        openai:\n          hostOverride: {{host: 127.0.0.1, port: {local.port}, scheme: http}}"
                 docs.append(_case(case, [[local_provider], [_openai()]]))
             else:
                 docs.append(_case(case, two))
+        docs.append(f"""apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {{name: static}}
+spec:
+  type: Static
+  static: {{hosts: [{{host: 127.0.0.1, port: {static.port}}}]}}
+""")
+        docs.append(_retry_case("retry-get", "retry: {attempts: 2}"))
+        docs.append(_retry_case("retry-post", "retry: {attempts: 2}"))
+        docs.append(_retry_case("retry-on", "retries: {attempts: 1, retryOn: '5xx,connect-failure'}"))
+        docs.append(_retry_case("retry-slow", "retry: {attempts: 1, perTryTimeout: 1s}"))
         config = tmp / "config"
         config.mkdir()
         for i, doc in enumerate(docs):
             (config / f"{i:02d}.yaml").write_text(doc)
         gw = GatewayProcess(config, tmp / "data", extra_args=["--log-level", "debug"])
         with gw:
-            yield Scene(gw, primary, fallback, rogue, local, gateway_ca[0])
+            yield Scene(gw, primary, fallback, rogue, local, static, gateway_ca[0])
 
 
 def _chat(scene: Scene, case: str, **kwargs: Any) -> Any:
@@ -336,3 +375,59 @@ def test_no_secret_reaches_logs_metrics_or_the_config_dump(scene: Scene) -> None
     for secret in (OPENAI_KEY, MISTRAL_KEY):
         assert secret not in exposed
 
+
+
+def test_outlier_detection_ejects_after_consecutive_failures_and_the_candidate_recovers(scene: Scene) -> None:
+    # Retry-After: 0 keeps cooldowns out of it: what keeps the primary out is the ejection.
+    failing = Json(500, {"error": "boom"}, {"retry-after": "0"})
+    scene.primary.script("eject", failing, failing, Json())
+    assert _origin_of(_chat(scene, "eject")) == "from fallback"
+    assert _origin_of(_chat(scene, "eject")) == "from fallback"  # the second consecutive failure ejects it
+    assert scene.metric("egress_outlier_ejections_total", backend="default/ai-eject", provider="primary") == 1
+    ejected_at = time.monotonic()
+    assert _origin_of(_chat(scene, "eject")) == "from fallback"
+    assert len(scene.primary.seen("eject")) == 2
+    assert scene.metric("egress_upstream_attempts_total", backend="default/ai-eject", provider="primary", outcome="ejected") >= 1
+    deadline = ejected_at + 10
+    while time.monotonic() < deadline:
+        if _origin_of(_chat(scene, "eject")) == "from primary":
+            break
+    else:
+        pytest.fail("the ejected provider never came back")
+    assert time.monotonic() - ejected_at >= 1.5
+
+
+def _static(scene: Scene, case: str, method: str = "GET") -> httpx.Response:
+    with scene.http() as client:
+        return client.request(method, f"https://{case}.llm.test/v1/models", headers={"x-test-case": case})
+
+
+def test_traffic_policy_retries_a_get_to_a_plain_backend_before_any_byte_is_sent(scene: Scene) -> None:
+    scene.static.script("retry-get", Json(503), Json(502), Json(200, {"ok": True}))
+    response = _static(scene, "retry-get")
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    assert len(scene.static.seen("retry-get")) == 3
+
+
+def test_traffic_policy_retries_end_with_the_last_answer(scene: Scene) -> None:
+    scene.static.script("retry-get", Json(503, {"attempt": "last"}))
+    response = _static(scene, "retry-get")
+    assert response.status_code == 503 and response.json() == {"attempt": "last"}
+    assert len(scene.static.seen("retry-get")) == 3 + 3  # 1 + attempts, after the previous test's three
+
+
+def test_a_post_is_not_retried_unless_retry_on_says_so(scene: Scene) -> None:
+    scene.static.script("retry-post", Json(503), Json(200))
+    assert _static(scene, "retry-post", "POST").status_code == 503
+    assert len(scene.static.seen("retry-post")) == 1
+    scene.static.script("retry-on", Json(503), Json(200))
+    assert _static(scene, "retry-on", "POST").status_code == 200
+    assert len(scene.static.seen("retry-on")) == 2
+
+
+def test_a_per_try_timeout_retries_a_slow_attempt(scene: Scene) -> None:
+    scene.static.script("retry-slow", Hang(4), Json(200, {"second": True}))
+    started = time.monotonic()
+    response = _static(scene, "retry-slow")
+    assert response.status_code == 200 and response.json() == {"second": True}
+    assert time.monotonic() - started < 3.5

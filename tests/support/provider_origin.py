@@ -126,6 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         self.wfile.flush()
 
+    do_GET = do_PUT = do_DELETE = do_POST
+
 
 def _completion(origin: str) -> dict[str, Any]:
     return {"id": "c1", "object": "chat.completion", "model": origin, "created": 0,
