@@ -86,6 +86,7 @@ class _HttpxAnswer:
         self._raw = response.aiter_raw()
         self._buffered = b""
         self._ended = False
+        self._broken: Exception | None = None  # the body broke while peeked: streaming it must fail the same way
 
     async def peek(self, limit: int) -> bytes:
         try:
@@ -94,13 +95,16 @@ class _HttpxAnswer:
                     self._buffered += await self._raw.__anext__()
                 except StopAsyncIteration:
                     self._ended = True
-        except Exception:  # a body that breaks while peeked: what arrived is what there is
-            self._ended = True
+        except Exception as e:  # a body that breaks while peeked: what arrived is what there is
+            self._ended, self._broken = True, e
         return self._buffered[:limit]
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; raises whatever broke it (never a short body passed off as complete)."""
         if self._buffered:
             yield self._buffered
+        if self._broken is not None:
+            raise self._broken
         if self._ended:
             return
         async for chunk in self._raw:
@@ -174,7 +178,7 @@ class UpstreamHop:
                 if ticket is None:
                     await self._send_whole(conn, writer, denial(Verdict.deny("hop-not-allowed", "", "not a failover hop ticket")))
                     return
-                if not await self._answer(conn, writer, ticket):
+                if not await self._answer(conn, reader, writer, ticket):
                     return
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
@@ -201,9 +205,11 @@ class UpstreamHop:
             elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
 
-    async def _answer(self, conn: h11.Connection, writer: asyncio.StreamWriter, ticket: HopTicket) -> bool:
-        """Walk and stream; False when the connection must be dropped (a mid-stream failure)."""
-        result = await walk(ticket.plan, self._sender(ticket), self.health, self._events(ticket))
+    async def _answer(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: HopTicket) -> bool:
+        """Walk and stream; False when the connection must be dropped (a mid-stream failure, a client gone)."""
+        result = await self._walk_while_connected(conn, reader, ticket)
+        if result is None:
+            return False
         if result.answer is None:
             await self._send_whole(conn, writer, _failure_answer(result, ticket.record))
             return True
@@ -212,22 +218,50 @@ class UpstreamHop:
         ticket.record.backend = result.upstream.backend_name
         return await self._stream(conn, writer, result.answer, ticket.record)
 
-    def _events(self, ticket: HopTicket) -> Callable[[Upstream, str, bool], None]:
-        return self.on_attempt
+    async def _walk_while_connected(self, conn: h11.Connection, reader: asyncio.StreamReader, ticket: HopTicket) -> WalkResult | None:
+        """The walk, cancelled when mitmproxy closes the connection first (the client went away, or the request
+        timed out): no further candidate is sent a prompt nobody waits for. None when cancelled."""
+        walking = asyncio.ensure_future(walk(ticket.plan, self._sender(ticket), self.health, self.on_attempt))
+        closing = asyncio.ensure_future(reader.read(_READ))
+        try:
+            await asyncio.wait((walking, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not closing.done():
+                closing.cancel()
+        if walking.done():
+            if closing.done() and not closing.cancelled() and closing.exception() is None and closing.result():
+                conn.receive_data(closing.result())  # a pipelined next request: h11 keeps it for the next cycle
+            return walking.result()
+        walking.cancel()
+        try:
+            await walking
+        except asyncio.CancelledError:
+            pass
+        log.debug("failover walk cancelled: the connection from mitmproxy closed before an answer")
+        return None
 
     async def _stream(self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, record: FlowRecord) -> bool:
         headers = [(k.encode(), v.encode()) for k, v in answer.response.headers.multi_items() if k.lower() not in _HOP_BY_HOP]
         writer.write(conn.send(h11.Response(status_code=answer.status, headers=headers, reason=answer.response.reason_phrase.encode())) or b"")
         await writer.drain()
-        try:
-            async for chunk in answer.chunks():
+        chunks = answer.chunks()
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except Exception as e:  # whatever broke the upstream (httpcore's errors are not httpx's here)
+                await _quietly_close(answer)
+                record.error = "upstream-unreachable"
+                await self._end_visibly(conn, writer, answer, str(e) or type(e).__name__)
+                return False
+            try:
                 writer.write(conn.send(h11.Data(data=chunk)) or b"")
                 await writer.drain()
-        except Exception as e:  # whatever broke the stream (httpcore's errors are not httpx's here), end visibly
-            await _quietly_close(answer)
-            record.error = "upstream-unreachable"
-            await self._end_visibly(conn, writer, answer, str(e) or type(e).__name__)
-            return False
+            except (ConnectionError, h11.LocalProtocolError):  # mitmproxy closed: the client went away
+                await _quietly_close(answer)
+                writer.transport.abort()
+                return False
         await answer.close()
         try:
             writer.write(conn.send(h11.EndOfMessage()) or b"")
