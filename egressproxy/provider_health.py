@@ -112,6 +112,18 @@ class ProviderHealth:
         allowed = max(1, math.floor(len(peers) * outlier.max_ejection_percent / 100))
         return ejected < allowed
 
+    def unavailable(self) -> list[dict[str, object]]:
+        """Every candidate that is cooled down or ejected now, for the admin `/stats` (what `explain`, which runs
+        without the gateway's state, cannot show)."""
+        out: list[dict[str, object]] = []
+        for key in list(self._states):
+            eligibility = self.eligibility(key)
+            if not eligibility.ok:
+                backend, provider, host, port = key
+                out.append({"backend": backend or None, "provider": provider or None, "address": f"{host}:{port}",
+                            "state": eligibility.reason, "seconds": round(eligibility.remaining, 1)})
+        return out
+
     def describe(self, key: CandidateKey) -> str | None:
         """For `explain`: `cooled down for 3.2s` / `ejected for 30.0s`, or None when it may be tried."""
         eligibility = self.eligibility(key)

@@ -239,6 +239,8 @@ def test_a_429_cools_the_provider_down_for_its_retry_after_then_it_recovers(scen
     scene.primary.script("s429", Json(429, {"error": {"type": "rate_limit"}}, {"retry-after": "2"}), Json())
     started = time.monotonic()
     assert _origin_of(_chat(scene, "s429")) == "from fallback"
+    skipped = [h for h in scene.gw.admin("/stats").json()["upstream_health"] if h["backend"] == "default/ai-s429"]
+    assert [(h["provider"], h["state"]) for h in skipped] == [("primary", "cooled-down")]
     # Cooled down: the next request goes straight to the fallback, the primary sees nothing.
     assert _origin_of(_chat(scene, "s429")) == "from fallback"
     assert len(scene.primary.seen("s429")) == 1

@@ -96,3 +96,15 @@ def test_without_outlier_detection_nothing_is_ejected(clock: Clock) -> None:
     for _ in range(10):
         assert not health.failed(A, None)
     assert health.eligibility(A).ok
+
+
+def test_unavailable_lists_what_is_skipped_now(clock: Clock) -> None:
+    health = ProviderHealth(clock)
+    health.cool_down(A, 5.0, "rate-limited")
+    health.failed(B, OutlierDetection(1, 0, 10, 100))
+    health.cool_down(C, 1.0, "server-error")
+    clock.now += 2
+    assert health.unavailable() == [
+        {"backend": "default/ai", "provider": "a", "address": "a.example:443", "state": "cooled-down", "seconds": 3.0},
+        {"backend": "default/ai", "provider": "b", "address": "b.example:443", "state": "ejected", "seconds": 8.0},
+    ]
