@@ -103,7 +103,7 @@ class Scene:
 
 
 CASES = ["refused", "s503", "s429", "s529", "timeout", "s400", "big", "rogue", "stream", "firstbyte", "midreset",
-         "midreset-raw", "local", "quota", "allcool", "eject"]
+         "midreset-raw", "local", "quota", "allcool", "eject", "huge"]
 RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow"]
 
 
@@ -298,6 +298,18 @@ def test_a_300_kib_prompt_is_replayed_byte_identical(scene: Scene) -> None:
     assert second.body_len == len(payload) >= 300 * 1024
 
 
+def test_a_body_larger_than_the_replay_buffer_goes_to_the_first_candidate_only(scene: Scene) -> None:
+    scene.primary.script("huge", Json(503, {"error": "busy"}))
+    payload = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * (1100 * 1024)}]}).encode()
+    with scene.http() as client:
+        response = client.post("https://huge.llm.test/v1/chat/completions", content=payload,
+                               headers={"x-test-case": "huge", "content-type": "application/json"})
+    assert response.status_code == 503 and response.json() == {"error": "busy"}  # the first candidate's answer
+    [seen] = scene.primary.seen("huge")
+    assert seen.body_sha256 == hashlib.sha256(payload).hexdigest()
+    assert scene.fallback.seen("huge") == []
+
+
 def test_a_candidate_whose_certificate_does_not_verify_is_never_sent_the_prompt(scene: Scene) -> None:
     assert _origin_of(_chat(scene, "rogue")) == "from fallback"
     assert scene.rogue.seen("rogue") == []
@@ -364,12 +376,14 @@ def test_every_candidate_down_is_a_503_no_healthy_backend_naming_why(scene: Scen
         first = client.post("https://allcool.llm.test/v1/chat/completions", json={}, headers={"x-test-case": "allcool"})
         second = client.post("https://allcool.llm.test/v1/chat/completions", json={}, headers={"x-test-case": "allcool"})
     assert first.status_code == 503 and first.headers.get("x-egress-error") is None  # the last provider's own answer
+    assert first.json() == {"error": "down"} and first.headers["retry-after"] == "30"  # its peeked body, whole
     assert second.status_code == 503 and second.headers["x-egress-error"] == "no-healthy-backend"
     error = second.json()
     assert error["reason"] == "no-healthy-backend"
     assert re.search(r"default/ai-allcool primary \(api\.openai\.com:443\): cooled-down for", error["error"])
     assert re.search(r"default/ai-allcool fallback \(api\.mistral\.ai:443\): cooled-down for", error["error"])
     assert len(scene.primary.seen("allcool")) == 1 and len(scene.fallback.seen("allcool")) == 1
+    assert OPENAI_KEY not in second.text and MISTRAL_KEY not in second.text
 
 
 def test_no_secret_reaches_logs_metrics_or_the_config_dump(scene: Scene) -> None:
