@@ -103,7 +103,7 @@ class Scene:
 
 
 CASES = ["refused", "s503", "s429", "s529", "timeout", "s400", "big", "rogue", "stream", "firstbyte", "midreset",
-         "midreset-raw", "local", "quota", "allcool", "eject", "huge"]
+         "midreset-raw", "local", "quota", "allcool", "eject", "huge", "h2"]
 RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow"]
 
 
@@ -227,6 +227,20 @@ def test_a_503_fails_over_to_the_next_group_with_that_providers_credential(scene
 def test_a_refused_connection_fails_over(scene: Scene) -> None:
     assert _origin_of(_chat(scene, "refused")) == "from fallback"
     assert scene.metric("egress_failovers_total", backend="default/ai-refused", reason="connect-failure") == 1
+
+
+def test_an_http2_client_fails_over_and_streams_too(scene: Scene) -> None:
+    scene.primary.script("h2", Json(503))
+    with httpx.Client(proxy=scene.gw.proxy_url, verify=ssl.create_default_context(cafile=str(scene.ca)), http2=True,
+                      timeout=20) as client:
+        plain = client.post("https://h2.llm.test/v1/chat/completions", json={"model": "m"}, headers={"x-test-case": "h2"})
+        assert plain.http_version == "HTTP/2" and plain.status_code == 200
+        assert plain.json()["choices"][0]["message"]["content"] == "from fallback"
+        scene.fallback.script("h2", Sse(events=2))
+        with client.stream("POST", "https://h2.llm.test/v1/chat/completions", json={"model": "m", "stream": True},
+                           headers={"x-test-case": "h2"}) as stream:
+            text = b"".join(stream.iter_raw())
+    assert b"fallback-0" in text and b"fallback-1" in text and b"[DONE]" in text
 
 
 def test_a_529_fails_over(scene: Scene) -> None:
