@@ -138,7 +138,7 @@ class HttpRoutes:
         snapshot = self.state.snapshot
         assert snapshot is not None
         traffic = traffic_for(snapshot, frec.listener, frec.route_ref, frec.rule, decision.upstreams)
-        frec.retry = traffic.retry
+        frec.retry = rule.retry if rule is not None and rule.retry is not None else traffic.retry
         if frec.request_timeout is None:  # an HTTPRoute rule's own timeouts.request wins over a TrafficPolicy's
             frec.request_timeout = traffic.request_timeout
         if upstream.backend is not None:

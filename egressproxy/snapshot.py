@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from egressproxy.compiled_policies import CompiledPolicies
 from egressproxy.config.problems import ObjectRef
 from egressproxy.outlier_detection import OutlierDetection
+from egressproxy.traffic_retries import RetryPolicy
 
 __all__ = [
     "REDACTED",
@@ -469,6 +470,7 @@ class Rule:
     backends: tuple[WeightedBackend, ...] = ()  # empty (and nothing unresolved): the requested destination
     request_timeout: float | None = None  # rules[].timeouts.request, seconds
     backend_request_timeout: float | None = None  # rules[].timeouts.backendRequest: a failover attempt's head timeout
+    retry: RetryPolicy | None = None  # rules[].retry (Gateway API), egressproxy/traffic_retries.py
     # backendRefs of kinds this gateway does not model (`group/Kind ns/name`): never dialled, and a rule left
     # with no other backend answers no-healthy-backend rather than forwarding to the requested destination
     unresolved_backends: tuple[str, ...] = ()

@@ -21,6 +21,10 @@ Retries (docs/failover.md):
 
 Timeouts: `timeouts.request` / `timeout.request` bound the whole request like an HTTPRoute rule's
 `timeouts.request` (which wins when both are set).
+
+Gateway API's own HTTPRoute `rules[].retry` (`attempts`, `codes`, `backoff`; GEP-1731) compiles to the same
+`RetryPolicy`: the listed `codes`, plus connection failures and resets (implementation-specific in the GEP; as
+Envoy-based gateways do), idempotent methods only; a rule's own retry wins over a TrafficPolicy's.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from typing import Any
 
 from egressproxy.retryability import Retryability
 
-__all__ = ["IDEMPOTENT", "RetryPolicy", "TrafficSettings", "compile_traffic_settings", "merge_settings"]
+__all__ = [
+    "IDEMPOTENT",
+    "RetryPolicy",
+    "TrafficSettings",
+    "compile_route_retry",
+    "compile_traffic_settings",
+    "merge_settings",
+]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 DEFAULT_RETRY_ON = frozenset({"5xx", "connect-failure", "reset"})
@@ -134,6 +145,24 @@ def _retry(source: str, spec: Mapping[str, Any]) -> RetryPolicy | None:
         per_try_timeout=float(block["perTryTimeout"]) if block.get("perTryTimeout") else None,
         backoff=base_s,
         max_backoff=float(maximum) if maximum else base_s * 10,
+    )
+
+
+ROUTE_RETRY_ON = frozenset({"connect-failure", "reset", "retriable-status-codes"})
+
+
+def compile_route_retry(source: str, block: Mapping[str, Any] | None) -> RetryPolicy | None:
+    """An HTTPRoute rule's `retry` (Gateway API), typed; None when the rule has none."""
+    if block is None:
+        return None
+    backoff = float(block["backoff"]) if block.get("backoff") else 0.0
+    return RetryPolicy(
+        source=source,
+        attempts=int(block.get("attempts", 1)),
+        retry_on=ROUTE_RETRY_ON,
+        status_codes=frozenset(int(c) for c in block.get("codes") or ()),
+        backoff=backoff,
+        max_backoff=backoff * 10,
     )
 
 

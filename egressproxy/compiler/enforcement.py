@@ -128,7 +128,7 @@ def _route_kind(*, http: bool) -> KindEnforcement:
             "applied only as a failover attempt's time to the response head (docs/failover.md), not to whole "
             "backend requests"
         )
-        unsupported["spec.rules.retry.*"] = "retries are not implemented"
+        enforced += ("spec.rules.retry.*",)
     return KindEnforcement(enforced, MappingProxyType(unsupported))
 
 

@@ -104,7 +104,7 @@ class Scene:
 
 CASES = ["refused", "s503", "s429", "s529", "timeout", "s400", "big", "rogue", "stream", "firstbyte", "midreset",
          "midreset-raw", "local", "quota", "allcool", "eject", "huge", "h2"]
-RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow"]
+RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow", "route-retry"]
 
 
 def _retry_case(case: str, retry: str) -> str:
@@ -192,6 +192,16 @@ spec:
         docs.append(_retry_case("retry-post", "retry: {attempts: 2}"))
         docs.append(_retry_case("retry-on", "retries: {attempts: 1, retryOn: '5xx,connect-failure'}"))
         docs.append(_retry_case("retry-slow", "retry: {attempts: 1, perTryTimeout: 1s}"))
+        docs.append("""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r-route-retry}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [route-retry.llm.test]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: static}]
+    retry: {attempts: 2, codes: [502]}
+""")
         config = tmp / "config"
         config.mkdir()
         for i, doc in enumerate(docs):
@@ -461,3 +471,12 @@ def test_a_per_try_timeout_retries_a_slow_attempt(scene: Scene) -> None:
     response = _static(scene, "retry-slow")
     assert response.status_code == 200 and response.json() == {"second": True}
     assert time.monotonic() - started < 3.5
+
+
+def test_an_httproute_rule_retry_retries_only_its_codes(scene: Scene) -> None:
+    scene.static.script("route-retry", Json(502), Json(200, {"ok": 1}))
+    assert _static(scene, "route-retry").json() == {"ok": 1}
+    assert len(scene.static.seen("route-retry")) == 2
+    scene.static.script("route-retry", Json(503, {"not": "listed"}), Json(200))
+    response = _static(scene, "route-retry")
+    assert response.status_code == 503 and len(scene.static.seen("route-retry")) == 3

@@ -179,11 +179,11 @@ def test_only_the_outermost_unsupported_field_is_named() -> None:
 def test_unsupported_fields_inside_lists_are_named_once() -> None:
     spec = {
         "rules": [
-            {"retry": {"attempts": 2}, "filters": [{"type": "CORS", "cors": {"maxAge": 5}}]},
-            {"retry": {"attempts": 3}},
+            {"sessionPersistence": {"sessionName": "a"}, "filters": [{"type": "CORS", "cors": {"maxAge": 5}}]},
+            {"sessionPersistence": {"sessionName": "b"}, "retry": {"attempts": 3}},
         ]
     }
-    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.retry", "spec.rules.filters.cors")
+    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.sessionPersistence", "spec.rules.filters.cors")
 
 
 # --- statuses ------------------------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def test_an_unsupported_field_on_the_gateway_and_a_route() -> None:
         GATEWAY
         + "  otlp: {endpoint: 'collector:4317'}\n"
         + ROUTE
-        + "    retry: {attempts: 2}\n"
+        + "    sessionPersistence: {sessionName: s}\n"
     )
     assert programmed(result, ObjectRef("EgressGateway", "default", "gw"))[1:] == (
         "Unsupported",
@@ -295,7 +295,7 @@ def test_an_unsupported_field_on_the_gateway_and_a_route() -> None:
     )
     assert programmed(result, ObjectRef("HTTPRoute", "default", "r"))[1:] == (
         "Unsupported",
-        "spec.rules.retry is validated but not enforced by this build",
+        "spec.rules.sessionPersistence is validated but not enforced by this build",
     )
 
 

@@ -94,3 +94,15 @@ def test_timeouts_in_both_spellings_and_precedence() -> None:
     route_level = TrafficSettings(_policy({"retry": {}}), 9.0)
     merged = merge_settings([rule_level, route_level])
     assert merged.request_timeout == 3.0 and merged.retry == route_level.retry
+
+
+def test_gateway_api_route_retry() -> None:
+    from egressproxy.traffic_retries import compile_route_retry
+
+    retry = compile_route_retry("HTTPRoute/default/r rules[0].retry", {"codes": [500, 502], "attempts": 2, "backoff": 0.1})
+    assert retry is not None and (retry.attempts, retry.backoff) == (2, 0.1)
+    assert retry.applies_to("GET") and not retry.applies_to("POST")
+    assert retry.allows(retryable(502, b"", {}, Phase.RESPONSE), 502, {})
+    assert not retry.allows(retryable(503, b"", {}, Phase.RESPONSE), 503, {})  # only the listed codes
+    assert retry.allows(retryable(None, b"", {}, Phase.CONNECT), None, {})  # and connection failures
+    assert compile_route_retry("x", None) is None
