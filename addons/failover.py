@@ -69,6 +69,7 @@ class Failover:
             record=frec,
             first_authority=authority,
             read_timeout=frec.request_timeout or snapshot.gateway.request_timeout,
+            backend_timeout=frec.attempt_timeout,
         )
         port = await self.state.hop.start()
         claim = self.state.hop.issue(ticket)

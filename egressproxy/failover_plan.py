@@ -3,8 +3,9 @@
 A request is walked (sent through egressproxy/upstream_hop.py) when:
 
 - it has more than one AI provider candidate (an AI Backend's priority groups, AIBackend groups): a failover
-  walk, each candidate once, in order, with cooldowns; a TrafficPolicy `perTryTimeout` (else the HTTPRoute
-  rule's `timeouts.backendRequest`) bounds each attempt's wait for a response head;
+  walk, each candidate once, in order, with cooldowns; a TrafficPolicy `perTryTimeout` and the HTTPRoute rule's
+  `timeouts.backendRequest` (the shorter) bound each attempt's wait for a response head, and `backendRequest`
+  also the whole attempt (egressproxy/upstream_hop.py);
 - or a TrafficPolicy retry applies (egressproxy/traffic_retries.py: `attempts` > 0, an idempotent method or an
   explicit `retryOn`): a retry walk of 1 + attempts tries, the candidates taking turns, no cooldowns.
 
@@ -59,7 +60,8 @@ def choose_plan(
     why = direct_reason(candidates, body_size, replay_limit, retry, method)
     if why is not None:
         return why
-    per_try = retry.per_try_timeout if retry is not None and retry.per_try_timeout else attempt_timeout
+    limits = [t for t in (retry.per_try_timeout if retry is not None else None, attempt_timeout) if t]
+    per_try = min(limits) if limits else None  # to the response head; backendRequest also bounds the whole attempt
     if sum(1 for c in candidates if c.provider is not None) >= 2:
         return failover_plan(candidates, per_try, outlier)
     assert retry is not None

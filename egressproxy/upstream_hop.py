@@ -73,14 +73,16 @@ class HopTicket:
     record: FlowRecord  # the flow's record: the hop writes the candidate that answered
     first_authority: str  # Host for the first candidate (URLRewrite's hostname, or as the route decided)
     read_timeout: float  # for each read of the answer (the request timeout bounds the whole)
+    backend_timeout: float | None = None  # HTTPRoute timeouts.backendRequest: one whole attempt, body included
     created: float = field(default_factory=time.monotonic)
 
 
 class _HttpxAnswer:
     """An upstream answer whose head arrived; its raw body (encoding untouched) is read as it is streamed."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, started: float) -> None:
         self.response = response
+        self.started = started  # monotonic time the attempt began (timeouts.backendRequest counts from it)
         self.status = response.status_code
         self.headers: Mapping[str, str] = {k.lower(): v for k, v in response.headers.items()}
         self._raw = response.aiter_raw()
@@ -216,7 +218,8 @@ class UpstreamHop:
         assert isinstance(result.answer, _HttpxAnswer) and result.upstream is not None
         ticket.record.upstream = result.upstream
         ticket.record.backend = result.upstream.backend_name
-        return await self._stream(conn, writer, result.answer, ticket.record)
+        deadline = result.answer.started + ticket.backend_timeout if ticket.backend_timeout else None
+        return await self._stream(conn, writer, result.answer, ticket.record, deadline)
 
     async def _walk_while_connected(self, conn: h11.Connection, reader: asyncio.StreamReader, ticket: HopTicket) -> WalkResult | None:
         """The walk, cancelled when mitmproxy closes the connection first (the client went away, or the request
@@ -240,20 +243,27 @@ class UpstreamHop:
         log.debug("failover walk cancelled: the connection from mitmproxy closed before an answer")
         return None
 
-    async def _stream(self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, record: FlowRecord) -> bool:
+    async def _stream(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, record: FlowRecord, deadline: float | None
+    ) -> bool:
+        """Send the answer on as it arrives; an upstream that fails or overruns `deadline` (monotonic) mid-body
+        ends the stream visibly."""
         headers = [(k.encode(), v.encode()) for k, v in answer.response.headers.multi_items() if k.lower() not in _HOP_BY_HOP]
         writer.write(conn.send(h11.Response(status_code=answer.status, headers=headers, reason=answer.response.reason_phrase.encode())) or b"")
         await writer.drain()
         chunks = answer.chunks()
         while True:
             try:
-                chunk = await chunks.__anext__()
+                remaining = deadline - time.monotonic() if deadline is not None else None
+                chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
             except StopAsyncIteration:
                 break
-            except Exception as e:  # whatever broke the upstream (httpcore's errors are not httpx's here)
+            except Exception as e:  # whatever broke the upstream (httpcore's errors are not httpx's here), or time
                 await _quietly_close(answer)
-                record.error = "upstream-unreachable"
-                await self._end_visibly(conn, writer, answer, str(e) or type(e).__name__)
+                timed_out = isinstance(e, TimeoutError)
+                record.error = "upstream-timeout" if timed_out else "upstream-unreachable"
+                cause = "timeouts.backendRequest ran out" if timed_out else str(e) or type(e).__name__
+                await self._end_visibly(conn, writer, answer, cause, record.error)
                 return False
             try:
                 writer.write(conn.send(h11.Data(data=chunk)) or b"")
@@ -266,16 +276,21 @@ class UpstreamHop:
         try:
             writer.write(conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:  # the origin sent fewer bytes than its Content-Length
-            await self._end_visibly(conn, writer, answer, "the upstream ended its body early")
+            await self._end_visibly(conn, writer, answer, "the upstream ended its body early", "upstream-unreachable")
             return False
         await writer.drain()
         return True
 
     @staticmethod
-    async def _end_visibly(conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, cause: str) -> None:
+    async def _end_visibly(
+        conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, cause: str, reason: str
+    ) -> None:
         """An SSE `error` event (when the stream is SSE and chunked), then a reset: never a clean end."""
         if answer.headers.get("content-type", "").startswith("text/event-stream") and "content-length" not in answer.headers:
-            event = {"error": {"type": "upstream_error", "message": "the upstream connection failed mid-stream", "reason": "upstream-unreachable"}}
+            message = "the upstream took longer than its backend request timeout" if reason == "upstream-timeout" else (
+                "the upstream connection failed mid-stream"
+            )
+            event = {"error": {"type": "upstream_error", "message": message, "reason": reason}}
             payload = f"event: error\ndata: {json.dumps(event)}\n\n".encode()
             try:
                 writer.write(conn.send(h11.Data(data=payload)) or b"")
@@ -310,6 +325,7 @@ class UpstreamHop:
             client = self._client(ticket.snapshot, upstream, ticket.read_timeout)
             url = httpx.URL(scheme=upstream.scheme, host=upstream.host, port=upstream.port, raw_path=prepared.path.encode())
             request = client.build_request(prepared.method, url, headers=headers, content=prepared.body)
+            started = time.monotonic()
             try:
                 response = await asyncio.wait_for(client.send(request, stream=True), timeout)
             except UpstreamFailed as e:
@@ -319,7 +335,7 @@ class UpstreamHop:
             except Exception as e:  # httpx's and httpcore's protocol errors: the origin closed without an answer
                 detail = f"{upstream.host}:{upstream.port}: {e or type(e).__name__}"
                 raise AttemptFailed(Phase.HEAD, GatewayFailure("upstream-unreachable", detail)) from e
-            return _HttpxAnswer(response)
+            return _HttpxAnswer(response, started)
 
         return send
 

@@ -123,11 +123,7 @@ def _route_kind(*, http: bool) -> KindEnforcement:
     enforced = (*_PARENT_REFS, "spec.hostnames", "spec.rules", "spec.rules.name", *matches, *rule_filters,
                 "spec.rules.backendRefs", *backend_refs)
     if http:
-        enforced += ("spec.rules.timeouts", "spec.rules.timeouts.request")
-        unsupported["spec.rules.timeouts.backendRequest"] = (
-            "applied only as a failover attempt's time to the response head (docs/failover.md), not to whole "
-            "backend requests"
-        )
+        enforced += ("spec.rules.timeouts", "spec.rules.timeouts.request", "spec.rules.timeouts.backendRequest")
         enforced += ("spec.rules.retry.*",)
     return KindEnforcement(enforced, MappingProxyType(unsupported))
 

@@ -103,8 +103,8 @@ class Scene:
 
 
 CASES = ["refused", "s503", "s429", "s529", "timeout", "s400", "big", "rogue", "stream", "firstbyte", "midreset",
-         "midreset-raw", "local", "quota", "allcool", "eject", "huge", "h2"]
-RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow", "route-retry"]
+         "midreset-raw", "local", "quota", "allcool", "eject", "huge", "h2", "slowstream"]
+RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow", "route-retry", "backend-timeout"]
 
 
 def _retry_case(case: str, retry: str) -> str:
@@ -167,7 +167,7 @@ spec:
             if case == "refused":
                 groups = [[_openai(f"\n          hostOverride: {{host: 127.0.0.1, port: {closed}}}")], [_mistral()]]
                 docs.append(_case(case, groups))
-            elif case == "timeout":
+            elif case in ("timeout", "slowstream"):
                 docs.append(_case(case, two, "{request: 20s, backendRequest: 1s}"))
             elif case == "rogue":
                 groups = [[_openai(f"\n          hostOverride: {{host: 127.0.0.1, port: {rogue.port}}}")], [_mistral()]]
@@ -201,6 +201,16 @@ spec:
   rules:
   - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: static}]
     retry: {attempts: 2, codes: [502]}
+""")
+        docs.append("""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r-backend-timeout}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [backend-timeout.llm.test]
+  rules:
+  - backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: static}]
+    timeouts: {request: 20s, backendRequest: 1s}
 """)
         config = tmp / "config"
         config.mkdir()
@@ -480,3 +490,29 @@ def test_an_httproute_rule_retry_retries_only_its_codes(scene: Scene) -> None:
     scene.static.script("route-retry", Json(503, {"not": "listed"}), Json(200))
     response = _static(scene, "route-retry")
     assert response.status_code == 503 and len(scene.static.seen("route-retry")) == 3
+
+
+def test_backend_request_timeout_bounds_a_direct_request(scene: Scene) -> None:
+    scene.static.script("backend-timeout", Hang(4))
+    started = time.monotonic()
+    response = _static(scene, "backend-timeout")
+    assert response.status_code == 504 and response.headers["x-egress-error"] == "upstream-timeout"
+    assert time.monotonic() - started < 3.5
+
+
+def test_backend_request_timeout_bounds_a_walked_attempt_mid_stream_visibly(scene: Scene) -> None:
+    never = threading.Event()
+    scene.primary.script("slowstream", Sse(events=3, wait_after=0, gate=never, gate_timeout=5))
+    started = time.monotonic()
+    with scene.http() as client, client.stream(
+        "POST", "https://slowstream.llm.test/v1/chat/completions", json={"model": "m", "stream": True},
+        headers={"x-test-case": "slowstream"},
+    ) as response:
+        text = b""
+        with pytest.raises(httpx.HTTPError):
+            for part in response.iter_raw():
+                text += part
+    assert time.monotonic() - started < 4
+    assert b"primary-0" in text and b"primary-1" not in text
+    assert b"event: error" in text and b"upstream-timeout" in text
+    assert scene.fallback.seen("slowstream") == []  # a byte had gone: never retried
