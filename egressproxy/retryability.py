@@ -7,6 +7,7 @@ The rules (docs/failover.md):
 
 | phase / answer                          | next candidate | cooldown                                  | reason            |
 | --------------------------------------- | -------------- | ----------------------------------------- | ----------------- |
+| the gateway refused to send (a policy)  | yes            | none                                      | refused           |
 | connect refused / unreachable           | yes            | 5s                                        | connect-failure   |
 | TLS failed (certificate did not verify) | yes            | 5s                                        | tls-failure       |
 | no response head within the try timeout | yes            | 5s                                        | timeout           |
@@ -52,6 +53,7 @@ _QUOTA_SCAN = 65536  # bytes of a 429 body searched for `insufficient_quota`
 class Phase(enum.Enum):
     """How far an attempt got when it ended."""
 
+    REFUSED = "refused"  # the gateway would not send it there (SSRF guard, a credential refused over cleartext)
     CONNECT = "connect"  # no TCP connection (refused, unreachable, DNS, connect timeout)
     TLS = "tls"  # the TLS handshake failed (a certificate that does not verify included)
     HEAD = "head"  # connected, no response head before the try timeout (or the origin closed)
@@ -74,6 +76,8 @@ def retryable(status: int | None, body: bytes, headers: Mapping[str, str], phase
     HTTP-date and RFC 3339 reset times; default: now)."""
     if phase is Phase.STREAMING:
         return Retryability(False, 0.0, "mid-stream")
+    if phase is Phase.REFUSED:
+        return Retryability(True, 0.0, "refused")  # says nothing about the provider's health
     if phase is not Phase.RESPONSE or status is None:
         return Retryability(True, DEFAULT_COOLDOWN, _PHASE_FAILURES.get(phase, "connect-failure"))
     if status == 429:

@@ -67,6 +67,8 @@ class RetryPolicy:
     def allows(self, result: Retryability, status: int | None, headers: Mapping[str, str]) -> bool:
         """Whether this attempt's outcome is one `retryOn` names."""
         on = self.retry_on
+        if result.reason == "refused":
+            return False  # the gateway's own refusal: the same candidate would be refused again
         if status is None:
             if result.reason == "connect-failure" or result.reason == "tls-failure":
                 return bool(on & {"5xx", "gateway-error", "connect-failure", "reset-before-request", "refused-stream",

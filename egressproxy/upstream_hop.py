@@ -318,7 +318,7 @@ class UpstreamHop:
         async def send(upstream: Upstream, timeout: float | None) -> Answer:
             prepared = await prepare_candidate(ticket.snapshot, upstream, ticket.context, ticket.original, self.tokens, fetch)
             if isinstance(prepared, GatewayFailure):
-                raise AttemptFailed(Phase.CONNECT, prepared)
+                raise AttemptFailed(Phase.REFUSED, prepared)
             authority = ticket.first_authority if upstream == first else _authority(upstream)
             headers = [(n, v) for n, v in prepared.headers if n.lower() not in _REQUEST_DROPPED]
             headers.insert(0, ("host", authority))
@@ -362,6 +362,8 @@ async def _quietly_close(answer: _HttpxAnswer) -> None:
 
 def _phase(error: UpstreamFailed) -> Phase:
     outcome = error.outcome
+    if isinstance(outcome, Verdict):  # the SSRF guard, reverse DNS or the dial guard said no: not a health matter
+        return Phase.REFUSED
     if isinstance(outcome, GatewayFailure) and outcome.reason == "upstream-tls-invalid":
         return Phase.TLS
     if isinstance(outcome, GatewayFailure) and outcome.reason == "upstream-timeout":

@@ -177,3 +177,12 @@ def test_a_retry_walk_repeats_one_candidate_without_cooling_it() -> None:
 def test_5xx_fails_over(status: int) -> None:
     result = _run(WalkPlan((A, B)), Script(a=FakeAnswer(status)))
     assert result.upstream == B
+
+
+def test_a_refused_candidate_is_neither_cooled_down_nor_counted_for_ejection() -> None:
+    health = ProviderHealth(lambda: 0.0)
+    refused = AttemptFailed(Phase.REFUSED, GatewayFailure("credential-requires-tls", "cleartext"))
+    outlier = OutlierDetection(consecutive_5xx=1, interval=0, base_ejection_time=30, max_ejection_percent=100)
+    result = _run(WalkPlan((A, B), outlier=lambda u: outlier), Script(a=refused), health)
+    assert result.upstream == B
+    assert health.eligibility(candidate_key(A)).ok

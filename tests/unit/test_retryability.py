@@ -120,3 +120,8 @@ def test_openai_reset_durations(text: str, seconds: float | None) -> None:
 def test_an_http_date_in_the_past_is_no_wait() -> None:
     past = format_datetime(datetime.fromtimestamp(NOW, timezone.utc) - timedelta(minutes=1), usegmt=True)
     assert cooldown_from_headers({"retry-after": past}, NOW) == 0.0
+
+
+def test_a_refusal_of_the_gateways_own_goes_on_without_cooling_the_provider() -> None:
+    result = retryable(None, b"", {}, Phase.REFUSED)
+    assert (result.retry, result.cooldown, result.reason) == (True, 0.0, "refused")
