@@ -55,7 +55,8 @@ class Failover:
         plan = choose_plan(frec.candidates, req.method, len(body), limit, frec.retry, frec.attempt_timeout, outlier_of)
         if isinstance(plan, str):
             if len(frec.candidates) > 1 or frec.retry is not None:
-                log.debug("%s: sent to its first candidate only: %s", req.pretty_url, plan)
+                # Host and path only: a query may hold a credential (a Passthrough key), which never reaches a log.
+                log.debug("%s%s: sent to its first candidate only: %s", req.pretty_host, req.path.split("?", 1)[0], plan)
             return
         first = frec.upstream
         headers = [(n.decode(*_ENC), v.decode(*_ENC)) for n, v in req.headers.fields]
