@@ -6,8 +6,9 @@ A request is walked (sent through egressproxy/upstream_hop.py) when:
   walk, each candidate once, in order, with cooldowns; a TrafficPolicy `perTryTimeout` and the HTTPRoute rule's
   `timeouts.backendRequest` (the shorter) bound each attempt's wait for a response head, and `backendRequest`
   also the whole attempt (egressproxy/upstream_hop.py);
-- or a TrafficPolicy retry applies (egressproxy/traffic_retries.py: `attempts` > 0, an idempotent method or an
-  explicit `retryOn`): a retry walk of 1 + attempts tries, the candidates taking turns, no cooldowns.
+- or a TrafficPolicy or HTTPRoute rule retry applies (egressproxy/traffic_retries.py: `attempts` > 0, an
+  idempotent method or an explicit `retryOn`): a retry walk of 1 + attempts tries, the candidates taking turns,
+  no cooldowns.
 
 It is sent straight to its first candidate, as before, when none of that applies, or when:
 
