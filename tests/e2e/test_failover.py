@@ -103,7 +103,7 @@ class Scene:
 
 
 CASES = ["refused", "s503", "s429", "s529", "timeout", "s400", "big", "rogue", "stream", "firstbyte", "midreset",
-         "midreset-raw", "local", "quota", "allcool", "eject", "huge", "h2", "slowstream"]
+         "midreset-raw", "local", "quota", "allcool", "eject", "huge", "h2", "slowstream", "parallel"]
 RETRY_CASES = ["retry-get", "retry-post", "retry-on", "retry-slow", "route-retry", "backend-timeout"]
 
 
@@ -516,3 +516,23 @@ def test_backend_request_timeout_bounds_a_walked_attempt_mid_stream_visibly(scen
     assert b"primary-0" in text and b"primary-1" not in text
     assert b"event: error" in text and b"upstream-timeout" in text
     assert scene.fallback.seen("slowstream") == []  # a byte had gone: never retried
+
+
+def test_concurrent_requests_each_fail_over_on_their_own(scene: Scene) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    scene.primary.script("parallel", Json(503, {"error": "busy"}, {"retry-after": "0"}))
+    scene.fallback.script("parallel", Sse(events=3))
+
+    def one(_: int) -> bytes:
+        with scene.http() as client, client.stream(
+            "POST", "https://parallel.llm.test/v1/chat/completions", json={"model": "m", "stream": True},
+            headers={"x-test-case": "parallel"},
+        ) as response:
+            assert response.status_code == 200
+            return b"".join(response.iter_raw())
+
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(one, range(16)))
+    assert all(b"fallback-2" in body and b"[DONE]" in body for body in bodies)
+    assert len(scene.primary.seen("parallel")) == 16 and len(scene.fallback.seen("parallel")) == 16
