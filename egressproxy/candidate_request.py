@@ -115,9 +115,12 @@ async def prepare_candidate(
     original: OutgoingRequest,
     tokens: ServiceAccountTokens,
     fetch: TokenFetch,
+    authority: str | None = None,
 ) -> OutgoingRequest | GatewayFailure:
-    """The request as `upstream` receives it, built from `original` (never modified: it is the replay buffer)."""
-    request = replace(original, headers=list(original.headers), scheme=upstream.scheme)
+    """The request as `upstream` receives it, built from `original` (never modified: it is the replay buffer).
+
+    `authority` is the Host the candidate is sent (default: the original's); a signature (SigV4) covers it."""
+    request = replace(original, headers=list(original.headers), scheme=upstream.scheme, authority=authority or original.authority)
     request.path = candidate_path(original.path, upstream)
     request.body = _model_body(request, upstream)
     if request.body is not original.body:

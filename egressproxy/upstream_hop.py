@@ -316,10 +316,12 @@ class UpstreamHop:
         fetch = token_fetch(self.dialer, ticket.snapshot)
 
         async def send(upstream: Upstream, timeout: float | None) -> Answer:
-            prepared = await prepare_candidate(ticket.snapshot, upstream, ticket.context, ticket.original, self.tokens, fetch)
+            authority = ticket.first_authority if upstream == first else _authority(upstream)
+            prepared = await prepare_candidate(
+                ticket.snapshot, upstream, ticket.context, ticket.original, self.tokens, fetch, authority
+            )
             if isinstance(prepared, GatewayFailure):
                 raise AttemptFailed(Phase.REFUSED, prepared)
-            authority = ticket.first_authority if upstream == first else _authority(upstream)
             headers = [(n, v) for n, v in prepared.headers if n.lower() not in _REQUEST_DROPPED]
             headers.insert(0, ("host", authority))
             client = self._client(ticket.snapshot, upstream, ticket.read_timeout)

@@ -87,6 +87,19 @@ def test_a_local_candidate_gets_its_path_and_model_and_no_credential_over_cleart
     assert "SECRET" not in local.detail
 
 
+def test_the_candidates_authority_is_what_a_signature_covers() -> None:
+    snapshot = _snapshot()
+    upstream = _candidate(snapshot, "cloud")
+
+    async def fetch(uri: str, form: dict[str, str]) -> tuple[int, object]:
+        raise AssertionError("no token fetch")
+
+    prepared = asyncio.run(prepare_candidate(snapshot, upstream, CandidateContext(None, None, "http"), ORIGINAL,
+                                             ServiceAccountTokens(), fetch, "api.openai.com"))
+    assert isinstance(prepared, OutgoingRequest) and prepared.authority == "api.openai.com"
+    assert ORIGINAL.authority == "llm.example.test"
+
+
 def test_path_override_keeps_the_query() -> None:
     provider = AIProvider("local", "openai", path="/api/v1/chat")
     assert candidate_path("/v1/chat/completions?stream=1", Upstream("h", 80, provider=provider)) == "/api/v1/chat?stream=1"
