@@ -1,9 +1,10 @@
 """Credential injection on the `request` hook: the whole request (body included) is known, nothing is sent yet.
 
-The routing addon recorded the candidate and the route on the flow record; this addon asks the snapshot's
-`CredentialTable` which credential applies (egressproxy/credentials.py), refuses it over cleartext, mints a
-Google token when the credential needs one (through the one dialer), and applies it with the pure functions of
-egressproxy/credential_injection.py. It runs after the body taps, so SigV4 signs the body that is sent.
+The routing addon recorded the candidate and the route on the flow record; this addon applies that candidate's
+credential with `apply_credential` (egressproxy/candidate_request.py, which the failover hop uses for every
+replay): the snapshot's `CredentialTable` says which applies, it is refused over cleartext, a Google token is
+minted when needed (through the one dialer). A request sent through the failover hop is left alone
+here. It runs after the body taps, so SigV4 signs the body that is sent.
 
 Refusals are 502s with `x-egress-error`: `credential-requires-tls` (the route did not allow cleartext) and
 `credential-unavailable` (no Google token could be had). Neither message holds a secret.
@@ -11,25 +12,19 @@ Refusals are 502s with `x-egress-error`: `credential-requires-tls` (the route di
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from mitmproxy import http
 
-from egressproxy.credential_injection import OutgoingRequest, cleartext_refused, inject
-from egressproxy.decisions import parent_for
-from egressproxy.dialer_http import gateway_client
+from egressproxy.candidate_request import CandidateContext, apply_credential, token_fetch
+from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.engine.answers import error_response, flow_record
 from egressproxy.engine.guard import fail_closed
-from egressproxy.gcp_tokens import ServiceAccountTokens, TokenError, TokenFetch
-from egressproxy.hostnames import canonical_host, is_ip_literal
+from egressproxy.gcp_tokens import ServiceAccountTokens, TokenFetch
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Snapshot
-from egressproxy.upstreams import Upstream
 
 __all__ = ["CredentialInjection"]
 
 _ENC = ("utf-8", "surrogateescape")
-_TOKEN_TIMEOUT = 30.0
 
 
 class CredentialInjection:
@@ -41,50 +36,21 @@ class CredentialInjection:
     async def request(self, flow: http.HTTPFlow) -> None:
         snapshot = self.state.snapshot
         frec = flow_record(flow)
-        if flow.response is not None or snapshot is None or frec.upstream is None:
-            return
-        table = snapshot.compiled.credentials
-        credential = table.for_request(frec.upstream, frec.route_ref, frec.rule, frec.listener)
-        if credential is None or credential.passthrough:
-            return
+        if flow.response is not None or snapshot is None or frec.upstream is None or frec.hop is not None:
+            return  # a request through the failover hop gets each candidate's credential there
         req = flow.request
-        if cleartext_refused(credential, req.scheme, table.cleartext_allowed(frec.route_ref)):
-            detail = f"{credential.source}: a credential is only sent over verified TLS, and {req.host} is {req.scheme}"
-            flow.response = error_response(flow, "credential-requires-tls", detail)
-            return
-        token = None
-        if credential.gcp is not None:
-            try:
-                token = await self.tokens.token(credential.gcp, self._fetcher(snapshot))
-            except TokenError as e:
-                flow.response = error_response(flow, "credential-unavailable", f"{credential.source}: {e}")
-                return
         outgoing = _outgoing(req)
-        inject(credential, outgoing, token)
+        context = CandidateContext(frec.route_ref, frec.rule, frec.listener)
+        fetch = self._fetcher(snapshot)
+        failure = await apply_credential(snapshot, frec.upstream, context, outgoing, self.tokens, fetch)
+        if failure is not None:
+            flow.response = error_response(flow, failure.reason, failure.detail)
+            return
         req.path = outgoing.path
         req.headers = http.Headers([(n.encode(*_ENC), v.encode(*_ENC)) for n, v in outgoing.headers])
 
     def _fetcher(self, snapshot: Snapshot) -> TokenFetch:
-        """A token request over the one dialer (SSRF guard, DNS, verified TLS), only ever over https, with the
-        gateway's own parent proxy when it has one."""
-
-        async def fetch(uri: str, form: dict[str, str]) -> tuple[int, object]:
-            parts = urlsplit(uri)
-            if parts.scheme != "https" or not parts.hostname:
-                raise TokenError(f"token endpoint {uri} is not an https URL")
-            host = canonical_host(parts.hostname)
-            # Under the gateway's parentRef the fetch must go through the parent too; the gateway client refuses
-            # such a candidate (no CONNECT yet) rather than dial around the parent.
-            sni = None if is_ip_literal(host) else host
-            upstream = Upstream(host, parts.port or 443, "https", sni, parent=parent_for(snapshot, None))
-            async with gateway_client(self.state.dialer, snapshot, upstream, timeout=_TOKEN_TIMEOUT) as client:
-                response = await client.post(uri, data=form)
-                try:
-                    return response.status_code, response.json()
-                except ValueError:
-                    return response.status_code, None
-
-        return fetch
+        return token_fetch(self.state.dialer, snapshot)
 
 
 def _outgoing(req: http.Request) -> OutgoingRequest:

@@ -11,7 +11,7 @@ from mitmproxy import http
 from mitmproxy.coretypes import multidict
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name
+from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name, traffic_for
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
 from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
@@ -111,12 +111,14 @@ class HttpRoutes:
         answer_denied(flow, verdict)
 
     def _forward(self, flow: http.HTTPFlow, record: ConnectionRecord, frec: FlowRecord, decision: RequestDecision, view: RequestView) -> None:
-        """Send an allowed request to its FIRST upstream candidate (failover over the rest is a later step) and
-        record that candidate as the one destination the dial guard lets this request open."""
+        """Send an allowed request to its first upstream candidate and record that candidate as the one
+        destination the dial guard lets this request open (addons/failover.py may then send it through the
+        failover hop, which walks the rest)."""
         rule = decision.rule
         req = flow.request
         if rule is not None:
             frec.request_timeout = rule.request_timeout
+            frec.attempt_timeout = rule.backend_request_timeout
             filters = rule.filters
             if filters.direct_response is not None:
                 direct = filters.direct_response
@@ -133,6 +135,13 @@ class HttpRoutes:
             return
         upstream = decision.upstreams[0]
         frec.upstream = upstream
+        frec.candidates = decision.upstreams  # addons/failover.py walks them when there is more than one
+        snapshot = self.state.snapshot
+        assert snapshot is not None
+        traffic = traffic_for(snapshot, frec.listener, frec.route_ref, frec.rule, decision.upstreams)
+        frec.retry = rule.retry if rule is not None and rule.retry is not None else traffic.retry
+        if frec.request_timeout is None:  # an HTTPRoute rule's own timeouts.request wins over a TrafficPolicy's
+            frec.request_timeout = traffic.request_timeout
         if upstream.backend is not None:
             backend = upstream.backend
             # A Service keeps its kind (BackendTLSPolicy may target a Service by `Kind/ns/name`).

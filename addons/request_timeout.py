@@ -1,6 +1,8 @@
 """`requestTimeout` (default 5m) bounds each request from its headers to the end of its response.
 
-An HTTPRoute rule's `timeouts.request` (Gateway API) overrides it for the requests that rule matches.
+An HTTPRoute rule's `timeouts.request` (Gateway API), else a TrafficPolicy's, overrides it for the requests that
+rule matches. A rule's `timeouts.backendRequest` bounds the one backend request of a request sent straight to its
+candidate, from when its body was read (a request walked by the failover hop gets it per attempt there).
 
 A timer per request; when it fires before the response has started, the client gets 504 `upstream-timeout`;
 when the response is already streaming, the connection is closed (the status was already sent).
@@ -22,6 +24,7 @@ class RequestTimeout:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.timers: dict[str, asyncio.TimerHandle] = {}  # flow id -> timer (not in metadata: it must stay copyable)
+        self.backend_timers: dict[str, asyncio.TimerHandle] = {}  # flow id -> timeouts.backendRequest timer
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -34,8 +37,18 @@ class RequestTimeout:
             loop = asyncio.get_running_loop()
             self.timers[flow.id] = loop.call_later(timeout, self._expire, flow)
 
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        frec = flow_record(flow)
+        backend = frec.attempt_timeout
+        if flow.response is not None or frec.hop is not None or not backend or backend <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        # Whichever comes first: the request timeout armed at the headers, or the backend request's.
+        self.backend_timers[flow.id] = loop.call_later(backend, self._expire, flow)
+
     def _expire(self, flow: http.HTTPFlow) -> None:
-        self.timers.pop(flow.id, None)
+        self._cancel(flow)
         if not flow.live or (flow.response is not None and flow.response.timestamp_end):
             return
         flow_record(flow).error = "upstream-timeout"
@@ -44,9 +57,10 @@ class RequestTimeout:
             flow.kill()
 
     def _cancel(self, flow: http.HTTPFlow) -> None:
-        handle = self.timers.pop(flow.id, None)
-        if handle is not None:
-            handle.cancel()
+        for timers in (self.timers, self.backend_timers):
+            handle = timers.pop(flow.id, None)
+            if handle is not None:
+                handle.cancel()
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._cancel(flow)

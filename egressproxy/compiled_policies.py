@@ -26,6 +26,7 @@ from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.observability_settings import AccessLogs, TracingSettings
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
+from egressproxy.traffic_retries import TrafficSettings
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
 
 __all__ = [
@@ -116,6 +117,9 @@ class ParentCredentials:
     proxy_authorization: str | None = field(default=None, repr=False)
 
 
+DEFAULT_REPLAY_BUFFER = 1 << 20  # DESIGN.md 4.1: the replay buffer holds 1 MiB unless buffer.maxRequestBytes says
+
+
 def _gateway_tls() -> BackendTls:
     params = gateway_params(None)
     return BackendTls(params.source, params)
@@ -159,8 +163,20 @@ class CompiledPolicies:
         if listener is None:
             return self.gateway_tracing
         return self.listener_tracing.get(listener, self.gateway_tracing)
+
     # TrafficPolicy `ai`: prompt guards, enrichment, defaults, model lists (egressproxy/prompt_guard.py).
     ai: AiPolicyTable = field(default_factory=AiPolicyTable)
+    # The failover replay buffer per listener (HTTPListenerPolicy buffer.maxRequestBytes, default 1 MiB): a
+    # request body larger than this goes to its first candidate only (docs/failover.md).
+    replay_buffer: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    gateway_replay_buffer: int = DEFAULT_REPLAY_BUFFER
+    # TrafficPolicy ref -> its retry and timeout settings (egressproxy/traffic_retries.py)
+    traffic: Mapping[ObjectRef, TrafficSettings] = field(default_factory=lambda: MappingProxyType({}))
+
+    def replay_buffer_for(self, listener: str | None) -> int:
+        if listener is None:
+            return self.gateway_replay_buffer
+        return self.replay_buffer.get(listener, self.gateway_replay_buffer)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -228,6 +244,7 @@ class CompiledPolicies:
                 "listeners": {n: t.to_dump() if t else None for n, t in sorted(self.listener_tracing.items())},
             },
             "ai": self.ai.to_dump(),
+            "trafficPolicies": {str(ref): t.to_dump() for ref, t in sorted(self.traffic.items())},
         }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from egressproxy.config.problems import ObjectRef
 from egressproxy.flowrecord import Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
 from egressproxy.matching import (
@@ -23,6 +24,7 @@ from egressproxy.matching import (
 from egressproxy.prompt_guard import AiPolicy
 from egressproxy.provider_endpoints import provider_endpoint
 from egressproxy.rate_limits import RateLimit
+from egressproxy.traffic_retries import TrafficSettings, merge_settings
 from egressproxy.snapshot import (
     AIProvider,
     Backend,
@@ -49,6 +51,7 @@ __all__ = [
     "ai_policy_for",
     "gateway_policy",
     "rate_limit_for",
+    "traffic_for",
     "request_candidates",
     "route_name",
 ]
@@ -287,6 +290,29 @@ def rate_limit_for(
         listener.name,
         rule_index,
     )
+
+
+def traffic_for(
+    snapshot: Snapshot, listener: str | None, route: ObjectRef | None, rule_index: int | None, upstreams: tuple[Upstream, ...]
+) -> TrafficSettings:
+    """TrafficPolicy retries and timeout for this request: the most specific attached policy that sets each
+    (rule > route > first Backend > listener > gateway), from their compiled forms."""
+    compiled = snapshot.compiled.traffic
+    if not compiled:
+        return NO_TRAFFIC_SETTINGS
+    backend = upstreams[0].backend if upstreams else None
+    attached = snapshot.policies.policies(
+        "TrafficPolicy",
+        route=route,
+        backend=backend.ref if backend is not None and backend.type != "Service" else None,
+        listener=listener,
+        rule=rule_index,
+    )
+    found = [settings for policy in attached if (settings := compiled.get(policy.ref)) is not None]
+    return merge_settings(found) if found else NO_TRAFFIC_SETTINGS
+
+
+NO_TRAFFIC_SETTINGS = TrafficSettings()
 
 
 def request_candidates(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from egressproxy.prompt_guard import AiPolicy
     from egressproxy.rate_limits import RateLimit
     from egressproxy.taps import Tap
+    from egressproxy.traffic_retries import RetryPolicy
     from egressproxy.upstreams import Upstream
 
 __all__ = [
@@ -227,8 +228,12 @@ class FlowRecord:
     error: str | None = None  # x-egress-error reason, when the gateway failed the request
     failure: GatewayFailure | None = None  # why this request's upstream failed, as the failing part saw it (TLS)
     request_timeout: float | None = None  # the matched rule's `timeouts.request`, overriding the gateway's
+    attempt_timeout: float | None = None  # the rule's `timeouts.backendRequest`: a failover attempt's head timeout
+    retry: RetryPolicy | None = None  # the TrafficPolicy retries that apply (egressproxy/traffic_retries.py)
     route_ref: ObjectRef | None = None  # the matched route, for policies attached to it (credentials)
     upstream: Upstream | None = None  # the candidate this request is sent to (seam 1)
+    candidates: tuple[Upstream, ...] = ()  # every candidate of the decision, in try order (failover walks them)
+    hop: str | None = None  # the failover walk's id when the request goes through the upstream hop
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
     request_body: BodyCopy | None = None  # the tap chain's capped copies (seam 5)

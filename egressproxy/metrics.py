@@ -172,6 +172,25 @@ class GatewayMetrics:
         self.dns_answers = Counter(
             "egress_dns_answers", "Queries answered by the DNS listener", ("result",), registry=self.registry
         )
+        # Failover (docs/failover.md): every attempt or skip of a candidate by the failover hop, by outcome.
+        self.upstream_attempts = Counter(
+            "egress_upstream_attempts",
+            "Failover walk: attempts and skips of upstream candidates, by outcome",
+            ("backend", "provider", "outcome"),
+            registry=self.registry,
+        )
+        self.failovers = Counter(
+            "egress_failovers",
+            "Failover walk: a candidate given up for the next one, by the reason",
+            ("backend", "provider", "reason"),
+            registry=self.registry,
+        )
+        self.outlier_ejections = Counter(
+            "egress_outlier_ejections",
+            "Candidates ejected by outlier detection (consecutive failures)",
+            ("backend", "provider"),
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The registry's text; with `--workers` (PROMETHEUS_MULTIPROC_DIR set) the sum over every worker."""

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from egressproxy.hostnames import InvalidHostname, canonical_host
 from egressproxy.snapshot import AIProvider
 
-__all__ = ["BEDROCK_DEFAULT_REGION", "Endpoint", "provider_endpoint"]
+__all__ = ["BEDROCK_DEFAULT_REGION", "Endpoint", "provider_api", "provider_endpoint"]
 
 BEDROCK_DEFAULT_REGION = "us-east-1"  # kgateway's default when a Bedrock provider names no region
 
@@ -76,3 +76,13 @@ def provider_endpoint(provider: AIProvider) -> Endpoint | None:
     except InvalidHostname:
         return None
     return Endpoint(host, int(provider.port or 443), "https", False)
+
+
+# The request format each provider kind speaks; every other kind is OpenAI-compatible (OpenAI, Azure OpenAI,
+# Mistral, local model servers).
+_API_FORMATS = {"anthropic": "anthropic", "bedrock": "bedrock", "gemini": "gemini", "vertexAi": "gemini", "vertexai": "gemini"}
+
+
+def provider_api(provider: AIProvider) -> str:
+    """The API format a provider speaks: `openai`, `anthropic`, `gemini` or `bedrock`."""
+    return _API_FORMATS.get(provider.kind, "openai")

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from egressproxy.compiled_policies import CompiledPolicies
 from egressproxy.config.problems import ObjectRef
+from egressproxy.outlier_detection import OutlierDetection
+from egressproxy.traffic_retries import RetryPolicy
 
 __all__ = [
     "REDACTED",
@@ -268,6 +270,7 @@ class Backend:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False)
     parent: ParentProxy | None = None
     ai_groups: tuple[tuple[AIProvider, ...], ...] = ()  # priority groups, highest priority first
+    outlier: OutlierDetection | None = None  # extension `spec.outlierDetection` (egressproxy/outlier_detection.py)
     spec: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
     @property
@@ -286,6 +289,7 @@ class Backend:
             "labels": dict(self.labels),
             "parent": self.parent.to_dump() if self.parent else None,
             "aiPriorityGroups": [[p.to_dump() for p in group] for group in self.ai_groups],
+            "outlierDetection": self.outlier.to_dump() if self.outlier else None,
         }
 
 
@@ -465,6 +469,8 @@ class Rule:
     filters: RuleFilters = NO_FILTERS
     backends: tuple[WeightedBackend, ...] = ()  # empty (and nothing unresolved): the requested destination
     request_timeout: float | None = None  # rules[].timeouts.request, seconds
+    backend_request_timeout: float | None = None  # rules[].timeouts.backendRequest: a failover attempt's head timeout
+    retry: RetryPolicy | None = None  # rules[].retry (Gateway API), egressproxy/traffic_retries.py
     # backendRefs of kinds this gateway does not model (`group/Kind ns/name`): never dialled, and a rule left
     # with no other backend answers no-healthy-backend rather than forwarding to the requested destination
     unresolved_backends: tuple[str, ...] = ()

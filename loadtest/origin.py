@@ -22,12 +22,13 @@ import sys
 MAX_HEAD = 64 * 1024
 
 
-def response_bytes(body_size: int, close: bool) -> bytes:
+def response_bytes(body_size: int, close: bool, status: str = "200 OK", extra: tuple[str, ...] = ()) -> bytes:
     body = (b"egressproxy-loadtest-" * (body_size // 21 + 1))[:body_size]
     head = [
-        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 " + status.encode(),
         b"Content-Type: text/plain",
         b"Content-Length: " + str(len(body)).encode(),
+        *(h.encode() for h in extra),
     ]
     if close:
         head.append(b"Connection: close")
@@ -83,8 +84,9 @@ class OriginProtocol(asyncio.Protocol):
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    keep = response_bytes(args.body_size, close=False)
-    close = response_bytes(args.body_size, close=True)
+    extra = tuple(args.header)
+    keep = response_bytes(args.body_size, close=False, status=args.status, extra=extra)
+    close = response_bytes(args.body_size, close=True, status=args.status, extra=extra)
     bad = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
     def factory() -> OriginProtocol:
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--body-size", type=int, default=64)
+    p.add_argument("--status", default="200 OK", help="status line of every answer (failover_latency.py: 503)")
+    p.add_argument("--header", action="append", default=[], help="an extra response header, 'Name: value'")
     args = p.parse_args(argv)
     try:
         import uvloop

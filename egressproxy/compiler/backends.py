@@ -11,6 +11,7 @@ from egressproxy.compiler.kinds import BACKEND_KINDS
 from egressproxy.compiler.secret_refs import require_keys, resolve_secret
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
+from egressproxy.outlier_detection import compile_outlier
 from egressproxy.snapshot import Backend, ParentProxy, StaticHost, freeze
 
 
@@ -39,6 +40,7 @@ def _compile_backend(comp: Compilation, res: Resource) -> Backend:
         labels=MappingProxyType(dict(res.labels)),
         parent=parent,
         ai_groups=groups,
+        outlier=compile_outlier(spec.get("outlierDetection")),
         spec=freeze(spec),
     )
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
+from egressproxy.compiled_policies import DEFAULT_REPLAY_BUFFER, BackendTls, BasicAuth, CompiledPolicies, ParentCredentials
 from egressproxy.compiler.ai_policy_forms import compile_ai_policies
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
@@ -32,6 +32,7 @@ from egressproxy.observability_settings import AccessLogs, AccessLogSink, Tracin
 from egressproxy.resolver import DnsSettings
 from egressproxy.snapshot import Backend, Gateway, PolicyIndex
 from egressproxy.ssrf import SsrfGuard
+from egressproxy.traffic_retries import TrafficSettings, compile_traffic_settings
 
 __all__ = ["PolicyMaterial", "parse_policy_material", "link_compiled_policies"]
 
@@ -48,6 +49,7 @@ class PolicyMaterial:
     access_logs: Mapping[ObjectRef, tuple[AccessLogSink, ...]] = field(default_factory=dict)  # HTTPListenerPolicy ->
     tracing: Mapping[ObjectRef, TracingSettings] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
     ai: Mapping[ObjectRef, AiPolicy] = field(default_factory=dict)  # TrafficPolicy ref -> its compiled `ai`
+    traffic: Mapping[ObjectRef, TrafficSettings] = field(default_factory=dict)  # TrafficPolicy ref -> retry/timeout
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -68,7 +70,17 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         compile_access_logs(comp, credentials),
         compile_tracing(comp),
         compile_ai_policies(comp),
+        _traffic(comp),
     )
+
+
+def _traffic(comp: Compilation) -> dict[ObjectRef, TrafficSettings]:
+    out: dict[ObjectRef, TrafficSettings] = {}
+    for res in comp.of_kind("TrafficPolicy"):
+        settings = compile_traffic_settings(f"TrafficPolicy/{res.namespace}/{res.name}", res.spec)
+        if settings is not None:
+            out[res.ref] = settings
+    return out
 
 
 def link_compiled_policies(
@@ -99,7 +111,15 @@ def link_compiled_policies(
         ),
         redacted_headers=redacted_names(material.credentials)[0],
         ai=AiPolicyTable(MappingProxyType(dict(material.ai))),
+        replay_buffer=MappingProxyType({listener.name: _replay_buffer(policies, listener.name) for listener in gateway.listeners}),
+        gateway_replay_buffer=_replay_buffer(policies, None),
+        traffic=MappingProxyType(dict(material.traffic)),
     )
+
+
+def _replay_buffer(policies: PolicyIndex, listener: str | None) -> int:
+    limit = policies.effective("HTTPListenerPolicy", listener=listener).get("buffer", {}).get("maxRequestBytes")
+    return int(limit) if isinstance(limit, int) else DEFAULT_REPLAY_BUFFER
 
 
 def _rate_limits(material: PolicyMaterial, gateway: Gateway, policies: PolicyIndex) -> RateLimitTable:

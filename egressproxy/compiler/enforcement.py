@@ -30,6 +30,7 @@ from typing import Any
 from egressproxy.compiler.field_paths import kind_paths, set_paths
 from egressproxy.config.kinds import KINDS
 from egressproxy.config.kinds.kgateway import LATER_TRAFFIC_POLICY_FIELDS
+from egressproxy.outlier_detection import OUTLIER_FIELDS
 
 __all__ = [
     "Enforcement",
@@ -175,9 +176,8 @@ def _route_kind(*, http: bool) -> KindEnforcement:
     enforced = (*_PARENT_REFS, "spec.hostnames", "spec.rules", "spec.rules.name", *matches, *rule_filters,
                 "spec.rules.backendRefs", *backend_refs)
     if http:
-        enforced += ("spec.rules.timeouts", "spec.rules.timeouts.request")
-        unsupported["spec.rules.timeouts.backendRequest"] = "a per-backend-request timeout is not applied"
-        unsupported["spec.rules.retry.*"] = "retries are not implemented"
+        enforced += ("spec.rules.timeouts", "spec.rules.timeouts.request", "spec.rules.timeouts.backendRequest")
+        enforced += ("spec.rules.retry.*",)
     return KindEnforcement(enforced, MappingProxyType(unsupported))
 
 
@@ -189,9 +189,10 @@ def _l4_route_kind(*, hostnames: bool) -> KindEnforcement:
 
 # --- AI providers (Backend `ai`, AIBackend) ---------------------------------------------------------------------
 
-# Routing fields: the first provider of the highest priority group is the request's dial target (its
-# hostOverride, else its well-known endpoint from endpoint/region/location: egressproxy/provider_endpoints.py).
-_PROVIDER_ROUTING = ("hostOverride.*", "endpoint", "region", "location")
+# Routing fields: each provider of the priority groups is a candidate the failover walk dials (its hostOverride,
+# else its well-known endpoint from endpoint/region/location: egressproxy/provider_endpoints.py), at its
+# pathOverride when it has one (egressproxy/candidate_request.py).
+_PROVIDER_ROUTING = ("hostOverride.*", "pathOverride.*", "endpoint", "region", "location")
 _NO_AUTH_HEADER = "a custom auth header name or prefix is not applied (each provider's own convention is)"
 _NO_REWRITE = "the request is not rewritten for the provider yet"
 _MODEL_IN_PATH = (
@@ -229,7 +230,6 @@ _PROVIDER_FIELDS: Mapping[str, str] = MappingProxyType(
             "Gemini's and Vertex AI's API version is in the URL path, which the gateway does not rewrite; Anthropic's "
             "and Azure OpenAI's `apiVersion` is applied"
         ),
-        "pathOverride.*": _NO_REWRITE,
         "projectId": _MODEL_IN_PATH,
         "modelPath": _MODEL_IN_PATH,
         "guardrail.*": "Bedrock guardrails are not applied",
@@ -263,14 +263,15 @@ def _providers(kind: str, prefix: str, providers: tuple[str, ...]) -> tuple[tupl
 def _llm(kind: str, prefix: str) -> tuple[tuple[str, ...], dict[str, str]]:
     """An `llm` block in every spelling: the provider blocks in it (seeds, kgateway v2.1) or under its `provider`
     (kgateway v2.0), and where the provider is said at the llm level (v2.1 `host`/`port`/`path`/`authHeader`, v2.0
-    `hostOverride`/`pathOverride`/`authHeaderOverride`): the host and port are dialled, the rest is not applied."""
+    `hostOverride`/`pathOverride`/`authHeaderOverride`): the host, port and path are applied, the auth header
+    override is not."""
     accepted = set(kind_paths(KINDS[kind]))
     direct, direct_unsupported = _providers(kind, prefix, _LLM_PROVIDERS)
     nested, nested_unsupported = _providers(kind, f"{prefix}.provider", _LLM_PROVIDERS)
-    level_enforced = [f"{prefix}.{f}" for f in ("host", "port", "provider", "hostOverride.*")]
+    level_enforced = [
+        f"{prefix}.{f}" for f in ("name", "host", "port", "provider", "hostOverride.*", "path.*", "pathOverride.*")
+    ]
     level_unsupported = {
-        f"{prefix}.path.*": _NO_REWRITE,
-        f"{prefix}.pathOverride.*": _NO_REWRITE,
         f"{prefix}.authHeader.*": _NO_AUTH_HEADER,
         f"{prefix}.authHeaderOverride.*": _NO_AUTH_HEADER,
     }
@@ -282,13 +283,28 @@ def _llm(kind: str, prefix: str) -> tuple[tuple[str, ...], dict[str, str]]:
 
 _BACKEND_LLM = _llm("Backend", "spec.ai.llm")
 _AIBACKEND_LLM = _llm("AIBackend", "spec.llm")
+
+
+def _groups(kind: str, prefix: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Priority groups (seeds/v2.1 `priorityGroups[].providers[]`, v2.0 `multipool.priorities[].pool[]`): walked
+    in order by the failover hop (docs/failover.md); each entry is a provider block like `llm`'s."""
+    seeds = _llm(kind, f"{prefix}.priorityGroups.providers")
+    pools = _llm(kind, f"{prefix}.multipool.priorities.pool")
+    accepted = set(kind_paths(KINDS[kind]))
+    enforced = (
+        f"{prefix}.priorityGroups", *seeds[0], f"{prefix}.multipool", f"{prefix}.multipool.priorities", *pools[0]
+    )
+    return tuple(e for e in enforced if e.removesuffix(".*") in accepted), {**seeds[1], **pools[1]}
+
+
+_BACKEND_GROUPS = _groups("Backend", "spec.ai")
+_AIBACKEND_GROUPS = _groups("AIBackend", "spec")
 _BACKEND_OPENAPI = _providers("Backend", "spec.ai.provider", _OPENAPI_PROVIDERS)
 _AIBACKEND_PROVIDERS = _providers("AIBackend", "spec.provider", _OPENAPI_PROVIDERS)
 
 
-_AI_PRIORITY_GROUPS = (
-    "failover across priority groups is not implemented (the first provider of the first group is dialled)"
-)
+_AI_BACKEND_GROUPS = "AIBackend groups of Backend references are not implemented (priorityGroups and multipool are)"
+_OUTLIER_SUCCESS_RATE = "success-rate ejection and enforcing percentages are not implemented (consecutive5xx is)"
 
 # --- the table --------------------------------------------------------------------------------------------------
 
@@ -298,7 +314,7 @@ _NO_LOGGING_SINKS = (
 _NO_REGIONS = "region allow-lists are not implemented"
 _NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
 _NO_SELECTORS = "attachment by label selector (targetSelectors) is not implemented; use targetRefs"
-_NO_POLICY_TIMEOUTS = "TrafficPolicy timeouts are not applied (the gateway's and the route's are)"
+_NO_STREAM_IDLE = "a stream idle timeout is not applied (timeouts.request is)"
 _NO_XFF = "X-Forwarded-For is not read or written; identity comes from proxy credentials (DESIGN.md 5)"
 _NO_LISTENER_TIMEOUTS = "listener idle timeouts are the gateway's client limits (DESIGN.md 4.2), not this policy's"
 _LATER_KGATEWAY = "a kgateway 2.2+ field, accepted as written and not implemented"
@@ -448,14 +464,21 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 "spec.parent.*",
                 *_BACKEND_LLM[0],
                 *_BACKEND_OPENAPI[0],
+                *_BACKEND_GROUPS[0],
+                "spec.outlierDetection",
+                *(f"spec.outlierDetection.{f}" for f in OUTLIER_FIELDS),
             ),
             MappingProxyType(
                 {
                     "spec.static.hosts.tls.*": "a per-host SNI is not applied",
                     **_BACKEND_LLM[1],
                     **_BACKEND_OPENAPI[1],
-                    "spec.ai.priorityGroups.*": _AI_PRIORITY_GROUPS,
-                    "spec.ai.multipool.*": _AI_PRIORITY_GROUPS,
+                    **_BACKEND_GROUPS[1],
+                    **{
+                        f"spec.outlierDetection.{f}": _OUTLIER_SUCCESS_RATE
+                        for f in ("enforcingConsecutive5xx", "enforcingSuccessRate", "successRateMinimumHosts",
+                                  "successRateRequestVolume", "successRateStdevFactor")
+                    },
                     "spec.static.appProtocol": "the application protocol is not applied (HTTP/1.1 or as negotiated)",
                     "spec.aws.*": "AWS Lambda backends are not implemented",
                     "spec.mcp.*": "MCP backends are not implemented",
@@ -464,31 +487,29 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "AIBackend": KindEnforcement(
-            ("spec.provider", "spec.provider.type", *_AIBACKEND_PROVIDERS[0], *_AIBACKEND_LLM[0]),
+            ("spec.provider", "spec.provider.type", *_AIBACKEND_PROVIDERS[0], *_AIBACKEND_LLM[0], *_AIBACKEND_GROUPS[0]),
             MappingProxyType(
                 {
                     **_AIBACKEND_PROVIDERS[1],
                     **_AIBACKEND_LLM[1],
-                    "spec.groups.*": _AI_PRIORITY_GROUPS,
-                    "spec.priorityGroups.*": _AI_PRIORITY_GROUPS,
-                    "spec.multipool.*": _AI_PRIORITY_GROUPS,
+                    **_AIBACKEND_GROUPS[1],
+                    "spec.groups.*": _AI_BACKEND_GROUPS,
                 }
             ),
         ),
         "TrafficPolicy": KindEnforcement(
             # enforcementMode: Report applies to the deny-type parts this build enforces (ai.promptGuard REJECT,
             # ai.models); rbac and extAuth are unsupported whole.
-            (*_TARGET_REFS, *_AI_ENFORCED, "spec.enforcementMode"),
+            (*_TARGET_REFS, *_AI_ENFORCED, "spec.enforcementMode", "spec.timeouts", "spec.timeouts.request",
+             "spec.timeout", "spec.timeout.request", "spec.retry.*", "spec.retries.*"),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
                     **{f"spec.{f}": _LATER_KGATEWAY for f in LATER_TRAFFIC_POLICY_FIELDS},
                     "spec.cors.*": _NO_CORS,
                     "spec.csrf.*": "CSRF checks are not implemented",
-                    "spec.timeouts.*": _NO_POLICY_TIMEOUTS,
-                    "spec.timeout.*": _NO_POLICY_TIMEOUTS,
-                    "spec.retry.*": "retries are not implemented",
-                    "spec.retries.*": "retries are not implemented",
+                    "spec.timeouts.streamIdle": _NO_STREAM_IDLE,
+                    "spec.timeout.idle": _NO_STREAM_IDLE,
                     "spec.headerModifiers.*": _NO_POLICY_HEADERS,
                     "spec.requestHeaderModifier.*": _NO_POLICY_HEADERS,
                     "spec.responseHeaderModifier.*": _NO_POLICY_HEADERS,

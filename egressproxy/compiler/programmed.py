@@ -15,6 +15,7 @@ from typing import Any
 
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.enforcement import unsupported_fields, unsupported_message
+from egressproxy.provider_endpoints import provider_api
 from egressproxy.compiler.kinds import BACKEND_KINDS, HTTP_ROUTE_KINDS, POLICY_KINDS, ROUTE_KINDS
 from egressproxy.compiler.status import StatusBook
 from egressproxy.config.problems import ObjectRef
@@ -40,6 +41,8 @@ def find_unsupported(comp: Compilation) -> None:
             paths = tuple(p for p in paths if p != L4_BACKEND_REFS)
         if res.kind == "RateLimitPolicy":
             paths += _connection_routes(comp, res.ref)
+        if res.kind in ("Backend", "AIBackend"):
+            paths += _mixed_api_formats(comp, res.ref)
         if paths:
             comp.unsupported[res.ref] = paths
 
@@ -55,6 +58,22 @@ def _only_parent_backends(comp: Compilation, ref: ObjectRef) -> bool:
         return False
     refs = [wb for rule in route.rules for wb in rule.backends]
     return bool(refs) and all(wb.backend is not None and wb.backend.parent is not None for wb in refs)
+
+
+def _mixed_api_formats(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:
+    """Failover walks the priority groups, but a provider of another API format than the first (an Anthropic
+    fallback for an OpenAI primary) needs request and response translation, which this build does not have:
+    such a group list is not enforced as written, and says so."""
+    backend = comp.backends.get(ref)
+    if backend is None or not backend.ai_groups:
+        return ()
+    formats = {provider_api(p) for group in backend.ai_groups for p in group}
+    if len(formats) < 2:
+        return ()
+    ai = backend.spec.get("ai", {}) if ref.kind == "Backend" else backend.spec
+    prefix = "spec.ai" if ref.kind == "Backend" else "spec"
+    field = "multipool" if "multipool" in ai else "priorityGroups" if "priorityGroups" in ai else "llm"
+    return (f"{prefix}.{field} (mixing the {' and '.join(sorted(formats))} APIs: cross-format failover)",)
 
 
 def _connection_routes(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:

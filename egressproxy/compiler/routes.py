@@ -14,6 +14,7 @@ from egressproxy.compiler.route_attachment import attach_route
 from egressproxy.compiler.route_filters import compile_filters
 from egressproxy.compiler.route_matches import grpc_match, http_match, l4_match
 from egressproxy.config.resource import Resource
+from egressproxy.traffic_retries import compile_route_retry
 from egressproxy.snapshot import HttpRouteMatch, L4Match, Route, Rule
 
 
@@ -70,5 +71,7 @@ def _compile_rule(comp: Compilation, res: Resource, index: int, spec: Mapping[st
         filters=filters,
         backends=backends,
         request_timeout=timeouts.get("request"),
+        backend_request_timeout=timeouts.get("backendRequest"),
+        retry=compile_route_retry(f"{res.kind}/{res.namespace}/{res.name} rules[{index}].retry", spec.get("retry")),
         unresolved_backends=unresolved,
     )

@@ -53,6 +53,8 @@ class Stats(_Base):
                 "ready": self.state.ready,
                 "open_connections": len(self.state.connections),
                 "last_reload": {"generation": r.generation, "ok": r.ok, "problems": list(r.problems)},
+                # failover candidates this worker skips now (docs/failover.md): cooled down or ejected
+                "upstream_health": self.state.health.unavailable(),
             }
         )
 

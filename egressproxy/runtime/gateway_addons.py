@@ -13,6 +13,7 @@ from addons.connection_table import ConnectionTable
 from addons.credential_injection import CredentialInjection
 from addons.dial_guard import DialGuard
 from addons.dns_answers import DnsAnswers
+from addons.failover import Failover
 from addons.flow_metrics import FlowMetrics
 from addons.gateway_errors import GatewayErrors
 from addons.http_routes import HttpRoutes
@@ -56,6 +57,7 @@ class GatewayAddons:
             AiGuardrails(state),  # after HttpRoutes (FlowRecord.ai, streaming on); before BodyTaps copies bodies
             TokenMetrics(state),  # before BodyTaps (its tap joins the chain) and ModelRewrite (the client's model)
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
+            Failover(state),  # after BodyTaps (the body is buffered); before ModelRewrite and credentials (per candidate)
             ModelRewrite(state),  # after BodyTaps (the capture keeps the client's body), before credentials
             CredentialInjection(state),  # after BodyTaps: SigV4 signs the body as it is sent
             RequestTimeout(state),

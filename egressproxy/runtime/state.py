@@ -18,10 +18,13 @@ from egressproxy.dialer import Dialer
 from egressproxy.engine.destinations import DestinationCheck
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.metrics import GatewayMetrics, MetricsSink
+from egressproxy.provider_health import CandidateKey, ProviderHealth, candidate_key
 from egressproxy.proxy_auth import ProxyAuthenticator
 from egressproxy.rate_limiter import RateLimiter
 from egressproxy.resolver import Resolver
 from egressproxy.sinks import Sink, Sinks
+from egressproxy.upstream_hop import UpstreamHop
+from egressproxy.upstreams import Upstream
 
 if TYPE_CHECKING:
     from egressproxy.snapshot import Snapshot
@@ -62,6 +65,9 @@ class GatewayState:
     sinks: Sinks = field(default=None)  # type: ignore[assignment]
     # RateLimitPolicy counters: the Local store of this process and the Redis clients
     rate_limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
+    # Failover: the health view of candidates (cooldowns, ejections) and the in-process upstream hop
+    health: ProviderHealth = field(default=None)  # type: ignore[assignment]
+    hop: UpstreamHop = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.sinks is None:
@@ -76,6 +82,19 @@ class GatewayState:
             self.destinations = self.dialer.destinations
         if self.rate_limiter is None:
             self.rate_limiter = RateLimiter(self.metrics)
+        if self.health is None:
+            self.health = ProviderHealth(on_ejection=self._ejected)
+        if self.hop is None:
+            self.hop = UpstreamHop(self.dialer, self.health, self._attempted)
+
+    def _ejected(self, key: CandidateKey) -> None:
+        self.metrics.outlier_ejections.labels(key[0], key[1]).inc()
+
+    def _attempted(self, upstream: Upstream, outcome: str, given_up: bool) -> None:
+        key = candidate_key(upstream)
+        self.metrics.upstream_attempts.labels(key[0], key[1], outcome).inc()
+        if given_up:
+            self.metrics.failovers.labels(key[0], key[1], outcome).inc()
 
     def _sink_failed(self, sink: Sink, error: BaseException) -> None:
         self.metrics.sink_errors.labels(sink.name).inc()

@@ -104,3 +104,33 @@ def test_expiry_after_the_response_finished_changes_nothing(snapshot, tmp_path: 
         addon._expire(flow)
     assert flow_record(flow).error is None and flow.live
     assert counter(state, "egress_upstream_errors_total", reason="upstream-timeout") == 0
+
+
+def _backend_delay(addon: RequestTimeout, flow: http.HTTPFlow) -> float | None:
+    async def arm() -> float | None:
+        loop = asyncio.get_running_loop()
+        with taddons.context(addon):
+            addon.request(flow)
+        handle = addon.backend_timers.get(flow.id)
+        if handle is None:
+            return None
+        delay = handle.when() - loop.time()
+        handle.cancel()
+        return delay
+
+    return asyncio.run(arm())
+
+
+def test_backend_request_bounds_a_direct_request_from_its_body(snapshot, tmp_path: Path) -> None:
+    flow = tflow.tflow()
+    flow_record(flow).attempt_timeout = 1.5
+    delay = _backend_delay(RequestTimeout(state_for(snapshot, tmp_path)), flow)
+    assert delay is not None and 1 < delay <= 1.5
+
+
+def test_a_walked_request_gets_backend_request_per_attempt_in_the_hop_not_here(snapshot, tmp_path: Path) -> None:
+    flow = tflow.tflow()
+    record = flow_record(flow)
+    record.attempt_timeout, record.hop = 1.5, "ticket"
+    assert _backend_delay(RequestTimeout(state_for(snapshot, tmp_path)), flow) is None
+    assert _backend_delay(RequestTimeout(state_for(snapshot, tmp_path)), tflow.tflow()) is None

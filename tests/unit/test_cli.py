@@ -278,7 +278,7 @@ def test_explain_shows_a_policy_with_unsupported_fields_as_not_enforced(good: Pa
     (good / "policy.yaml").write_text(
         "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: tp}\n"
         "spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]\n"
-        "  timeout: {request: 30s}\n"
+        "  timeout: {idle: 30s}\n"
     )
     loaded = load_paths([str(good)])
     assert loaded.ok, loaded.problems
@@ -286,10 +286,10 @@ def test_explain_shows_a_policy_with_unsupported_fields_as_not_enforced(good: Pa
     assert snapshot is not None
     ref = ObjectRef("TrafficPolicy", "default", "tp")
     target = "https://api.example.com/v1/x"
-    # The compiler itself marks the TrafficPolicy's timeout as not enforced; explain never calls it applied.
-    assert snapshot.unsupported[ref] == ("spec.timeout",)
+    # The compiler itself marks the TrafficPolicy's idle timeout as not enforced; explain never calls it applied.
+    assert snapshot.unsupported[ref] == ("spec.timeout.idle",)
     (shown,) = explain_target(snapshot, target, resolve=False)["policies"][:1]
-    assert shown == {"policy": str(ref), "scope": "route", "verdict": "not-enforced", "unsupportedFields": ["spec.timeout"]}
+    assert shown == {"policy": str(ref), "scope": "route", "verdict": "not-enforced", "unsupportedFields": ["spec.timeout.idle"]}
     enforced_only = dataclasses.replace(snapshot, unsupported=types.MappingProxyType({}))
     (applied,) = explain_target(enforced_only, target, resolve=False)["policies"][:1]
     assert applied == {"policy": str(ref), "scope": "route", "verdict": "applied"}

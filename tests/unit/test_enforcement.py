@@ -103,7 +103,10 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
         ("Backend", "spec.ai.llm.openai.authHeaderOverride.headerName"),
         ("Backend", "spec.ai.llm.vertexAi.model"),
         ("Backend", "spec.ai.llm.gemini.apiVersion"),
-        ("Backend", "spec.ai.priorityGroups.providers.name"),
+        ("AIBackend", "spec.groups.backends.weight"),
+        ("Backend", "spec.ai.priorityGroups.providers.openai.authHeaderOverride.prefix"),
+        ("Backend", "spec.outlierDetection.successRateStdevFactor"),
+        ("TrafficPolicy", "spec.timeouts.streamIdle"),
         ("HTTPRoute", "spec.rules.filters.requestMirror"),
     ],
 )
@@ -159,6 +162,14 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("LoggingPolicy", "spec.captureResponse"),
         ("LoggingPolicy", "spec.redactHeaders"),
         ("LoggingPolicy", "spec.targetRefs.name"),
+        ("Backend", "spec.ai.priorityGroups.providers.name"),
+        ("Backend", "spec.ai.priorityGroups.providers.openai.pathOverride.fullPath"),
+        ("Backend", "spec.ai.multipool.priorities.pool.hostOverride.host"),
+        ("AIBackend", "spec.priorityGroups.providers.anthropic.model"),
+        ("Backend", "spec.outlierDetection.consecutive5xx"),
+        ("TrafficPolicy", "spec.retry.retryOn"),
+        ("TrafficPolicy", "spec.retries.perTryTimeout"),
+        ("TrafficPolicy", "spec.timeout.request"),
     ],
 )
 def test_what_the_data_plane_does_is_enforced(kind: str, path: str) -> None:
@@ -181,18 +192,18 @@ def test_an_explicit_null_is_unset() -> None:
 
 
 def test_only_the_outermost_unsupported_field_is_named() -> None:
-    spec = {"rules": [{"retry": {"attempts": 2, "backoff": "1s"}, "timeouts": {"request": "1m"}}]}
-    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.retry",)
+    spec = {"rules": [{"sessionPersistence": {"sessionName": "a", "type": "Cookie"}, "timeouts": {"request": "1m"}}]}
+    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.sessionPersistence",)
 
 
 def test_unsupported_fields_inside_lists_are_named_once() -> None:
     spec = {
         "rules": [
-            {"retry": {"attempts": 2}, "filters": [{"type": "CORS", "cors": {"maxAge": 5}}]},
-            {"retry": {"attempts": 3}},
+            {"sessionPersistence": {"sessionName": "a"}, "filters": [{"type": "CORS", "cors": {"maxAge": 5}}]},
+            {"sessionPersistence": {"sessionName": "b"}, "retry": {"attempts": 3}},
         ]
     }
-    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.retry", "spec.rules.filters.cors")
+    assert unsupported_fields("HTTPRoute", spec) == ("spec.rules.sessionPersistence", "spec.rules.filters.cors")
 
 
 # --- statuses ------------------------------------------------------------------------------------------------
@@ -296,14 +307,14 @@ def test_an_unsupported_field_on_a_route_beside_an_enforced_otlp_export() -> Non
         GATEWAY
         + "  otlp: {endpoint: 'collector:4317'}\n"
         + ROUTE
-        + "    retry: {attempts: 2}\n"
+        + "    sessionPersistence: {sessionName: s}\n"
     )
     assert programmed(result, ObjectRef("EgressGateway", "default", "gw")) == (
         "True", "Programmed", "in the served snapshot"
     )
     assert programmed(result, ObjectRef("HTTPRoute", "default", "r"))[1:] == (
         "Unsupported",
-        "spec.rules.retry is validated but not enforced by this build",
+        "spec.rules.sessionPersistence is validated but not enforced by this build",
     )
 
 

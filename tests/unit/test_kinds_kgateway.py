@@ -1240,7 +1240,7 @@ apiVersion: gateway.kgateway.dev/v1alpha1
 kind: TrafficPolicy
 metadata: {name: by-filter}
 spec:
-  timeouts: {request: 10s}
+  timeouts: {streamIdle: 10s}
 """
 
 
@@ -1258,13 +1258,10 @@ def test_validate_reports_upstream_fields_as_unsupported(tmp_path: Path) -> None
         code = main(["validate", "-c", str(tmp_path)])
     assert code == 0, out.getvalue()
     lines = {line.split()[0]: line.split(None, 1)[1] for line in out.getvalue().splitlines()[1:] if line.strip()}
-    assert lines["TrafficPolicy/default/retries"] == (
-        "Accepted=True  ResolvedRefs=True  Programmed=False "
-        "(Unsupported: spec.retry is validated but not enforced by this build)"
-    )
+    assert lines["TrafficPolicy/default/retries"] == "Accepted=True  ResolvedRefs=True  Programmed=True"
     assert lines["TrafficPolicy/default/by-filter"] == (
         "Accepted=True  ResolvedRefs=True  Programmed=False "
-        "(Unsupported: spec.timeouts is validated but not enforced by this build)"
+        "(Unsupported: spec.timeouts.streamIdle is validated but not enforced by this build)"
     )
 
 

@@ -411,6 +411,20 @@ def _parent_rule(spec: dict[str, Any]) -> Problems:
     return []
 
 
+OUTLIER_DETECTION = Obj(
+    {
+        "consecutive5xx": Int(minimum=1),
+        "interval": Duration(),
+        "baseEjectionTime": Duration(),
+        "maxEjectionPercent": Int(minimum=0, maximum=100),
+        "enforcingConsecutive5xx": Int(minimum=0, maximum=100),
+        "enforcingSuccessRate": Int(minimum=0, maximum=100),
+        "successRateMinimumHosts": Int(minimum=0),
+        "successRateRequestVolume": Int(minimum=0),
+        "successRateStdevFactor": Int(minimum=0),
+    }
+)
+
 BACKEND = Obj(
     {
         "type": F(Str(enum=tuple(BACKEND_TYPE_MEMBERS)), required=True),
@@ -446,6 +460,9 @@ BACKEND = Obj(
         # Extension (DESIGN.md 4.1): this Backend is an upstream proxy; optional Basic credentials in a Secret
         # with keys `username` and `password`.
         "parent": Obj({"authSecretRef": SECRET_REF}),
+        # Extension: agentgateway's `outlierDetection` (its API reference, "Health Checking"), on the Backend whose
+        # candidates it ejects (egressproxy/outlier_detection.py).
+        "outlierDetection": OUTLIER_DETECTION,
     },
     rules=(_block_for_type(BACKEND_TYPE_MEMBERS, optional=("DynamicForwardProxy",)), _parent_rule),
 )

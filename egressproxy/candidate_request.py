@@ -1,0 +1,151 @@
+"""Preparing a request for one upstream candidate: its path, its model and its credential.
+
+Used by the first hop (addons/credential_injection.py and addons/model_rewrite.py call the same functions on
+the flow) and by every replay of the failover walk (egressproxy/upstream_hop.py), so a request looks the same
+to a provider whether it is the first candidate or the third:
+
+1. `pathOverride.fullPath` of the provider replaces the path (the client's query is kept);
+2. the provider's configured `model` replaces the body's (JSON bodies without a Content-Encoding);
+3. the credential that applies to the candidate (egressproxy/credentials.py) - the workload's own removed first -
+   refused over cleartext unless the route allows it, a Google token minted through the one dialer when needed.
+
+A candidate of another API format than the client's (an Anthropic provider for an OpenAI request) would
+translate here; until the translation library lands, `format_mismatch` names it and the walk skips it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from egressproxy.credential_injection import OutgoingRequest, cleartext_refused, inject
+from egressproxy.credentials import Credential
+from egressproxy.decisions import parent_for
+from egressproxy.dialer import Dialer
+from egressproxy.dialer_http import gateway_client
+from egressproxy.gcp_tokens import ServiceAccountTokens, TokenError, TokenFetch
+from egressproxy.hostnames import canonical_host, is_ip_literal
+from egressproxy.model_rewrite import configured_model, rewrite_model
+from egressproxy.outcomes import GatewayFailure
+from egressproxy.provider_endpoints import provider_api
+from egressproxy.snapshot import ObjectRef, Snapshot
+from egressproxy.upstreams import Upstream
+
+__all__ = [
+    "CandidateContext",
+    "apply_credential",
+    "candidate_path",
+    "format_mismatch",
+    "prepare_candidate",
+    "token_fetch",
+]
+
+_TOKEN_TIMEOUT = 30.0
+
+@dataclass(frozen=True, slots=True)
+class CandidateContext:
+    """What credential lookup needs about the request's decision."""
+
+    route: ObjectRef | None
+    rule: int | None
+    listener: str | None
+
+
+def api_format(upstream: Upstream) -> str | None:
+    """The request format a candidate speaks (`openai` for OpenAI-compatible ones); None: not an AI provider."""
+    return provider_api(upstream.provider) if upstream.provider is not None else None
+
+
+def format_mismatch(first: Upstream, candidate: Upstream) -> str | None:
+    """The seam for cross-format failover: a candidate speaking another format than the first (the client's)
+    would have its request and response stream translated here; for now it is skipped with this reason."""
+    wanted, offered = api_format(first), api_format(candidate)
+    if wanted is None or offered is None or wanted == offered:
+        return None
+    return f"speaks the {offered} API and the request is {wanted}: cross-format failover needs translation (not in this build)"
+
+
+def candidate_path(path: str, upstream: Upstream) -> str:
+    """`pathOverride.fullPath` replaces the path; the query the client sent is kept."""
+    override = upstream.provider.path if upstream.provider is not None else None
+    if not override:
+        return path
+    _, sep, query = path.partition("?")
+    return f"{override}{sep}{query}"
+
+
+def _model_body(request: OutgoingRequest, upstream: Upstream) -> bytes:
+    model = configured_model(upstream.provider)
+    if model is None or request.header("content-encoding"):
+        return request.body
+    rewritten = rewrite_model(request.body, model)
+    return rewritten if rewritten is not None else request.body
+
+
+async def apply_credential(
+    snapshot: Snapshot,
+    upstream: Upstream,
+    context: CandidateContext,
+    request: OutgoingRequest,
+    tokens: ServiceAccountTokens,
+    fetch: TokenFetch,
+) -> GatewayFailure | None:
+    """Inject the candidate's credential into `request` in place; the failure that refuses it, else None."""
+    table = snapshot.compiled.credentials
+    credential: Credential | None = table.for_request(upstream, context.route, context.rule, context.listener)
+    if credential is None or credential.passthrough:
+        return None
+    if cleartext_refused(credential, request.scheme, table.cleartext_allowed(context.route)):
+        detail = f"{credential.source}: a credential is only sent over verified TLS, and {upstream.host} is {request.scheme}"
+        return GatewayFailure("credential-requires-tls", detail)
+    token = None
+    if credential.gcp is not None:
+        try:
+            token = await tokens.token(credential.gcp, fetch)
+        except TokenError as e:
+            return GatewayFailure("credential-unavailable", f"{credential.source}: {e}")
+    inject(credential, request, token)
+    return None
+
+
+async def prepare_candidate(
+    snapshot: Snapshot,
+    upstream: Upstream,
+    context: CandidateContext,
+    original: OutgoingRequest,
+    tokens: ServiceAccountTokens,
+    fetch: TokenFetch,
+    authority: str | None = None,
+) -> OutgoingRequest | GatewayFailure:
+    """The request as `upstream` receives it, built from `original` (never modified: it is the replay buffer).
+
+    `authority` is the Host the candidate is sent (default: the original's); a signature (SigV4) covers it."""
+    request = replace(original, headers=list(original.headers), scheme=upstream.scheme, authority=authority or original.authority)
+    request.path = candidate_path(original.path, upstream)
+    request.body = _model_body(request, upstream)
+    if request.body is not original.body:
+        request.set_header("content-length", str(len(request.body)))
+    failure = await apply_credential(snapshot, upstream, context, request, tokens, fetch)
+    return failure if failure is not None else request
+
+
+def token_fetch(dialer: Dialer, snapshot: Snapshot) -> TokenFetch:
+    """A Google token request over the one dialer (SSRF guard, DNS, verified TLS), only ever over https, with
+    the gateway's own parent proxy when it has one (the gateway client then refuses: no CONNECT yet)."""
+
+    async def fetch(uri: str, form: dict[str, str]) -> tuple[int, object]:
+        parts = urlsplit(uri)
+        if parts.scheme != "https" or not parts.hostname:
+            raise TokenError(f"token endpoint {uri} is not an https URL")
+        host = canonical_host(parts.hostname)
+        sni = None if is_ip_literal(host) else host
+        upstream = Upstream(host, parts.port or 443, "https", sni, parent=parent_for(snapshot, None))
+        async with gateway_client(dialer, snapshot, upstream, timeout=_TOKEN_TIMEOUT) as client:
+            response = await client.post(uri, data=form)
+            try:
+                return response.status_code, response.json()
+            except ValueError:
+                return response.status_code, None
+
+    return fetch
+
