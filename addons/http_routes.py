@@ -14,6 +14,7 @@ from mitmproxy.proxy.mode_specs import RegularMode
 from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
+from egressproxy.engine.policy_reports import note_reports
 from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, authority_host, canonical_host
 from egressproxy.matching import Carries, select_listener
@@ -64,6 +65,7 @@ class HttpRoutes:
         if not decision.verdict.allowed:
             self._deny(flow, decision.verdict)
             return
+        note_reports(self.state.metrics, flow, decision.reports)  # Report-mode EgressDenyPolicy, regions
         frec.rate_limit = decision.rate_limit  # checked by addons/rate_limits.py, next
         self._forward(flow, record, frec, decision, view)
 

@@ -18,6 +18,7 @@ from egressproxy.compiled_policies import BackendTls, BasicAuth, CompiledPolicie
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
+from egressproxy.compiler.policy_programs import PolicyPrograms, compile_policy_programs
 from egressproxy.compiler.rate_limit_forms import compile_rate_limits
 from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
 from egressproxy.config.problems import ObjectRef
@@ -41,6 +42,7 @@ class PolicyMaterial:
     gateway_tls: BackendTls = field(default_factory=lambda: gateway_tls(()))  # of the served gateway
     rate_limits: Mapping[ObjectRef, RateLimitFields] = field(default_factory=dict)  # RateLimitPolicy ref ->
     credentials: CredentialTable = field(default_factory=CredentialTable)  # providers' and policies' credentials
+    programs: PolicyPrograms = field(default_factory=PolicyPrograms)  # regions, CEL programs, body limits
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -52,7 +54,12 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         if gw is comp.served:
             trust = gateway_tls(certificates, _trust_bundle_secret(gw))
     return PolicyMaterial(
-        compile_backend_tls_policies(comp), compile_basic_auth(comp), trust, compile_rate_limits(comp), compile_credentials(comp)
+        compile_backend_tls_policies(comp),
+        compile_basic_auth(comp),
+        trust,
+        compile_rate_limits(comp),
+        compile_credentials(comp),
+        compile_policy_programs(comp),
     )
 
 
@@ -74,6 +81,8 @@ def link_compiled_policies(
         parents=MappingProxyType(_parents(gateway, backends)),
         rate_limits=_rate_limits(material, gateway, policies),
         credentials=material.credentials,
+        regions=MappingProxyType(dict(material.programs.regions)),
+        request_policies=material.programs.requests,
     )
 
 

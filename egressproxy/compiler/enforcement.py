@@ -241,7 +241,6 @@ _AI_PRIORITY_GROUPS = (
 
 _NO_CAPTURE = "no capture store or OTLP export in this build"
 _NO_LOGGING_POLICY = "capture and header redaction are not implemented"
-_NO_REGIONS = "region allow-lists are not implemented"
 _NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
 _NO_SELECTORS = "attachment by label selector (targetSelectors) is not implemented; use targetRefs"
 _NO_POLICY_TIMEOUTS = "TrafficPolicy timeouts are not applied (the gateway's and the route's are)"
@@ -313,7 +312,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             MappingProxyType({}),
         ),
         "EgressDenyPolicy": KindEnforcement(
-            ("spec.targetRef.*", *_TARGET_REFS, "spec.denyResponse.*"),
+            ("spec.targetRef.*", *_TARGET_REFS, "spec.denyResponse.*", "spec.enforcementMode"),
             MappingProxyType({}),
         ),
         "CredentialInjectionPolicy": KindEnforcement(
@@ -349,8 +348,8 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "RegionAllowListPolicy": KindEnforcement(
-            _TARGET_REFS,
-            MappingProxyType({f"spec.{f}": _NO_REGIONS for f in ("allowedRegions", "unknownRegion", "geoIP.*")}),
+            (*_TARGET_REFS, "spec.allowedRegions", "spec.unknownRegion", "spec.geoIP.*", "spec.enforcementMode"),
+            MappingProxyType({}),
         ),
         "Backend": KindEnforcement(
             (
@@ -394,7 +393,8 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "TrafficPolicy": KindEnforcement(
-            _TARGET_REFS,
+            # enforcementMode: Report applies to the deny-type fields this build enforces (rbac).
+            (*_TARGET_REFS, "spec.rbac.*", "spec.enforcementMode"),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
@@ -411,7 +411,6 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                     "spec.transformation.*": "header and body transformations are not implemented",
                     "spec.autoHostRewrite": "host rewriting to the backend's hostname is not implemented",
                     "spec.buffer.*": "the request size limit is not applied",
-                    "spec.rbac.*": "CEL authorization (rbac) is not implemented",
                     "spec.basicAuth.*": (
                         "request Basic authentication is not implemented (proxy authentication is "
                         "HTTPListenerPolicy basicAuth)"
@@ -422,15 +421,13 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "HTTPListenerPolicy": KindEnforcement(
-            (*_TARGET_REFS, "spec.basicAuth.*"),
+            (*_TARGET_REFS, "spec.basicAuth.*", "spec.buffer.*", "spec.celValidation.*", "spec.enforcementMode"),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
                     "spec.accessLogging": "access logs are not written",
                     "spec.accessLog.*": "access logs are not written",
                     "spec.tracing.*": "tracing is not implemented",
-                    "spec.buffer.*": "the request buffer limit is not applied",
-                    "spec.celValidation.*": "CEL validation is not implemented",
                     "spec.upgradeConfig.*": "the enabledUpgrades list is not applied",
                     "spec.useRemoteAddress": _NO_XFF,
                     "spec.xffNumTrustedHops": _NO_XFF,

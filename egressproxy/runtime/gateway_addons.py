@@ -21,6 +21,7 @@ from addons.listener_match import ListenerMatch
 from addons.parent_proxy import ParentProxyAuth
 from addons.rate_limits import RateLimits
 from addons.readiness import Readiness
+from addons.request_policies import RequestPolicies
 from addons.request_timeout import RequestTimeout
 from addons.upstream_tls import UpstreamTls
 from addons.upstream_trust import UpstreamTrust
@@ -43,6 +44,7 @@ class GatewayAddons:
             ConnectGate(state),
             ListenerMatch(state),
             HttpRoutes(state),
+            RequestPolicies(state),  # after HttpRoutes routed the request; before RateLimits spends a budget
             RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
             BodyTaps(state),  # after HttpRoutes turned streaming on; before FlowMetrics finishes the record
             ModelRewrite(state),  # after BodyTaps (the capture keeps the client's body), before credentials

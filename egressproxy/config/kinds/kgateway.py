@@ -738,6 +738,8 @@ TRAFFIC_POLICY = Obj(
         "buffer": Obj({"maxRequestSize": QUANTITY, "disable": DISABLE}),
         # CEL expressions; with action Allow (upstream's default) a request passes when one of them is true.
         "rbac": Obj({"policy": F(RBAC_POLICY, required=True), "action": Str(enum=("Allow", "Deny"))}),
+        # Extension (DESIGN.md 4.2 report mode) for the deny-type fields (`rbac`): Report counts and logs.
+        "enforcementMode": Str(enum=("Enforce", "Report")),
         # kgateway 2.2: Basic authentication of the request (users inline as htpasswd lines, or a Secret).
         "basicAuth": Obj(
             {
@@ -937,6 +939,8 @@ HTTP_LISTENER_POLICY = Obj(
         ),
         # An htpasswd Secret (key `.htpasswd`, DESIGN.md 4.1).
         "basicAuth": Obj({"credentialsSecretRef": F(NAMESPACED_REF, required=True)}),
+        # Extension (DESIGN.md 4.2 report mode) for `celValidation`: Report counts and logs, the request passes.
+        "enforcementMode": Str(enum=("Enforce", "Report")),
     }
 )
 
