@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", default="GET")
     explain.add_argument("--header", action="append", default=[], metavar="K:V")
     explain.add_argument("--identity", default=None, metavar="NS/SA")
+    explain.add_argument("--body", default=None, metavar="FILE|-", help="the request body (CEL request.body); - reads stdin")
     explain.add_argument("--secrets-dir", default=None, metavar="DIR")
     explain.add_argument("--gateway", default=None, metavar="NAME")
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")

@@ -184,6 +184,26 @@ class RegionCheck:
     destination: str = ""
 
     @property
+    def verdict(self) -> str:
+        """`allow`, `deny`, `report` (Report mode: would deny, passes) or `pending` (GeoIP decides at dial)."""
+        if self.pending:
+            return "pending"
+        if self.would_deny:
+            return "report" if self.allowed else "deny"
+        return "allow"
+
+    def to_dump(self) -> dict[str, Any]:
+        """explain's `regions[]` entry."""
+        return {
+            "policy": self.policy.name,
+            "destination": self.destination,
+            "region": self.region,
+            "source": self.source.value if self.source is not None else None,
+            "verdict": self.verdict,
+            "detail": self.detail,
+        }
+
+    @property
     def detail(self) -> str:
         """Why, for the denial message, the log line and explain (names the region and its source)."""
         allowed = ", ".join(self.policy.allowed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +31,7 @@ from egressproxy.decisions import (
     parent_for,
     route_name,
 )
+from egressproxy.commands.explain_policies import render_trace, request_policy_trace
 from egressproxy.dialer import Dialer
 from egressproxy.engine.destinations import Destination
 from egressproxy.flowrecord import ConnectionRecord, Verdict
@@ -160,8 +162,13 @@ def explain_target(
     *,
     resolve: bool = True,
     rng: RandomSource | None = None,
+    identity: str | None = None,
+    body: bytes | None = None,
 ) -> dict[str, Any]:
-    """What the gateway would do with a request to URL, or a connection to HOST:PORT (DESIGN.md 4.2)."""
+    """What the gateway would do with a request to URL, or a connection to HOST:PORT (DESIGN.md 4.2).
+
+    `identity` (`NS/SA`) and `body` are what CEL policies see as `source.identity` and `request.body`."""
+    extra = (identity, body)
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     scheme, host, port, path = _target(target)
     result: dict[str, Any] = {"gateway": snapshot.gateway.name, "target": target, "connect": None, "connection": None}
@@ -177,7 +184,7 @@ def explain_target(
         # Absolute-form HTTP to the explicit proxy: the request picks its listener; its URL names the destination.
         choice = select_listener(snapshot.gateway, Carries.HTTP, port, name, None)
         result["connection"] = {"via": "absolute-form HTTP", "listener": choice.listener.name if choice.listener else None}
-        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, resolve, rng)
+        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, resolve, rng, extra)
     connect = decide_connect(snapshot, name, port)
     result["connect"] = {"verdict": _verdict(connect.verdict), "listener": connect.listener.name if connect.listener else None}
     if not connect.verdict.allowed:
@@ -194,7 +201,7 @@ def explain_target(
         "verdict": _verdict(conn.verdict),
     }
     if conn.action is Action.INTERCEPT and scheme:
-        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, resolve, rng)
+        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, resolve, rng, extra)
     verdict = conn.verdict
     if verdict.allowed:
         # A relayed tunnel dials the destination the client named (through the gateway's parent, if any).
@@ -217,6 +224,7 @@ def _with_request(
     scheme: str,
     resolve: bool,
     rng: RandomSource | None,
+    extra: tuple[str | None, bytes | None] = (None, None),
 ) -> dict[str, Any]:
     if listener is None:
         verdict = Verdict.deny("no-route", gateway_policy(snapshot.gateway))
@@ -246,7 +254,9 @@ def _with_request(
         # The one rate-limit budget the request counts against: its RateLimitPolicies merged field by field.
         "rateLimit": decision.rate_limit.to_dump() if decision.rate_limit is not None else None,
     }
-    verdict = decision.verdict
+    trace, denial = request_policy_trace(snapshot, listener, decision, view, *extra)
+    result["policyTrace"] = trace
+    verdict = denial or decision.verdict
     answered = decision.direct_response is not None or (decision.rule is not None and decision.rule.filters.redirect is not None)
     if verdict.allowed and not answered:  # the gateway answers a direct response or redirect itself, dialling nothing
         if first is None:
@@ -336,6 +346,7 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"dial      {where}: unreachable ({d['unreachable']})")
         else:
             lines.append(f"dial      {where}: refused")
+    lines += render_trace(result.get("policyTrace") or [])
     for p in result.get("policies") or []:
         detail = f" {', '.join(p['unsupportedFields'])}" if p.get("unsupportedFields") else ""
         detail += _budget_fields_text(p) if p.get("rateLimit") else ""
@@ -344,6 +355,16 @@ def _render(result: dict[str, Any]) -> str:
     word = "ALLOW" if v.get("allowed") else f"DENY {v.get('status', '')}".strip()
     lines.append(f"verdict   {word}: {v.get('reason')}" + (f" by {v['policy']}" if v.get("policy") else "") + (f" ({v['message']})" if v.get("message") else ""))
     return "\n".join(lines)
+
+
+def _read_body(source: str | None) -> bytes | None:
+    """`--body FILE`, or `--body -` for standard input: the request body CEL policies see (`request.body`)."""
+    if source is None:
+        return None
+    if source == "-":
+        return sys.stdin.buffer.read()
+    with open(source, "rb") as f:
+        return f.read()
 
 
 def explain(args: argparse.Namespace, out: TextIO) -> int:
@@ -362,7 +383,10 @@ def explain(args: argparse.Namespace, out: TextIO) -> int:
             return 2
         headers[k.strip()] = v.strip()
     resolve = not getattr(args, "no_resolve", False)
-    result = explain_target(compiled.snapshot, args.target, args.method, headers, resolve=resolve)
+    body = _read_body(getattr(args, "body", None))
+    result = explain_target(
+        compiled.snapshot, args.target, args.method, headers, resolve=resolve, identity=args.identity, body=body
+    )
     if args.identity:
         result["identity"] = args.identity
     out.write(json.dumps(result, indent=2) + "\n" if getattr(args, "json", False) else _render(result) + "\n")

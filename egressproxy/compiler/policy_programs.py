@@ -64,7 +64,8 @@ def _region(comp: Compilation, res: Resource) -> RegionPolicy:
         try:
             reader = maxminddb.open_database(path, maxminddb.MODE_AUTO)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
-            message = f"cannot open the GeoIP database {path!r}: {type(e).__name__}: {e}"
+            why = e.strerror if isinstance(e, OSError) and e.strerror else f"not a MaxMind DB ({e})"
+            message = f"cannot open the GeoIP database {path!r}: {why}"
             comp.problem(res, "spec.geoIP.databasePath", message)
             comp.status.set(res.ref, "ResolvedRefs", False, "InvalidGeoIPDatabase", f"spec.geoIP.databasePath: {message}")
     allowed = tuple(str(r) for r in spec.get("allowedRegions") or ())

@@ -157,6 +157,8 @@ class DestinationCheck:
             return chosen
         upstream = record.upstreams.get((host, port))
         check = upstream.region_check if upstream is not None else None
+        if check is not None and not check.pending:
+            return chosen  # decided (and any Report counted) with the request
         if check is None:
             policy = snapshot.compiled.region_policy(snapshot.policies, listener=record.listener)
             if policy is None:
