@@ -335,6 +335,7 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"upstream  group {u['group']}: {u['scheme']}://{u['host']}:{u['port']} ({u['backend'] or 'requested destination'}){via}")
         if r.get("rateLimit"):
             lines.append(f"budget    {r['rateLimit']['policy']}: {_rate_limit_text(r['rateLimit'])}")
+    lines += render_trace(result.get("policyTrace") or [])  # in the order the data plane consults them, before the dial
     if result.get("destination"):
         d = result["destination"]
         where = f"{d['host']}:{d['port']}"
@@ -346,7 +347,6 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"dial      {where}: unreachable ({d['unreachable']})")
         else:
             lines.append(f"dial      {where}: refused")
-    lines += render_trace(result.get("policyTrace") or [])
     for p in result.get("policies") or []:
         detail = f" {', '.join(p['unsupportedFields'])}" if p.get("unsupportedFields") else ""
         detail += _budget_fields_text(p) if p.get("rateLimit") else ""
