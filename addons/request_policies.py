@@ -3,8 +3,9 @@
 The decisions are egressproxy/request_policies.py's; this addon reads the routed request from the flow record
 and translates. Without an expression that mentions `body`, the CEL policies are decided in `requestheaders`
 (before the body is read); with one, in `request`, once mitmproxy has the whole body. A Content-Length past the
-limit is answered 413 in `requestheaders`; a body without one (chunked) is counted as it is read and answered
-413 in `request`, before anything is sent upstream. Report-mode denials are counted and logged, the request goes
+limit is answered 413 in `requestheaders`; a body without one (chunked) is counted as mitmproxy reads it and
+answered 413 as soon as it passes the limit (egressproxy/engine/mitmproxy_boundary.py, `BODY_LIMIT_KEY`), before
+anything is sent upstream; the `request` hook checks the complete body again. Report-mode denials are counted and logged, the request goes
 on. Each policy consulted and its verdict is written on the flow's comment (mitmweb shows it).
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 from mitmproxy import http
 
 from egressproxy.cel_programs import RequestVariables, json_body
-from egressproxy.engine.answers import answer_denied, flow_record
+from egressproxy.engine.answers import answer_denied, denial_response, flow_record
 from egressproxy.engine.guard import fail_closed
+from egressproxy.engine.mitmproxy_boundary import BODY_LIMIT_KEY
 from egressproxy.engine.policy_reports import note_reports
 from egressproxy.flowrecord import FlowRecord, Verdict
 from egressproxy.request_policies import RequestPolicies as Policies
@@ -48,9 +50,13 @@ class RequestPolicies:
             return
         if policies.needs_body or policies.limit is not None:
             self.pending[flow.id] = policies
-            if policies.needs_body:
-                return
-        self._evaluate(flow, frec, policies, None)
+        if policies.limit is not None and _content_length(flow.request) is None:
+            # Unknown length (chunked): answered 413 as soon as the bytes read pass the limit, mid-upload.
+            verdict = size_verdict(policies.limit, policies.limit.max_bytes + 1)
+            assert verdict is not None
+            flow.metadata[BODY_LIMIT_KEY] = (policies.limit.max_bytes, lambda: self._too_large(flow, verdict))
+        if not policies.needs_body:
+            self._evaluate(flow, frec, policies, None)
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
@@ -65,8 +71,17 @@ class RequestPolicies:
         if policies.needs_body:
             self._evaluate(flow, flow_record(flow), policies, json_body(flow.request.get_content(strict=False)))
 
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.pending.pop(flow.id, None)  # answered before the body ended (a 413 mid-upload)
+
     def error(self, flow: http.HTTPFlow) -> None:
         self.pending.pop(flow.id, None)
+
+    def _too_large(self, flow: http.HTTPFlow, verdict: Verdict) -> http.Response:
+        """The 413 mitmproxy sends mid-upload (egressproxy/engine/mitmproxy_boundary.py, BODY_LIMIT_KEY)."""
+        self.pending.pop(flow.id, None)
+        self.state.metrics.denials.labels(verdict.reason).inc()
+        return denial_response(flow, verdict)
 
     def _evaluate(self, flow: http.HTTPFlow, frec: FlowRecord, policies: Policies, body: object) -> None:
         outcome = evaluate(policies, _variables(flow, frec, body))

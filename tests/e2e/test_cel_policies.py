@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -196,6 +197,32 @@ def test_a_body_past_max_request_bytes_is_413(gateway, gateway_ca, trust_secret,
         }
     assert small_stream.status_code == 200
     assert [path for _, path, _ in origin.requests] == ["/small", "/chunked-small"]
+
+
+def test_a_chunked_upload_is_answered_413_as_soon_as_it_passes_the_limit(gateway, gateway_ca, trust_secret, tls_origin):
+    """The client never finishes its body: the 413 arrives anyway (counted while read, not after the end)."""
+    origin = tls_origin(HOST, name="api")
+    gw = gateway(gateway_yaml(LIMIT), gateway_ca[1], trust_secret)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw:
+        raw.sendall(f"CONNECT {HOST}:{origin.port} HTTP/1.1\r\nHost: {HOST}:{origin.port}\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+        context = ssl.create_default_context(cafile=str(gateway_ca[0]))
+        with context.wrap_socket(raw, server_hostname=HOST) as tls:
+            head = f"POST /upload HTTP/1.1\r\nHost: {HOST}:{origin.port}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            tls.sendall(head.encode())
+            for _ in range(3):
+                tls.sendall(b"20\r\n" + b"z" * 32 + b"\r\n")  # 96 bytes, and no last chunk: the body never ends
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"x-egress-denied: body-too-large" in answer.lower()
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["reason"] == "body-too-large"
+    assert origin.requests == []
+    assert 'egress_denials_total{reason="body-too-large"} 1.0' in gw.metrics()
 
 
 def test_report_mode_passes_and_counts(gateway, gateway_ca, trust_secret, tls_origin):
