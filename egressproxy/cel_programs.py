@@ -107,5 +107,5 @@ def json_body(content: bytes | None) -> Any:
         return None
     try:
         return json.loads(content)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
