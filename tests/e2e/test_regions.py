@@ -262,3 +262,32 @@ def test_a_missing_geoip_database_is_a_validation_problem(tmp_path: Path, gatewa
         f"{config / 'gw.yaml'}:{line}: RegionAllowListPolicy/default/regions: spec.geoIP.databasePath: "
         "cannot open the GeoIP database '/nonexistent/x.mmdb': No such file or directory"
     )
+
+
+def test_explain_shows_a_geoip_region_pending_until_the_dial(tmp_path: Path, gateway_ca, trust_secret):
+    """Line by line: the candidate is pending before DNS, the dial's destination check decides by GeoIP."""
+    db = write_country_db(tmp_path / "country.mmdb", {"127.0.0.0/8": ("EU", "DE")})
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "gw.yaml").write_text(gateway_yaml(f'  allowedRegions: ["na-*"]\n  geoIP: {{databasePath: {db}}}\n'))
+    (config / "secrets.yaml").write_text(gateway_ca[1] + "\n---\n" + trust_secret)
+    out = subprocess.run(
+        [sys.executable, "-m", "egressproxy", "explain", "-c", str(config), f"https://{PLAIN_HOST}/v1/models"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.stdout.splitlines() == [
+        "gateway   default/eg",
+        f"target    https://{PLAIN_HOST}/v1/models",
+        "CONNECT   allowed (listener https)",
+        "listener  https  action intercept",
+        "route     default/direct",
+        "request   GET /v1/models: route default/direct rule 0",
+        f"upstream  group 0: https://{PLAIN_HOST}:443 (requested destination)",
+        f"check     region RegionAllowListPolicy/default/regions: pending ({PLAIN_HOST}:443: region unknown before DNS; "
+        "the GeoIP database decides at dial time)",
+        f"dial      {PLAIN_HOST}:443: refused",
+        "policy    RegionAllowListPolicy/default/regions (gateway): deny",
+        f"verdict   DENY 403: region-not-allowed by RegionAllowListPolicy/default/regions ({PLAIN_HOST}:443 (127.0.0.1): "
+        "region eu-de (from geoip) is not in allowedRegions [na-*])",
+    ]
