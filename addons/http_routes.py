@@ -14,6 +14,7 @@ from mitmproxy.proxy.mode_specs import RegularMode
 from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name, traffic_for
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
+from egressproxy.engine.policy_reports import note_region_checks, note_reports
 from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, authority_host, canonical_host
 from egressproxy.matching import Carries, select_listener
@@ -63,7 +64,10 @@ class HttpRoutes:
         frec.verdict = decision.verdict
         if not decision.verdict.allowed:
             self._deny(flow, decision.verdict)
+            note_region_checks(flow, decision.region_checks)
             return
+        note_region_checks(flow, decision.region_checks)  # mitmweb shows the checks explain prints
+        note_reports(self.state.metrics, flow, decision.reports)  # Report-mode EgressDenyPolicy, regions
         frec.rate_limit = decision.rate_limit  # checked by addons/rate_limits.py, next
         frec.ai = decision.ai  # applied by addons/ai_guardrails.py
         self._forward(flow, record, frec, decision, view)

@@ -214,6 +214,12 @@ class ListenerMatch:
         if not decision.verdict.allowed:
             self.state.metrics.denials.labels(decision.verdict.reason).inc()
             log.debug("connection denied: %s %s", decision.verdict.reason, decision.host)
+        deny = decision.route.deny if decision.route is not None else None
+        listener = decision.listener
+        if deny is not None and deny.report and listener is not None and not listener.carries_http:
+            # A Report-mode EgressDenyPolicy on a tunnel's route (HTTP routes report per request).
+            self.state.metrics.policy_reports.labels("route-denied", str(deny.policy)).inc()
+            log.info("report: %s would deny the connection to %s (enforcementMode Report)", deny.policy, decision.host)
 
     @staticmethod
     def _dial_by_name(server: connection.Server, decision: ConnectionDecision, port: int | None) -> None:

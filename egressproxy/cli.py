@@ -69,13 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", default="GET")
     explain.add_argument("--header", action="append", default=[], metavar="K:V")
     explain.add_argument("--identity", default=None, metavar="NS/SA")
+    explain.add_argument(
+        "--body", default=None, metavar="FILE|-",
+        help="the request body (a path, or - for stdin): what CEL sees as request.body and the AI guardrails judge",
+    )
     explain.add_argument("--secrets-dir", default=None, metavar="DIR")
     explain.add_argument("--gateway", default=None, metavar="NAME")
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
     explain.add_argument("--no-resolve", action="store_true", help="skip DNS in the destination check (and say so)")
-    explain.add_argument(
-        "--body", default=None, metavar="FILE", help="the request body (a path, or - for stdin): the guardrail verdict on it"
-    )
 
     ca = sub.add_parser("ca", help="certificate authority for interception")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="COMMAND")

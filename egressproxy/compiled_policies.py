@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from passlib.context import CryptContext
@@ -24,10 +24,15 @@ from egressproxy.credentials import CredentialTable
 from egressproxy.prompt_guard import AiPolicyTable
 from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.observability_settings import AccessLogs, TracingSettings
+from egressproxy.regions import RegionPolicy, merge_region_policies
+from egressproxy.request_policies import RequestPolicyTable
 from egressproxy.resolver import DnsSettings
 from egressproxy.ssrf import SsrfGuard
 from egressproxy.traffic_retries import TrafficSettings
 from egressproxy.upstream_tls import UpstreamTlsParams, gateway_params
+
+if TYPE_CHECKING:
+    from egressproxy.snapshot import PolicyIndex
 
 __all__ = [
     "HTPASSWD_SCHEMES",
@@ -177,6 +182,10 @@ class CompiledPolicies:
         if listener is None:
             return self.gateway_replay_buffer
         return self.replay_buffer.get(listener, self.gateway_replay_buffer)
+    # RegionAllowListPolicy by ref (egressproxy/regions.py); CEL programs and body limits (request_policies.py)
+    regions: Mapping[ObjectRef, RegionPolicy] = field(default_factory=lambda: MappingProxyType({}))
+    request_policies: RequestPolicyTable = field(default_factory=RequestPolicyTable)
+    _merged_regions: dict[tuple[ObjectRef, ...], RegionPolicy] = field(default_factory=dict, repr=False, compare=False)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
         """The effective DNSPolicy for a dial to `backend` (Backend > Gateway); None: the gateway's."""
@@ -205,6 +214,29 @@ class CompiledPolicies:
         if listener is None:
             return self.gateway_basic_auth
         return self.listener_basic_auth.get(listener, self.gateway_basic_auth)
+
+    def region_policy(
+        self,
+        policies: PolicyIndex,
+        route: ObjectRef | None = None,
+        backend: ObjectRef | None = None,
+        listener: str | None = None,
+        rule: int | None = None,
+    ) -> RegionPolicy | None:
+        """The RegionAllowListPolicies that apply to a destination (Rule > Route > Backend > Listener > Gateway),
+        merged field by field; named by the most specific. The merge of compiled forms (GeoIP readers opened at
+        compile time) is remembered per combination: a dict lookup after the first request."""
+        if not self.regions:
+            return None
+        attached = policies.policies("RegionAllowListPolicy", route, backend, listener, rule)
+        found = tuple(self.regions[p.ref] for p in attached if p.ref in self.regions)
+        if len(found) <= 1:
+            return found[0] if found else None
+        key = tuple(p.ref for p in found)
+        merged = self._merged_regions.get(key)
+        if merged is None:
+            merged = self._merged_regions[key] = merge_region_policies(found)
+        return merged
 
     def parent_authorization(self, host: str, port: int) -> str | None:
         """The `Proxy-Authorization` value for a CONNECT to the parent proxy at host:port, if it has credentials."""
@@ -245,6 +277,8 @@ class CompiledPolicies:
             },
             "ai": self.ai.to_dump(),
             "trafficPolicies": {str(ref): t.to_dump() for ref, t in sorted(self.traffic.items())},
+            "regions": {str(ref): policy.to_dump() for ref, policy in sorted(self.regions.items())},
+            "requestPolicies": self.request_policies.to_dump(),
         }
 
 

@@ -24,6 +24,8 @@ from egressproxy.matching import (
 from egressproxy.prompt_guard import AiPolicy
 from egressproxy.provider_endpoints import provider_endpoint
 from egressproxy.rate_limits import RateLimit
+from egressproxy.regions import REGION_NOT_ALLOWED, RegionCheck, RegionFilter, RegionPolicy, filter_candidates
+from egressproxy.request_policies import PolicyReport
 from egressproxy.traffic_retries import TrafficSettings, merge_settings
 from egressproxy.snapshot import (
     AIProvider,
@@ -211,6 +213,10 @@ class RequestDecision:
     rate_limit: RateLimit | None = None
     # TrafficPolicy `ai` of an allowed request (guardrails, enrichment, defaults, model lists), merged per part.
     ai: AiPolicy | None = None
+    # Every RegionAllowListPolicy check made on the candidates (the refused ones are not in `upstreams`).
+    region_checks: tuple[RegionCheck, ...] = ()
+    # Denials Report-mode policies would have made here (an EgressDenyPolicy, a region check).
+    reports: tuple[PolicyReport, ...] = ()
 
 
 def decide_request(
@@ -239,20 +245,31 @@ def decide_request(
         if not verdict.allowed:
             return RequestDecision(verdict)
         # allow-all serves it as a catch-all route would: to the requested destination, unmodified.
-        upstreams = request_candidates(snapshot, None, request, rng)
+        regions = _by_region(snapshot, listener, None, None, request_candidates(snapshot, None, request, rng))
+        if regions.denial is not None:
+            return RequestDecision(_region_denial(regions.denial), region_checks=regions.checks)
+        upstreams = regions.kept
         limit = rate_limit_for(snapshot, listener, None, None, upstreams)
         ai = ai_policy_for(snapshot, listener, None, None, upstreams)
-        return RequestDecision(verdict, upstreams=upstreams, rate_limit=limit, ai=ai)
+        reports = _region_reports(regions.checks)
+        return RequestDecision(
+            verdict, upstreams=upstreams, rate_limit=limit, ai=ai, region_checks=regions.checks, reports=reports
+        )
     route = match.route
     verdict = decide_route(route)
     if not verdict.allowed:
         return RequestDecision(verdict, route, match.rule, match.rule_index)
     rule = match.rule
-    upstreams = request_candidates(snapshot, rule, request, rng)
+    regions = _by_region(snapshot, listener, route, match.rule_index, request_candidates(snapshot, rule, request, rng))
+    if regions.denial is not None and rule.filters.direct_response is None and rule.filters.redirect is None:
+        return RequestDecision(_region_denial(regions.denial), route, rule, match.rule_index, region_checks=regions.checks)
+    upstreams = regions.kept
     limit = rate_limit_for(snapshot, listener, route, match.rule_index, upstreams)
     ai = ai_policy_for(snapshot, listener, route, match.rule_index, upstreams)
+    reports = _deny_reports(route) + _region_reports(regions.checks)
     return RequestDecision(
-        verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match, limit, ai
+        verdict, route, rule, match.rule_index, rule.filters.direct_response, upstreams, match.match, limit, ai,
+        regions.checks, reports,
     )
 
 
@@ -272,6 +289,38 @@ def ai_policy_for(
         listener.name,
         rule_index,
     )
+
+
+def _by_region(
+    snapshot: Snapshot, listener: Listener, route: Route | None, rule: int | None, candidates: tuple[Upstream, ...]
+) -> RegionFilter:
+    """The candidates a RegionAllowListPolicy lets be tried (the most specific one for each candidate's Backend,
+    the route and the listener decides), before any is tried: a refused provider is never dialled."""
+    compiled = snapshot.compiled
+    if not compiled.regions:
+        return RegionFilter(candidates, ())
+    route_ref = route.ref if route is not None else None
+
+    def policy_for(upstream: Upstream) -> RegionPolicy | None:
+        backend = upstream.backend.ref if upstream.backend is not None and upstream.backend.type != "Service" else None
+        return compiled.region_policy(snapshot.policies, route_ref, backend, listener.name, rule)
+
+    return filter_candidates(candidates, policy_for)
+
+
+def _region_denial(check: RegionCheck) -> Verdict:
+    return Verdict.deny(REGION_NOT_ALLOWED, check.policy.name, check.detail)
+
+
+def _region_reports(checks: tuple[RegionCheck, ...]) -> tuple[PolicyReport, ...]:
+    return tuple(PolicyReport(REGION_NOT_ALLOWED, c.policy.name, c.detail) for c in checks if c.would_deny and c.allowed)
+
+
+def _deny_reports(route: Route) -> tuple[PolicyReport, ...]:
+    deny = route.deny
+    if deny is None or not deny.report:
+        return ()
+    return (PolicyReport("route-denied", str(deny.policy), deny.message or "route-denied"),)
 
 
 def rate_limit_for(

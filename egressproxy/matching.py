@@ -158,8 +158,9 @@ def decide_unmatched(gateway: Gateway) -> Decision:
 
 
 def decide_route(route: Route) -> Decision:
-    """A matched route allows, unless an EgressDenyPolicy turned it into a denial (`route-denied`)."""
-    if route.deny is not None:
+    """A matched route allows, unless an EgressDenyPolicy turned it into a denial (`route-denied`); a Report-mode
+    one lets it pass (the request decision and the listener-matching addon report what it would have denied)."""
+    if route.deny is not None and not route.deny.report:
         deny = route.deny
         return Verdict.deny("route-denied", str(deny.policy), deny.message or "", deny.status_code)
     return Verdict.allow("route", f"{route.kind}/{route.ref.namespace}/{route.ref.name}")

@@ -458,6 +458,7 @@ class DenyAction:
     policy: ObjectRef
     status_code: int = 403
     message: str | None = None
+    report: bool = False  # enforcementMode Report: the route's traffic passes, the denial is counted and logged
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from egressproxy.snapshot import AIProvider, Backend, StaticHost
+
+if TYPE_CHECKING:
+    from egressproxy.regions import RegionCheck
 
 __all__ = ["RandomSource", "Upstream", "order_candidates"]
 
@@ -42,6 +45,9 @@ class Upstream:
     group: int = 0  # AI priority group, 0 = highest priority
     weight: int = 1
     provider: AIProvider | None = None  # for AI Backends: the provider this candidate is
+    # The RegionAllowListPolicy check this candidate passed when the request was decided (None: no policy was
+    # consulted; the dialer then applies the gateway's). A `pending` one is decided by GeoIP at dial time.
+    region_check: RegionCheck | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, int]:

@@ -31,6 +31,7 @@ from egressproxy.decisions import (
     parent_for,
     route_name,
 )
+from egressproxy.commands.explain_policies import render_trace, request_policy_trace
 from egressproxy.dialer import Dialer
 from egressproxy.engine.destinations import Destination
 from egressproxy.flowrecord import ConnectionRecord, Verdict
@@ -162,10 +163,14 @@ def explain_target(
     *,
     resolve: bool = True,
     rng: RandomSource | None = None,
+    identity: str | None = None,
     body: bytes | None = None,
 ) -> dict[str, Any]:
-    """What the gateway would do with a request to URL, or a connection to HOST:PORT (DESIGN.md 4.2); with
+    """What the gateway would do with a request to URL, or a connection to HOST:PORT (DESIGN.md 4.2).
+
+    `identity` (`NS/SA`) and `body` are what CEL policies see as `source.identity` and `request.body`; with
     `body`, the request's AI guardrails judge it as the data plane would."""
+    extra = (identity, body)
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     scheme, host, port, path = _target(target)
     result: dict[str, Any] = {"gateway": snapshot.gateway.name, "target": target, "connect": None, "connection": None}
@@ -181,7 +186,7 @@ def explain_target(
         # Absolute-form HTTP to the explicit proxy: the request picks its listener; its URL names the destination.
         choice = select_listener(snapshot.gateway, Carries.HTTP, port, name, None)
         result["connection"] = {"via": "absolute-form HTTP", "listener": choice.listener.name if choice.listener else None}
-        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, resolve, rng, body)
+        return _with_request(result, snapshot, choice.listener, name, port, method, path, headers, scheme, resolve, rng, extra)
     connect = decide_connect(snapshot, name, port)
     result["connect"] = {"verdict": _verdict(connect.verdict), "listener": connect.listener.name if connect.listener else None}
     if not connect.verdict.allowed:
@@ -198,7 +203,7 @@ def explain_target(
         "verdict": _verdict(conn.verdict),
     }
     if conn.action is Action.INTERCEPT and scheme:
-        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, resolve, rng, body)
+        return _with_request(result, snapshot, conn.listener, name, port, method, path, headers, scheme, resolve, rng, extra)
     verdict = conn.verdict
     if verdict.allowed:
         # A relayed tunnel dials the destination the client named (through the gateway's parent, if any).
@@ -221,7 +226,7 @@ def _with_request(
     scheme: str,
     resolve: bool,
     rng: RandomSource | None,
-    body: bytes | None = None,
+    extra: tuple[str | None, bytes | None] = (None, None),
 ) -> dict[str, Any]:
     if listener is None:
         verdict = Verdict.deny("no-route", gateway_policy(snapshot.gateway))
@@ -251,11 +256,13 @@ def _with_request(
         # The one rate-limit budget the request counts against: its RateLimitPolicies merged field by field.
         "rateLimit": decision.rate_limit.to_dump() if decision.rate_limit is not None else None,
     }
-    verdict = decision.verdict
+    trace, denial = request_policy_trace(snapshot, listener, decision, view, *extra)
+    result["policyTrace"] = trace
+    verdict = denial or decision.verdict
     answered = decision.direct_response is not None or (decision.rule is not None and decision.rule.filters.redirect is not None)
     if verdict.allowed and not answered and decision.ai is not None:
         # The data plane judges the buffered body before anything is dialled (addons/ai_guardrails.py).
-        verdict = _guardrails(result["request"], decision, path, body) or verdict
+        verdict = _guardrails(result["request"], decision, path, extra[1]) or verdict
     if verdict.allowed and not answered:  # the gateway answers a direct response or redirect itself, dialling nothing
         if first is None:
             verdict = Verdict.deny("no-healthy-backend", "", "no backendRef of the rule leaves a candidate to try", 502)
@@ -367,6 +374,7 @@ def _render(result: dict[str, Any]) -> str:
             lines.append(f"budget    {r['rateLimit']['policy']}: {_rate_limit_text(r['rateLimit'])}")
         if r.get("ai"):
             lines.extend(_ai_lines(r["ai"]))
+    lines += render_trace(result.get("policyTrace") or [])  # in the order the data plane consults them, before the dial
     if result.get("destination"):
         d = result["destination"]
         where = f"{d['host']}:{d['port']}"
@@ -386,6 +394,17 @@ def _render(result: dict[str, Any]) -> str:
     word = "ALLOW" if v.get("allowed") else f"DENY {v.get('status', '')}".strip()
     lines.append(f"verdict   {word}: {v.get('reason')}" + (f" by {v['policy']}" if v.get("policy") else "") + (f" ({v['message']})" if v.get("message") else ""))
     return "\n".join(lines)
+
+
+def _read_body(source: str | None) -> bytes | None:
+    """`--body FILE`, or `--body -` for standard input: the request body CEL policies (`request.body`) and AI
+    guardrails see."""
+    if source is None:
+        return None
+    if source == "-":
+        return sys.stdin.buffer.read()
+    with open(source, "rb") as f:
+        return f.read()
 
 
 def explain(args: argparse.Namespace, out: TextIO) -> int:
@@ -409,18 +428,10 @@ def explain(args: argparse.Namespace, out: TextIO) -> int:
     except OSError as e:
         out.write(f"error: --body: {e.strerror or e}: {args.body}\n")
         return 2
-    result = explain_target(compiled.snapshot, args.target, args.method, headers, resolve=resolve, body=body)
+    result = explain_target(
+        compiled.snapshot, args.target, args.method, headers, resolve=resolve, identity=args.identity, body=body
+    )
     if args.identity:
         result["identity"] = args.identity
     out.write(json.dumps(result, indent=2) + "\n" if getattr(args, "json", False) else _render(result) + "\n")
     return 0 if result.get("verdict", {}).get("allowed") else 3
-
-
-def _read_body(source: str | None) -> bytes | None:
-    """`--body FILE`: the file's bytes, or standard input's for `-`."""
-    if source is None:
-        return None
-    if source == "-":
-        return sys.stdin.buffer.read()
-    with open(source, "rb") as f:
-        return f.read()

@@ -20,6 +20,7 @@ from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
 from egressproxy.compiler.observability_forms import compile_access_logs, compile_tracing, redacted_names
+from egressproxy.compiler.policy_programs import PolicyPrograms, compile_policy_programs
 from egressproxy.compiler.rate_limit_forms import compile_rate_limits
 from egressproxy.compiler.tls_material import compile_backend_tls_policies, compile_trust_bundle, gateway_tls
 from egressproxy.config.problems import ObjectRef
@@ -50,6 +51,7 @@ class PolicyMaterial:
     tracing: Mapping[ObjectRef, TracingSettings] = field(default_factory=dict)  # HTTPListenerPolicy ref ->
     ai: Mapping[ObjectRef, AiPolicy] = field(default_factory=dict)  # TrafficPolicy ref -> its compiled `ai`
     traffic: Mapping[ObjectRef, TrafficSettings] = field(default_factory=dict)  # TrafficPolicy ref -> retry/timeout
+    programs: PolicyPrograms = field(default_factory=PolicyPrograms)  # regions, CEL programs, body limits
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -71,6 +73,7 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         compile_tracing(comp),
         compile_ai_policies(comp),
         _traffic(comp),
+        compile_policy_programs(comp),
     )
 
 
@@ -114,6 +117,8 @@ def link_compiled_policies(
         replay_buffer=MappingProxyType({listener.name: _replay_buffer(policies, listener.name) for listener in gateway.listeners}),
         gateway_replay_buffer=_replay_buffer(policies, None),
         traffic=MappingProxyType(dict(material.traffic)),
+        regions=MappingProxyType(dict(material.programs.regions)),
+        request_policies=material.programs.requests,
     )
 
 

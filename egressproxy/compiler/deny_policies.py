@@ -9,7 +9,8 @@ from egressproxy.snapshot import DenyAction
 
 def record_deny(comp: Compilation, res: Resource) -> None:
     deny = res.spec.get("denyResponse") or {}
-    action = DenyAction(res.ref, int(deny.get("statusCode", 403)), deny.get("message"))
+    report = res.spec.get("enforcementMode") == "Report"
+    action = DenyAction(res.ref, int(deny.get("statusCode", 403)), deny.get("message"), report)
     for scope, key in comp.policy_targets.get(res.ref, []):
         route_ref = key[0] if scope == "rule" else key if scope == "route" else None
         if route_ref is not None and route_ref not in comp.denies:

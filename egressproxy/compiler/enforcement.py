@@ -311,7 +311,6 @@ _OUTLIER_SUCCESS_RATE = "success-rate ejection and enforcing percentages are not
 _NO_LOGGING_SINKS = (
     "named log sinks are not implemented: captures go to the embedded store and the EgressGateway's OTLP export"
 )
-_NO_REGIONS = "region allow-lists are not implemented"
 _NO_POLICY_HEADERS = "TrafficPolicy header modifiers are not applied (route filters are)"
 _NO_SELECTORS = "attachment by label selector (targetSelectors) is not implemented; use targetRefs"
 _NO_STREAM_IDLE = "a stream idle timeout is not applied (timeouts.request is)"
@@ -413,7 +412,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             MappingProxyType({}),
         ),
         "EgressDenyPolicy": KindEnforcement(
-            ("spec.targetRef.*", *_TARGET_REFS, "spec.denyResponse.*"),
+            ("spec.targetRef.*", *_TARGET_REFS, "spec.denyResponse.*", "spec.enforcementMode"),
             MappingProxyType({}),
         ),
         "CredentialInjectionPolicy": KindEnforcement(
@@ -447,8 +446,8 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             MappingProxyType({"spec.sinkRef": _NO_LOGGING_SINKS}),
         ),
         "RegionAllowListPolicy": KindEnforcement(
-            _TARGET_REFS,
-            MappingProxyType({f"spec.{f}": _NO_REGIONS for f in ("allowedRegions", "unknownRegion", "geoIP.*")}),
+            (*_TARGET_REFS, "spec.allowedRegions", "spec.unknownRegion", "spec.geoIP.*", "spec.enforcementMode"),
+            MappingProxyType({}),
         ),
         "Backend": KindEnforcement(
             (
@@ -500,7 +499,7 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
         "TrafficPolicy": KindEnforcement(
             # enforcementMode: Report applies to the deny-type parts this build enforces (ai.promptGuard REJECT,
             # ai.models); rbac and extAuth are unsupported whole.
-            (*_TARGET_REFS, *_AI_ENFORCED, "spec.enforcementMode", "spec.timeouts", "spec.timeouts.request",
+            (*_TARGET_REFS, *_AI_ENFORCED, "spec.enforcementMode", "spec.rbac.*", "spec.timeouts", "spec.timeouts.request",
              "spec.timeout", "spec.timeout.request", "spec.retry.*", "spec.retries.*"),
             MappingProxyType(
                 {
@@ -516,7 +515,6 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                     "spec.transformation.*": "header and body transformations are not implemented",
                     "spec.autoHostRewrite": "host rewriting to the backend's hostname is not implemented",
                     "spec.buffer.*": "the request size limit is not applied",
-                    "spec.rbac.*": "CEL authorization (rbac) is not implemented",
                     "spec.basicAuth.*": (
                         "request Basic authentication is not implemented (proxy authentication is "
                         "HTTPListenerPolicy basicAuth)"
@@ -527,7 +525,8 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "HTTPListenerPolicy": KindEnforcement(
-            (*_TARGET_REFS, "spec.basicAuth.*", *_ACCESS_LOG_ENFORCED, *_TRACING_ENFORCED),
+            (*_TARGET_REFS, "spec.basicAuth.*", *_ACCESS_LOG_ENFORCED, *_TRACING_ENFORCED, "spec.buffer.*",
+             "spec.celValidation.*", "spec.enforcementMode"),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
@@ -538,8 +537,6 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                     ),
                     "spec.accessLog.filter.*": "access-log filters are not applied (every request is logged)",
                     **_TRACING_UNSUPPORTED,
-                    "spec.buffer.*": "the request buffer limit is not applied",
-                    "spec.celValidation.*": "CEL validation is not implemented",
                     "spec.upgradeConfig.*": "the enabledUpgrades list is not applied",
                     "spec.useRemoteAddress": _NO_XFF,
                     "spec.xffNumTrustedHops": _NO_XFF,

@@ -39,7 +39,7 @@ def find_unsupported(comp: Compilation) -> None:
         paths = unsupported_fields(res.kind, raw_spec)
         if L4_BACKEND_REFS in paths and _only_parent_backends(comp, res.ref):
             paths = tuple(p for p in paths if p != L4_BACKEND_REFS)
-        if res.kind == "RateLimitPolicy":
+        if res.kind in ("RateLimitPolicy", "RegionAllowListPolicy"):
             paths += _connection_routes(comp, res.ref)
         if res.kind in ("Backend", "AIBackend"):
             paths += _mixed_api_formats(comp, res.ref)
@@ -78,7 +78,8 @@ def _mixed_api_formats(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:
 
 def _connection_routes(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:
     """Rate limits count HTTP requests: a RateLimitPolicy attached to a TLS, TCP, UDP or L4 route (whose
-    connections carry no request the gateway sees) is not enforced there, and says so."""
+    connections carry no request the gateway sees) is not enforced there, and says so. So is a
+    RegionAllowListPolicy: a tunnel's dial gets the listener's or gateway's policy (egressproxy/regions.py)."""
     out: list[str] = []
     for scope, key in comp.policy_targets.get(ref, []):
         route = key[0] if scope == "rule" else key if scope == "route" else None

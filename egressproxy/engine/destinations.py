@@ -9,7 +9,9 @@ rebinding between check and dial). Order:
    Backend's for a request routed to a Backend, else the gateway's);
 2. each address in order is checked by the SSRF guard (skipped for hostAliases and for destinations a
    configured backend named) and, when the DNSPolicy enforces `reverseLookup`, by its PTR; the first address
-   that passes is the answer.
+   that passes is the answer;
+3. the RegionAllowListPolicy's GeoIP source, on that address (egressproxy/regions.py): the one region source
+   only knowable after DNS, checked here because every connection the gateway opens passes through here.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from egressproxy.flowrecord import ConnectionRecord, Verdict
 from egressproxy.hostnames import is_ip_literal
 from egressproxy.metrics import GatewayMetrics
 from egressproxy.outcomes import DialOutcome, GatewayFailure
+from egressproxy.regions import REGION_NOT_ALLOWED, check_address, check_candidate
 from egressproxy.resolver import DnsSettings, ResolutionError, Resolver, order_by_family
 from egressproxy.snapshot import Snapshot
 from egressproxy.ssrf import AddressCheck
+from egressproxy.upstreams import Upstream
 
 __all__ = ["Destination", "DestinationCheck", "RESOLVE_TIMEOUT"]
 
@@ -94,7 +98,8 @@ class DestinationCheck:
                     source, candidates = "literal", (host,)
                 else:
                     candidates = await self.resolver.resolve(host, gateway.lookup_family, settings)
-                return await self._choose(snapshot, record, host, port, candidates, source, trusted, settings)
+                chosen = await self._choose(snapshot, record, host, port, candidates, source, trusted, settings)
+                return self._region(snapshot, record, host, port, chosen)
         except ResolutionError as e:
             return self._unreachable(host, port, str(e))
         except TimeoutError:
@@ -141,6 +146,35 @@ class DestinationCheck:
             self.metrics.ssrf_denials.labels(refused[0].range if refused else "unknown").inc()
         self.metrics.denials.labels(verdict.reason).inc()
         log.info("refused dial to %s:%s (%s): %s", host, port, verdict.reason, detail)
+        return Destination(denial=verdict)
+
+    def _region(self, snapshot: Snapshot, record: ConnectionRecord, host: str, port: int, chosen: Destination) -> Destination:
+        """The RegionAllowListPolicy at dial time (docs/policies.md): a candidate the request decision left
+        `pending` is decided by GeoIP of the address just chosen; a dial no request decision checked (a
+        tunnel, a connection of the gateway's own) gets the listener's or gateway's policy, whole. A dial to
+        a parent proxy is not checked (the parent resolves the destination and applies its own policy)."""
+        if chosen.address is None or not snapshot.compiled.regions or (host, port) in snapshot.compiled.parents:
+            return chosen
+        upstream = record.upstreams.get((host, port))
+        check = upstream.region_check if upstream is not None else None
+        if check is not None and not check.pending:
+            return chosen  # decided (and any Report counted) with the request
+        if check is None:
+            policy = snapshot.compiled.region_policy(snapshot.policies, listener=record.listener)
+            if policy is None:
+                return chosen
+            check = check_candidate(policy, upstream or Upstream(host, port))
+        if check.pending:
+            check = check_address(check.policy, f"{host}:{port}", chosen.address)
+        if not check.would_deny:
+            return chosen
+        if check.allowed:  # Report mode
+            self.metrics.policy_reports.labels(REGION_NOT_ALLOWED, check.policy.name).inc()
+            log.info("report: %s would deny the dial to %s (enforcementMode Report): %s", check.policy.name, host, check.detail)
+            return chosen
+        verdict = Verdict.deny(REGION_NOT_ALLOWED, check.policy.name, check.detail)
+        self.metrics.denials.labels(REGION_NOT_ALLOWED).inc()
+        log.info("refused dial to %s:%s (%s): %s", host, port, REGION_NOT_ALLOWED, check.detail)
         return Destination(denial=verdict)
 
     def _unreachable(self, host: str, port: int, detail: str) -> Destination:

@@ -17,6 +17,11 @@ Patches (`install`):
   a fixed text/html page no hook can change. While the client has not seen response headers, the flow is
   answered instead with the `http.Response` the gateway's error factory builds (502/504 with `x-egress-error`),
   through the normal response path, so HTTP/1 and HTTP/2 clients both get it.
+- `HttpStream.state_consume_request_body`: mitmproxy buffers a request body whole before the `request` hook, and
+  its only cap is the global `body_size_limit`. A flow whose `metadata[BODY_LIMIT_KEY]` holds `(max_bytes,
+  answer)` (HTTPListenerPolicy `buffer.maxRequestBytes`, set in `requestheaders` for a body of unknown length)
+  is answered with `answer()` as soon as the bytes read pass `max_bytes`; the rest of the upload is never read
+  (HTTP/1: the connection closes after the answer; HTTP/2: the stream is reset).
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -47,7 +52,10 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import modes
 from mitmproxy.proxy.layers.http import (
     DropStream,
+    ErrorCode,
     HttpErrorHook,
+    HttpResponseHeadersHook,
+    RequestData,
     ResponseData,
     ResponseEndOfMessage,
     ResponseHeaders,
@@ -58,6 +66,7 @@ from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 
 __all__ = [
     "BACKLOG",
+    "BODY_LIMIT_KEY",
     "ErrorResponseFactory",
     "HttpUpstreamProxy",
     "UNSAFE_OPTIONS",
@@ -75,6 +84,8 @@ __all__ = [
 ErrorResponseFactory = Callable[[http.HTTPFlow, str], http.Response | None]
 
 BACKLOG = 1024
+# flow.metadata key: (max_bytes, answer) for a request body of unknown length (see the module docstring)
+BODY_LIMIT_KEY = "egress.request_body_limit"
 # Options that must stay False: each makes mitmproxy sign with a key anyone can download.
 UNSAFE_OPTIONS = ("emudhra", "emudhra_old")
 
@@ -96,6 +107,7 @@ def install(*, error_answer: ErrorResponseFactory | None, reuse_port: bool = Fal
     _patch(modes.TransparentProxy, "_handle_event", _transparent_start)
     _error_factory = error_answer
     _patch(http_layers.HttpStream, "handle_protocol_error", _handle_protocol_error)
+    _patch(http_layers.HttpStream, "state_consume_request_body", _consume_request_body)
     if reuse_port:
         _patch(mode_servers.AsyncioServerInstance, "listen", _listen_reuse_port)
 
@@ -161,6 +173,30 @@ def _handle_protocol_error(self: Any, event: Any) -> Generator[Any, Any, None]:
     if body:
         yield SendHttp(ResponseData(self.stream_id, body), self.context.client)
         yield SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)
+    self.server_state = self.state_errored
+    self.flow.live = False
+    yield DropStream(self.stream_id)
+
+
+# --- request bodies capped while they are read ------------------------------------------------------------------
+
+
+def _consume_request_body(self: Any, event: Any) -> Generator[Any, Any, None]:
+    yield from _ORIGINAL["HttpStream.state_consume_request_body"](self, event)
+    cap = self.flow.metadata.get(BODY_LIMIT_KEY)
+    if cap is None or not isinstance(event, RequestData) or self.flow.response is not None:
+        return
+    max_bytes, answer = cap
+    if len(self.request_body_buf) <= max_bytes or self.client_state != self.state_consume_request_body:
+        return
+    self.request_body_buf.clear()
+    self.client_state = self.state_errored  # whatever else the client sends is dropped, never buffered
+    self.flow.response = answer()
+    yield HttpResponseHeadersHook(self.flow)
+    yield from self.send_response()
+    yield SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)
+    message = f"request body exceeds {max_bytes} bytes"
+    yield SendHttp(ResponseProtocolError(self.stream_id, message, ErrorCode.REQUEST_TOO_LARGE), self.context.client)
     self.server_state = self.state_errored
     self.flow.live = False
     yield DropStream(self.stream_id)

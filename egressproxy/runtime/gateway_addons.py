@@ -25,6 +25,7 @@ from addons.rate_limits import RateLimits
 from addons.token_metrics import TokenMetrics
 from addons.tracing import RequestTracing
 from addons.readiness import Readiness
+from addons.request_policies import RequestPolicies
 from addons.request_timeout import RequestTimeout
 from addons.upstream_tls import UpstreamTls
 from addons.upstream_trust import UpstreamTrust
@@ -53,6 +54,7 @@ class GatewayAddons:
             ConnectGate(state),
             ListenerMatch(state),
             HttpRoutes(state),
+            RequestPolicies(state),  # after HttpRoutes routed the request; before RateLimits spends a budget
             RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
             AiGuardrails(state),  # after HttpRoutes (FlowRecord.ai, streaming on); before BodyTaps copies bodies
             TokenMetrics(state),  # before BodyTaps (its tap joins the chain) and ModelRewrite (the client's model)

@@ -93,26 +93,26 @@ def test_validate_valid_config_prints_status_conditions(good: Path) -> None:
 
 
 def test_validate_names_the_fields_this_build_does_not_enforce(good: Path) -> None:
-    """A region allow-list is valid, but not in force: exit 0, and the status line says which fields."""
+    """A TrafficPolicy CSRF check is valid, but not in force: exit 0, and the status line says which fields."""
     (good / "limit.yaml").write_text(
         textwrap.dedent(
             """\
-            apiVersion: policy.egressproxy.io/v1alpha1
-            kind: RegionAllowListPolicy
-            metadata: {name: eu}
+            apiVersion: gateway.kgateway.dev/v1alpha1
+            kind: TrafficPolicy
+            metadata: {name: slow}
             spec:
               targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]
-              allowedRegions: [eu-west-1]
-              unknownRegion: Deny
+              timeouts: {request: 5s}
+              csrf: {percentageEnabled: 100}
             """
         )
     )
     code, out = run("validate", "-c", str(good))
     assert code == 0, out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert lines["RegionAllowListPolicy/default/eu"].split(None, 1)[1] == (
+    assert lines["TrafficPolicy/default/slow"].split(None, 1)[1] == (
         "Accepted=True  ResolvedRefs=True  Programmed=False "
-        "(Unsupported: spec.allowedRegions, spec.unknownRegion are validated but not enforced by this build)"
+        "(Unsupported: spec.csrf is validated but not enforced by this build)"
     )
     assert lines["EgressGateway/default/eg"].endswith("Programmed=True")
 

@@ -16,6 +16,7 @@ from egressproxy.compiler import CompileResult, compile_config, read_secrets_dir
 from egressproxy.config.loader import load_text
 from egressproxy.config.problems import ObjectRef
 from egressproxy.snapshot import Condition, Snapshot
+from tests.support.geoip import country_db
 
 FILE = "cfg.yaml"
 
@@ -760,6 +761,7 @@ def test_gateway_fields() -> None:
 
 # --- policies -------------------------------------------------------------------------------------------------
 
+GEO_DB = str(country_db({"127.0.0.0/8": ("EU", "DE")}))  # a RegionAllowListPolicy's database must open
 POLICY_LAYERS = GATEWAY + doc(
     BACKEND, "metadata: {name: origin}\nspec: {type: Static, static: {hosts: [{host: origin.example, port: 443}]}}\n"
 ) + doc(
@@ -783,7 +785,7 @@ POLICY_LAYERS = GATEWAY + doc(
       targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
       allowedRegions: [eu-*]
       unknownRegion: Deny
-      geoIP: {databasePath: /data/geo.mmdb}
+      geoIP: {databasePath: GEO_DB}
     """,
 ) + doc(
     "apiVersion: policy.egressproxy.io/v1alpha1\nkind: RegionAllowListPolicy\n",
@@ -806,6 +808,7 @@ POLICY_LAYERS = GATEWAY + doc(
     APOXY + "kind: LoggingPolicy\n",
     "metadata: {name: rule-logging}\nspec: {captureRequest: true, redactHeaders: [x-secret]}\n",
 )
+POLICY_LAYERS = POLICY_LAYERS.replace("{databasePath: GEO_DB}", "{databasePath: %s}" % GEO_DB)
 
 
 def test_policy_precedence_route_over_backend_over_gateway() -> None:
@@ -818,10 +821,10 @@ def test_policy_precedence_route_over_backend_over_gateway() -> None:
     assert on_backend == {
         "allowedRegions": ["us-east-1"],
         "unknownRegion": "Deny",
-        "geoIP": {"databasePath": "/data/geo.mmdb"},
+        "geoIP": {"databasePath": GEO_DB},
     }
     on_route = snap.policies.effective(kind, route=route, backend=backend)
-    assert on_route == {"allowedRegions": ["ap-*"], "unknownRegion": "Allow", "geoIP": {"databasePath": "/data/geo.mmdb"}}
+    assert on_route == {"allowedRegions": ["ap-*"], "unknownRegion": "Allow", "geoIP": {"databasePath": GEO_DB}}
     assert [str(p.ref) for p in snap.policies.policies(kind, route=route, backend=backend)] == [
         "RegionAllowListPolicy/default/per-route",
         "RegionAllowListPolicy/default/per-backend",

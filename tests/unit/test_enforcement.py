@@ -92,9 +92,8 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
     ("kind", "path"),
     [
         ("LoggingPolicy", "spec.sinkRef"),
-        ("RegionAllowListPolicy", "spec.allowedRegions"),
         ("TrafficPolicy", "spec.extAuth"),
-        ("TrafficPolicy", "spec.rbac.policy.matchExpressions"),
+        ("TrafficPolicy", "spec.buffer.maxRequestSize"),
         ("TrafficPolicy", "spec.ai.promptGuard.request.webhook.host.host"),
         ("TrafficPolicy", "spec.ai.promptGuard.request.moderation.openAIModeration.model"),
         ("TrafficPolicy", "spec.ai.routeType"),
@@ -127,6 +126,14 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("HTTPListenerPolicy", "spec.basicAuth.credentialsSecretRef.name"),
         ("HTTPListenerPolicy", "spec.accessLog.fileSink.jsonFormat"),
         ("EgressDenyPolicy", "spec.denyResponse.statusCode"),
+        ("EgressDenyPolicy", "spec.enforcementMode"),
+        ("RegionAllowListPolicy", "spec.allowedRegions"),
+        ("RegionAllowListPolicy", "spec.geoIP.databasePath"),
+        ("RegionAllowListPolicy", "spec.enforcementMode"),
+        ("TrafficPolicy", "spec.rbac.policy.matchExpressions"),
+        ("TrafficPolicy", "spec.enforcementMode"),
+        ("HTTPListenerPolicy", "spec.celValidation.rules.expression"),
+        ("HTTPListenerPolicy", "spec.buffer.maxRequestBytes"),
         ("Backend", "spec.parent.authSecretRef.name"),
         ("DirectResponse", "spec.body"),
         ("RateLimitPolicy", "spec.targetRefs.name"),
@@ -217,20 +224,38 @@ metadata: {name: eu}
 spec:
   targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
   allowedRegions: [eu-west-1]
+  enforcementMode: Report
 """
 
 
-def test_a_policy_the_data_plane_does_not_enforce_is_not_reported_as_in_force() -> None:
+def test_a_region_allow_list_is_programmed() -> None:
     result = compile_text(GATEWAY + REGIONS)
     ref = ObjectRef("RegionAllowListPolicy", "default", "eu")
+    assert programmed(result, ref)[:2] == ("True", "Programmed")
+    assert result.ok and result.snapshot is not None
+    assert dict(result.snapshot.unsupported) == {}
+
+
+def test_a_policy_the_data_plane_does_not_enforce_is_not_reported_as_in_force() -> None:
+    policy = """\
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: slow}
+spec:
+  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
+  csrf: {percentageEnabled: 100}
+"""
+    result = compile_text(GATEWAY + policy)
+    ref = ObjectRef("TrafficPolicy", "default", "slow")
     assert programmed(result, ref) == (
         "False",
         "Unsupported",
-        "spec.allowedRegions is validated but not enforced by this build",
+        "spec.csrf is validated but not enforced by this build",
     )
     assert result.ok  # Unsupported is no problem: the configuration is still served
     assert result.snapshot is not None
-    assert dict(result.snapshot.unsupported) == {ref: ("spec.allowedRegions",)}
+    assert dict(result.snapshot.unsupported) == {ref: ("spec.csrf",)}
 
 
 RATE_LIMIT = """\
@@ -371,7 +396,7 @@ def test_the_configuration_doc_lists_what_this_build_does_not_enforce() -> None:
     """Regenerate with `python -m egressproxy.compiler.enforcement_doc docs/configuration.md`."""
     text = DOC.read_text()
     assert replace_in(text) == text
-    assert "| RegionAllowListPolicy | `spec.allowedRegions`, `spec.unknownRegion`, `spec.geoIP` | region allow-lists are not implemented |" in render()
+    assert "| LoggingPolicy | `spec.sinkRef` | named log sinks are not implemented" in render()
     assert "| RateLimitPolicy |" not in render()
 
 

@@ -135,6 +135,52 @@ def test_without_a_factory_answer_mitmproxy_sends_its_own_error() -> None:
     assert [type(e) for e in sent] == [http_layers.ResponseProtocolError]
 
 
+# --- request bodies capped while read -------------------------------------------------------------------------
+
+
+def test_consume_request_body_keeps_its_signature_and_the_attributes_the_replacement_uses() -> None:
+    assert _params(boundary.original(http_layers.HttpStream, "state_consume_request_body")) == ["self", "event"]
+    for name in ("send_response", "state_errored", "state_consume_request_body"):
+        assert hasattr(http_layers.HttpStream, name), name
+    assert _params(http_layers.RequestData) == ["stream_id", "data"]
+    assert http_layers.ErrorCode.REQUEST_TOO_LARGE.http_status_code() == 413
+
+
+def _consuming_stream(limit: int | None) -> tuple[http_layers.HttpStream, list[int]]:
+    ctx = context.Context(tflow.tclient_conn(), _proxy_options())
+    stream = http_layers.HttpStream(ctx, 1)
+    stream.flow = tflow.tflow()
+    stream.flow.response = None
+    stream.client_state = stream.state_consume_request_body
+    stream.server_state = stream.state_wait_for_response_headers
+    answered: list[int] = []
+    if limit is not None:
+        def answer() -> http.Response:
+            answered.append(1)
+            return http.Response.make(413, b'{"reason": "body-too-large"}')
+        stream.flow.metadata[boundary.BODY_LIMIT_KEY] = (limit, answer)
+    return stream, answered
+
+
+def test_a_body_past_its_limit_is_answered_while_it_is_read() -> None:
+    stream, answered = _consuming_stream(8)
+    assert list(stream.state_consume_request_body(http_layers.RequestData(1, b"12345678"))) == []
+    emitted = list(stream.state_consume_request_body(http_layers.RequestData(1, b"9")))
+    assert answered == [1] and stream.flow.response is not None and stream.flow.response.status_code == 413
+    sent = [c.event for c in emitted if isinstance(c, http_layers.SendHttp)]
+    assert [type(e) for e in sent] == [
+        http_layers.ResponseHeaders, http_layers.ResponseData, http_layers.ResponseEndOfMessage, http_layers.ResponseProtocolError,
+    ]
+    assert len(stream.request_body_buf) == 0 and stream.client_state == stream.state_errored
+    assert isinstance(emitted[-1], http_layers.DropStream)
+
+
+def test_without_a_limit_the_body_is_buffered_as_mitmproxy_does() -> None:
+    stream, _ = _consuming_stream(None)
+    assert list(stream.state_consume_request_body(http_layers.RequestData(1, b"x" * 100))) == []
+    assert len(stream.request_body_buf) == 100 and stream.flow.response is None
+
+
 # --- SO_REUSEPORT ---------------------------------------------------------------------------------------------
 
 

@@ -20,14 +20,14 @@ spec:
   - {name: http, protocol: HTTP}
 """
 
-REGIONS = """\
+SLOW = """\
 ---
-apiVersion: policy.egressproxy.io/v1alpha1
-kind: RegionAllowListPolicy
-metadata: {name: eu}
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: slow}
 spec:
   targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: gw}]
-  allowedRegions: [eu-west-1]
+  csrf: {percentageEnabled: 100}
 """
 
 LOGGING = """\
@@ -51,27 +51,27 @@ def reloader_for(tmp_path: Path, text: str, worker: int = 0) -> tuple[Reloader, 
 
 
 def test_one_warning_per_unsupported_object_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    reloader, _ = reloader_for(tmp_path, GATEWAY + REGIONS + LOGGING)
+    reloader, _ = reloader_for(tmp_path, GATEWAY + SLOW + LOGGING)
     with caplog.at_level(logging.WARNING, logger="egressproxy"):
         assert reloader.load_initial().ok
     assert warnings_of(caplog) == [
         "LoggingPolicy/default/audit is not enforced in full (Programmed=False, Unsupported): "
         "spec.sinkRef is validated but not enforced by this build",
-        "RegionAllowListPolicy/default/eu is not enforced in full (Programmed=False, Unsupported): "
-        "spec.allowedRegions is validated but not enforced by this build",
+        "TrafficPolicy/default/slow is not enforced in full (Programmed=False, Unsupported): "
+        "spec.csrf is validated but not enforced by this build",
     ]
 
 
 def test_the_warnings_repeat_on_every_reload(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    reloader, config = reloader_for(tmp_path, GATEWAY + REGIONS)
+    reloader, config = reloader_for(tmp_path, GATEWAY + SLOW)
     assert reloader.load_initial().ok
     caplog.clear()
-    config.write_text(GATEWAY + REGIONS + LOGGING)
+    config.write_text(GATEWAY + SLOW + LOGGING)
     with caplog.at_level(logging.WARNING, logger="egressproxy"):
         assert asyncio.run(reloader.reload("test")).ok
     assert [w.split(" is not enforced")[0] for w in warnings_of(caplog)] == [
         "LoggingPolicy/default/audit",
-        "RegionAllowListPolicy/default/eu",
+        "TrafficPolicy/default/slow",
     ]
 
 
@@ -83,10 +83,10 @@ def test_a_fully_enforced_configuration_warns_nothing(tmp_path: Path, caplog: py
 
 
 def test_a_rejected_reload_warns_nothing_more(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    reloader, config = reloader_for(tmp_path, GATEWAY + REGIONS)
+    reloader, config = reloader_for(tmp_path, GATEWAY + SLOW)
     assert reloader.load_initial().ok
     caplog.clear()
-    config.write_text(GATEWAY + REGIONS.replace("allowedRegions: [eu-west-1]", "allowedRegions: eu-west-1"))
+    config.write_text(GATEWAY + SLOW.replace("csrf: {percentageEnabled: 100}", "csrf: {percentageEnabled: 101}"))
     with caplog.at_level(logging.WARNING, logger="egressproxy"):
         assert not asyncio.run(reloader.reload("test")).ok
     assert warnings_of(caplog) == []
@@ -94,7 +94,7 @@ def test_a_rejected_reload_warns_nothing_more(tmp_path: Path, caplog: pytest.Log
 
 def test_only_worker_zero_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Under --workers N every process loads the config; the log says each thing once."""
-    reloader, _ = reloader_for(tmp_path, GATEWAY + REGIONS, worker=1)
+    reloader, _ = reloader_for(tmp_path, GATEWAY + SLOW, worker=1)
     with caplog.at_level(logging.WARNING, logger="egressproxy"):
         assert reloader.load_initial().ok
     assert warnings_of(caplog) == []

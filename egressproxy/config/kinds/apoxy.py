@@ -401,6 +401,8 @@ EGRESS_DENY_POLICY = Obj(
             ),
             default={"statusCode": DEFAULT_DENY_STATUS},
         ),
+        # Extension (DESIGN.md 4.2 report mode): Report lets the route's traffic pass, counted and logged.
+        "enforcementMode": Str(enum=("Enforce", "Report")),
     },
     rules=(_attachment_rule("targetRef", "targetRefs"),),
 )

@@ -5,6 +5,7 @@ RegionAllowListPolicy
     allowedRegions  required; region names or globs such as "eu-*"
     unknownRegion   Deny (default) | Allow, for a destination whose region cannot be determined
     geoIP           {databasePath}: a GeoIP country/region database for the resolved IP
+    enforcementMode Enforce (default) | Report: count and log what would be denied, let it pass
 
 DNSPolicy
     targetRefs      a Backend or the EgressGateway
@@ -65,6 +66,7 @@ REGION_ALLOW_LIST_POLICY = Obj(
         "allowedRegions": F(List(Str(min_length=1, check_fn=region_error), min_items=1), required=True),
         "unknownRegion": F(Str(enum=("Deny", "Allow")), default="Deny"),
         "geoIP": Obj({"databasePath": F(Str(min_length=1), required=True)}),
+        "enforcementMode": Str(enum=("Enforce", "Report")),  # DESIGN.md 4.2 report mode
     }
 )
 

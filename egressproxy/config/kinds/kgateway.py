@@ -755,6 +755,9 @@ TRAFFIC_POLICY = Obj(
         "buffer": Obj({"maxRequestSize": QUANTITY, "disable": DISABLE}),
         # CEL expressions; with action Allow (upstream's default) a request passes when one of them is true.
         "rbac": Obj({"policy": F(RBAC_POLICY, required=True), "action": Str(enum=("Allow", "Deny"))}),
+        # Extension (DESIGN.md 4.2 report mode) for the deny-type fields (`rbac`, `ai.promptGuard` REJECT, `ai.models`):
+        # Report lets what this policy would deny pass, counted and logged (unset: Enforce).
+        "enforcementMode": Str(enum=("Enforce", "Report")),
         # kgateway 2.2: Basic authentication of the request (users inline as htpasswd lines, or a Secret).
         "basicAuth": Obj(
             {
@@ -763,8 +766,6 @@ TRAFFIC_POLICY = Obj(
                 "disable": DISABLE,
             }
         ),
-        # DESIGN.md 4.2 extension: Report lets what this policy would deny pass, counted and logged.
-        "enforcementMode": F(Str(enum=("Enforce", "Report")), default="Enforce"),
         "ai": Obj(
             {
                 "promptGuard": PROMPT_GUARD,
@@ -958,6 +959,8 @@ HTTP_LISTENER_POLICY = Obj(
         ),
         # An htpasswd Secret (key `.htpasswd`, DESIGN.md 4.1).
         "basicAuth": Obj({"credentialsSecretRef": F(NAMESPACED_REF, required=True)}),
+        # Extension (DESIGN.md 4.2 report mode) for `celValidation`: Report counts and logs, the request passes.
+        "enforcementMode": Str(enum=("Enforce", "Report")),
     }
 )
 
