@@ -136,10 +136,11 @@ def dump_manifests(docs: list[dict[str, Any]]) -> str:
 
 
 def _warnings(spec: RenderInput) -> list[str]:
+    if not spec.minted_ca or spec.sidecar:  # the sidecar mints once per pod and its workload trusts exactly that
+        return []
     replicas = ((spec.params.get("kube") or {}).get("deployment") or {}).get("replicas", 1)
-    if spec.minted_ca and not spec.sidecar and replicas != 1:
-        return [
-            f"{replicas} replicas each mint their own interception CA (a Terminate listener without caCertRef): "
-            "create one with `egressproxy ca init`, apply its Secret and name it in tls.caCertRef"
-        ]
-    return []
+    return [
+        f"each gateway pod ({replicas} replicas, and every restart) mints its own interception CA on its emptyDir "
+        "(a Terminate listener without caCertRef): for a CA clients can trust, create one with "
+        "`egressproxy ca init`, apply its Secret and name it in tls.caCertRef"
+    ]
