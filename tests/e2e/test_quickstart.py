@@ -24,6 +24,14 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def readme_first_requests() -> list[str]:
+    """The README's first two commands after starting the quick start (the local origin, then a denied host)."""
+    lines = [line.split("#")[0].strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    found = [line for line in lines if line.startswith("curl --proxy http://127.0.0.1:8080 http://")]
+    assert len(found) >= 2, found
+    return found[:2]
+
+
 class Quickstart:
     def __init__(self, tmp: Path) -> None:
         self.proxy, self.ready, self.origin = free_port(), free_port(), free_port()
@@ -83,7 +91,16 @@ def test_quickstart_is_quiet_serves_the_local_origin_and_installs_once(tmp_path:
         allowed = httpx.get(f"http://hello.quickstart.test:{first.origin}/", proxy=proxy, timeout=10)
         denied = httpx.get("http://example.com/", proxy=proxy, timeout=10)
         printed = first.text()
+        hello, example = (
+            subprocess.run(  # the README's lines, as a user pastes them
+                ["bash", "-c", cmd.replace("127.0.0.1:8080", f"127.0.0.1:{first.proxy}")
+                 .replace(":18081", f":{first.origin}") + " -sS -i"], capture_output=True, text=True, timeout=30,
+            )
+            for cmd in readme_first_requests()
+        )
     assert allowed.status_code == 200 and "hello from the quick start" in allowed.text
+    assert "hello from the quick start" in hello.stdout, hello.stderr
+    assert example.stdout.startswith("HTTP/1.1 403"), example.stdout + example.stderr
     assert denied.status_code == 403 and denied.headers["x-egress-denied"] == "no-route"
     for noise in ("Deprecat", "setuptools", "!!", "Traceback"):
         assert noise not in printed, printed
