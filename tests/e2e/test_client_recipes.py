@@ -28,6 +28,8 @@ from tests.support.pki import TestCA
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
+CLIENTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
+DOC_URL = "https://httpbin.org/get"
 NODE_MODULES = Path(__file__).resolve().parents[1] / "node" / "node_modules"
 
 CONFIG = """\
@@ -67,9 +69,9 @@ class Setup:
     llm: str
     tmp: Path
 
-    def recipe(self, client: str) -> subprocess.CompletedProcess[str]:
+    def recipe(self, client: str, *, trust_line: bool = True) -> subprocess.CompletedProcess[str]:
         """The documented recipe: the trust line, then the client, in one shell (BIN first on PATH)."""
-        trust = (
+        trust = "" if not trust_line else (
             f"eval \"$(egressproxy trust --data-dir {shlex.quote(str(self.gw.data_dir))} "
             f"--out {shlex.quote(str(self.tmp / 'egress-bundle.crt'))} --proxy {self.gw.proxy_url})\""
         )
@@ -174,3 +176,32 @@ def test_node_with_undici_env_http_proxy_agent(setup: Setup) -> None:
     """
     run = f"export NODE_PATH={shlex.quote(str(NODE_MODULES))}\nnode -e {shlex.quote(textwrap.dedent(script))}"
     assert origins(setup.recipe(run)) == ["intercepted", "passthrough"]
+
+
+def doc_commands(prefix: str) -> list[str]:
+    """The shell lines of docs/clients.md's code blocks that start with `prefix`, as written."""
+    lines, inside = [], False
+    for line in CLIENTS_DOC.read_text().splitlines():
+        if line.startswith("```"):
+            inside = line.strip() == "```sh"
+            continue
+        if inside and line.startswith(prefix):
+            lines.append(line)
+    assert lines, f"no `{prefix}` line in docs/clients.md"
+    return lines
+
+
+@pytest.mark.parametrize("prefix", ["curl ", "python -c 'import httpx", "python -c 'import requests", "eval "])
+def test_the_documented_lines_as_written(setup: Setup, prefix: str) -> None:
+    """docs/clients.md's own lines, the documented URL swapped for each test host in turn (trust line: as is)."""
+    for line in doc_commands(prefix):
+        if prefix == "eval ":
+            doc_trust = line.replace(".egressproxy", str(setup.gw.data_dir)).replace(
+                "http://127.0.0.1:8080", setup.gw.proxy_url)
+            result = setup.recipe(f"{doc_trust}\ncurl -sS {setup.intercepted}", trust_line=False)
+            assert result.returncode == 0 and '"origin": "intercepted"' in result.stdout, result.stderr
+            continue
+        for url, expected in ((setup.intercepted, "intercepted"), (setup.passthrough, "passthrough")):
+            result = setup.recipe(line.replace(DOC_URL, url))
+            assert result.returncode == 0, f"{line}: {result.stderr}"
+            assert expected in result.stdout or result.stdout.strip() == "200", result.stdout
