@@ -205,3 +205,36 @@ def test_the_documented_lines_as_written(setup: Setup, prefix: str) -> None:
             result = setup.recipe(line.replace(DOC_URL, url))
             assert result.returncode == 0, f"{line}: {result.stderr}"
             assert expected in result.stdout or result.stdout.strip() == "200", result.stdout
+
+
+GO_CLIENT = """\
+package main
+
+import (
+\t"fmt"
+\t"io"
+\t"net/http"
+\t"os"
+)
+
+// net/http's default transport reads HTTPS_PROXY; crypto/x509 reads SSL_CERT_FILE.
+func main() {
+\tfor _, url := range os.Args[1:] {
+\t\tresp, err := http.Get(url)
+\t\tif err != nil {
+\t\t\tfmt.Fprintln(os.Stderr, err)
+\t\t\tos.Exit(1)
+\t\t}
+\t\tbody, _ := io.ReadAll(resp.Body)
+\t\tfmt.Println(string(body))
+\t}
+}
+"""
+
+
+def test_go(setup: Setup) -> None:
+    if shutil.which("go") is None:
+        pytest.skip("no Go toolchain (apt-get install golang-go)")
+    (setup.tmp / "main.go").write_text(GO_CLIENT)
+    result = setup.recipe(f"go run main.go {setup.intercepted} {setup.passthrough}")
+    assert origins(result) == ["intercepted", "passthrough"]
