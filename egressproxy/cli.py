@@ -32,30 +32,51 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="MODE",
-        help="regular@[HOST:]PORT, transparent@[HOST:]PORT or dns@[HOST:]PORT; repeatable "
-        "(default: regular@127.0.0.1:8080)",
+        help="regular@[HOST:]PORT (explicit proxy), transparent@[HOST:]PORT (iptables REDIRECT target) or "
+        "dns@[HOST:]PORT; repeatable (default: regular@127.0.0.1:8080)",
     )
-    run.add_argument("--admin-addr", type=parse_addr, default=("127.0.0.1", 19000), metavar="HOST:PORT")
-    run.add_argument("--ready-addr", type=parse_addr, default=("127.0.0.1", 8082), metavar="HOST:PORT")
-    run.add_argument("--metrics-addr", type=parse_addr, default=("127.0.0.1", 9091), metavar="HOST:PORT")
-    run.add_argument("--data-dir", default=".egressproxy", metavar="DIR")
-    run.add_argument("--secrets-dir", default=None, metavar="DIR")
-    run.add_argument("--gateway", default=None, metavar="NAME")
-    run.add_argument("--workers", type=int, default=1, metavar="N")
+    run.add_argument(
+        "--admin-addr", type=parse_addr, default=("127.0.0.1", 19000), metavar="HOST:PORT",
+        help="admin: GET /config_dump, GET /stats, POST /reload (default: 127.0.0.1:19000)",
+    )
+    run.add_argument(
+        "--ready-addr", type=parse_addr, default=("127.0.0.1", 8082), metavar="HOST:PORT",
+        help="readiness: GET /ready is 200 once every listener is bound (default: 127.0.0.1:8082)",
+    )
+    run.add_argument(
+        "--metrics-addr", type=parse_addr, default=("127.0.0.1", 9091), metavar="HOST:PORT",
+        help="Prometheus: GET /metrics (default: 127.0.0.1:9091)",
+    )
+    run.add_argument(
+        "--data-dir", default=".egressproxy", metavar="DIR",
+        help="capture store, minted CAs and certificate cache (default: .egressproxy)",
+    )
+    run.add_argument(
+        "--secrets-dir", default=None, metavar="DIR",
+        help="mounted Kubernetes Secret volumes, DIR/<name>/<key>, watched for rotation (default: none)",
+    )
+    run.add_argument(
+        "--gateway", default=None, metavar="NAME",
+        help="the EgressGateway to serve, NAME or NAMESPACE/NAME; needed when the config holds several "
+        "(default: the only one)",
+    )
+    run.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="processes sharing the listening ports, SO_REUSEPORT (default: 1)"
+    )
     run.add_argument(
         "--no-captures", dest="captures", action="store_false",
-        help="record no captures (no store under --data-dir, no OTLP export)",
+        help="record no captures: no store under --data-dir, no OTLP export (default: captures on)",
     )
     run.add_argument(
         "--captures-max-age", type=_duration, default=7 * 24 * 3600.0, metavar="DURATION",
-        help="delete capture records older than this (default 7d)",
+        help="delete capture records older than this (default: 7d)",
     )
     run.add_argument(
         "--captures-max-size", type=_size, default=512 * 1024 * 1024, metavar="BYTES",
-        help="keep the capture store under this size, oldest records deleted first (default 512Mi; K, M, G, Ki, Mi, Gi)",
+        help="keep the capture store under this size, oldest records deleted first (default: 512Mi; K, M, G, Ki, Mi, Gi)",
     )
-    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    run.add_argument("--dry-run", action="store_true", help="load, compile and print what would be served, then exit")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="(default: info)")
+    run.add_argument("--dry-run", action="store_true", help="load, compile and print what would be served, then exit (default: off)")
     run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0 for the others
 
     validate = sub.add_parser("validate", help="check configuration files and print status conditions")
@@ -109,6 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--apply", action="store_true")
     group.add_argument("--print", dest="print_rules", action="store_true")
     group.add_argument("--clean", action="store_true")
+
+    k8s = sub.add_parser("render-k8s", help="Kubernetes manifests for the gateway on stdout (docs/deployment.md)")
+    _config_arg(k8s)
+    k8s.add_argument("--gateway", default=None, metavar="NAME", help="NAME or NAMESPACE/NAME, when several")
+    k8s.add_argument(
+        "--image", default=None, metavar="IMAGE",
+        help="the egressproxy image (default: GatewayParameters kube.envoyContainer.image, else the release image)",
+    )
+    k8s.add_argument(
+        "--sidecar", action="store_true",
+        help="a workload pod with the gateway as its transparent sidecar, instead of a Deployment and Service",
+    )
+    k8s.add_argument(
+        "--app-image", default="your-app:latest", metavar="IMAGE", help="--sidecar: the workload container's image"
+    )
+    k8s.add_argument(
+        "--secrets-dir", default=None, metavar="DIR",
+        help="Secrets to validate with and mount (by folder name); their values are never printed",
+    )
+
+    tr = sub.add_parser(
+        "trust", help="write a CA bundle (system CAs + the gateway CA) and print each client's variables"
+    )
+    tr.add_argument("--out", required=True, metavar="FILE", help="the bundle to write (mode 0644)")
+    tr.add_argument("--data-dir", default=None, metavar="DIR", help="where the gateway minted its CA")
+    tr.add_argument("--gateway", default=None, metavar="NAME", help="NAME or NAMESPACE/NAME, when several")
+    tr.add_argument("--ca", default=None, metavar="FILE", help="the gateway CA certificate (a caCertRef's tls.crt)")
+    tr.add_argument(
+        "--mint", action="store_true",
+        help="mint the CA under --data-dir for --gateway NAMESPACE/NAME if it does not exist yet",
+    )
+    tr.add_argument("--proxy", default=None, metavar="URL", help="also print HTTPS_PROXY/HTTP_PROXY lines")
     return p
 
 
@@ -184,6 +237,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from egressproxy.commands.iptables import iptables
 
         return iptables(args, out=sys.stdout)
+    if args.command == "render-k8s":
+        from egressproxy.commands.render_k8s import render_k8s
+
+        return render_k8s(args, out=sys.stdout, err=sys.stderr)
+    if args.command == "trust":
+        from egressproxy.commands.trust import trust
+
+        return trust(args, out=sys.stdout, err=sys.stderr)
     raise AssertionError(args.command)
 
 

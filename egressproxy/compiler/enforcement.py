@@ -29,7 +29,7 @@ from typing import Any
 
 from egressproxy.compiler.field_paths import kind_paths, set_paths
 from egressproxy.config.kinds import KINDS
-from egressproxy.config.kinds.kgateway import LATER_TRAFFIC_POLICY_FIELDS
+from egressproxy.config.kinds.kgateway import LATER_GATEWAY_PARAMETERS_FIELDS, LATER_TRAFFIC_POLICY_FIELDS
 from egressproxy.outlier_detection import OUTLIER_FIELDS
 
 __all__ = [
@@ -371,6 +371,9 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 "spec.extProc",
                 *_under("spec.extProc", ("enabled", "captureBody", "captureBody.maxBytes",
                                          "captureBody.includeContentTypes")),
+                # Read by `egressproxy render-k8s` (the manifests), not by the running data plane.
+                "spec.infrastructure",
+                "spec.infrastructure.parametersRef.*",
             ),
             MappingProxyType({}),
         ),
@@ -562,12 +565,55 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 }
             ),
         ),
+        # GatewayParameters shape the manifests `egressproxy render-k8s` writes (egressproxy/k8s_manifests.py);
+        # the running data plane reads none of it. Enforced = rendered into the Deployment or Service.
         "GatewayParameters": KindEnforcement(
-            (),
+            (
+                "spec.kube",
+                "spec.kube.deployment",
+                *_under(
+                    "spec.kube.deployment",
+                    ("replicas", "omitReplicas", "strategy", "container", "container.resources.*",
+                     "container.securityContext.*"),
+                ),
+                "spec.kube.podTemplate",
+                *_under(
+                    "spec.kube.podTemplate",
+                    ("extraLabels", "extraAnnotations", "securityContext", "imagePullSecrets.*", "nodeSelector",
+                     "affinity", "tolerations.*", "terminationGracePeriodSeconds", "startupProbe", "readinessProbe",
+                     "livenessProbe", "topologySpreadConstraints", "extraVolumes"),
+                ),
+                "spec.kube.envoyContainer",
+                *_under(
+                    "spec.kube.envoyContainer", ("image.*", "securityContext", "resources.*", "env", "extraVolumeMounts")
+                ),
+                "spec.kube.service",
+                *_under(
+                    "spec.kube.service",
+                    ("type", "clusterIP", "extraLabels", "extraAnnotations", "externalTrafficPolicy",
+                     "loadBalancerSourceRanges"),
+                ),
+                "spec.kube.floatingUserId",
+                "spec.kube.omitDefaultSecurityContext",
+            ),
             MappingProxyType(
                 {
-                    "spec.kube.*": "Kubernetes manifests (render-k8s) are not in this build",
-                    "spec.selfManaged.*": "Kubernetes manifests (render-k8s) are not in this build",
+                    **{
+                        f"spec.kube.{f}.*": "render-k8s writes no overlays, autoscalers or disruption budgets"
+                        for f in LATER_GATEWAY_PARAMETERS_FIELDS
+                    },
+                    **{
+                        f"spec.kube.{f}.*": "this data plane runs no such container (one egressproxy container)"
+                        for f in ("agentgateway", "agentGateway", "aiExtension", "sdsContainer", "istio")
+                    },
+                    "spec.kube.envoyContainer.bootstrap.*": "Envoy bootstrap settings; use `run --log-level`",
+                    "spec.kube.podTemplate.gracefulShutdown.*": "render-k8s writes no preStop sleep",
+                    "spec.kube.podTemplate.spec.*": "render-k8s reads podTemplate's own affinity, nodeSelector, "
+                    "tolerations",
+                    "spec.kube.service.ports": "the Service's ports are the gateway's (8080); not configurable",
+                    "spec.kube.serviceAccount.*": "render-k8s writes no ServiceAccount",
+                    "spec.kube.stats.*": "Envoy stats settings; metrics are always on 9091",
+                    "spec.selfManaged.*": "render-k8s always writes the Deployment and Service",
                 }
             ),
         ),

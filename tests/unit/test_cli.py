@@ -438,3 +438,27 @@ def test_explain_names_the_credential_injected_but_never_its_value(good: Path) -
     code, text = run("explain", "-c", str(good), "--no-resolve", "https://api.example.com/v1/x")
     assert "credential CredentialInjectionPolicy/default/key: x-api-key" in text
     assert "SECRET" not in out + text
+
+
+def test_every_run_flag_has_help_with_its_default() -> None:
+    """`egressproxy run --help` documents every option and the value it takes when not given."""
+    import argparse
+
+    from egressproxy.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    run = sub.choices["run"]
+    for action in run._actions:
+        if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction) or action.required:
+            continue
+        assert action.help, f"{action.option_strings} has no help text"
+        assert "(default: " in action.help, f"{action.option_strings} does not say its default"
+
+
+def test_render_k8s_and_trust_are_commands() -> None:
+    from egressproxy.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["render-k8s", "-c", "x", "--sidecar"]).sidecar is True
+    assert parser.parse_args(["trust", "--out", "b", "--mint"]).mint is True

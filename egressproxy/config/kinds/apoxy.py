@@ -1,7 +1,7 @@
 """clrk.apoxy.dev/v1alpha1: EgressGateway and Apoxy's companion kinds.
 
 Field names and enums follow Apoxy's public API (apoxy-dev/clrk `api/clrk/v1alpha1/types_egress*.go`).
-`ssrfGuard` and `parentRef` on EgressGateway are egressproxy extensions (DESIGN.md 4.1).
+`ssrfGuard` and `parentRef` on EgressGateway are egressproxy extensions (DESIGN.md 4.1), `infrastructure` too (4.2).
 """
 
 from __future__ import annotations
@@ -158,6 +158,19 @@ EGRESS_GATEWAY = Obj(
         # Extension: how long one upstream TCP connect may take (mitmproxy has no connect timeout of its own).
         "connectTimeout": F(Duration(), default=DEFAULT_CONNECT_TIMEOUT_SECONDS),
         "parentRef": Obj({"name": F(NAME, required=True), "namespace": Str(), "group": Str(), "kind": Str()}),
+        # Extension (DESIGN.md 4.2, Gateway API's own field on a Gateway): the GatewayParameters `render-k8s`
+        # reads the Deployment and Service settings from.
+        "infrastructure": Obj(
+            {
+                "parametersRef": Obj(
+                    {
+                        "group": Str(enum=("gateway.kgateway.dev",)),
+                        "kind": Str(enum=("GatewayParameters",)),
+                        "name": F(NAME, required=True),
+                    }
+                )
+            }
+        ),
     },
     rules=(_unique_listener_names,),
 )
