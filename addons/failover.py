@@ -1,7 +1,8 @@
 """Failover and retries: a request that may need more than one attempt is sent through the in-process hop.
 
 On the `request` hook (the body is buffered, after the body taps and before model rewrite and credential
-injection, which the hop does per candidate), a request `choose_plan` gives a walk (egressproxy/failover_plan.py:
+injection, which the hop does per candidate), the candidates that speak another chat API than the client get
+their translated request or a reason to be skipped (egressproxy/cross_format.py), and a request `choose_plan` gives a walk (egressproxy/failover_plan.py:
 several AI provider candidates, or a TrafficPolicy retry) is registered with
 the hop (egressproxy/upstream_hop.py) as a ticket - the replay buffer, the candidates, the decision - and
 pointed at the hop's loopback address with the ticket in `x-egress-hop`. The dial guard is told that this
@@ -20,6 +21,7 @@ from mitmproxy import http
 
 from egressproxy.candidate_request import CandidateContext
 from egressproxy.credential_injection import OutgoingRequest
+from egressproxy.cross_format import candidate_formats
 from egressproxy.engine.answers import flow_record
 from egressproxy.engine.guard import fail_closed
 from egressproxy.failover_plan import choose_plan
@@ -52,7 +54,9 @@ class Failover:
             return
         req = flow.request
         limit = snapshot.compiled.replay_buffer_for(frec.listener)
-        plan = choose_plan(frec.candidates, req.method, len(body), limit, frec.retry, frec.attempt_timeout, outlier_of)
+        ai = sum(1 for c in frec.candidates if c.provider is not None) >= 2
+        formats = candidate_formats(req.path, body, req.headers.get("content-encoding"), frec.candidates) if ai else {}
+        plan = choose_plan(frec.candidates, req.method, len(body), limit, frec.retry, frec.attempt_timeout, outlier_of, formats)
         if isinstance(plan, str):
             if len(frec.candidates) > 1 or frec.retry is not None:
                 # Host and path only: a query may hold a credential (a Passthrough key), which never reaches a log.
@@ -71,6 +75,7 @@ class Failover:
             first_authority=authority,
             read_timeout=frec.request_timeout or snapshot.gateway.request_timeout,
             backend_timeout=frec.attempt_timeout,
+            formats=formats,
         )
         port = await self.state.hop.start()
         claim = self.state.hop.issue(ticket)

@@ -9,8 +9,9 @@ to a provider whether it is the first candidate or the third:
 3. the credential that applies to the candidate (egressproxy/credentials.py) - the workload's own removed first -
    refused over cleartext unless the route allows it, a Google token minted through the one dialer when needed.
 
-A candidate of another API format than the client's (an Anthropic provider for an OpenAI request) would
-translate here; until the translation library lands, `format_mismatch` names it and the walk skips it.
+A candidate of another API format than the client's (an Anthropic provider for an OpenAI request) is sent its
+`Translation` (egressproxy/cross_format.py) instead of steps 1 and 2: the translated body with the candidate's
+model, at the candidate's path; step 3 is the same.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 from egressproxy.credential_injection import OutgoingRequest, cleartext_refused, inject
 from egressproxy.credentials import Credential
+from egressproxy.cross_format import Translation
 from egressproxy.decisions import parent_for
 from egressproxy.dialer import Dialer
 from egressproxy.dialer_http import gateway_client
@@ -27,7 +29,6 @@ from egressproxy.gcp_tokens import ServiceAccountTokens, TokenError, TokenFetch
 from egressproxy.hostnames import canonical_host, is_ip_literal
 from egressproxy.model_rewrite import configured_model, rewrite_model
 from egressproxy.outcomes import GatewayFailure
-from egressproxy.provider_endpoints import provider_api
 from egressproxy.snapshot import ObjectRef, Snapshot
 from egressproxy.upstreams import Upstream
 
@@ -35,7 +36,6 @@ __all__ = [
     "CandidateContext",
     "apply_credential",
     "candidate_path",
-    "format_mismatch",
     "prepare_candidate",
     "token_fetch",
 ]
@@ -49,20 +49,6 @@ class CandidateContext:
     route: ObjectRef | None
     rule: int | None
     listener: str | None
-
-
-def api_format(upstream: Upstream) -> str | None:
-    """The request format a candidate speaks (`openai` for OpenAI-compatible ones); None: not an AI provider."""
-    return provider_api(upstream.provider) if upstream.provider is not None else None
-
-
-def format_mismatch(first: Upstream, candidate: Upstream) -> str | None:
-    """The seam for cross-format failover: a candidate speaking another format than the first (the client's)
-    would have its request and response stream translated here; for now it is skipped with this reason."""
-    wanted, offered = api_format(first), api_format(candidate)
-    if wanted is None or offered is None or wanted == offered:
-        return None
-    return f"speaks the {offered} API and the request is {wanted}: cross-format failover needs translation (not in this build)"
 
 
 def candidate_path(path: str, upstream: Upstream) -> str:
@@ -80,6 +66,23 @@ def _model_body(request: OutgoingRequest, upstream: Upstream) -> bytes:
         return request.body
     rewritten = rewrite_model(request.body, model)
     return rewritten if rewritten is not None else request.body
+
+
+# Headers of one API that mean nothing (or something else) to the other; the translated answer is read by the
+# gateway, so it comes unencoded.
+_FOREIGN_HEADERS = {
+    "anthropic-messages": ("openai-organization", "openai-project", "openai-beta"),
+    "openai-chat": ("anthropic-version", "anthropic-beta"),
+}
+
+
+def _translate(request: OutgoingRequest, translation: Translation) -> None:
+    request.path = translation.path
+    request.body = translation.body
+    request.remove_headers(_FOREIGN_HEADERS[translation.provider.value])
+    request.set_header("accept-encoding", "identity")
+    if translation.stream:
+        request.set_header("accept", "text/event-stream")
 
 
 async def apply_credential(
@@ -116,13 +119,18 @@ async def prepare_candidate(
     tokens: ServiceAccountTokens,
     fetch: TokenFetch,
     authority: str | None = None,
+    translation: Translation | None = None,
 ) -> OutgoingRequest | GatewayFailure:
     """The request as `upstream` receives it, built from `original` (never modified: it is the replay buffer).
 
-    `authority` is the Host the candidate is sent (default: the original's); a signature (SigV4) covers it."""
+    `authority` is the Host the candidate is sent (default: the original's); a signature (SigV4) covers it.
+    `translation`: the candidate speaks the other chat API, and gets this body and path instead."""
     request = replace(original, headers=list(original.headers), scheme=upstream.scheme, authority=authority or original.authority)
-    request.path = candidate_path(original.path, upstream)
-    request.body = _model_body(request, upstream)
+    if translation is not None:
+        _translate(request, translation)
+    else:
+        request.path = candidate_path(original.path, upstream)
+        request.body = _model_body(request, upstream)
     if request.body is not original.body:
         request.set_header("content-length", str(len(request.body)))
     failure = await apply_credential(snapshot, upstream, context, request, tokens, fetch)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from egressproxy.candidate_request import format_mismatch
+from egressproxy.cross_format import CandidateFormats, skip_reason
 from egressproxy.failover_walk import WalkPlan
 from egressproxy.outlier_detection import OutlierDetection
 from egressproxy.retryability import Retryability
@@ -56,28 +56,34 @@ def choose_plan(
     retry: RetryPolicy | None,
     attempt_timeout: float | None,
     outlier: OutlierLookup | None = None,
+    formats: CandidateFormats | None = None,
 ) -> WalkPlan | str:
-    """The walk for this request, or why it goes straight to its first candidate."""
+    """The walk for this request, or why it goes straight to its first candidate. `formats`: the candidates of
+    another chat API than the client's, each with its translation or why it is skipped
+    (egressproxy/cross_format.py)."""
     why = direct_reason(candidates, body_size, replay_limit, retry, method)
     if why is not None:
         return why
     limits = [t for t in (retry.per_try_timeout if retry is not None else None, attempt_timeout) if t]
     per_try = min(limits) if limits else None  # to the response head; backendRequest also bounds the whole attempt
     if sum(1 for c in candidates if c.provider is not None) >= 2:
-        return failover_plan(candidates, per_try, outlier)
+        return failover_plan(candidates, per_try, outlier, formats)
     assert retry is not None
     return retry_plan(candidates, retry, per_try, outlier)
 
 
 def failover_plan(
-    candidates: tuple[Upstream, ...], per_try_timeout: float | None = None, outlier: OutlierLookup | None = None
+    candidates: tuple[Upstream, ...],
+    per_try_timeout: float | None = None,
+    outlier: OutlierLookup | None = None,
+    formats: CandidateFormats | None = None,
 ) -> WalkPlan:
-    """Walk every candidate in order; a candidate of another API format than the first is skipped (the seam
-    where translation will plug in)."""
-    first = candidates[0]
+    """Walk every candidate in order; one that `formats` cannot serve (a request the translator refuses, an API
+    it does not know) is skipped with its reason."""
+    known = formats or {}
 
     def skip(candidate: Upstream) -> str | None:
-        return format_mismatch(first, candidate)
+        return skip_reason(known, candidate)
 
     return WalkPlan(candidates, failover=True, per_try_timeout=per_try_timeout, skip=skip, outlier=outlier or _no_outlier)
 

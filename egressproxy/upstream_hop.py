@@ -13,8 +13,15 @@ Nothing else can use it: each request must carry `x-egress-hop: <process token> 
 the request's replay buffer, candidates and decision). A request without a valid ticket gets 403. The header
 never leaves the process: the hop builds each upstream request from the ticket, not from what it received.
 
+A candidate that speaks the other chat API (egressproxy/cross_format.py) is sent its translated request, and its
+answer comes back in the client's format: an SSE answer through the stream translator, each client event sent
+as soon as the provider's event that makes it is complete; any other answer (a JSON completion, an error) read
+whole (within the attempt's deadline), translated, and sent with its length.
+
 Mid-stream failures end the client's stream visibly: a `text/event-stream` answer gets an SSE `error` event and
 then the connection is reset; any other answer is reset (no terminating chunk), so no client sees a clean end.
+A translated stream that is cut (or that the provider broke off before its final event) ends with the
+translator's error event, in the client's format, and then the reset.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from dataclasses import dataclass, field
 import h11
 import httpx
 
+from egressproxy.ai_formats import MalformedPayload, StreamOutcome, StreamTranslator, stream_translator
 from egressproxy.candidate_request import CandidateContext, prepare_candidate, token_fetch
 from egressproxy.credential_injection import OutgoingRequest
+from egressproxy.cross_format import CandidateFormats, Translation, answer_headers, translate_answer
 from egressproxy.dialer import Dialer
 from egressproxy.dialer_http import UpstreamFailed, gateway_client
 from egressproxy.failover_walk import Answer, AttemptFailed, Send, WalkPlan, WalkResult, walk
@@ -53,6 +62,7 @@ HOP_HEADER = "x-egress-hop"
 _TICKET_TTL = 600.0  # seconds a ticket waits for its request (a client that vanished leaves one behind)
 _READ = 65536
 _CLIENT_CACHE = 64
+_TRANSLATED_MAX = 16 * 1024 * 1024  # a whole answer read for translation; larger is refused (502)
 # Never copied between the hop's two sides: they describe one connection, not the message.
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "proxy-authenticate"}
@@ -74,6 +84,7 @@ class HopTicket:
     first_authority: str  # Host for the first candidate (URLRewrite's hostname, or as the route decided)
     read_timeout: float  # for each read of the answer (the request timeout bounds the whole)
     backend_timeout: float | None = None  # HTTPRoute timeouts.backendRequest: one whole attempt, body included
+    formats: CandidateFormats = field(default_factory=dict)  # candidates of the other chat API (cross_format.py)
     created: float = field(default_factory=time.monotonic)
 
 
@@ -219,7 +230,39 @@ class UpstreamHop:
         ticket.record.upstream = result.upstream
         ticket.record.backend = result.upstream.backend_name
         deadline = result.answer.started + ticket.backend_timeout if ticket.backend_timeout else None
+        translation = ticket.formats.get(result.upstream)
+        if isinstance(translation, Translation):
+            return await self._translated(conn, writer, result.answer, ticket.record, deadline, translation)
         return await self._stream(conn, writer, result.answer, ticket.record, deadline)
+
+    async def _translated(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, record: FlowRecord,
+        deadline: float | None, translation: Translation,
+    ) -> bool:
+        """The answer of a candidate of the other chat API, in the client's format."""
+        provider_headers = answer.response.headers.multi_items()
+        if answer.status < 400 and answer.headers.get("content-type", "").startswith("text/event-stream"):
+            translator = stream_translator(translation.provider, translation.client, translation.reported_model,
+                                           translation.include_usage)
+            sse = answer_headers(provider_headers, "text/event-stream")
+            return await self._stream(conn, writer, answer, record, deadline, translator, sse)
+        try:
+            body = await _read_whole(answer, deadline)
+            translated = translate_answer(translation, answer.status, body)
+        except MalformedPayload as e:
+            record.error = "upstream-unreachable"
+            detail = f"the provider's answer is not the {translation.provider} format it speaks: {e}"
+            await self._send_whole(conn, writer, gateway_error("upstream-unreachable", detail))
+            return True
+        except Exception as e:  # the body broke, overran the deadline or the size limit: nothing was sent yet
+            await _quietly_close(answer)
+            record.error = "upstream-timeout" if isinstance(e, TimeoutError) else "upstream-unreachable"
+            detail = "timeouts.backendRequest ran out" if record.error == "upstream-timeout" else str(e) or type(e).__name__
+            await self._send_whole(conn, writer, gateway_error(record.error, f"reading the provider's answer: {detail}"))
+            return True
+        whole = tuple((k, v) for k, v in answer_headers(provider_headers, "application/json") if k.lower() not in _HOP_BY_HOP)
+        await self._send_whole(conn, writer, GatewayAnswer(answer.status, whole, translated))
+        return True
 
     async def _walk_while_connected(self, conn: h11.Connection, reader: asyncio.StreamReader, ticket: HopTicket) -> WalkResult | None:
         """The walk, cancelled when mitmproxy closes the connection first (the client went away, or the request
@@ -244,12 +287,15 @@ class UpstreamHop:
         return None
 
     async def _stream(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, record: FlowRecord, deadline: float | None
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, record: FlowRecord,
+        deadline: float | None, translator: StreamTranslator | None = None, headers: list[tuple[str, str]] | None = None,
     ) -> bool:
-        """Send the answer on as it arrives; an upstream that fails or overruns `deadline` (monotonic) mid-body
+        """Send the answer on as it arrives (through `translator` when it is the other chat API's stream, with
+        `headers` instead of the provider's); an upstream that fails or overruns `deadline` (monotonic) mid-body
         ends the stream visibly."""
-        headers = [(k.encode(), v.encode()) for k, v in answer.response.headers.multi_items() if k.lower() not in _HOP_BY_HOP]
-        writer.write(conn.send(h11.Response(status_code=answer.status, headers=headers, reason=answer.response.reason_phrase.encode())) or b"")
+        sent = headers if headers is not None else answer.response.headers.multi_items()
+        head = [(k.encode(), v.encode()) for k, v in sent if k.lower() not in _HOP_BY_HOP]
+        writer.write(conn.send(h11.Response(status_code=answer.status, headers=head, reason=answer.response.reason_phrase.encode())) or b"")
         await writer.drain()
         chunks = answer.chunks()
         while True:
@@ -263,8 +309,18 @@ class UpstreamHop:
                 timed_out = isinstance(e, TimeoutError)
                 record.error = "upstream-timeout" if timed_out else "upstream-unreachable"
                 cause = "timeouts.backendRequest ran out" if timed_out else str(e) or type(e).__name__
-                await self._end_visibly(conn, writer, answer, cause, record.error)
+                await self._end_visibly(conn, writer, answer, cause, record.error, _cut_event(translator))
                 return False
+            if translator is not None:
+                try:
+                    chunk = translator.feed(chunk)
+                except MalformedPayload as e:
+                    await _quietly_close(answer)
+                    record.error = "upstream-unreachable"
+                    await self._end_visibly(conn, writer, answer, f"untranslatable stream: {e}", record.error, translator.cut_event())
+                    return False
+                if not chunk:
+                    continue
             try:
                 writer.write(conn.send(h11.Data(data=chunk)) or b"")
                 await writer.drain()
@@ -273,6 +329,8 @@ class UpstreamHop:
                 writer.transport.abort()
                 return False
         await answer.close()
+        if translator is not None and not await self._translator_ended(conn, writer, answer, translator, record):
+            return False
         try:
             writer.write(conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:  # the origin sent fewer bytes than its Content-Length
@@ -281,12 +339,34 @@ class UpstreamHop:
         await writer.drain()
         return True
 
+    async def _translator_ended(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, translator: StreamTranslator,
+        record: FlowRecord,
+    ) -> bool:
+        """The provider's stream ended: send the translator's last bytes; False (ended visibly) when it was cut."""
+        tail = translator.end()
+        if tail:
+            writer.write(conn.send(h11.Data(data=tail)) or b"")
+        if translator.outcome is not StreamOutcome.CUT:
+            return True
+        record.error = "upstream-unreachable"
+        await self._end_visibly(conn, writer, answer, "the provider's stream ended before its final event", record.error,
+                                translator.cut_event())
+        return False
+
     @staticmethod
     async def _end_visibly(
-        conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, cause: str, reason: str
+        conn: h11.Connection, writer: asyncio.StreamWriter, answer: _HttpxAnswer, cause: str, reason: str,
+        final: bytes | None = None,
     ) -> None:
-        """An SSE `error` event (when the stream is SSE and chunked), then a reset: never a clean end."""
-        if answer.headers.get("content-type", "").startswith("text/event-stream") and "content-length" not in answer.headers:
+        """An SSE `error` event (`final`, the translator's, else one when the stream is SSE and chunked), then a
+        reset: never a clean end."""
+        if final is not None:
+            try:
+                writer.write(conn.send(h11.Data(data=final)) or b"")
+            except h11.LocalProtocolError:
+                pass
+        elif answer.headers.get("content-type", "").startswith("text/event-stream") and "content-length" not in answer.headers:
             message = "the upstream took longer than its backend request timeout" if reason == "upstream-timeout" else (
                 "the upstream connection failed mid-stream"
             )
@@ -317,8 +397,12 @@ class UpstreamHop:
 
         async def send(upstream: Upstream, timeout: float | None) -> Answer:
             authority = ticket.first_authority if upstream == first else _authority(upstream)
+            translation = ticket.formats.get(upstream)
+            translation = translation if isinstance(translation, Translation) else None
+            if translation is not None and translation.losses:
+                log.debug("translated for %s: dropped %s", upstream.backend_name, ", ".join(translation.losses))
             prepared = await prepare_candidate(
-                ticket.snapshot, upstream, ticket.context, ticket.original, self.tokens, fetch, authority
+                ticket.snapshot, upstream, ticket.context, ticket.original, self.tokens, fetch, authority, translation
             )
             if isinstance(prepared, GatewayFailure):
                 raise AttemptFailed(Phase.REFUSED, prepared)
@@ -353,6 +437,27 @@ class UpstreamHop:
                 asyncio.get_running_loop().create_task(self._clients.pop(old).aclose())
             client = self._clients[key] = gateway_client(self.dialer, snapshot, upstream, timeout=read_timeout)
         return client
+
+
+def _cut_event(translator: StreamTranslator | None) -> bytes | None:
+    return translator.cut_event() if translator is not None else None
+
+
+async def _read_whole(answer: _HttpxAnswer, deadline: float | None) -> bytes:
+    """An answer's whole body, within the attempt's deadline and `_TRANSLATED_MAX` bytes."""
+
+    async def read() -> bytes:
+        body = bytearray()
+        async for chunk in answer.chunks():
+            body += chunk
+            if len(body) > _TRANSLATED_MAX:
+                raise ValueError(f"the answer is larger than {_TRANSLATED_MAX} bytes")
+        return bytes(body)
+
+    try:
+        return await asyncio.wait_for(read(), deadline - time.monotonic() if deadline is not None else None)
+    finally:
+        await _quietly_close(answer)
 
 
 async def _quietly_close(answer: _HttpxAnswer) -> None:

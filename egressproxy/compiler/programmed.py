@@ -15,6 +15,7 @@ from typing import Any
 
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.enforcement import unsupported_fields, unsupported_message
+from egressproxy.cross_format import translation_model
 from egressproxy.provider_endpoints import provider_api
 from egressproxy.compiler.kinds import BACKEND_KINDS, HTTP_ROUTE_KINDS, POLICY_KINDS, ROUTE_KINDS
 from egressproxy.compiler.status import StatusBook
@@ -61,19 +62,29 @@ def _only_parent_backends(comp: Compilation, ref: ObjectRef) -> bool:
 
 
 def _mixed_api_formats(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:
-    """Failover walks the priority groups, but a provider of another API format than the first (an Anthropic
-    fallback for an OpenAI primary) needs request and response translation, which this build does not have:
-    such a group list is not enforced as written, and says so."""
+    """Failover walks the priority groups and translates between the OpenAI and Anthropic chat APIs
+    (egressproxy/cross_format.py). Not enforced as written, and said so: a list mixing in another API (Gemini,
+    Bedrock), whose candidates a client of another format never reaches; and, in a list mixing the two chat APIs,
+    a provider without `model`, which a translated request cannot be addressed to."""
     backend = comp.backends.get(ref)
     if backend is None or not backend.ai_groups:
         return ()
-    formats = {provider_api(p) for group in backend.ai_groups for p in group}
+    providers = [p for group in backend.ai_groups for p in group]
+    formats = {provider_api(p) for p in providers}
     if len(formats) < 2:
         return ()
     ai = backend.spec.get("ai", {}) if ref.kind == "Backend" else backend.spec
     prefix = "spec.ai" if ref.kind == "Backend" else "spec"
     field = "multipool" if "multipool" in ai else "priorityGroups" if "priorityGroups" in ai else "llm"
-    return (f"{prefix}.{field} (mixing the {' and '.join(sorted(formats))} APIs: cross-format failover)",)
+    if not formats <= _TRANSLATED_APIS:
+        return (f"{prefix}.{field} (mixing the {' and '.join(sorted(formats))} APIs: only OpenAI <-> Anthropic is translated)",)
+    unaddressed = sorted(p.name for p in providers if translation_model(p) is None)
+    if unaddressed:
+        return (f"{prefix}.{field} (mixing the OpenAI and Anthropic APIs, {', '.join(unaddressed)} sets no model to translate to)",)
+    return ()
+
+
+_TRANSLATED_APIS = frozenset({"openai", "anthropic"})
 
 
 def _connection_routes(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from egressproxy.candidate_request import CandidateContext, candidate_path, format_mismatch, prepare_candidate
+from egressproxy.candidate_request import CandidateContext, candidate_path, prepare_candidate
+from egressproxy.cross_format import candidate_formats
 from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.failover_plan import direct_reason
 from egressproxy.gcp_tokens import ServiceAccountTokens
@@ -40,7 +41,7 @@ spec:
           hostOverride: {host: 127.0.0.1, port: 11434, scheme: http}
           pathOverride: {fullPath: /api/v1/chat}
       - name: claude
-        anthropic: {authToken: {kind: Inline, inline: sk-ant-SECRET}}
+        anthropic: {model: claude-x, authToken: {kind: Inline, inline: sk-ant-SECRET}}
 """
 
 
@@ -106,12 +107,27 @@ def test_path_override_keeps_the_query() -> None:
     assert candidate_path("/v1/x", Upstream("h", 80)) == "/v1/x"
 
 
-def test_a_candidate_of_another_format_is_skipped_with_a_reason_until_translation_lands() -> None:
+def test_a_translated_candidate_gets_the_translated_body_and_path_and_its_own_credential() -> None:
     snapshot = _snapshot()
-    cloud, claude, local = (_candidate(snapshot, n) for n in ("cloud", "claude", "local"))
-    assert format_mismatch(cloud, local) is None
-    reason = format_mismatch(cloud, claude)
-    assert reason is not None and "anthropic" in reason and "translation" in reason
+    claude = _candidate(snapshot, "claude", host="api.anthropic.com")
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    original = OutgoingRequest("POST", "https", "llm.example.test", "/v1/chat/completions?x=1",
+                               [("host", "llm.example.test"), ("accept-encoding", "gzip"), ("openai-organization", "o")], body)
+    translation = candidate_formats(original.path, body, None, (_candidate(snapshot, "cloud"), claude))[claude]
+    assert not isinstance(translation, str)
+
+    async def fetch(uri: str, form: dict[str, str]) -> tuple[int, object]:
+        raise AssertionError("no token fetch")
+
+    prepared = asyncio.run(prepare_candidate(snapshot, claude, CandidateContext(None, None, "http"), original,
+                                             ServiceAccountTokens(), fetch, None, translation))
+    assert isinstance(prepared, OutgoingRequest)
+    assert prepared.path == "/v1/messages"
+    sent = json.loads(prepared.body)
+    assert sent["model"] == "claude-x" and sent["max_tokens"] == 4096
+    assert prepared.header("accept-encoding") == "identity" and prepared.header("openai-organization") is None
+    assert prepared.header("content-length") == str(len(prepared.body))
+    assert prepared.header("x-api-key") == "sk-ant-SECRET"
 
 
 def test_which_requests_are_walked() -> None:

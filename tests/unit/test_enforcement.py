@@ -471,3 +471,41 @@ def test_experimental_gateway_api_fields_are_accepted_and_reported() -> None:
         "Unsupported",
         "spec.useDefaultGateways, spec.rules.filters.externalAuth are validated but not enforced by this build",
     )
+
+
+def _mixed_backend(anthropic: str, third: str = "") -> str:
+    return f"""\
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {{name: mixed}}
+spec:
+  type: AI
+  ai:
+    priorityGroups:
+    - providers:
+      - name: gpt
+        openai: {{model: gpt-4o, authToken: {{kind: Inline, inline: k}}}}
+    - providers:
+      - name: claude
+        anthropic: {{{anthropic}authToken: {{kind: Inline, inline: k}}}}{third}
+"""
+
+
+def test_a_backend_mixing_openai_and_anthropic_is_programmed_now_that_failover_translates() -> None:
+    result = compile_text(GATEWAY + _mixed_backend("model: claude-x, "))
+    assert programmed(result, ObjectRef("Backend", "default", "mixed"))[:2] == ("True", "Programmed")
+
+
+@pytest.mark.parametrize(
+    ("anthropic", "third", "says"),
+    [
+        ("", "", "mixing the OpenAI and Anthropic APIs, claude sets no model to translate to"),
+        ("model: c, ", "\n    - providers:\n      - name: g\n        gemini: {model: g, authToken: {kind: Inline, inline: k}}",
+         "mixing the anthropic and gemini and openai APIs: only OpenAI <-> Anthropic is translated"),
+    ],
+)
+def test_a_mix_failover_cannot_translate_is_unsupported(anthropic: str, third: str, says: str) -> None:
+    result = compile_text(GATEWAY + _mixed_backend(anthropic, third))
+    status = programmed(result, ObjectRef("Backend", "default", "mixed"))
+    assert status[:2] == ("False", "Unsupported") and says in status[2]
