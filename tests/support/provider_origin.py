@@ -2,7 +2,8 @@
 
 Each request names its test case in the `x-test-case` header; the origin answers with that case's script (a
 list of steps, one consumed per request; the last repeats) and records what it received (path, headers,
-body hash and length). Steps:
+body hash and length). A request to a path ending in `/v1/messages` is answered in Anthropic's Messages format
+(JSON message, SSE events `message_start` ... `message_stop`), any other in OpenAI's. Steps:
 
 - `Json(status, body, headers)`: a whole answer;
 - `Sse(events, wait_after=i, gate=Event)`: an OpenAI-style stream; after event `i` it waits for `gate` (a test
@@ -75,6 +76,33 @@ def openai_event(i: int, origin: str) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
+def anthropic_event(kind: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()
+
+
+def stream_head(origin: str, anthropic: bool) -> bytes:
+    if not anthropic:
+        return b""
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": origin, "content": [],
+               "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 0}}
+    return anthropic_event("message_start", {"message": message}) + anthropic_event(
+        "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+
+
+def stream_event(i: int, origin: str, anthropic: bool) -> bytes:
+    if not anthropic:
+        return openai_event(i, origin)
+    return anthropic_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": f"{origin}-{i} "}})
+
+
+def stream_tail(anthropic: bool) -> bytes:
+    if not anthropic:
+        return b"data: [DONE]\n\n"
+    return (anthropic_event("content_block_stop", {"index": 0})
+            + anthropic_event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}})
+            + anthropic_event("message_stop", {}))
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "_Server"
@@ -90,11 +118,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.seen.append(Seen(case, self.path, headers, hashlib.sha256(body).hexdigest(), len(body), body))
         step = self.server.owner.next_step(case)
         name = self.server.owner.name
+        anthropic = self.path.split("?", 1)[0].endswith("/v1/messages")
         if isinstance(step, Hang):
             time.sleep(step.seconds)
             step = Json()
         if isinstance(step, Json):
-            payload = json.dumps(step.body if step.body is not None else _completion(name)).encode()
+            default = _message(name) if anthropic else _completion(name)
+            payload = json.dumps(step.body if step.body is not None else default).encode()
             self.send_response(step.status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))
@@ -107,9 +137,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream" if not isinstance(step, Reset) or step.sse else "application/octet-stream")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
+        head = stream_head(name, anthropic)
+        if head:
+            self.wfile.write(chunk(head))
         if isinstance(step, Reset):
             for i in range(step.events):
-                self.wfile.write(chunk(openai_event(i, name)))
+                self.wfile.write(chunk(stream_event(i, name, anthropic)))
             self.wfile.flush()
             time.sleep(0.2)
             # An abortive close (RST): the stream dies without its terminating chunk.
@@ -118,12 +151,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         for i in range(step.events):
-            self.wfile.write(chunk(openai_event(i, name)))
+            self.wfile.write(chunk(stream_event(i, name, anthropic)))
             self.wfile.flush()
             if step.wait_after == i and step.gate is not None:
                 if not step.gate.wait(step.gate_timeout):
                     self.wfile.write(chunk(b"data: {\"late\": true}\n\n"))
-        self.wfile.write(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        self.wfile.write(chunk(stream_tail(anthropic)) + b"0\r\n\r\n")
         self.wfile.flush()
 
     do_GET = do_PUT = do_DELETE = do_POST
@@ -133,6 +166,12 @@ def _completion(origin: str) -> dict[str, Any]:
     return {"id": "c1", "object": "chat.completion", "model": origin, "created": 0,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": f"from {origin}"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def _message(origin: str) -> dict[str, Any]:
+    return {"id": "msg_1", "type": "message", "role": "assistant", "model": origin, "stop_reason": "end_turn",
+            "stop_sequence": None, "content": [{"type": "text", "text": f"from {origin}"}],
+            "usage": {"input_tokens": 1, "output_tokens": 1}}
 
 
 class _Server(ThreadingHTTPServer):
