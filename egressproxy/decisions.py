@@ -7,7 +7,7 @@ serving would do. Nothing here touches mitmproxy or the network.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from egressproxy.config.problems import ObjectRef
@@ -281,7 +281,7 @@ def ai_policy_for(
     table = snapshot.compiled.ai
     if not table:
         return None
-    backend = upstreams[0].backend if upstreams else None
+    backend = upstreams[0].policy_backend if upstreams else None
     return table.for_request(
         snapshot.policies,
         route.ref if route is not None else None,
@@ -302,7 +302,8 @@ def _by_region(
     route_ref = route.ref if route is not None else None
 
     def policy_for(upstream: Upstream) -> RegionPolicy | None:
-        backend = upstream.backend.ref if upstream.backend is not None and upstream.backend.type != "Service" else None
+        attached = upstream.policy_backend
+        backend = attached.ref if attached is not None and attached.type != "Service" else None
         return compiled.region_policy(snapshot.policies, route_ref, backend, listener.name, rule)
 
     return filter_candidates(candidates, policy_for)
@@ -331,7 +332,7 @@ def rate_limit_for(
     table = snapshot.compiled.rate_limits
     if not table:
         return None
-    backend = upstreams[0].backend if upstreams else None
+    backend = upstreams[0].policy_backend if upstreams else None
     return table.for_request(
         snapshot.policies,
         route.ref if route is not None else None,
@@ -349,7 +350,7 @@ def traffic_for(
     compiled = snapshot.compiled.traffic
     if not compiled:
         return NO_TRAFFIC_SETTINGS
-    backend = upstreams[0].backend if upstreams else None
+    backend = upstreams[0].policy_backend if upstreams else None
     attached = snapshot.policies.policies(
         "TrafficPolicy",
         route=route,
@@ -416,13 +417,39 @@ def _backend_candidates(ref: WeightedBackend, request: RequestView, gateway_pare
         service = Backend(ref.ref, "Service")
         port = ref.port or request.port
         return [_upstream(ref.service_host, port, request.scheme, service, True, gateway_parent, weight=ref.weight)]
+    return _candidates_of(backend, ref.weight, ref.port, request, gateway_parent)
+
+
+def _member_candidates(backend: Backend, request: RequestView, gateway_parent: StaticHost | None) -> list[Upstream]:
+    """An AIBackend's `groups`: each group's Backends expanded (their own priority groups kept in order after
+    one another), numbered after every group before it, each member's weight on its first group; weight 0 is
+    never tried. Each candidate keeps its own Backend (credentials, region label, metrics) and names the
+    AIBackend in `via` (policies)."""
+    out: list[Upstream] = []
+    base = 0
+    for group in backend.members:
+        depth = 1
+        for member in group:
+            if member.weight <= 0:
+                continue
+            expanded = _candidates_of(member.backend, member.weight, None, request, gateway_parent)
+            out.extend(replace(u, group=base + u.group, via=backend) for u in expanded)
+            depth = max(depth, *(u.group + 1 for u in expanded)) if expanded else depth
+        base += depth
+    return out
+
+
+def _candidates_of(
+    backend: Backend, weight: int, port: int | None, request: RequestView, gateway_parent: StaticHost | None
+) -> list[Upstream]:
+    if backend.members:
+        return _member_candidates(backend, request, gateway_parent)
     if backend.parent is not None:
         # Parent mode: the original destination, through the parent (which resolves it and applies its policy).
-        return [_dynamic(request, backend, backend.parent.address, ref.weight)]
+        return [_dynamic(request, backend, backend.parent.address, weight)]
     if backend.static_hosts:
         static = backend.static_hosts[0]
-        port = ref.port or static.port
-        return [_upstream(static.host, port, request.scheme, backend, True, gateway_parent, weight=ref.weight)]
+        return [_upstream(static.host, port or static.port, request.scheme, backend, True, gateway_parent, weight=weight)]
     if backend.ai_groups:
         out: list[Upstream] = []
         for group, providers in enumerate(backend.ai_groups):
@@ -430,7 +457,6 @@ def _backend_candidates(ref: WeightedBackend, request: RequestView, gateway_pare
                 endpoint = provider_endpoint(provider)
                 if endpoint is None:
                     continue
-                weight = ref.weight if group == 0 else 1
                 out.append(
                     _upstream(
                         endpoint.host,
@@ -439,14 +465,14 @@ def _backend_candidates(ref: WeightedBackend, request: RequestView, gateway_pare
                         backend,
                         endpoint.trusted,
                         gateway_parent,
-                        weight=weight,
+                        weight=weight if group == 0 else 1,
                         group=group,
                         provider=provider,
                     )
                 )
         return out
     # Other Backend types (DynamicForwardProxy, AWS, MCP without hosts): the requested destination.
-    return [_dynamic(request, backend, gateway_parent, ref.weight)]
+    return [_dynamic(request, backend, gateway_parent, weight)]
 
 
 def dns_name_allowed(snapshot: Snapshot, name: str) -> Verdict:

@@ -62,6 +62,7 @@ def compile_outlier(spec: Mapping[str, Any] | None) -> OutlierDetection | None:
 
 
 def outlier_of(upstream: "Upstream") -> OutlierDetection | None:
-    """The outlier detection of a candidate's Backend (None: never ejected)."""
-    backend = upstream.backend
-    return backend.outlier if backend is not None else None
+    """The outlier detection of a candidate's Backend, else of the AIBackend whose groups named it (None: never
+    ejected)."""
+    own = upstream.backend.outlier if upstream.backend is not None else None
+    return own if own is not None or upstream.via is None else upstream.via.outlier

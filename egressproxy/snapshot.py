@@ -29,6 +29,7 @@ __all__ = [
     "REDACTED",
     "ALLOW_ALL",
     "DENY_ALL",
+    "BackendMember",
     "Carries",
     "Condition",
     "SecretData",
@@ -263,6 +264,14 @@ REGION_LABEL = "topology.kubernetes.io/region"
 
 
 @dataclass(frozen=True, slots=True)
+class BackendMember:
+    """One entry of an AIBackend's `groups[].backends[]`: another Backend, and its weight within the group."""
+
+    backend: "Backend"
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     ref: ObjectRef
     type: str  # Static | AI | AWS | DynamicForwardProxy | MCP
@@ -271,6 +280,8 @@ class Backend:
     parent: ParentProxy | None = None
     ai_groups: tuple[tuple[AIProvider, ...], ...] = ()  # priority groups, highest priority first
     outlier: OutlierDetection | None = None  # extension `spec.outlierDetection` (egressproxy/outlier_detection.py)
+    # AIBackend `groups`: other Backends by priority (highest first), weighted within a group
+    members: tuple[tuple[BackendMember, ...], ...] = ()
     spec: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
     @property
@@ -290,6 +301,7 @@ class Backend:
             "parent": self.parent.to_dump() if self.parent else None,
             "aiPriorityGroups": [[p.to_dump() for p in group] for group in self.ai_groups],
             "outlierDetection": self.outlier.to_dump() if self.outlier else None,
+            "groups": [[{"backend": m.backend.name, "weight": m.weight} for m in group] for group in self.members],
         }
 
 

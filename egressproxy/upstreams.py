@@ -1,8 +1,8 @@
 """Upstream candidates (DESIGN.md section 6, seam 1): where a decided request or connection may be sent.
 
 A decision names its destination as an ordered tuple of `Upstream` values rather than one backend: the
-requested destination (dynamic forwarding), a Static Backend's host, a Kubernetes Service, or the providers
-of an AI Backend's priority groups. Failover walks the tuple in order, `explain` prints it, a region
+requested destination (dynamic forwarding), a Static Backend's host, a Kubernetes Service, the providers
+of an AI Backend's priority groups, or those of the Backends an AIBackend's `groups` name (`via` the AIBackend). Failover walks the tuple in order, `explain` prints it, a region
 allow-list filters it, and the dial guard lets a connection open exactly the candidates a decision wrote
 into its record (`ConnectionRecord.upstreams`), with the trust and DNS settings each one carries.
 
@@ -45,6 +45,8 @@ class Upstream:
     group: int = 0  # AI priority group, 0 = highest priority
     weight: int = 1
     provider: AIProvider | None = None  # for AI Backends: the provider this candidate is
+    # An AIBackend whose `groups` named `backend`: the Backend the route chose, where its policies attach
+    via: Backend | None = None
     # The RegionAllowListPolicy check this candidate passed when the request was decided (None: no policy was
     # consulted; the dialer then applies the gateway's). A `pending` one is decided by GeoIP at dial time.
     region_check: RegionCheck | None = field(default=None, compare=False)
@@ -53,6 +55,12 @@ class Upstream:
     def key(self) -> tuple[str, int]:
         """The (host, port) the dial guard and the destination check look it up by."""
         return (self.host, self.port)
+
+    @property
+    def policy_backend(self) -> Backend | None:
+        """The Backend policies (rate limits, TrafficPolicy, region allow-lists) attach to: the AIBackend the
+        route names when this candidate is one of its groups' Backends, else the candidate's own."""
+        return self.via if self.via is not None else self.backend
 
     @property
     def backend_name(self) -> str | None:
@@ -72,6 +80,8 @@ class Upstream:
         }
         if self.provider is not None:
             out["provider"] = self.provider.name
+        if self.via is not None:
+            out["via"] = self.via.name
         if self.parent is not None:
             out["parent"] = f"{self.parent.host}:{self.parent.port}"
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from egressproxy.compiler.ai_providers import compile_ai
@@ -12,7 +13,7 @@ from egressproxy.compiler.secret_refs import require_keys, resolve_secret
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.outlier_detection import compile_outlier
-from egressproxy.snapshot import Backend, ParentProxy, StaticHost, freeze
+from egressproxy.snapshot import Backend, BackendMember, ParentProxy, StaticHost, freeze
 
 
 def compile_backends(comp: Compilation) -> None:
@@ -21,6 +22,29 @@ def compile_backends(comp: Compilation) -> None:
             comp.backends[res.ref] = _compile_backend(comp, res)
             comp.status.set(res.ref, "Accepted", True, "Accepted")
             comp.status.set(res.ref, "ResolvedRefs", True, "ResolvedRefs")
+    for res in comp.of_kind("AIBackend"):  # once every Backend a group may name is compiled
+        members = _members(comp, res)
+        if members:
+            comp.backends[res.ref] = replace(comp.backends[res.ref], members=members)
+
+
+def _members(comp: Compilation, res: Resource) -> tuple[tuple[BackendMember, ...], ...]:
+    """AIBackend `groups` in priority order (lower `priority` first; as written when equal or unset), each
+    entry the named Backend and its weight (default 1). A name that resolves to nothing is a problem already
+    (`_check_ai_backend_groups`) and adds no member."""
+    groups = res.spec.get("groups") or []
+    ranked = sorted(enumerate(groups), key=lambda item: (item[1].get("priority", 0), item[0]))
+    out: list[tuple[BackendMember, ...]] = []
+    for _, group in ranked:
+        members = []
+        for entry in group.get("backends", []):
+            ref = entry.get("backendRef", {})
+            backend = comp.backends.get(ObjectRef("Backend", ref.get("namespace") or res.namespace, ref.get("name", "")))
+            if backend is not None:
+                members.append(BackendMember(backend, int(entry.get("weight", 1))))
+        if members:
+            out.append(tuple(members))
+    return tuple(out)
 
 
 def _compile_backend(comp: Compilation, res: Resource) -> Backend:

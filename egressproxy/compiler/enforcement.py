@@ -303,7 +303,6 @@ _BACKEND_OPENAPI = _providers("Backend", "spec.ai.provider", _OPENAPI_PROVIDERS)
 _AIBACKEND_PROVIDERS = _providers("AIBackend", "spec.provider", _OPENAPI_PROVIDERS)
 
 
-_AI_BACKEND_GROUPS = "AIBackend groups of Backend references are not implemented (priorityGroups and multipool are)"
 _OUTLIER_SUCCESS_RATE = "success-rate ejection and enforcing percentages are not implemented (consecutive5xx is)"
 
 # --- the table --------------------------------------------------------------------------------------------------
@@ -489,13 +488,14 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
             ),
         ),
         "AIBackend": KindEnforcement(
-            ("spec.provider", "spec.provider.type", *_AIBACKEND_PROVIDERS[0], *_AIBACKEND_LLM[0], *_AIBACKEND_GROUPS[0]),
+            # groups: the named Backends' candidates by priority, weighted within a group (decisions._member_candidates)
+            ("spec.provider", "spec.provider.type", *_AIBACKEND_PROVIDERS[0], *_AIBACKEND_LLM[0], *_AIBACKEND_GROUPS[0],
+             "spec.groups", "spec.groups.*"),
             MappingProxyType(
                 {
                     **_AIBACKEND_PROVIDERS[1],
                     **_AIBACKEND_LLM[1],
                     **_AIBACKEND_GROUPS[1],
-                    "spec.groups.*": _AI_BACKEND_GROUPS,
                 }
             ),
         ),

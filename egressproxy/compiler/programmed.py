@@ -67,15 +67,16 @@ def _mixed_api_formats(comp: Compilation, ref: ObjectRef) -> tuple[str, ...]:
     Bedrock), whose candidates a client of another format never reaches; and, in a list mixing the two chat APIs,
     a provider without `model`, which a translated request cannot be addressed to."""
     backend = comp.backends.get(ref)
-    if backend is None or not backend.ai_groups:
+    if backend is None:
         return ()
-    providers = [p for group in backend.ai_groups for p in group]
+    grouped = [m.backend for group in backend.members for m in group if m.weight > 0]  # AIBackend `groups`
+    providers = [p for b in (backend, *grouped) for group in b.ai_groups for p in group]
     formats = {provider_api(p) for p in providers}
     if len(formats) < 2:
         return ()
     ai = backend.spec.get("ai", {}) if ref.kind == "Backend" else backend.spec
     prefix = "spec.ai" if ref.kind == "Backend" else "spec"
-    field = "multipool" if "multipool" in ai else "priorityGroups" if "priorityGroups" in ai else "llm"
+    field = "groups" if backend.members else "multipool" if "multipool" in ai else "priorityGroups" if "priorityGroups" in ai else "llm"
     if not formats <= _TRANSLATED_APIS:
         return (f"{prefix}.{field} (mixing the {' and '.join(sorted(formats))} APIs: only OpenAI <-> Anthropic is translated)",)
     unaddressed = sorted(p.name for p in providers if translation_model(p) is None)
