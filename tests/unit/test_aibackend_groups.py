@@ -142,3 +142,23 @@ def test_the_aibackend_with_groups_is_programmed_and_dumps_its_groups(compiled) 
                                          {"backend": "default/off", "weight": 0}], [{"backend": "default/last", "weight": 1}]]
     (programmed,) = [c for c in compiled.statuses[pool.ref] if c.type == "Programmed"]
     assert programmed.status == "True", programmed
+
+
+def test_an_aibackend_whose_groups_mix_in_an_api_failover_cannot_translate_says_so() -> None:
+    gemini = """
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: Backend
+metadata: {name: gem}
+spec:
+  type: AI
+  ai:
+    llm:
+      gemini: {model: g, authToken: {kind: Inline, inline: k}}
+"""
+    pool = CONFIG.replace("    - backendRef: {name: last}", "    - backendRef: {name: last}\n    - backendRef: {name: gem}")
+    text = textwrap.dedent(pool + BACKENDS + gemini) + "---\n" + secret_manifest("ca", *create_ca("ca"))
+    compiled = compile_config(load_text(text, "groups.yaml").resources)
+    ref = next(r for r in compiled.statuses if r.kind == "AIBackend")
+    (programmed,) = [c for c in compiled.statuses[ref] if c.type == "Programmed"]
+    assert programmed.status == "False" and "spec.groups (mixing the gemini and openai APIs" in programmed.message
