@@ -156,14 +156,19 @@ def test_invalid_config_at_start_exits_1_with_the_problem_lines(gateway):
     assert "EgressGateway/default/eg: spec.listeners: must have at least 1 item(s)" in gw.logs()
 
 
-def test_unsupported_fields_are_warned_at_start_and_on_every_reload(running):
-    """The gateway sets `spec.otlp`, which this build does not export: the log says so, once per load."""
+def test_unsupported_fields_are_warned_on_every_load(running):
+    """A TrafficPolicy CSRF check is valid but not enforced by this build: each accepted load says so, once."""
     gw, _, _ = running
-    warning = (
-        "EgressGateway/egress/eg is not enforced in full (Programmed=False, Unsupported): "
-        "spec.otlp is validated but not enforced by this build"
+    (gw.configs[0] / "20-csrf.yaml").write_text(
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: csrf, namespace: egress}\n"
+        "spec:\n  targetRefs: [{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}]\n  csrf: {percentageEnabled: 100}\n"
     )
-    assert gw.logs().count(warning) == 1, gw.logs()
+    warning = (
+        "TrafficPolicy/egress/csrf is not enforced in full (Programmed=False, Unsupported): "
+        "spec.csrf is validated but not enforced by this build"
+    )
+    assert gw.admin("/reload", method="POST").json()["ok"] is True
+    assert _wait_for(lambda: gw.logs().count(warning) == 1), gw.logs()
     assert gw.admin("/reload", method="POST").json()["ok"] is True
     assert _wait_for(lambda: gw.logs().count(warning) == 2), gw.logs()
     assert "HTTPRoute/egress/route-a is not enforced" not in gw.logs()
