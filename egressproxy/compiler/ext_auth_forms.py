@@ -67,11 +67,10 @@ def _disabled(block: Mapping[str, Any]) -> bool:
 def _service(comp: Compilation, res: Resource) -> ExtAuthService | None:
     ext = res.spec.get("extAuth") or {}
     grpc_service = ext.get("grpcService")
-    timeout_text = ext.get("timeout") or (grpc_service or {}).get("requestTimeout")
-    timeout = parse_duration(timeout_text) if timeout_text else DEFAULT_TIMEOUT
+    timeout = _seconds(ext.get("timeout") or (grpc_service or {}).get("requestTimeout"))
     forward = ext.get("headersToForward")
     common: dict[str, Any] = {
-        "timeout": timeout if timeout > 0 else DEFAULT_TIMEOUT,
+        "timeout": timeout if timeout is not None and timeout > 0 else DEFAULT_TIMEOUT,
         "fail_open": bool(ext.get("failOpen", False)),
         "status_on_error": int(ext.get("statusOnError", DEFAULT_STATUS_ON_ERROR)),
         "headers_to_forward": frozenset(h.lower() for h in forward) if forward else None,
@@ -84,6 +83,13 @@ def _service(comp: Compilation, res: Resource) -> ExtAuthService | None:
     host, port = address
     authority = grpc_service.get("authority") or f"{host}:{port}"
     return ExtAuthService(res.ref, host, port, authority, **common)
+
+
+def _seconds(value: Any) -> float | None:
+    """A validated Duration: seconds already, or the Go duration string as written."""
+    if value is None:
+        return None
+    return float(value) if isinstance(value, int | float) else parse_duration(str(value))
 
 
 def _address(comp: Compilation, res: Resource, ref: Mapping[str, Any]) -> tuple[str, int] | None:
