@@ -317,7 +317,7 @@ _NO_STREAM_IDLE = "a stream idle timeout is not applied (timeouts.request is)"
 _NO_XFF = "X-Forwarded-For is not read or written; identity comes from proxy credentials (DESIGN.md 5)"
 _NO_LISTENER_TIMEOUTS = "listener idle timeouts are the gateway's client limits (DESIGN.md 4.2), not this policy's"
 _LATER_KGATEWAY = "a kgateway 2.2+ field, accepted as written and not implemented"
-_NO_EXT = "external services (ext_proc, rate limit service) are not called"
+_NO_EXT = "external services (ext_proc, rate limit services, JWT and OAuth2 providers) are not called"
 
 # External auth (docs/ext-auth.md): the ext_authz gRPC service of a GatewayExtension, attached by a TrafficPolicy.
 _NO_EXT_AUTH_BODY = "the request body is not sent to the ext_authz service (headers only)"
