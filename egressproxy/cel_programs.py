@@ -27,10 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# The bindings' extension module itself, not the `cel` package: xds-protos (external auth) ships the CEL
-# protobufs as `cel.expr` with an empty `cel/__init__.py`, which overwrites the bindings' re-exporting one
-# whenever it is installed after them. `cel.cel` belongs to common-expression-language alone.
-from cel import cel
+import cel
 
 __all__ = ["CelError", "CelProgram", "RequestVariables", "compile_program", "json_body", "mentions_body"]
 

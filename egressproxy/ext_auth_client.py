@@ -19,11 +19,11 @@ import ipaddress
 import logging
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy_data_plane.envoy.service.auth import v3 as auth
 
 from egressproxy.dialer import Dialer
 from egressproxy.ext_auth import ExtAuthAnswer, ExtAuthService
-from egressproxy.ext_auth_protocol import answer_from
+from egressproxy.ext_auth_protocol import CHECK_METHOD, answer_from
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.snapshot import Snapshot
 from egressproxy.upstreams import Upstream
@@ -49,7 +49,7 @@ class ExtAuthClient:
         self._channels: dict[tuple[str, int, str], grpc.aio.Channel] = {}
 
     async def check(
-        self, snapshot: Snapshot, service: ExtAuthService, request: external_auth_pb2.CheckRequest
+        self, snapshot: Snapshot, service: ExtAuthService, request: auth.CheckRequest
     ) -> ExtAuthAnswer:
         """The service's answer, or a failure answer; never raises for what the service or network did."""
         if not service.host:
@@ -59,8 +59,12 @@ class ExtAuthClient:
                 address = await self._checked_address(snapshot, service)
                 if isinstance(address, ExtAuthAnswer):
                     return address
-                stub = external_auth_pb2_grpc.AuthorizationStub(self._channel(address, service))
-                response = await stub.Check(request, timeout=service.timeout)
+                call = self._channel(address, service).unary_unary(
+                    CHECK_METHOD,
+                    request_serializer=auth.CheckRequest.SerializeToString,
+                    response_deserializer=auth.CheckResponse.FromString,
+                )
+                response = await call(request, timeout=service.timeout)
         except TimeoutError:
             return ExtAuthAnswer(False, failure=f"no answer within the timeout ({service.timeout:g}s)")
         except grpc.aio.AioRpcError as e:

@@ -1,6 +1,8 @@
 """Envoy's ext_authz gRPC protocol (`envoy.service.auth.v3.Authorization/Check`): the CheckRequest the gateway
 sends for one request, and the CheckResponse read back as an `ExtAuthAnswer`. The messages are the generated
-Envoy API of the `xds-protos` package; nothing of the protocol is written by hand here.
+Envoy API of the `envoy-data-plane` package (betterproto2 classes generated from Envoy's data-plane-api, under
+their own `envoy_data_plane` name: xds-protos, the other generated copy, overwrites opentelemetry-proto's and
+common-expression-language's files on install, pyproject.toml); nothing of the protocol is written by hand.
 
 What is sent (docs/ext-auth.md), as Envoy's ext_authz filter sends it:
 - `attributes.request.http`: method, path (with the query), host, scheme, protocol, the headers with lower-case
@@ -21,16 +23,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.service.auth import v3 as auth
 
 from egressproxy.ext_auth import ExtAuthAnswer, HeaderEdit
 from egressproxy.flowrecord import Identity
 
-__all__ = ["CheckInput", "answer_from", "build_check_request", "principal_of"]
+__all__ = ["CHECK_METHOD", "CheckInput", "answer_from", "build_check_request", "principal_of"]
 
+CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 _NOT_SENT = frozenset({"proxy-authorization"})
-_APPEND = base_pb2.HeaderValueOption.HeaderAppendAction
+_APPEND = core.HeaderValueOptionHeaderAppendAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +71,15 @@ def _headers(headers: Iterable[tuple[str, str]], only: frozenset[str] | None) ->
     return out
 
 
+def _peer(address: str, port: int, principal: str = "") -> auth.AttributeContextPeer:
+    socket = core.SocketAddress(address=address, port_value=port)
+    return auth.AttributeContextPeer(address=core.Address(socket_address=socket), principal=principal)
+
+
 def build_check_request(
     data: CheckInput, context_extensions: Mapping[str, str], headers_to_forward: frozenset[str] | None = None
-) -> external_auth_pb2.CheckRequest:
-    context = attribute_context_pb2.AttributeContext
-    http = context.HttpRequest(
+) -> auth.CheckRequest:
+    http = auth.AttributeContextHttpRequest(
         id=data.request_id,
         method=data.method,
         headers=_headers(data.headers, headers_to_forward),
@@ -82,47 +89,49 @@ def build_check_request(
         protocol=data.protocol,
         size=data.body_size if data.body_size is not None else -1,
     )
-    source = context.Peer(principal=principal_of(data.identity))
-    source.address.socket_address.address = data.source_address
-    source.address.socket_address.port_value = data.source_port
-    destination = context.Peer()
-    destination.address.socket_address.address = data.destination_host
-    destination.address.socket_address.port_value = data.destination_port
     extensions = {
         **context_extensions,
         "egress.namespace": data.identity.namespace,
         "egress.serviceAccount": data.identity.service_account,
     }
-    attributes = context(
-        source=source, destination=destination, request=context.Request(http=http), context_extensions=extensions
+    attributes = auth.AttributeContext(
+        source=_peer(data.source_address, data.source_port, principal_of(data.identity)),
+        destination=_peer(data.destination_host, data.destination_port),
+        request=auth.AttributeContextRequest(http=http),
+        context_extensions=extensions,
     )
-    return external_auth_pb2.CheckRequest(attributes=attributes)
+    return auth.CheckRequest(attributes=attributes)
 
 
-def answer_from(response: external_auth_pb2.CheckResponse) -> ExtAuthAnswer:
-    """OK (`status.code` 0) is allowed with `ok_response`'s header edits; any other code is a denial with
-    `denied_response`'s status, headers and body (an unset status is None: the caller's default applies)."""
-    if response.status.code == 0:
+def answer_from(response: auth.CheckResponse) -> ExtAuthAnswer:
+    """OK (`status.code` 0, or no status) is allowed with `ok_response`'s header edits; any other code is a
+    denial with `denied_response`'s status, headers and body (an unset status is None: the caller's default)."""
+    if response.status is None or response.status.code == 0:
         ok = response.ok_response
-        edits = tuple(_edit(option) for option in ok.headers if option.header.key)
+        if ok is None:
+            return ExtAuthAnswer(True)
+        edits = tuple(_edit(option) for option in ok.headers if option.header is not None and option.header.key)
         return ExtAuthAnswer(True, edits, tuple(name.lower() for name in ok.headers_to_remove))
     denied = response.denied_response
-    status = int(denied.status.code) or None
-    headers = tuple((o.header.key, _value(o.header)) for o in denied.headers if o.header.key)
+    if denied is None:
+        return ExtAuthAnswer(False)
+    status = int(denied.status.code) if denied.status is not None and int(denied.status.code) else None
+    headers = tuple((o.header.key, _value(o.header)) for o in denied.headers if o.header is not None and o.header.key)
     return ExtAuthAnswer(False, status=status, headers=headers, body=denied.body.encode())
 
 
-def _value(header: base_pb2.HeaderValue) -> str:
+def _value(header: core.HeaderValue) -> str:
     return header.value or header.raw_value.decode("utf-8", "replace")
 
 
-def _edit(option: base_pb2.HeaderValueOption) -> HeaderEdit:
+def _edit(option: core.HeaderValueOption) -> HeaderEdit:
     """Envoy's rule for `ok_response.headers`: `append` (when set) appends or overwrites; otherwise
     `append_action` decides, and its default (APPEND_IF_EXISTS_OR_ADD, 0) is read as the documented default of
     this message, overwrite (`append` "defaults to false when used in this message")."""
+    assert option.header is not None
     name, value = option.header.key.lower(), _value(option.header)
-    if option.HasField("append"):
-        return HeaderEdit(name, value, append=option.append.value)
+    if option.append is not None:
+        return HeaderEdit(name, value, append=option.append)
     action = option.append_action
     if action == _APPEND.ADD_IF_ABSENT:
         return HeaderEdit(name, value, if_absent=True)

@@ -35,7 +35,7 @@ def _variables() -> dict[str, Any]:
 
 
 def _rust() -> Callable[[str], Callable[[], Any]]:
-    from cel import cel  # the bindings themselves (xds-protos may own cel/__init__.py)
+    import cel
 
     def prepare(expression: str) -> Callable[[], Any]:
         program = cel.compile(expression)

@@ -130,12 +130,13 @@ def test_an_allowed_request_goes_upstream_with_the_services_headers(gateway, gat
     http = attributes.request.http
     assert (http.method, http.path, http.host, http.scheme) == ("GET", "/v1/items?q=1", HOST, "https")
     assert http.headers["authorization"] == "Bearer client-own"  # the client's own credential is sent, as Envoy does
-    assert "x-upstream-key" not in http.headers and INJECTED not in str(check)  # the injected one never is
+    assert "x-upstream-key" not in http.headers and INJECTED.encode() not in check.SerializeToString()  # the injected one never is
     assert attributes.source.principal == "spiffe://cluster.local/ns/prod/sa/agent"
     assert attributes.source.address.socket_address.address == "127.0.0.1"
     assert attributes.destination.address.socket_address.address == HOST
     assert dict(attributes.context_extensions) == {"team": "payments", "egress.namespace": "prod", "egress.serviceAccount": "agent"}
-    assert INJECTED not in gw.logs() and INJECTED not in gw.admin("/config_dump").text
+    logs = gw.logs()
+    assert INJECTED not in logs and "client-own" not in logs and INJECTED not in gw.admin("/config_dump").text
 
 
 def test_a_denial_returns_what_the_service_wrote(gateway, gateway_ca, trust_secret, tls_origin, authz):

@@ -1,5 +1,5 @@
 """A real Envoy ext_authz gRPC server (`envoy.service.auth.v3.Authorization/Check`, the generated API of
-xds-protos) on loopback, run by grpc.aio in a thread of its own, as OPA's envoy plugin would serve it.
+envoy-data-plane) on loopback, run by grpc.aio in a thread of its own, as OPA's envoy plugin would serve it.
 
 What it answers is decided by the request path the gateway reports:
 - `/deny...`: PERMISSION_DENIED with its own response (401, `www-authenticate`, a text body);
@@ -15,44 +15,42 @@ import asyncio
 import threading
 
 import grpc
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from envoy.type.v3 import http_status_pb2
-from google.rpc import code_pb2, status_pb2
+from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.service.auth import v3 as auth
+from envoy_data_plane.envoy.type import v3 as types
+from envoy_data_plane.google import rpc
 
 __all__ = ["ExtAuthzServer"]
 
 
-def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
-    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value))
+OK, PERMISSION_DENIED = 0, 7  # google.rpc.Code
 
 
-class _Authorization(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, server: "ExtAuthzServer") -> None:
-        self.server = server
+def _header(name: str, value: str) -> core.HeaderValueOption:
+    return core.HeaderValueOption(header=core.HeaderValue(key=name, value=value))
 
-    async def Check(self, request: external_auth_pb2.CheckRequest, context: object) -> external_auth_pb2.CheckResponse:  # noqa: N802 (gRPC's name)
-        self.server.requests.append(request)
-        path = request.attributes.request.http.path
-        if path.startswith("/slow"):
-            await asyncio.sleep(self.server.slow_seconds)
-        if path.startswith("/bare-deny"):
-            return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED))
-        if path.startswith("/deny"):
-            denied = external_auth_pb2.DeniedHttpResponse(
-                status=http_status_pb2.HttpStatus(code=http_status_pb2.Unauthorized),
-                headers=[_header("www-authenticate", 'Bearer realm="authz"'), _header("content-type", "text/plain")],
-                body="no entry for this workload\n",
-            )
-            return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED), denied_response=denied)
-        ok = external_auth_pb2.OkHttpResponse(headers=[_header("x-authz-user", "alice")], headers_to_remove=["x-remove-me"])
-        return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
+
+def _decide(request: auth.CheckRequest) -> auth.CheckResponse:
+    assert request.attributes is not None and request.attributes.request is not None
+    http = request.attributes.request.http
+    path = http.path if http is not None else ""
+    if path.startswith("/bare-deny"):
+        return auth.CheckResponse(status=rpc.Status(code=PERMISSION_DENIED))
+    if path.startswith("/deny"):
+        denied = auth.DeniedHttpResponse(
+            status=types.HttpStatus(code=types.StatusCode.Unauthorized),
+            headers=[_header("www-authenticate", 'Bearer realm="authz"'), _header("content-type", "text/plain")],
+            body="no entry for this workload\n",
+        )
+        return auth.CheckResponse(status=rpc.Status(code=PERMISSION_DENIED), denied_response=denied)
+    ok = auth.OkHttpResponse(headers=[_header("x-authz-user", "alice")], headers_to_remove=["x-remove-me"])
+    return auth.CheckResponse(status=rpc.Status(code=OK), ok_response=ok)
 
 
 class ExtAuthzServer:
     def __init__(self, slow_seconds: float = 3.0) -> None:
         self.slow_seconds = slow_seconds
-        self.requests: list[external_auth_pb2.CheckRequest] = []
+        self.requests: list[auth.CheckRequest] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -67,9 +65,23 @@ class ExtAuthzServer:
 
     async def _start(self) -> None:
         self._server = grpc.aio.server()
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(_Authorization(self), self._server)
+        check = grpc.unary_unary_rpc_method_handler(
+            self._check,
+            request_deserializer=auth.CheckRequest.FromString,
+            response_serializer=auth.CheckResponse.SerializeToString,
+        )
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("envoy.service.auth.v3.Authorization", {"Check": check}),)
+        )
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
+
+    async def _check(self, request: auth.CheckRequest, context: object) -> auth.CheckResponse:
+        self.requests.append(request)
+        http = request.attributes.request.http if request.attributes and request.attributes.request else None
+        if http is not None and http.path.startswith("/slow"):
+            await asyncio.sleep(self.slow_seconds)
+        return _decide(request)
 
     def __enter__(self) -> "ExtAuthzServer":
         self._thread.start()
