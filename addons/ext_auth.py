@@ -16,8 +16,7 @@ from mitmproxy import http
 from egressproxy.engine.answers import answer_denied, flow_record
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.policy_reports import note_reports
-from egressproxy.ext_auth import ExtAuthAnswer, ExtAuthFate
-from egressproxy.ext_auth import fate_of
+from egressproxy.ext_auth import ExtAuthAnswer, ExtAuthFate, fate_of
 from egressproxy.ext_auth_client import ExtAuthClient
 from egressproxy.ext_auth_protocol import CheckInput, build_check_request
 from egressproxy.flowrecord import FlowRecord
@@ -54,7 +53,7 @@ class ExtAuth:
         note_reports(self.state.metrics, flow, [fate.report] if fate.report is not None else [])
         if fate.denial is None:
             _apply_edits(flow.request.headers, fate.answer)
-        elif flow.live:
+        else:
             self._deny(flow, fate)
 
     def _deny(self, flow: http.HTTPFlow, fate: ExtAuthFate) -> None:
