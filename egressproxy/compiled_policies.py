@@ -21,6 +21,7 @@ from passlib.context import CryptContext
 
 from egressproxy.config.problems import ObjectRef
 from egressproxy.credentials import CredentialTable
+from egressproxy.ext_auth import ExtAuthTable
 from egressproxy.prompt_guard import AiPolicyTable
 from egressproxy.rate_limit_precedence import RateLimitTable
 from egressproxy.observability_settings import AccessLogs, TracingSettings
@@ -185,6 +186,8 @@ class CompiledPolicies:
     # RegionAllowListPolicy by ref (egressproxy/regions.py); CEL programs and body limits (request_policies.py)
     regions: Mapping[ObjectRef, RegionPolicy] = field(default_factory=lambda: MappingProxyType({}))
     request_policies: RequestPolicyTable = field(default_factory=RequestPolicyTable)
+    # TrafficPolicy extAuth and the GatewayExtension service each calls (egressproxy/ext_auth.py)
+    ext_auth: ExtAuthTable = field(default_factory=ExtAuthTable)
     _merged_regions: dict[tuple[ObjectRef, ...], RegionPolicy] = field(default_factory=dict, repr=False, compare=False)
 
     def dns_for(self, backend: ObjectRef | None) -> DnsSettings:
@@ -279,6 +282,7 @@ class CompiledPolicies:
             "trafficPolicies": {str(ref): t.to_dump() for ref, t in sorted(self.traffic.items())},
             "regions": {str(ref): policy.to_dump() for ref, policy in sorted(self.regions.items())},
             "requestPolicies": self.request_policies.to_dump(),
+            "extAuth": self.ext_auth.to_dump(),
         }
 
 

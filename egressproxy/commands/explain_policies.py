@@ -1,12 +1,14 @@
 """`explain`'s trace of the deny-type policies after routing: each region check (the region found and its
-source), the request size limit and the CEL policies (the expression that decided), in the order the data
-plane consults them. The same functions as the data plane (egressproxy/regions.py, request_policies.py)."""
+source), the request size limit, the CEL policies (the expression that decided) and the ext_authz call that
+would be made (explain cannot make it), in the order the data plane consults them. The same functions as the
+data plane (egressproxy/regions.py, request_policies.py, ext_auth.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from egressproxy.cel_programs import RequestVariables, json_body
+from egressproxy.config.problems import ObjectRef
 from egressproxy.decisions import RequestDecision, RequestView
 from egressproxy.flowrecord import Verdict
 from egressproxy.request_policies import evaluate, size_verdict
@@ -56,7 +58,24 @@ def request_policy_trace(
     outcome = evaluate(policies, variables)
     for step in outcome.steps:
         trace.append({"policy": step.policy, "check": "cel", "verdict": step.verdict, "reason": step.reason, "detail": step.detail})
+    if outcome.denial is None:
+        trace.extend(_ext_auth(snapshot, listener, decision, backend.ref if backend is not None and backend.type != "Service" else None))
     return trace, outcome.denial
+
+
+def _ext_auth(snapshot: Snapshot, listener: Listener, decision: RequestDecision, backend: ObjectRef | None) -> list[dict[str, Any]]:
+    """The ext_authz call the data plane would make: explain names it and cannot make it (the verdict is the
+    service's), so it never changes explain's verdict."""
+    route = decision.route.ref if decision.route is not None else None
+    policy = snapshot.compiled.ext_auth.for_request(snapshot.policies, route, backend, listener.name, decision.rule_index)
+    if policy is None or policy.service is None:
+        return []
+    service = policy.service
+    mode = ", enforcementMode Report" if policy.report else ""
+    on_failure = "failOpen" if service.fail_open else f"fail closed with {service.status_on_error}"
+    detail = (f"{service.ref} at {service.host}:{service.port} would be called (timeout {service.timeout:g}s, "
+              f"{on_failure}{mode}); explain cannot call it: the service decides")
+    return [{"policy": str(policy.ref), "check": "ext-auth", "verdict": "call", "reason": "", "detail": detail}]
 
 
 def render_trace(trace: list[dict[str, Any]]) -> list[str]:

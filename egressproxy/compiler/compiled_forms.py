@@ -18,6 +18,7 @@ from egressproxy.compiled_policies import DEFAULT_REPLAY_BUFFER, BackendTls, Bas
 from egressproxy.compiler.ai_policy_forms import compile_ai_policies
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.credential_material import compile_credentials
+from egressproxy.compiler.ext_auth_forms import compile_ext_auth
 from egressproxy.compiler.htpasswd_tables import compile_basic_auth
 from egressproxy.compiler.observability_forms import compile_access_logs, compile_tracing, redacted_names
 from egressproxy.compiler.policy_programs import PolicyPrograms, compile_policy_programs
@@ -26,6 +27,7 @@ from egressproxy.compiler.tls_material import compile_backend_tls_policies, comp
 from egressproxy.config.problems import ObjectRef
 from egressproxy.config.resource import Resource
 from egressproxy.credentials import CredentialTable
+from egressproxy.ext_auth import ExtAuthTable
 from egressproxy.prompt_guard import AiPolicy, AiPolicyTable
 from egressproxy.rate_limit_precedence import AttachmentPoint, RateLimitTable
 from egressproxy.rate_limits import RateLimitFields
@@ -52,6 +54,7 @@ class PolicyMaterial:
     ai: Mapping[ObjectRef, AiPolicy] = field(default_factory=dict)  # TrafficPolicy ref -> its compiled `ai`
     traffic: Mapping[ObjectRef, TrafficSettings] = field(default_factory=dict)  # TrafficPolicy ref -> retry/timeout
     programs: PolicyPrograms = field(default_factory=PolicyPrograms)  # regions, CEL programs, body limits
+    ext_auth: ExtAuthTable = field(default_factory=ExtAuthTable)  # TrafficPolicy extAuth with its service
 
 
 def parse_policy_material(comp: Compilation) -> PolicyMaterial:
@@ -74,6 +77,7 @@ def parse_policy_material(comp: Compilation) -> PolicyMaterial:
         compile_ai_policies(comp),
         _traffic(comp),
         compile_policy_programs(comp),
+        compile_ext_auth(comp),
     )
 
 
@@ -119,6 +123,7 @@ def link_compiled_policies(
         traffic=MappingProxyType(dict(material.traffic)),
         regions=MappingProxyType(dict(material.programs.regions)),
         request_policies=material.programs.requests,
+        ext_auth=material.ext_auth,
     )
 
 

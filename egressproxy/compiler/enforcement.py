@@ -316,7 +316,36 @@ _NO_STREAM_IDLE = "a stream idle timeout is not applied (timeouts.request is)"
 _NO_XFF = "X-Forwarded-For is not read or written; identity comes from proxy credentials (DESIGN.md 5)"
 _NO_LISTENER_TIMEOUTS = "listener idle timeouts are the gateway's client limits (DESIGN.md 4.2), not this policy's"
 _LATER_KGATEWAY = "a kgateway 2.2+ field, accepted as written and not implemented"
-_NO_EXT = "external services (ext_authz, ext_proc, rate limit service) are not called"
+_NO_EXT = "external services (ext_proc, rate limit services, JWT and OAuth2 providers) are not called"
+
+# External auth (docs/ext-auth.md): the ext_authz gRPC service of a GatewayExtension, attached by a TrafficPolicy.
+_NO_EXT_AUTH_BODY = "the request body is not sent to the ext_authz service (headers only)"
+_EXT_AUTH_POLICY_ENFORCED = (
+    "spec.extAuth",
+    "spec.extAuth.extensionRef.*",
+    "spec.extAuth.disable",
+    "spec.extAuth.enablement",
+    "spec.extAuth.contextExtensions",
+)
+_EXT_AUTH_SERVICE_ENFORCED = (
+    "spec.extAuth",
+    "spec.extAuth.grpcService",
+    "spec.extAuth.grpcService.backendRef",
+    *_under("spec.extAuth.grpcService.backendRef", ("group", "kind", "name", "namespace", "port")),
+    "spec.extAuth.grpcService.authority",
+    "spec.extAuth.grpcService.requestTimeout",
+    "spec.extAuth.headersToForward",
+    "spec.extAuth.failOpen",
+    "spec.extAuth.statusOnError",
+    "spec.extAuth.timeout",
+)
+_EXT_AUTH_SERVICE_UNSUPPORTED = {
+    "spec.extAuth.grpcService.backendRef.weight": "one ext_authz service is called; a weight has no effect",
+    "spec.extAuth.httpService": "HTTP ext_authz services (kgateway 2.2+) are not called: requests fail closed",
+    "spec.extAuth.clearRouteCache": "the route is chosen before ext auth runs and is not recomputed",
+    "spec.extAuth.withRequestBody.*": _NO_EXT_AUTH_BODY,
+    "spec.extAuth.statPrefix": "no per-extension statistics are kept",
+}
 
 # TrafficPolicy `ai` (docs/guardrails.md): regex prompt guards, enrichment, defaults and the model lists.
 _AI_ENFORCED = (
@@ -501,9 +530,9 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
         ),
         "TrafficPolicy": KindEnforcement(
             # enforcementMode: Report applies to the deny-type parts this build enforces (ai.promptGuard REJECT,
-            # ai.models); rbac and extAuth are unsupported whole.
+            # ai.models, rbac, extAuth).
             (*_TARGET_REFS, *_AI_ENFORCED, "spec.enforcementMode", "spec.rbac.*", "spec.timeouts", "spec.timeouts.request",
-             "spec.timeout", "spec.timeout.request", "spec.retry.*", "spec.retries.*"),
+             "spec.timeout", "spec.timeout.request", "spec.retry.*", "spec.retries.*", *_EXT_AUTH_POLICY_ENFORCED),
             MappingProxyType(
                 {
                     "spec.targetSelectors.*": _NO_SELECTORS,
@@ -523,7 +552,8 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                         "HTTPListenerPolicy basicAuth)"
                     ),
                     **_AI_UNSUPPORTED,
-                    **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit")},
+                    "spec.extAuth.withRequestBody.*": _NO_EXT_AUTH_BODY,
+                    **{f"spec.{f}.*": _NO_EXT for f in ("extProc", "rateLimit")},
                 }
             ),
         ),
@@ -556,12 +586,13 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
         ),
         "DirectResponse": KindEnforcement(("spec.status", "spec.statusCode", "spec.body"), MappingProxyType({})),
         "GatewayExtension": KindEnforcement(
-            (),
+            # ExtAuth over gRPC is called (docs/ext-auth.md); the other types' blocks stay unsupported, so an
+            # ExtProc or RateLimit extension is still Programmed=False whatever its `type` says.
+            ("spec.type", *_EXT_AUTH_SERVICE_ENFORCED),
             MappingProxyType(
                 {
-                    # No extension of any type is called by this build, so even a bare `type` is not in force.
-                    "spec.type": _NO_EXT,
-                    **{f"spec.{f}.*": _NO_EXT for f in ("extAuth", "extProc", "rateLimit", "jwt", "oauth2")},
+                    **_EXT_AUTH_SERVICE_UNSUPPORTED,
+                    **{f"spec.{f}.*": _NO_EXT for f in ("extProc", "rateLimit", "jwt", "oauth2")},
                 }
             ),
         ),

@@ -13,6 +13,7 @@ from addons.connection_table import ConnectionTable
 from addons.credential_injection import CredentialInjection
 from addons.dial_guard import DialGuard
 from addons.dns_answers import DnsAnswers
+from addons.ext_auth import ExtAuth
 from addons.failover import Failover
 from addons.flow_metrics import FlowMetrics
 from addons.gateway_errors import GatewayErrors
@@ -55,6 +56,7 @@ class GatewayAddons:
             ListenerMatch(state),
             HttpRoutes(state),
             RequestPolicies(state),  # after HttpRoutes routed the request; before RateLimits spends a budget
+            ExtAuth(state),  # after the local policies; before RateLimits and before credentials are injected
             RateLimits(state),  # after HttpRoutes found the policies; before BodyTaps builds the tap chain
             AiGuardrails(state),  # after HttpRoutes (FlowRecord.ai, streaming on); before BodyTaps copies bodies
             TokenMetrics(state),  # before BodyTaps (its tap joins the chain) and ModelRewrite (the client's model)

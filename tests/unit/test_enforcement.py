@@ -92,12 +92,14 @@ def test_a_subtree_entry_decides_everything_below_it() -> None:
     ("kind", "path"),
     [
         ("LoggingPolicy", "spec.sinkRef"),
-        ("TrafficPolicy", "spec.extAuth"),
+        ("TrafficPolicy", "spec.extAuth.withRequestBody.maxRequestBytes"),
         ("TrafficPolicy", "spec.buffer.maxRequestSize"),
         ("TrafficPolicy", "spec.ai.promptGuard.request.webhook.host.host"),
         ("TrafficPolicy", "spec.ai.promptGuard.request.moderation.openAIModeration.model"),
         ("TrafficPolicy", "spec.ai.routeType"),
-        ("GatewayExtension", "spec.extAuth.grpcService.backendRef.name"),
+        ("GatewayExtension", "spec.extAuth.httpService"),
+        ("GatewayExtension", "spec.extAuth.withRequestBody.maxRequestBytes"),
+        ("GatewayExtension", "spec.extProc.grpcService.backendRef.name"),
         ("HTTPListenerPolicy", "spec.accessLog.grpcService.logName"),
         ("Backend", "spec.ai.llm.openai.authHeaderOverride.headerName"),
         ("Backend", "spec.ai.llm.vertexAi.model"),
@@ -131,6 +133,12 @@ def test_what_the_data_plane_does_not_do_is_unsupported(kind: str, path: str) ->
         ("RegionAllowListPolicy", "spec.enforcementMode"),
         ("TrafficPolicy", "spec.rbac.policy.matchExpressions"),
         ("TrafficPolicy", "spec.enforcementMode"),
+        ("TrafficPolicy", "spec.extAuth.extensionRef.name"),
+        ("TrafficPolicy", "spec.extAuth.disable"),
+        ("TrafficPolicy", "spec.extAuth.enablement"),
+        ("GatewayExtension", "spec.extAuth.grpcService.backendRef.name"),
+        ("GatewayExtension", "spec.extAuth.failOpen"),
+        ("GatewayExtension", "spec.extAuth.timeout"),
         ("HTTPListenerPolicy", "spec.celValidation.rules.expression"),
         ("HTTPListenerPolicy", "spec.buffer.maxRequestBytes"),
         ("Backend", "spec.parent.authSecretRef.name"),
@@ -360,7 +368,24 @@ spec:
     )
     ref = ObjectRef("GatewayExtension", "default", "authz")
     assert [c.type for c in result.statuses[ref]] == ["Accepted", "Programmed"]
-    assert programmed(result, ref)[1:] == ("Unsupported", "spec.type, spec.extAuth are validated but not enforced by this build")
+    assert programmed(result, ref)[:2] == ("True", "Programmed")
+
+
+def test_an_ext_auth_extension_that_is_not_called_over_grpc_is_unsupported() -> None:
+    result = compile_text(
+        GATEWAY
+        + """\
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: GatewayExtension
+metadata: {name: authz}
+spec:
+  type: ExtAuth
+  extAuth: {httpService: {backendRef: {name: opa, port: 8181}}}
+"""
+    )
+    ref = ObjectRef("GatewayExtension", "default", "authz")
+    assert programmed(result, ref)[1:] == ("Unsupported", "spec.extAuth.httpService is validated but not enforced by this build")
 
 
 def test_a_configuration_with_problems_is_invalid_before_unsupported() -> None:

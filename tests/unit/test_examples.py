@@ -122,15 +122,14 @@ def test_the_examples_are_programmed_except_where_this_build_does_not_enforce(ex
         assert cell.startswith("False (Unsupported: spec.") and cell.endswith(" validated but not enforced by this build)"), ref
 
 
-def test_external_services_say_ext_auth_is_not_enforced_and_the_credential_and_rate_limit_are(examples: Examples) -> None:
+def test_external_services_are_programmed_ext_auth_credential_and_rate_limit_included(examples: Examples) -> None:
     status, printed = cli("validate", "-c", str(examples.root / "01-external-services"))
     assert status == 0, printed
     cells = _programmed(printed)
-    unsupported = "False (Unsupported: {} validated but not enforced by this build)"
     assert cells["RateLimitPolicy/story-01/github-api-budget"] == "True"  # rate limits are enforced
-    assert cells["TrafficPolicy/story-01/github-writes-ext-auth"] == unsupported.format("spec.extAuth is")
-    assert cells["GatewayExtension/story-01/authz"] == unsupported.format("spec.type, spec.extAuth are")
     for enforced in (
+        "TrafficPolicy/story-01/github-writes-ext-auth",  # ext auth is called (docs/ext-auth.md)
+        "GatewayExtension/story-01/authz",
         "EgressGateway/story-01/egress",
         "HTTPRoute/story-01/github-api",
         "BackendTLSPolicy/story-01/github-api-tls",
