@@ -79,7 +79,7 @@ def test_without_it_the_502_names_the_system_store_and_the_secret(corp, tmp_path
     gw.env.pop("SSL_CERT_FILE", None)
     gw.env.pop("SSL_CERT_DIR", None)
     before = len(origin.requests)
-    with gw.start():
+    with gw:
         r = get_through(gw, origin, config.parent / "egress-ca.crt")
     assert r.status_code == 502, r.text
     assert r.headers["x-egress-error"] == "upstream-tls-invalid"

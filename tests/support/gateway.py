@@ -13,19 +13,30 @@ from pathlib import Path
 import httpx
 
 
-_HANDED_OUT: set[int] = set()
+# Each pytest-xdist worker (and a run without xdist, as worker 0) takes its ports from its own block (20000 up) below the
+# kernel's ephemeral range (32768+), so parallel workers never pick the same port and no outgoing connection holds
+# one. A block is walked in order, skipping ports something else has bound, so a port comes back only after the
+# whole block has been handed out once.
+_BLOCK = 3000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_next = 20000 + (_WORKER % 4) * _BLOCK
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now and never handed out before in this test process: the kernel may offer a just-closed
-    ephemeral port twice in a row, and two listeners of one gateway must not be given the same one."""
-    while True:
+    """A port free now, not handed out recently in this test process, and never by another xdist worker: two
+    listeners of one gateway, or of two gateways started side by side, must not be given the same one."""
+    global _next
+    start = 20000 + (_WORKER % 4) * _BLOCK
+    for _ in range(_BLOCK):
+        port = _next
+        _next = start + (_next + 1 - start) % _BLOCK
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port left in this worker's block {start}-{start + _BLOCK - 1}")
 
 
 class GatewayProcess:
