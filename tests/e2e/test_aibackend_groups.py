@@ -10,7 +10,6 @@ SDK holding a dummy key, SDK retries off.
 from __future__ import annotations
 
 import json
-import random
 import ssl
 import textwrap
 from collections import Counter
@@ -24,6 +23,7 @@ import pytest
 from tests.support.gateway import GatewayProcess
 from tests.support.pki import TestCA
 from tests.support.provider_origin import Json, ProviderOrigin
+from tests.support.loopback import random_loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -33,9 +33,6 @@ DUMMY = "dummy-workload-key"
 def _key(backend: str) -> str:
     return f"sk-{backend}-SECRET-groups"
 
-
-def _loopback() -> str:
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
 
 
 def _openai_backend(name: str) -> str:
@@ -111,7 +108,7 @@ class Scene:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory, origin_ca: TestCA, gateway_ca: tuple[Path, str]) -> Iterator[Scene]:
     tmp = tmp_path_factory.mktemp("groups")
-    gpt_ip, claude_ip = _loopback(), _loopback()
+    gpt_ip, claude_ip = random_loopback(), random_loopback()
     gcert = origin_ca.issue("api.openai.com").write(tmp / "gpt", "leaf")
     ccert = origin_ca.issue("api.anthropic.com").write(tmp / "claude", "leaf")
     with ProviderOrigin("openai", gpt_ip, 443, tls=gcert) as gpt, ProviderOrigin("anthropic", claude_ip, 443, tls=ccert) as claude:

@@ -12,7 +12,6 @@ look for every secret in its logs, `/config_dump`, `/metrics` and `explain` outp
 from __future__ import annotations
 
 import json
-import random
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from tests.support.gateway import GatewayProcess
 from tests.support.origins import HttpOrigin
 from tests.support.pki import TestCA
 from tests.support.token_endpoint import TokenEndpoint
+from tests.support.loopback import random_loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -70,10 +70,6 @@ PROVIDER_HOSTS = [
     "sts.eu-west-1.amazonaws.com",
 ]
 
-
-def _loopback() -> str:
-    """A random 127/8 address: this machine's other test runs may hold 127.0.0.1:443."""
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
 
 
 def _service_account() -> tuple[dict[str, str], bytes]:
@@ -158,7 +154,7 @@ class Scene:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory, origin_ca: TestCA, gateway_ca: tuple[Path, str]) -> Iterator[Scene]:
     tmp = tmp_path_factory.mktemp("credentials")
-    provider_ip, token_ip = _loopback(), _loopback()
+    provider_ip, token_ip = random_loopback(), random_loopback()
     cert, key = origin_ca.issue(*PROVIDER_HOSTS).write(tmp / "origin", "leaf")
     tcert, tkey = origin_ca.issue("oauth2.googleapis.com").write(tmp / "token", "leaf")
     sa_info, sa_public = _service_account()

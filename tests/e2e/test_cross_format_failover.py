@@ -11,7 +11,6 @@ are off, so every retry seen is the gateway's.
 from __future__ import annotations
 
 import json
-import random
 import ssl
 import textwrap
 import threading
@@ -27,6 +26,7 @@ import pytest
 from tests.support.gateway import GatewayProcess
 from tests.support.pki import TestCA
 from tests.support.provider_origin import Json, ProviderOrigin, Reset, Sse
+from tests.support.loopback import random_loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +46,6 @@ OPENAI_FIRST = {c: [[GPT], [CLAUDE]] for c in ("oa-json", "oa-stream", "oa-first
 ANTHROPIC_FIRST = {c: [[CLAUDE], [GPT]] for c in ("ao-json", "ao-stream")}
 CASES = {**OPENAI_FIRST, **ANTHROPIC_FIRST, "oa-n2": [[GPT], [CLAUDE], [GPT_AGAIN]]}
 
-
-def _loopback() -> str:
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
 
 
 def _case(case: str, groups: list[list[str]]) -> str:
@@ -100,7 +97,7 @@ class Scene:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory, origin_ca: TestCA, gateway_ca: tuple[Path, str]) -> Iterator[Scene]:
     tmp = tmp_path_factory.mktemp("xlate")
-    gpt_ip, claude_ip = _loopback(), _loopback()
+    gpt_ip, claude_ip = random_loopback(), random_loopback()
     gcert = origin_ca.issue("api.openai.com").write(tmp / "gpt", "leaf")
     ccert = origin_ca.issue("api.anthropic.com").write(tmp / "claude", "leaf")
     with ProviderOrigin("openai", gpt_ip, 443, tls=gcert) as gpt, ProviderOrigin("anthropic", claude_ip, 443, tls=ccert) as claude:

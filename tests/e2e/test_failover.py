@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import ssl
 import textwrap
@@ -30,6 +29,7 @@ import pytest
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.pki import TestCA
 from tests.support.provider_origin import Hang, Json, ProviderOrigin, Reset, Sse
+from tests.support.loopback import random_loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -37,9 +37,6 @@ OPENAI_KEY = "sk-openai-SECRET-failover"
 MISTRAL_KEY = "mistral-SECRET-failover"
 DUMMY = "dummy-workload-key"
 
-
-def _loopback() -> str:
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
 
 
 def _provider(name: str, kind: str, key: str, extra: str = "") -> str:
@@ -130,7 +127,7 @@ spec:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory, origin_ca: TestCA, gateway_ca: tuple[Path, str]) -> Iterator[Scene]:
     tmp = tmp_path_factory.mktemp("failover")
-    primary_ip, fallback_ip = _loopback(), _loopback()
+    primary_ip, fallback_ip = random_loopback(), random_loopback()
     pcert = origin_ca.issue("api.openai.com").write(tmp / "primary", "leaf")
     fcert = origin_ca.issue("api.mistral.ai").write(tmp / "fallback", "leaf")
     rogue_ca = TestCA("rogue")
