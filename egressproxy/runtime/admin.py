@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import tornado.httpserver
+import tornado.log
 import tornado.netutil
 import tornado.web
 
@@ -64,14 +65,17 @@ class Reload(_Base):
         assert self.reload is not None
         result = await self.reload()
         ok = bool(getattr(result, "ok", False))
-        self.write_json(
-            {
-                "ok": ok,
-                "generation": self.state.snapshot.generation if self.state.snapshot else 0,
-                "problems": list(getattr(result, "problems", ())),
-            },
-            200 if ok else 400,
-        )
+        payload: dict[str, Any] = {
+            "ok": ok,
+            "generation": self.state.snapshot.generation if self.state.snapshot else 0,
+            "problems": list(getattr(result, "problems", ())),
+        }
+        workers = getattr(result, "workers", None)  # with --workers: what each other worker applied (None: late)
+        if workers is not None:
+            payload["workers"] = {str(index): generation for index, generation in workers.items()}
+        # 400: the configuration was refused, the old one keeps serving. 504: accepted, but a worker had not
+        # applied it when the wait ended (it still serves the one before).
+        self.write_json(payload, 200 if ok else 504 if getattr(result, "lagging", ()) else 400)
 
 
 class Ready(_Base):
@@ -87,6 +91,20 @@ class Metrics(_Base):
     def get(self) -> None:
         self.set_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.state.metrics.render())
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """tornado's access log, except that `/ready` answering 503 is info: "not ready yet" is the answer a probe
+    asks for during start-up, not a server error (at level=error it paged operators and failed the soak test's
+    "no unexpected error lines")."""
+    status = handler.get_status()
+    if isinstance(handler, Ready) or status < 400:
+        method = tornado.log.access_log.info
+    elif status < 500:
+        method = tornado.log.access_log.warning
+    else:
+        method = tornado.log.access_log.error
+    method("%d %s %.2fms", status, handler._request_summary(), 1000.0 * handler.request.request_time())
 
 
 class SidePortUnavailable(Exception):
@@ -126,10 +144,11 @@ def start_side_servers(
     """Bind and serve the three side ports; SidePortUnavailable names the one that cannot be bound."""
     kw = {"state": state, "reload": reload}
     admin_app = tornado.web.Application(
-        [("/config_dump", ConfigDump, kw), ("/stats", Stats, kw), ("/reload", Reload, kw), ("/ready", Ready, kw)]
+        [("/config_dump", ConfigDump, kw), ("/stats", Stats, kw), ("/reload", Reload, kw), ("/ready", Ready, kw)],
+        log_function=_log_request,
     )
-    ready_app = tornado.web.Application([("/ready", Ready, kw)])
-    metrics_app = tornado.web.Application([("/metrics", Metrics, kw)])
+    ready_app = tornado.web.Application([("/ready", Ready, kw)], log_function=_log_request)
+    metrics_app = tornado.web.Application([("/metrics", Metrics, kw)], log_function=_log_request)
     started: list[tornado.httpserver.HTTPServer] = []
     try:
         started.append(_serve(admin_app, admin, "admin", "--admin-addr"))

@@ -76,3 +76,46 @@ def test_bound_side_ports_answer(tmp_path: Path) -> None:
                 server.stop()
 
     assert asyncio.run(serve()) == 503  # no configuration loaded yet
+
+
+def _serve_and_call(tmp_path: Path, reload, method: str, path: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+    """Start the side ports on the running loop, make one call to the admin port, stop them."""
+    admin = _free()
+
+    async def call() -> httpx.Response:
+        servers = start_side_servers(GatewayState(tmp_path), reload, ("127.0.0.1", admin), ("127.0.0.1", _free()), ("127.0.0.1", _free()))
+        try:
+            async with httpx.AsyncClient() as client:
+                return await client.request(method, f"http://127.0.0.1:{admin}{path}")
+        finally:
+            for server in servers:
+                server.stop()
+
+    return asyncio.run(call())
+
+
+def test_ready_answering_503_during_start_up_is_logged_as_info_not_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A probe asking before the config is loaded gets 503: an answer, not a server error."""
+    caplog.set_level("DEBUG", logger="tornado.access")
+    r = _serve_and_call(tmp_path, _no_reload, "GET", "/ready")
+    assert r.status_code == 503
+    lines = [rec for rec in caplog.records if rec.name == "tornado.access"]
+    assert [(rec.levelname, rec.getMessage().split(" ")[0]) for rec in lines] == [("INFO", "503")]
+
+
+def test_reload_with_a_worker_that_has_not_applied_it_is_504_naming_the_worker(tmp_path: Path) -> None:
+    from egressproxy.runtime.worker_reports import FleetReload
+
+    class Built:
+        ok = True
+        problems = ()
+
+    async def reload() -> FleetReload:
+        return FleetReload(Built(), {1: 4, 2: None}, 10.0)
+
+    r = _serve_and_call(tmp_path, reload, "POST", "/reload")
+    assert r.status_code == 504
+    assert r.json()["workers"] == {"1": 4, "2": None}
+    assert r.json()["problems"] == [
+        "worker 2 has not applied this configuration within 10s; it still serves the one before"
+    ]
