@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -18,12 +19,16 @@ from egressproxy.runtime.state import GatewayState
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from egressproxy.runtime.reloader import BuildResult
     from egressproxy.runtime.udp_relay import TransparentUdpRelay
+    from egressproxy.runtime.worker_reports import FleetReload
     from egressproxy.runtime.workers import Supervisor
 
 log = logging.getLogger("egressproxy")
 
 DEFAULT_MODE = "regular@127.0.0.1:8080"
+# How long POST /reload on worker 0 waits for the other workers to apply the same files.
+WORKER_RELOAD_WAIT_SECONDS = 10.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,14 +94,21 @@ async def serve(args: argparse.Namespace) -> int:
             if warning is not None:  # worker 0 speaks for all, once, at start
                 log.warning("%s", warning)
 
+            from egressproxy.runtime.worker_reports import clear_reports
+
+            await asyncio.to_thread(clear_reports, args.data_dir)
             supervisor = Supervisor(sys.argv[1:], args.workers)
             reloader.on_swap.append(_pass_reload_on(supervisor))
+        reload = reloader.reload if supervisor is None else _reload_everywhere(reloader, supervisor, args.data_dir)
         try:
-            side = start_side_servers(state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr)
+            side = start_side_servers(state, reload, args.admin_addr, args.ready_addr, args.metrics_addr)
         except SidePortUnavailable as e:
             log.error("%s", e)
             return 1
         udp_relays = start_udp_relays(state, modes)
+    if worker:  # workers 1..N-1 tell worker 0 what they serve, so that its POST /reload means applied everywhere
+        await _report_applied(args.data_dir, worker, reloader)()
+        reloader.on_swap.append(_report_applied(args.data_dir, worker, reloader))
     reloader.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,6 +144,42 @@ def _pass_reload_on(supervisor: "Supervisor") -> "Callable[[], Awaitable[None]]"
         supervisor.signal_all(signal.SIGHUP)
 
     return on_swap
+
+
+def _report_applied(data_dir: str, index: int, reloader: Reloader) -> "Callable[[], Awaitable[None]]":
+    """A worker's report of the configuration it serves now (after its first load and every accepted reload)."""
+    from egressproxy.runtime.worker_reports import AppliedConfig, write_report
+
+    async def report() -> None:
+        snapshot = reloader.state.snapshot
+        generation = snapshot.generation if snapshot is not None else 0
+        applied = AppliedConfig(os.getpid(), generation, reloader.applied_fingerprint)
+        await asyncio.to_thread(write_report, data_dir, index, applied)
+
+    return report
+
+
+def _reload_everywhere(
+    reloader: Reloader, supervisor: "Supervisor", data_dir: str
+) -> "Callable[[], Awaitable[BuildResult | FleetReload]]":
+    """POST /reload with workers: worker 0 reloads (which signals the others), then waits until every live worker
+    reports the same files applied. Without the wait, a client's next connection could reach a worker still on the
+    older generation after the newer one had answered it."""
+    from egressproxy.runtime.worker_reports import FleetReload, wait_applied
+
+    async def reload() -> "BuildResult | FleetReload":
+        result = await reloader.reload()
+        if not result.ok:
+            return result
+        workers = await wait_applied(
+            data_dir, supervisor.live_pids(), reloader.applied_fingerprint, WORKER_RELOAD_WAIT_SECONDS
+        )
+        fleet = FleetReload(result, workers, WORKER_RELOAD_WAIT_SECONDS)
+        if fleet.lagging:
+            log.warning("%s", "; ".join(fleet.problems))
+        return fleet
+
+    return reload
 
 
 def mode_address(mode: str, default_port: int = 8080) -> tuple[str, int]:

@@ -12,6 +12,7 @@ operator reading the log never takes a rate limit or an injected credential for 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -89,6 +90,10 @@ class ConfigSource:
         return tuple(out)
 
 
+def fingerprint_digest(fingerprint: tuple[tuple[str, int, int], ...]) -> str:
+    return hashlib.sha256(repr(fingerprint).encode()).hexdigest()
+
+
 class Reloader:
     def __init__(self, source: ConfigSource, state: GatewayState, poll_interval: float = 1.0) -> None:
         self.source = source
@@ -97,6 +102,9 @@ class Reloader:
         self._generation = 0
         self._lock = asyncio.Lock()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        # Digest of the files (paths, sizes, mtimes) the snapshot now served was built from: how workers tell
+        # worker 0 which configuration they applied (runtime/worker_reports.py).
+        self.applied_fingerprint = ""
         self._task: asyncio.Task[None] | None = None
         # Coroutines run after every accepted reload (certificate preloads, trust bundle files, ...).
         self.on_swap: list[Callable[[], Awaitable[None]]] = []
@@ -131,6 +139,7 @@ class Reloader:
         metrics = self.state.metrics
         if result.ok and result.snapshot is not None:
             self._generation = result.snapshot.generation
+            self.applied_fingerprint = fingerprint_digest(self._fingerprint)
             self.state.swap(result.snapshot)
             if not self.state.worker:  # worker 0 speaks for all: one warning per object, not one per process
                 warn_unsupported(result.snapshot)

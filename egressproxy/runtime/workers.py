@@ -3,7 +3,8 @@
 Worker 0 is the process the operator started: it binds the side ports (admin, readiness, metrics), the DNS
 listener and the transparent UDP relay, and supervises workers 1..N-1, which serve only the TCP proxy ports.
 Every worker loads, validates and watches the configuration itself; a reload asked of worker 0 (POST /reload,
-SIGHUP) is passed on as SIGHUP. Metrics are Prometheus multi-process: each worker writes its counters under
+SIGHUP) is passed on as SIGHUP, and POST /reload answers once every worker reports it applied the same files
+(runtime/worker_reports.py). Metrics are Prometheus multi-process: each worker writes its counters under
 the data dir and worker 0's /metrics sums them. A worker that exits is started again (a few times).
 """
 
@@ -57,6 +58,10 @@ class Supervisor:
         argv = [sys.executable, "-m", "egressproxy", *self.argv, WORKER_FLAG, str(index)]
         self.children[index] = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         log.info("worker %d started (pid %d)", index, self.children[index].pid)
+
+    def live_pids(self) -> dict[int, int]:
+        """index -> pid of every worker running now (a restarted worker has a new pid)."""
+        return {index: child.pid for index, child in self.children.items() if child.poll() is None}
 
     def signal_all(self, sig: int) -> None:
         for child in self.children.values():
