@@ -23,6 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.gateway_start import start_bound
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 GENERATIONS = int(os.environ.get("EGRESS_RELOAD_GENERATIONS", "30"))
@@ -125,19 +127,11 @@ def write_route(path: Path, generation: int) -> None:
     os.replace(tmp, path)
 
 
-def _wait_for_workers(gw, workers: int) -> None:
-    deadline = time.monotonic() + 30
-    while gw.logs().count("regular listening") < workers:
-        assert time.monotonic() < deadline, gw.logs()
-        time.sleep(0.1)
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_generations_applied_under_load_lose_nothing_and_never_go_back(gateway, plain_origin, workers: int) -> None:
     origin = plain_origin()
-    gw = gateway(GATEWAY, route(1), extra_args=["--workers", str(workers)])
-    _wait_for_workers(gw, workers)
+    gw = start_bound(gateway, GATEWAY, route(1), listeners=workers, extra_args=["--workers", str(workers)])
     route_file = gw.configs[0] / "01.yaml"
     clients = [Client(f"keepalive-{i}", True) for i in range(CLIENTS_PER_KIND)]
     clients += [Client(f"new-connection-{i}", False) for i in range(CLIENTS_PER_KIND)]
