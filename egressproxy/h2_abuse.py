@@ -2,7 +2,8 @@
 
 A stream opened and reset at once (rapid reset, CVE-2023-44487) never counts against
 SETTINGS_MAX_CONCURRENT_STREAMS, yet each one costs the gateway a flow and a hook run; a PING or SETTINGS frame
-costs an acknowledgement. None of them is bounded by the protocol, so each connection gets a budget per kind
+costs an acknowledgement; a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS costs a header decode and a
+REFUSED_STREAM answer. None of them is bounded by the protocol, so each connection gets a budget per kind
 over a sliding window, and a client that spends it is cut off (GOAWAY ENHANCE_YOUR_CALM, then close) and counted
 under `egress_client_refusals_total{reason}` with the reason named here.
 
@@ -10,6 +11,7 @@ Rules (checked by `H2AbuseGuard.observe`, one call per frame received from the c
 - more than `max_resets` streams reset by the client within `window` seconds -> `h2-rapid-reset`
 - more than `max_pings` PING frames within `window` seconds -> `h2-ping-flood`
 - more than `max_settings` SETTINGS frames within `window` seconds -> `h2-settings-flood`
+- more than `max_refused` streams refused for the concurrency limit within `window` seconds -> `h2-stream-flood`
 
 The budgets are generous for real clients (browsers and gRPC cancel a few streams and ping every few seconds)
 and small against floods, which send thousands per second. Memory per connection is bounded: each kind keeps at
@@ -33,6 +35,7 @@ class FrameKind(Enum):
     RESET = "h2-rapid-reset"
     PING = "h2-ping-flood"
     SETTINGS = "h2-settings-flood"
+    REFUSED = "h2-stream-flood"
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,16 @@ class H2Limits:
     max_resets: int = 200
     max_pings: int = 100
     max_settings: int = 100
+    max_refused: int = 100
 
     def budget(self, kind: FrameKind) -> int:
-        return {FrameKind.RESET: self.max_resets, FrameKind.PING: self.max_pings, FrameKind.SETTINGS: self.max_settings}[kind]
+        budgets = {
+            FrameKind.RESET: self.max_resets,
+            FrameKind.PING: self.max_pings,
+            FrameKind.SETTINGS: self.max_settings,
+            FrameKind.REFUSED: self.max_refused,
+        }
+        return budgets[kind]
 
 
 DEFAULT_LIMITS = H2Limits()

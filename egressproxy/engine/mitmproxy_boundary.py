@@ -28,7 +28,7 @@ Patches (`install`):
   (server side) drops the request of a stream the client reset in the same read, so it never becomes a flow;
   `BufferedH2Connection._receive_headers_frame` (server side) answers a stream beyond our
   SETTINGS_MAX_CONCURRENT_STREAMS with RST_STREAM REFUSED_STREAM instead of h2's connection error, so it never
-  reaches the origin and the client's other streams live on.
+  reaches the origin and the client's other streams live on (until refusals spend their own budget).
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -47,12 +47,14 @@ Private names and internals other modules use from here:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 from hyperframe.frame import HeadersFrame
 from mitmproxy import connection, ctx, http
 from mitmproxy import flow as mflow
@@ -316,14 +318,32 @@ def h2_guard(conn: h2.connection.H2Connection) -> H2AbuseGuard:
     return guard
 
 
+class _StreamFlood(h2.exceptions.DenialOfServiceError):
+    """Raised inside h2's receive_data when refused streams spend their budget: h2 then sends GOAWAY
+    ENHANCE_YOUR_CALM itself and hands the error to mitmproxy's layer, where `_h2_server_event` closes."""
+
+
 def _h2_server_event(self: Any, event: h2.events.Event) -> Generator[Any, Any, bool]:
+    if isinstance(event, _StreamFlood):
+        yield from _h2_cut(self, str(event))
+        yield commands.SendData(self.conn, self.h2_conn.data_to_send())  # h2's GOAWAY ENHANCE_YOUR_CALM
+        yield from self.close_connection(f"HTTP/2 {event}")
+        return True
     kind = _H2_FRAME_KINDS.get(type(event))
     if kind is not None and (spent := h2_guard(self.h2_conn).observe(kind)) is not None:
-        _count_h2_refusal(spent.value)
+        yield from _h2_cut(self, spent.value)
         yield from self.protocol_error(f"HTTP/2 {spent.value}: closing the connection", h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         return True
     handled: bool = yield from _ORIGINAL["Http2Server.handle_h2_event"](self, event)
     return handled
+
+
+def _h2_cut(server: Any, reason: str) -> Generator[Any, Any, None]:
+    """Count and log a client connection cut for abuse (the peer address and the reason, nothing it sent)."""
+    _count_h2_refusal(reason)
+    peer = server.conn.peername
+    where = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+    yield commands.Log(f"HTTP/2 client {where} cut: {reason}", logging.WARNING)
 
 
 def _h2_receive_data(self: BufferedH2Connection, data: Any) -> list[h2.events.Event]:
@@ -369,7 +389,7 @@ def _refuse_stream(conn: BufferedH2Connection, frame: HeadersFrame) -> tuple[lis
 
     The header block is still decoded (HPACK state is shared by the connection) and the stream is opened in h2's
     state machine only to be reset at once, so h2 answers later frames of it as frames of a reset stream. No
-    event comes out: mitmproxy never sees the request.
+    event comes out: mitmproxy never sees the request. Refusals past their budget end the connection.
     """
     headers = h2.connection._decode_headers(conn.decoder, frame.data)
     conn.state_machine.process_input(h2.connection.ConnectionInputs.RECV_HEADERS)
@@ -377,4 +397,6 @@ def _refuse_stream(conn: BufferedH2Connection, frame: HeadersFrame) -> tuple[lis
     stream.receive_headers(headers, "END_STREAM" in frame.flags, conn.config.header_encoding)
     conn.reset_stream(frame.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
     _count_h2_refusal(REFUSED_STREAM_REASON)
+    if (spent := h2_guard(conn).observe(FrameKind.REFUSED)) is not None:
+        raise _StreamFlood(spent.value)
     return [], []

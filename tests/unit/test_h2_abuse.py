@@ -35,7 +35,9 @@ def test_sliding_count_keeps_at_most_limit_plus_one_timestamps() -> None:
     assert len(count._times) == 6
 
 
-@pytest.mark.parametrize("kind,budget", [(FrameKind.RESET, 200), (FrameKind.PING, 100), (FrameKind.SETTINGS, 100)])
+@pytest.mark.parametrize(
+    "kind,budget", [(FrameKind.RESET, 200), (FrameKind.PING, 100), (FrameKind.SETTINGS, 100), (FrameKind.REFUSED, 100)]
+)
 def test_each_kind_is_refused_one_frame_past_its_default_budget(kind: FrameKind, budget: int) -> None:
     guard = H2AbuseGuard(clock=Clock())
     assert all(guard.observe(kind) is None for _ in range(budget))
@@ -44,7 +46,7 @@ def test_each_kind_is_refused_one_frame_past_its_default_budget(kind: FrameKind,
 
 
 def test_kinds_have_separate_budgets() -> None:
-    guard = H2AbuseGuard(H2Limits(max_resets=2, max_pings=2, max_settings=2), clock=Clock())
+    guard = H2AbuseGuard(H2Limits(max_resets=2, max_pings=2, max_settings=2, max_refused=2), clock=Clock())
     for kind in FrameKind:
         assert guard.observe(kind) is None and guard.observe(kind) is None
     assert guard.refused is None
@@ -69,5 +71,5 @@ def test_refusal_is_reported_once() -> None:
 
 
 def test_reasons_are_the_metric_labels() -> None:
-    assert {k.value for k in FrameKind} == {"h2-rapid-reset", "h2-ping-flood", "h2-settings-flood"}
-    assert DEFAULT_LIMITS == H2Limits(window=10.0, max_resets=200, max_pings=100, max_settings=100)
+    assert {k.value for k in FrameKind} == {"h2-rapid-reset", "h2-ping-flood", "h2-settings-flood", "h2-stream-flood"}
+    assert DEFAULT_LIMITS == H2Limits(window=10.0, max_resets=200, max_pings=100, max_settings=100, max_refused=100)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import socket
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.frame_buffer
 import h2.settings
 import pytest
@@ -396,6 +398,22 @@ def test_a_stream_beyond_the_limit_is_refused_and_hpack_stays_in_step() -> None:
     assert (b"x-new", b"v100") in request.headers and (b":path", b"/later") in request.headers
 
 
+def test_refusals_past_their_budget_end_the_connection_with_enhance_your_calm() -> None:
+    client, server = _h2_client(), _h2_server_conn()
+    client.receive_data(server.data_to_send() or b"")
+    client.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+    client.remote_settings.acknowledge()
+    for i in range(100 + 101):
+        client.send_headers(client.get_next_available_stream_id(), _request(f"/{i}"), end_stream=False)
+    with pytest.raises(h2.exceptions.DenialOfServiceError, match="h2-stream-flood"):
+        server.receive_data(client.data_to_send())
+    answer = client.receive_data(server.data_to_send())
+    assert [e.error_code for e in answer if isinstance(e, h2.events.ConnectionTerminated)] == [
+        h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    ]
+    assert len([e for e in answer if isinstance(e, h2.events.StreamReset)]) == 101  # each refused, then GOAWAY
+
+
 def test_a_ping_flood_is_cut_with_enhance_your_calm_and_counted() -> None:
     counted: list[str] = []
     boundary.install(error_answer=None, reuse_port=True, h2_refusal=counted.append)
@@ -405,9 +423,10 @@ def test_a_ping_flood_is_cut_with_enhance_your_calm_and_counted() -> None:
         client = _h2_client()
         for i in range(101):
             client.ping(i.to_bytes(8, "big"))
-        sent = b"".join(
-            c.data for c in server.handle_event(events.DataReceived(server.conn, client.data_to_send())) if isinstance(c, commands.SendData)
-        )
+        emitted = list(server.handle_event(events.DataReceived(server.conn, client.data_to_send())))
+        sent = b"".join(c.data for c in emitted if isinstance(c, commands.SendData))
+        assert any(isinstance(c, commands.Log) and c.level == logging.WARNING and "h2-ping-flood" in c.message for c in emitted)
+        assert any(isinstance(c, commands.CloseConnection) for c in emitted)
         terminated = [e for e in client.receive_data(sent) if isinstance(e, h2.events.ConnectionTerminated)]
         assert [e.error_code for e in terminated] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
         assert counted == ["h2-ping-flood"]
