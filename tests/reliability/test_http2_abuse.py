@@ -52,6 +52,7 @@ spec:
 """
 
 ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+SECRET = "sk-h2-abuse-4f1c9e2b7d"  # sent by every attacker: must appear in no log line and no metric
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ class _Attacker(threading.Thread):
         try:
             while sent < self.per_connection and time.monotonic() < deadline and not c.closed and c.goaway is None:
                 try:
-                    sent += c.rapid_reset("/attack", self.batch)
+                    sent += c.rapid_reset("/attack", self.batch, extra=[("authorization", f"Bearer {SECRET}")])
                 except (OSError, h2.exceptions.ProtocolError):
                     break
                 c.events(timeout=0.001)
@@ -162,6 +163,9 @@ def test_rapid_reset_is_cut_with_enhance_your_calm_and_never_reaches_the_origin(
     # (64 KiB, about 2,000 HEADERS+RST pairs) past the one that spent the budget
     assert all(taken is not None and taken <= 200 + 2500 for _, taken, _ in attacker.cut), "the connection was cut late"
     assert refusals == attacker.connections
+    logs, metrics = gw.logs(), gw.metrics()
+    assert logs.count("cut: h2-rapid-reset") == attacker.connections
+    assert SECRET not in logs and SECRET not in metrics
 
 
 def test_a_client_that_cancels_a_few_streams_is_not_cut(setup):
@@ -196,6 +200,32 @@ def test_streams_beyond_the_advertised_limit_are_refused_and_never_reach_the_ori
     print(f"\nstream flood: limit {limit}, {len(extra)} streams over it refused with REFUSED_STREAM; origin saw {len(_paths(origin, '/flood'))} of them")
     assert _paths(origin, "/flood") == []
     assert _refusals(gw, "h2-refused-stream") == len(extra)
+    assert _refusals(gw, "h2-stream-flood") == 0
+    c.close()
+
+
+def test_a_client_that_keeps_opening_streams_over_the_limit_is_cut(setup):
+    gw, origin, connect = setup
+    c = connect()
+    assert c.wait_for(lambda: c.server_setting(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS) is not None)
+    c.allow_streams_beyond_the_servers_limit()
+    opened = 0
+    while opened < 5000 and not c.closed and c.goaway is None:
+        for _ in range(250):
+            c.open_stream(f"/flood/{opened}", end_stream=False)
+            opened += 1
+        try:
+            c.flush()
+        except OSError:
+            break
+        c.events(timeout=0.001)
+    assert c.wait_closed(timeout=10), f"the gateway kept the connection after {opened} streams"
+    refused = len([e for e in c.of_type(h2.events.StreamReset) if e.error_code == h2.errors.ErrorCodes.REFUSED_STREAM])
+    print(f"\nstream flood, persistent: {opened} streams sent, {refused} refused, cut with GOAWAY {c.goaway.error_code if c.goaway else None!r}")
+    assert c.goaway is not None and c.goaway.error_code == ENHANCE_YOUR_CALM
+    assert _refusals(gw, "h2-stream-flood") == 1
+    assert _refusals(gw, "h2-refused-stream") == 101
+    assert _paths(origin, "/flood") == []
     c.close()
 
 

@@ -52,15 +52,15 @@ class H2Client:
     def request_headers(self, path: str, method: str = "GET") -> list[tuple[str, str]]:
         return [(":method", method), (":scheme", "https"), (":authority", self.authority), (":path", path)]
 
-    def open_stream(self, path: str, *, end_stream: bool = True) -> int:
+    def open_stream(self, path: str, *, end_stream: bool = True, extra: list[tuple[str, str]] | None = None) -> int:
         stream_id = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream_id, self.request_headers(path), end_stream=end_stream)
+        self.conn.send_headers(stream_id, self.request_headers(path) + (extra or []), end_stream=end_stream)
         return stream_id
 
-    def rapid_reset(self, path: str, count: int) -> int:
+    def rapid_reset(self, path: str, count: int, extra: list[tuple[str, str]] | None = None) -> int:
         """Open `count` streams and reset each at once (HEADERS then RST_STREAM CANCEL), in one write."""
         for _ in range(count):
-            self.conn.reset_stream(self.open_stream(path), h2.errors.ErrorCodes.CANCEL)
+            self.conn.reset_stream(self.open_stream(path, extra=extra), h2.errors.ErrorCodes.CANCEL)
         self.flush()
         return count
 
