@@ -28,7 +28,9 @@ Patches (`install`):
   (server side) drops the request of a stream the client reset in the same read, so it never becomes a flow;
   `BufferedH2Connection._receive_headers_frame` (server side) answers a stream beyond our
   SETTINGS_MAX_CONCURRENT_STREAMS with RST_STREAM REFUSED_STREAM instead of h2's connection error, so it never
-  reaches the origin and the client's other streams live on (until refusals spend their own budget).
+  reaches the origin and the client's other streams live on (until refusals spend their own budget);
+  `HttpStream.make_server_connection` drops a request whose client reset it while the upstream was being dialled
+  (mitmproxy checks for a reset after each hook, not after the dial, and would forward it).
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -69,6 +71,7 @@ from mitmproxy.proxy.layers.http import (
     HttpErrorHook,
     HttpResponseHeadersHook,
     RequestData,
+    RequestProtocolError,
     ResponseData,
     ResponseEndOfMessage,
     ResponseHeaders,
@@ -299,6 +302,7 @@ def _install_h2_abuse(refusal: H2RefusalCounter | None, limits: H2Limits) -> Non
     _patch(Http2Server, "handle_h2_event", _h2_server_event)
     _patch(BufferedH2Connection, "receive_data", _h2_receive_data)
     _patch(BufferedH2Connection, "_receive_headers_frame", _h2_receive_headers_frame)
+    _patch(http_layers.HttpStream, "make_server_connection", _make_server_connection)
 
 
 def _count_h2_refusal(reason: str) -> None:
@@ -400,3 +404,13 @@ def _refuse_stream(conn: BufferedH2Connection, frame: HeadersFrame) -> tuple[lis
     if (spent := h2_guard(conn).observe(FrameKind.REFUSED)) is not None:
         raise _StreamFlood(spent.value)
     return [], []
+
+
+def _make_server_connection(self: Any) -> Generator[Any, Any, bool]:
+    """mitmproxy's dial, then the check it makes after each hook: a reset that arrived while the upstream
+    connection was opened waits in the stream's queue, and the request must not go out (the dial is kept)."""
+    ok: bool = yield from _ORIGINAL["HttpStream.make_server_connection"](self)
+    if ok and any(isinstance(e, RequestProtocolError) for e in self._paused_event_queue):
+        yield from self.check_killed(True)
+        return False
+    return ok

@@ -21,6 +21,7 @@ import h2.settings
 import httpx
 import pytest
 
+from tests.support.gated_forwarder import GatedForwarder
 from tests.support.h2client import H2Client
 
 GATEWAY = """
@@ -269,3 +270,25 @@ def test_an_endless_continuation_sequence_is_cut_and_memory_stays_bounded(setup)
     assert c.goaway is None or c.goaway.error_code != h2.errors.ErrorCodes.NO_ERROR
     assert after - before < 20 * 1024
     assert _paths(origin, "/continuation") == []
+
+
+def test_a_request_reset_while_the_gateway_dials_the_origin_is_not_sent(gateway, gateway_ca, trust_secret, tls_origin):
+    """mitmproxy looks for a client reset after each hook, not after opening the upstream connection."""
+    origin = tls_origin("api.example.test")
+    gw = gateway(GATEWAY, ROUTE, gateway_ca[1], trust_secret)
+    with GatedForwarder(origin.port) as gate:
+        c = H2Client((gw.host, gw.port), f"api.example.test:{gate.port}", gateway_ca[0])
+        stream = c.open_stream("/reset-while-dialling")
+        c.flush()
+        assert gate.accepted.wait(10), "the gateway never dialled the origin"
+        c.conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+        c.conn.ping(b"afterrst")  # answered only once the gateway has read the reset before it
+        c.flush()
+        assert c.wait_for(lambda: bool(c.of_type(h2.events.PingAckReceived)))
+        gate.release.set()
+        after = c.open_stream("/after")
+        c.flush()
+        assert c.wait_for(lambda: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == after for e in c.received))
+        c.close()
+    assert _paths(origin, "/after") == ["/after"]
+    assert _paths(origin, "/reset-while-dialling") == []

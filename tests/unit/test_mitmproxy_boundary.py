@@ -432,3 +432,37 @@ def test_a_ping_flood_is_cut_with_enhance_your_calm_and_counted() -> None:
         assert counted == ["h2-ping-flood"]
     finally:
         boundary.install(error_answer=None, reuse_port=True)
+
+
+def test_make_server_connection_keeps_its_signature_and_the_names_the_replacement_uses() -> None:
+    assert _params(boundary.original(http_layers.HttpStream, "make_server_connection")) == ["self"]
+    assert http_layers.HttpStream.make_server_connection is boundary._make_server_connection
+    assert _params(http_layers.HttpStream.check_killed) == ["self", "emit_error_hook"]
+    assert hasattr(_errored_stream(), "_paused_event_queue")
+
+
+def _dial(stream: http_layers.HttpStream) -> tuple[list[object], bool]:
+    """Drive the (patched) dial: answer its GetHttpConnection with an open connection; (commands, result)."""
+    gen = stream.make_server_connection()
+    emitted: list[object] = [next(gen)]
+    assert isinstance(emitted[0], http_layers.GetHttpConnection)
+    try:
+        emitted.append(gen.send((tflow.tserver_conn(), None)))
+        while True:
+            emitted.append(next(gen))
+    except StopIteration as done:
+        return emitted, bool(done.value)
+
+
+def test_a_request_reset_while_the_upstream_was_dialled_is_not_sent() -> None:
+    stream = _errored_stream()
+    stream._paused_event_queue.append(http_layers.RequestProtocolError(1, "stream reset by client (CANCEL)", http_layers.ErrorCode.CANCEL))
+    emitted, ok = _dial(stream)
+    assert ok is False
+    assert any(isinstance(c, http_layers.HttpErrorHook) for c in emitted)
+    assert stream.client_state == stream.state_errored and not stream.flow.live
+
+
+def test_a_request_not_reset_goes_out_after_the_dial() -> None:
+    emitted, ok = _dial(_errored_stream())
+    assert ok is True and len(emitted) == 1
