@@ -61,7 +61,10 @@ class Egress:
         self._captures: Any = None  # the capture store and OTLP export, started once mitmweb runs
 
     def load(self, loader: Any) -> None:
-        mitmproxy_boundary.install(error_answer=self.gateway.gateway_errors.answer)
+        refusals = self.state.metrics.client_refusals
+        mitmproxy_boundary.install(
+            error_answer=self.gateway.gateway_errors.answer, h2_refusal=lambda reason: refusals.labels(reason).inc()
+        )
         loader.add_option(
             "egress_config", str, "", "EgressGateway configuration: a YAML file or a folder of them (recursively)."
         )

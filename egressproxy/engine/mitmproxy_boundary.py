@@ -22,6 +22,15 @@ Patches (`install`):
   answer)` (HTTPListenerPolicy `buffer.maxRequestBytes`, set in `requestheaders` for a body of unknown length)
   is answered with `answer()` as soon as the bytes read pass `max_bytes`; the rest of the upload is never read
   (HTTP/1: the connection closes after the answer; HTTP/2: the stream is reset).
+- HTTP/2 abuse (a separate block at the end; budgets and counting in `egressproxy/h2_abuse.py`):
+  `Http2Server.handle_h2_event` counts the client's RST_STREAM, PING and SETTINGS frames per connection and cuts a
+  connection that spends a budget (GOAWAY ENHANCE_YOUR_CALM, then close); `BufferedH2Connection.receive_data`
+  (server side) drops the request of a stream the client reset in the same read, so it never becomes a flow;
+  `BufferedH2Connection._receive_headers_frame` (server side) answers a stream beyond our
+  SETTINGS_MAX_CONCURRENT_STREAMS with RST_STREAM REFUSED_STREAM instead of h2's connection error, so it never
+  reaches the origin and the client's other streams live on (until refusals spend their own budget);
+  `HttpStream.make_server_connection` drops a request whose client reset it while the upstream was being dialled
+  (mitmproxy checks for a reset after each hook, not after the dial, and would forward it).
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -40,9 +49,15 @@ Private names and internals other modules use from here:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+from hyperframe.frame import HeadersFrame
 from mitmproxy import connection, ctx, http
 from mitmproxy import flow as mflow
 from mitmproxy.addons.tlsconfig import _default_ciphers as default_ciphers
@@ -56,18 +71,24 @@ from mitmproxy.proxy.layers.http import (
     HttpErrorHook,
     HttpResponseHeadersHook,
     RequestData,
+    RequestProtocolError,
     ResponseData,
     ResponseEndOfMessage,
     ResponseHeaders,
     ResponseProtocolError,
     SendHttp,
 )
+from mitmproxy.proxy.layers.http._http2 import Http2Server
+from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
+
+from egressproxy.h2_abuse import DEFAULT_LIMITS, FrameKind, H2AbuseGuard, H2Limits
 
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
     "ErrorResponseFactory",
+    "H2RefusalCounter",
     "HttpUpstreamProxy",
     "UNSAFE_OPTIONS",
     "UnsafeOptions",
@@ -83,6 +104,9 @@ __all__ = [
 # (flow, mitmproxy's error message) -> our response, or None to keep mitmproxy's behaviour.
 ErrorResponseFactory = Callable[[http.HTTPFlow, str], http.Response | None]
 
+# reason -> None: counts an HTTP/2 connection cut or a stream refused for abuse (egress_client_refusals_total)
+H2RefusalCounter = Callable[[str], None]
+
 BACKLOG = 1024
 # flow.metadata key: (max_bytes, answer) for a request body of unknown length (see the module docstring)
 BODY_LIMIT_KEY = "egress.request_body_limit"
@@ -97,13 +121,21 @@ class UnsafeOptions(Exception):
     """A mitmproxy option is set that the gateway refuses to run with."""
 
 
-def install(*, error_answer: ErrorResponseFactory | None, reuse_port: bool = False) -> None:
-    """Install the patches (idempotent; the last error factory installed wins).
+def install(
+    *,
+    error_answer: ErrorResponseFactory | None,
+    reuse_port: bool = False,
+    h2_refusal: H2RefusalCounter | None = None,
+    h2_limits: H2Limits = DEFAULT_LIMITS,
+) -> None:
+    """Install the patches (idempotent; the last error factory, counter and limits installed win).
 
     `error_answer` builds the gateway's own response to an upstream failure (None keeps mitmproxy's page);
-    `reuse_port` shares the proxy ports between worker processes.
+    `reuse_port` shares the proxy ports between worker processes; `h2_refusal` counts each HTTP/2 connection cut
+    and stream refused for abuse, by reason; `h2_limits` are the per-connection budgets.
     """
     global _error_factory
+    _install_h2_abuse(h2_refusal, h2_limits)
     _patch(modes.TransparentProxy, "_handle_event", _transparent_start)
     _error_factory = error_answer
     _patch(http_layers.HttpStream, "handle_protocol_error", _handle_protocol_error)
@@ -245,3 +277,140 @@ def close_upstream(flow: http.HTTPFlow, reason: str) -> bool:
             io.handler.cancel(reason)
             return True
     return False
+
+
+# --- HTTP/2 abuse: rapid reset, stream floods, PING and SETTINGS floods -----------------------------------------
+# Only the client side (mitmproxy's Http2Server and the server-side h2 connection it owns) is touched; upstream
+# connections keep mitmproxy's behaviour. h2 4.x already bounds an unterminated header block (64 CONTINUATION
+# frames, tests/unit/test_mitmproxy_boundary.py pins it), so there is no patch for that.
+
+REFUSED_STREAM_REASON = "h2-refused-stream"
+_H2_GUARD_ATTR = "_egress_h2_guard"
+_H2_FRAME_KINDS: dict[type, FrameKind] = {
+    h2.events.StreamReset: FrameKind.RESET,
+    h2.events.PingReceived: FrameKind.PING,
+    h2.events.PingAckReceived: FrameKind.PING,
+    h2.events.RemoteSettingsChanged: FrameKind.SETTINGS,
+}
+_h2_refusal: H2RefusalCounter | None = None
+_h2_limits: H2Limits = DEFAULT_LIMITS
+
+
+def _install_h2_abuse(refusal: H2RefusalCounter | None, limits: H2Limits) -> None:
+    global _h2_refusal, _h2_limits
+    _h2_refusal, _h2_limits = refusal, limits
+    _patch(Http2Server, "handle_h2_event", _h2_server_event)
+    _patch(BufferedH2Connection, "receive_data", _h2_receive_data)
+    _patch(BufferedH2Connection, "_receive_headers_frame", _h2_receive_headers_frame)
+    _patch(http_layers.HttpStream, "make_server_connection", _make_server_connection)
+
+
+def _count_h2_refusal(reason: str) -> None:
+    if _h2_refusal is not None:
+        try:
+            _h2_refusal(reason)
+        except Exception:  # counting must never break the connection handling
+            pass
+
+
+def h2_guard(conn: h2.connection.H2Connection) -> H2AbuseGuard:
+    """The budgets of one client connection, created with it on first use."""
+    guard: H2AbuseGuard | None = conn.__dict__.get(_H2_GUARD_ATTR)
+    if guard is None:
+        guard = H2AbuseGuard(_h2_limits)
+        setattr(conn, _H2_GUARD_ATTR, guard)
+    return guard
+
+
+class _StreamFlood(h2.exceptions.DenialOfServiceError):
+    """Raised inside h2's receive_data when refused streams spend their budget: h2 then sends GOAWAY
+    ENHANCE_YOUR_CALM itself and hands the error to mitmproxy's layer, where `_h2_server_event` closes."""
+
+
+def _h2_server_event(self: Any, event: h2.events.Event) -> Generator[Any, Any, bool]:
+    if isinstance(event, _StreamFlood):
+        yield from _h2_cut(self, str(event))
+        yield commands.SendData(self.conn, self.h2_conn.data_to_send())  # h2's GOAWAY ENHANCE_YOUR_CALM
+        yield from self.close_connection(f"HTTP/2 {event}")
+        return True
+    kind = _H2_FRAME_KINDS.get(type(event))
+    if kind is not None and (spent := h2_guard(self.h2_conn).observe(kind)) is not None:
+        yield from _h2_cut(self, spent.value)
+        yield from self.protocol_error(f"HTTP/2 {spent.value}: closing the connection", h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        return True
+    handled: bool = yield from _ORIGINAL["Http2Server.handle_h2_event"](self, event)
+    return handled
+
+
+def _h2_cut(server: Any, reason: str) -> Generator[Any, Any, None]:
+    """Count and log a client connection cut for abuse (the peer address and the reason, nothing it sent)."""
+    _count_h2_refusal(reason)
+    peer = server.conn.peername
+    where = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+    yield commands.Log(f"HTTP/2 client {where} cut: {reason}", logging.WARNING)
+
+
+def _h2_receive_data(self: BufferedH2Connection, data: Any) -> list[h2.events.Event]:
+    events: list[h2.events.Event] = _ORIGINAL["BufferedH2Connection.receive_data"](self, data)
+    if self.config.client_side:
+        return events
+    return _without_reset_requests(self, events)
+
+
+def _without_reset_requests(conn: BufferedH2Connection, events: list[h2.events.Event]) -> list[h2.events.Event]:
+    """The events minus every event of a stream both opened and reset in this read (its StreamReset stays, so
+    the reset is counted; mitmproxy ignores a reset of a stream it never saw). Their DATA is still acknowledged."""
+    reset = {e.stream_id for e in events if isinstance(e, h2.events.StreamReset)}
+    if not reset:
+        return events
+    dropped = {e.stream_id for e in events if isinstance(e, h2.events.RequestReceived) and e.stream_id in reset}
+    if not dropped:
+        return events
+    kept: list[h2.events.Event] = []
+    for event in events:
+        stream_id = getattr(event, "stream_id", None)
+        if stream_id not in dropped or isinstance(event, h2.events.StreamReset):
+            kept.append(event)
+        elif isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
+            conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+    return kept
+
+
+def _h2_receive_headers_frame(self: BufferedH2Connection, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
+    over_limit = (
+        not self.config.client_side
+        and frame.stream_id not in self.streams
+        and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
+    )
+    if not over_limit:
+        result: tuple[list[Any], list[Any]] = _ORIGINAL["BufferedH2Connection._receive_headers_frame"](self, frame)
+        return result
+    return _refuse_stream(self, frame)
+
+
+def _refuse_stream(conn: BufferedH2Connection, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
+    """RFC 9113 5.1.2: a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS is a stream error (REFUSED_STREAM).
+
+    The header block is still decoded (HPACK state is shared by the connection) and the stream is opened in h2's
+    state machine only to be reset at once, so h2 answers later frames of it as frames of a reset stream. No
+    event comes out: mitmproxy never sees the request. Refusals past their budget end the connection.
+    """
+    headers = h2.connection._decode_headers(conn.decoder, frame.data)
+    conn.state_machine.process_input(h2.connection.ConnectionInputs.RECV_HEADERS)
+    stream = conn._get_or_create_stream(frame.stream_id, h2.connection.AllowedStreamIDs.ODD)
+    stream.receive_headers(headers, "END_STREAM" in frame.flags, conn.config.header_encoding)
+    conn.reset_stream(frame.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+    _count_h2_refusal(REFUSED_STREAM_REASON)
+    if (spent := h2_guard(conn).observe(FrameKind.REFUSED)) is not None:
+        raise _StreamFlood(spent.value)
+    return [], []
+
+
+def _make_server_connection(self: Any) -> Generator[Any, Any, bool]:
+    """mitmproxy's dial, then the check it makes after each hook: a reset that arrived while the upstream
+    connection was opened waits in the stream's queue, and the request must not go out (the dial is kept)."""
+    ok: bool = yield from _ORIGINAL["HttpStream.make_server_connection"](self)
+    if ok and any(isinstance(e, RequestProtocolError) for e in self._paused_event_queue):
+        yield from self.check_killed(True)
+        return False
+    return ok

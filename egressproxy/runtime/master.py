@@ -70,5 +70,10 @@ def build_master(
     known = {k: v for k, v in values.items() if k in opts}
     opts.update(**known)
     mitmproxy_boundary.refuse_unsafe_options(opts)
-    mitmproxy_boundary.install(error_answer=ours.gateway_errors.answer, reuse_port=reuse_port)
+    refusals = state.metrics.client_refusals
+    mitmproxy_boundary.install(
+        error_answer=ours.gateway_errors.answer,
+        reuse_port=reuse_port,
+        h2_refusal=lambda reason: refusals.labels(reason).inc(),
+    )
     return m, ours

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import socket
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.frame_buffer
+import h2.settings
 import pytest
 from mitmproxy import connection, http, options
 from mitmproxy.addons import proxyserver, tlsconfig
 from mitmproxy.net import tls as net_tls
-from mitmproxy.proxy import context, events, layer, mode_servers, server
+from mitmproxy.proxy import commands, context, events, layer, mode_servers, server
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import modes
 from mitmproxy.proxy.layers.http import _upstream_proxy
+from mitmproxy.proxy.layers.http._http2 import Http2Server
+from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
@@ -307,3 +317,152 @@ def test_an_unsafe_option_is_refused_by_name(name: str) -> None:
         with pytest.raises(boundary.UnsafeOptions, match=name):
             boundary.refuse_unsafe_options(tctx.options)
 
+
+
+# --- HTTP/2 abuse (rapid reset, stream floods, PING/SETTINGS floods) ---------------------------------------------
+
+
+def _h2_client() -> h2.connection.H2Connection:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    return client
+
+
+def _h2_server_conn() -> BufferedH2Connection:
+    conn = BufferedH2Connection(Http2Server.h2_conf)
+    conn.initiate_connection()
+    conn.data_to_send()
+    return conn
+
+
+def _request(path: str) -> list[tuple[str, str]]:
+    return [(":method", "GET"), (":scheme", "https"), (":authority", "a.test"), (":path", path)]
+
+
+def test_h2_patches_keep_their_signatures_and_the_h2_internals_they_use() -> None:
+    assert _params(boundary.original(Http2Server, "handle_h2_event")) == ["self", "event"]
+    assert _params(Http2Server.protocol_error) == ["self", "message", "error_code"]
+    assert _params(boundary.original(BufferedH2Connection, "receive_data")) == ["self", "data"]
+    assert _params(boundary.original(BufferedH2Connection, "_receive_headers_frame")) == ["self", "frame"]
+    assert Http2Server.handle_h2_event is boundary._h2_server_event
+    assert BufferedH2Connection.receive_data is boundary._h2_receive_data
+    assert BufferedH2Connection._receive_headers_frame is boundary._h2_receive_headers_frame
+    assert callable(h2.connection._decode_headers)
+    assert h2.connection.ConnectionInputs.RECV_HEADERS and h2.connection.AllowedStreamIDs.ODD == 1
+    assert _params(h2.connection.H2Connection._get_or_create_stream) == ["self", "stream_id", "allowed_ids"]
+
+
+def test_h2_advertises_100_concurrent_streams_and_bounds_continuation_frames() -> None:
+    """The bets behind 'no patch needed': h2's default SETTINGS_MAX_CONCURRENT_STREAMS and CONTINUATION cap."""
+    assert _h2_server_conn().local_settings.max_concurrent_streams == 100
+    assert h2.frame_buffer.CONTINUATION_BACKLOG == 64
+
+
+def test_a_stream_opened_and_reset_in_one_read_never_becomes_a_request() -> None:
+    client, server = _h2_client(), _h2_server_conn()
+    reset = client.get_next_available_stream_id()
+    client.send_headers(reset, _request("/reset"), end_stream=True)
+    client.reset_stream(reset, h2.errors.ErrorCodes.CANCEL)
+    kept = client.get_next_available_stream_id()
+    client.send_headers(kept, _request("/kept"), end_stream=True)
+    events = server.receive_data(client.data_to_send())
+    requests = [e.stream_id for e in events if isinstance(e, h2.events.RequestReceived)]
+    assert requests == [kept]
+    assert [e.stream_id for e in events if isinstance(e, h2.events.StreamReset)] == [reset]
+
+
+def test_a_stream_beyond_the_limit_is_refused_and_hpack_stays_in_step() -> None:
+    client, server = _h2_client(), _h2_server_conn()
+    client.receive_data(server.data_to_send() or b"")
+    client.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+    client.remote_settings.acknowledge()
+    ids: list[int] = []
+    for i in range(101):
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, [*_request(f"/{i}"), ("x-new", f"v{i}")], end_stream=False)
+        ids.append(sid)
+    events = server.receive_data(client.data_to_send())
+    assert [e.stream_id for e in events if isinstance(e, h2.events.RequestReceived)] == ids[:100]
+    answer = client.receive_data(server.data_to_send())
+    assert [(e.stream_id, e.error_code) for e in answer if isinstance(e, h2.events.StreamReset)] == [
+        (ids[100], h2.errors.ErrorCodes.REFUSED_STREAM)
+    ]
+    client.end_stream(ids[0])
+    server.receive_data(client.data_to_send())
+    server.send_headers(ids[0], [(":status", "200")], end_stream=True)  # closed on both sides: a slot is free
+    client.receive_data(server.data_to_send())
+    later = client.get_next_available_stream_id()
+    client.send_headers(later, [*_request("/later"), ("x-new", "v100")], end_stream=True)  # indexed by both sides
+    events = server.receive_data(client.data_to_send())
+    (request,) = [e for e in events if isinstance(e, h2.events.RequestReceived)]
+    assert (b"x-new", b"v100") in request.headers and (b":path", b"/later") in request.headers
+
+
+def test_refusals_past_their_budget_end_the_connection_with_enhance_your_calm() -> None:
+    client, server = _h2_client(), _h2_server_conn()
+    client.receive_data(server.data_to_send() or b"")
+    client.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+    client.remote_settings.acknowledge()
+    for i in range(100 + 101):
+        client.send_headers(client.get_next_available_stream_id(), _request(f"/{i}"), end_stream=False)
+    with pytest.raises(h2.exceptions.DenialOfServiceError, match="h2-stream-flood"):
+        server.receive_data(client.data_to_send())
+    answer = client.receive_data(server.data_to_send())
+    assert [e.error_code for e in answer if isinstance(e, h2.events.ConnectionTerminated)] == [
+        h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    ]
+    assert len([e for e in answer if isinstance(e, h2.events.StreamReset)]) == 101  # each refused, then GOAWAY
+
+
+def test_a_ping_flood_is_cut_with_enhance_your_calm_and_counted() -> None:
+    counted: list[str] = []
+    boundary.install(error_answer=None, reuse_port=True, h2_refusal=counted.append)
+    try:
+        server = Http2Server(context.Context(tflow.tclient_conn(), _proxy_options()))
+        list(server.handle_event(events.Start()))
+        client = _h2_client()
+        for i in range(101):
+            client.ping(i.to_bytes(8, "big"))
+        emitted = list(server.handle_event(events.DataReceived(server.conn, client.data_to_send())))
+        sent = b"".join(c.data for c in emitted if isinstance(c, commands.SendData))
+        assert any(isinstance(c, commands.Log) and c.level == logging.WARNING and "h2-ping-flood" in c.message for c in emitted)
+        assert any(isinstance(c, commands.CloseConnection) for c in emitted)
+        terminated = [e for e in client.receive_data(sent) if isinstance(e, h2.events.ConnectionTerminated)]
+        assert [e.error_code for e in terminated] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
+        assert counted == ["h2-ping-flood"]
+    finally:
+        boundary.install(error_answer=None, reuse_port=True)
+
+
+def test_make_server_connection_keeps_its_signature_and_the_names_the_replacement_uses() -> None:
+    assert _params(boundary.original(http_layers.HttpStream, "make_server_connection")) == ["self"]
+    assert http_layers.HttpStream.make_server_connection is boundary._make_server_connection
+    assert _params(http_layers.HttpStream.check_killed) == ["self", "emit_error_hook"]
+    assert hasattr(_errored_stream(), "_paused_event_queue")
+
+
+def _dial(stream: http_layers.HttpStream) -> tuple[list[object], bool]:
+    """Drive the (patched) dial: answer its GetHttpConnection with an open connection; (commands, result)."""
+    gen = stream.make_server_connection()
+    emitted: list[object] = [next(gen)]
+    assert isinstance(emitted[0], http_layers.GetHttpConnection)
+    try:
+        emitted.append(gen.send((tflow.tserver_conn(), None)))
+        while True:
+            emitted.append(next(gen))
+    except StopIteration as done:
+        return emitted, bool(done.value)
+
+
+def test_a_request_reset_while_the_upstream_was_dialled_is_not_sent() -> None:
+    stream = _errored_stream()
+    stream._paused_event_queue.append(http_layers.RequestProtocolError(1, "stream reset by client (CANCEL)", http_layers.ErrorCode.CANCEL))
+    emitted, ok = _dial(stream)
+    assert ok is False
+    assert any(isinstance(c, http_layers.HttpErrorHook) for c in emitted)
+    assert stream.client_state == stream.state_errored and not stream.flow.live
+
+
+def test_a_request_not_reset_goes_out_after_the_dial() -> None:
+    emitted, ok = _dial(_errored_stream())
+    assert ok is True and len(emitted) == 1
