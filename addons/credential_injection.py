@@ -46,6 +46,9 @@ class CredentialInjection:
         if failure is not None:
             flow.response = error_response(flow, failure.reason, failure.detail)
             return
+        credential = snapshot.compiled.credentials.for_request(frec.upstream, context.route, context.rule, context.listener)
+        if credential is not None and not credential.passthrough:
+            frec.credential = credential.source  # names the Secret's policy or Backend, never the value
         req.path = outgoing.path
         req.headers = http.Headers([(n.encode(*_ENC), v.encode(*_ENC)) for n, v in outgoing.headers])
 

@@ -44,8 +44,8 @@ from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.cross_format import CandidateFormats, Translation, answer_headers, translate_answer
 from egressproxy.dialer import Dialer
 from egressproxy.dialer_http import UpstreamFailed, gateway_client
-from egressproxy.failover_walk import Answer, AttemptFailed, Send, WalkPlan, WalkResult, walk
-from egressproxy.flowrecord import FlowRecord, Verdict
+from egressproxy.failover_walk import Answer, AttemptFailed, Send, WalkPlan, WalkResult, describe_candidate, walk
+from egressproxy.flowrecord import Attempt, FlowRecord, Verdict
 from egressproxy.gcp_tokens import ServiceAccountTokens
 from egressproxy.outcomes import GatewayFailure
 from egressproxy.provider_health import ProviderHealth
@@ -267,7 +267,13 @@ class UpstreamHop:
     async def _walk_while_connected(self, conn: h11.Connection, reader: asyncio.StreamReader, ticket: HopTicket) -> WalkResult | None:
         """The walk, cancelled when mitmproxy closes the connection first (the client went away, or the request
         timed out): no further candidate is sent a prompt nobody waits for. None when cancelled."""
-        walking = asyncio.ensure_future(walk(ticket.plan, self._sender(ticket), self.health, self.on_attempt))
+        attempts = ticket.record.attempts
+
+        def attempted(upstream: Upstream, outcome: str, went_on: bool) -> None:
+            self.on_attempt(upstream, outcome, went_on)
+            attempts.append(Attempt(describe_candidate(upstream), outcome, went_on))  # the flow's trace
+
+        walking = asyncio.ensure_future(walk(ticket.plan, self._sender(ticket), self.health, attempted))
         closing = asyncio.ensure_future(reader.read(_READ))
         try:
             await asyncio.wait((walking, closing), return_when=asyncio.FIRST_COMPLETED)
