@@ -45,6 +45,7 @@ class ConnectGate:
         if identity is not None:
             record.identity = frec.identity = identity
         frec.verdict = decision.verdict
+        frec.host, frec.port = decision.host or flow.request.host, flow.request.port
         frec.route = route_name(decision.route) if decision.route is not None else None
         frec.checks.append(Check("connect", decision.verdict.policy, "allow" if decision.verdict.allowed else "deny", decision.verdict.reason))
         if not decision.verdict.allowed:
