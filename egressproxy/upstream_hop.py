@@ -39,7 +39,7 @@ import h11
 import httpx
 
 from egressproxy.ai_formats import MalformedPayload, StreamOutcome, StreamTranslator, stream_translator
-from egressproxy.candidate_request import CandidateContext, prepare_candidate, token_fetch
+from egressproxy.candidate_request import CandidateContext, credential_source, prepare_candidate, token_fetch
 from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.cross_format import CandidateFormats, Translation, answer_headers, translate_answer
 from egressproxy.dialer import Dialer
@@ -229,6 +229,7 @@ class UpstreamHop:
         assert isinstance(result.answer, _HttpxAnswer) and result.upstream is not None
         ticket.record.upstream = result.upstream
         ticket.record.backend = result.upstream.backend_name
+        ticket.record.credential = credential_source(ticket.snapshot, result.upstream, ticket.context)
         deadline = result.answer.started + ticket.backend_timeout if ticket.backend_timeout else None
         translation = ticket.formats.get(result.upstream)
         if isinstance(translation, Translation):
