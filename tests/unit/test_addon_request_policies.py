@@ -100,6 +100,7 @@ def test_cel_without_body_decides_on_the_head_and_traces_it(tmp_path: Path) -> N
     assert any(line.startswith("policy TrafficPolicy/default/rbac: allow (spec.rbac.policy.matchExpressions[0] (Allow) is true")
                for line in trace_lines(allowed))
     assert denied.response is not None and denied.response.headers["x-egress-denied"] == "rbac-denied"
+    assert not allowed.comment and not denied.comment  # typed steps only: the text is built when the flow ends
 
 
 def test_cel_reading_the_body_waits_for_it(tmp_path: Path) -> None:
