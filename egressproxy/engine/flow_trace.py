@@ -47,6 +47,9 @@ def _ending(flow: http.HTTPFlow, record: FlowRecord, connection: ConnectionRecor
             refused = outcome.reason + (f" by {outcome.policy}" if outcome.policy else "")
         elif outcome is not None:
             refused = outcome.reason
+    if dialled is None and connection is not None and record.host is not None and record.port is not None:
+        pinned = connection.pinned_addresses.get((record.host, record.port))  # a tunnel checked before its dial
+        dialled = f"{pinned}:{record.port} (pinned)" if pinned else None
     return Ending(
         status=response.status_code if response is not None else None,
         dialled=dialled,
