@@ -42,7 +42,9 @@ def _ending(flow: http.HTTPFlow, record: FlowRecord, connection: ConnectionRecor
         dialled = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     refused = None
     if connection is not None and record.host is not None and record.port is not None:
-        outcome = connection.dial_outcomes.get((record.host, record.port))
+        # The dial guard keys what it refused by the candidate it dialled (a Static Backend's host, not the asked one).
+        key = record.upstream.key if record.upstream is not None else (record.host, record.port)
+        outcome = connection.dial_outcomes.get(key)
         if isinstance(outcome, Verdict):
             refused = outcome.reason + (f" by {outcome.policy}" if outcome.policy else "")
         elif outcome is not None:

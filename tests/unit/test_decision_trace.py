@@ -68,3 +68,26 @@ def test_the_trace_data_is_plain() -> None:
 
     assert plain(data)
     assert data["credential"] == "CredentialInjectionPolicy/team-a/key" and data["captured"] is True
+
+
+def test_annotate_reads_the_dial_guards_refusal_and_marks_the_flow() -> None:
+    """egressproxy/engine/flow_trace.py: the refusal the dial guard wrote for the candidate it dialled."""
+    from mitmproxy.test import tflow, tutils
+
+    from egressproxy.engine.answers import flow_record
+    from egressproxy.engine.flow_trace import annotate
+    from egressproxy.flowrecord import ConnectionRecord
+    from egressproxy.upstreams import Upstream
+
+    flow = tflow.tflow(resp=tutils.tresp(status_code=403))
+    flow.server_conn.timestamp_start = None  # never connected
+    record = flow_record(flow)
+    record.host, record.port = "api.example.test", 443
+    record.upstream = Upstream("static.internal", 8443)
+    denial = Verdict.deny("destination-address-denied", "EgressGateway/default/eg")
+    record.verdict = denial
+    connection = ConnectionRecord()
+    connection.dial_outcomes[("static.internal", 8443)] = denial
+    annotate(flow, record, connection)
+    assert flow.marked == ":no_entry:"
+    assert "destination: api.example.test:443 refused (destination-address-denied by EgressGateway/default/eg)" in flow.comment.splitlines()
