@@ -50,7 +50,8 @@ class RateLimits:
             self.state.metrics.policy_reports.labels(RATE_LIMITED, name).inc()
             log.info("report: %s would deny %s %s for %s (enforcementMode Report)", name, flow.request.method,
                      frec.host, frec.identity)
-            flow_record(flow).checks.append(Check("report", name, "report", RATE_LIMITED))
+        verdict = "deny" if check.denial is not None else "report" if check.report is not None else "allow"
+        frec.checks.append(Check("rate-limit", frec.rate_limit.name, verdict, RATE_LIMITED if verdict != "allow" else "within budget"))
         if check.denial is not None:
             self.state.metrics.denials.labels(RATE_LIMITED).inc()
             answer_denied(flow, check.denial)
