@@ -23,7 +23,8 @@ from mitmproxy import http
 
 from egressproxy.engine.answers import answer_denied, flow_record
 from egressproxy.engine.guard import fail_closed
-from egressproxy.flowrecord import Verdict
+from egressproxy.engine.flow_trace import DENIED_MARKER
+from egressproxy.flowrecord import Check, Verdict
 from egressproxy.prompt_guard import REJECTED, RegexGuard
 from egressproxy.request_guard import guard_request
 from egressproxy.runtime.state import GatewayState
@@ -65,7 +66,7 @@ class AiGuardrails:
         elif outcome.body is not None:
             flow.request.set_content(outcome.body)
         if outcome.steps:  # mitmweb shows what the guardrails did, as explain --body prints it (never a value)
-            flow.comment = (flow.comment + "\n" if flow.comment else "") + "\n".join(f"ai: {s}" for s in outcome.steps)
+            flow_record(flow).checks.extend(Check("ai", detail=s) for s in outcome.steps)
 
     @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -118,7 +119,7 @@ class AiGuardrails:
         self.state.metrics.policy_reports.labels(verdict.reason, verdict.policy).inc()
         log.info("report: %s would deny %s %s (%s; enforcementMode Report)", verdict.policy, flow.request.method,
                  flow_record(flow).host, verdict.reason)
-        flow.comment = (flow.comment + "\n" if flow.comment else "") + f"report: {verdict.reason} by {verdict.policy}"
+        flow_record(flow).checks.append(Check("report", verdict.policy, "report", verdict.reason))
 
     def _stream_rejected(self, flow: http.HTTPFlow, guard: RegexGuard, found: str) -> None:
         """A REJECT response guard ended a stream: its status is already sent; the record says why."""
@@ -128,5 +129,5 @@ class AiGuardrails:
         self.state.metrics.denials.labels(REJECTED).inc()
         frec = flow_record(flow)
         frec.verdict = Verdict.deny(REJECTED, guard.policy, REJECTED_MESSAGE)
-        flow.comment = (flow.comment + "\n" if flow.comment else "") + f"denied: {REJECTED} by {guard.policy}"
+        flow.marked = DENIED_MARKER
         log.info("%s: %s ended a streamed answer to %s (%s found)", REJECTED, guard.policy, frec.host, found)

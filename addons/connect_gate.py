@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from mitmproxy import ctx, http
 
-from egressproxy.decisions import ConnectionDecision, decide_connect, parent_for
+from egressproxy.decisions import ConnectionDecision, decide_connect, parent_for, route_name
 from egressproxy.engine.answers import answer_denied, error_response, flow_record
 from egressproxy.engine.guard import fail_closed
-from egressproxy.flowrecord import ConnectionRecord, Verdict
+from egressproxy.engine.flow_trace import annotate
+from egressproxy.flowrecord import Check, ConnectionRecord, Verdict
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Snapshot
 
@@ -44,6 +45,9 @@ class ConnectGate:
         if identity is not None:
             record.identity = frec.identity = identity
         frec.verdict = decision.verdict
+        frec.host, frec.port = decision.host or flow.request.host, flow.request.port
+        frec.route = route_name(decision.route) if decision.route is not None else None
+        frec.checks.append(Check("connect", decision.verdict.policy, "allow" if decision.verdict.allowed else "deny", decision.verdict.reason))
         if not decision.verdict.allowed:
             self.state.metrics.denials.labels(decision.verdict.reason).inc()
             self.state.metrics.connections.labels(frec.gateway, frec.listener or "none", "none", "CONNECT", "deny").inc()
@@ -58,7 +62,8 @@ class ConnectGate:
         record.port = flow.request.port
         record.generation = snapshot.generation
         flow.request.host = decision.host  # dial the canonical spelling, never a numeric or mixed-case variant
-        flow.comment = f"CONNECT {decision.host}:{flow.request.port} allowed ({decision.verdict.reason or 'route'})"
+        frec.host, frec.port = decision.host, flow.request.port
+        annotate(flow, frec, record)  # an opened tunnel gets no `response`: its trace is written now
 
 
     async def _destination_ok(self, flow: http.HTTPFlow, snapshot: Snapshot, record: ConnectionRecord, decision: ConnectionDecision) -> bool:
@@ -83,6 +88,7 @@ class ConnectGate:
 
 def _show(flow: http.HTTPFlow) -> None:
     """Add a denied CONNECT to mitmweb's (or mitmproxy console's) flow list when the host has one."""
+    annotate(flow, flow_record(flow), None)  # shown now, before http_connect_error writes it again
     master = getattr(ctx, "master", None)
     view = master.addons.get("view") if master is not None else None
     if view is not None:

@@ -15,7 +15,7 @@ def sidecar_identity() -> Identity:
     """The sidecar's own workload, from EGRESS_NAMESPACE / EGRESS_SERVICE_ACCOUNT (DESIGN.md section 5)."""
     ns = os.environ.get("EGRESS_NAMESPACE")
     sa = os.environ.get("EGRESS_SERVICE_ACCOUNT")
-    return Identity(ns, sa) if ns and sa else UNKNOWN_IDENTITY
+    return Identity(ns, sa, "sidecar environment EGRESS_NAMESPACE/EGRESS_SERVICE_ACCOUNT") if ns and sa else UNKNOWN_IDENTITY
 
 
 class ConnectionTable:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from egressproxy.candidate_request import CandidateContext, apply_credential, token_fetch
+from egressproxy.candidate_request import CandidateContext, apply_credential, credential_source, token_fetch
 from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.engine.answers import error_response, flow_record
 from egressproxy.engine.guard import fail_closed
@@ -46,6 +46,7 @@ class CredentialInjection:
         if failure is not None:
             flow.response = error_response(flow, failure.reason, failure.detail)
             return
+        frec.credential = credential_source(snapshot, frec.upstream, context)  # a name, never the value
         req.path = outgoing.path
         req.headers = http.Headers([(n.encode(*_ENC), v.encode(*_ENC)) for n, v in outgoing.headers])
 

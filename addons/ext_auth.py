@@ -19,7 +19,7 @@ from egressproxy.engine.policy_reports import note_reports
 from egressproxy.ext_auth import ExtAuthAnswer, ExtAuthFate, fate_of
 from egressproxy.ext_auth_client import ExtAuthClient
 from egressproxy.ext_auth_protocol import CheckInput, build_check_request
-from egressproxy.flowrecord import FlowRecord
+from egressproxy.flowrecord import Check, FlowRecord
 from egressproxy.runtime.state import GatewayState
 
 __all__ = ["ExtAuth"]
@@ -49,7 +49,8 @@ class ExtAuth:
         if answer.failure is not None:
             log.warning("ext auth: %s for %s %s: %s", service.ref, flow.request.method, frec.host, answer.failure)
         fate = fate_of(policy, answer)
-        flow.comment = (flow.comment + "\n" if flow.comment else "") + fate.note
+        detail = fate.note.removeprefix(f"ext auth {service.ref}: ").removeprefix(_verdict(fate))
+        frec.checks.append(Check("ext-auth", str(service.ref), _verdict(fate), detail=detail.strip("; ")))
         note_reports(self.state.metrics, flow, [fate.report] if fate.report is not None else [])
         if fate.denial is None:
             _apply_edits(flow.request.headers, fate.answer)
@@ -108,3 +109,7 @@ def _check_input(flow: http.HTTPFlow, frec: FlowRecord) -> CheckInput:
         identity=frec.identity,
         body_size=int(length) if length.strip().isdigit() else None,
     )
+
+
+def _verdict(fate: ExtAuthFate) -> str:
+    return "deny" if fate.denial is not None else "report" if fate.report is not None else "allow"

@@ -23,6 +23,7 @@ from egressproxy.candidate_request import CandidateContext
 from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.cross_format import candidate_formats
 from egressproxy.engine.answers import flow_record
+from egressproxy.flowrecord import Check
 from egressproxy.engine.guard import fail_closed
 from egressproxy.failover_plan import choose_plan
 from egressproxy.outlier_detection import outlier_of
@@ -84,7 +85,7 @@ class Failover:
         record.upstreams[(_HOP_HOST, port)] = Upstream(_HOP_HOST, port, "http", trusted=True)
         req.scheme, req.host, req.port = "http", _HOP_HOST, port
         req.headers[HOP_HEADER] = claim
-        flow.comment = f"{'failover' if plan.failover else 'retry'} walk over {len(plan.attempts)} attempts"
+        frec.checks.append(Check("failover" if plan.failover else "retry", detail=f"walk over {len(plan.attempts)} attempts"))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         flow.request.headers.pop(HOP_HEADER, None)

@@ -1,4 +1,5 @@
-"""Each HTTP request ends in one finished record for the sinks (metrics among them), and a mitmweb annotation.
+"""Each HTTP request ends in one finished record for the sinks (metrics among them), and its decision trace
+on the flow for mitmweb (egressproxy/engine/flow_trace.py).
 
 The record is finished once, at the end of the response (`response` fires after a streamed body's last chunk)
 or at the error that ended the request, from the flow's record that the deciding addons wrote. The request
@@ -15,6 +16,7 @@ from mitmproxy import http
 
 from egressproxy.capture_records import CapturePlan, CapturePlans, redacted_headers, redacted_url
 from egressproxy.engine.answers import flow_record
+from egressproxy.engine.flow_trace import annotate
 from egressproxy.flowrecord import Exchange, FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
 
@@ -53,8 +55,7 @@ class FlowMetrics:
         plan = self.plans.plan(self.state.snapshot, record)
         sni = connection.sni if connection else None
         self.state.sinks.request_finished(finished_request(flow, record, sni, plan))
-        if not flow.comment:
-            flow.comment = _describe(record)
+        annotate(flow, record, connection, captured=self.state.sinks.captures)
 
 
 def finished_request(
@@ -135,12 +136,3 @@ def _address(peer: object) -> str | None:
 def _fields(headers: http.Headers) -> list[tuple[str, str]]:
     return [(n.decode("latin-1"), v.decode("utf-8", "replace")) for n, v in headers.fields]
 
-
-def _describe(record: FlowRecord) -> str:
-    parts = []
-    for name in ("listener", "route", "backend"):
-        value = getattr(record, name, None)
-        if value:
-            parts.append(f"{name}={value}")
-    parts.append(f"verdict={record.decision}")
-    return " ".join(parts)

@@ -15,7 +15,7 @@ from egressproxy.decisions import RequestDecision, RequestView, decide_request, 
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.policy_reports import note_region_checks, note_reports
-from egressproxy.flowrecord import ConnectionRecord, FlowRecord, Verdict
+from egressproxy.flowrecord import Check, ConnectionRecord, FlowRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, authority_host, canonical_host
 from egressproxy.matching import Carries, select_listener
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
@@ -62,6 +62,7 @@ class HttpRoutes:
         frec.route_ref = decision.route.ref if decision.route is not None else None
         frec.rule = decision.rule_index
         frec.verdict = decision.verdict
+        frec.checks.append(_route_check("route", decision.verdict, frec.route))
         if not decision.verdict.allowed:
             self._deny(flow, decision.verdict)
             note_region_checks(flow, decision.region_checks)
@@ -127,7 +128,7 @@ class HttpRoutes:
             if filters.direct_response is not None:
                 direct = filters.direct_response
                 flow.response = make_response(GatewayAnswer(direct.status, (("content-type", "text/plain"),), direct.body.encode()))
-                flow.comment = f"direct response {direct.ref}"
+                frec.checks.append(Check("direct-response", str(direct.ref), "allow"))
                 return
             if filters.redirect is not None:
                 self._redirect(flow, filters.redirect, view, decision.match)
@@ -245,3 +246,8 @@ def _set_authority(req: http.Request, authority: str) -> None:
         req.headers.pop("host", None)
     else:
         req.headers["host"] = authority
+
+
+def _route_check(stage: str, verdict: Verdict, route: str | None) -> Check:
+    """The routing decision as a trace step: the deciding object (EgressPolicy, route, gateway default)."""
+    return Check(stage, verdict.policy or (f"route {route}" if route else ""), "allow" if verdict.allowed else "deny", verdict.reason)

@@ -16,6 +16,7 @@ import logging
 from mitmproxy import http
 
 from egressproxy.engine.answers import answer_denied, flow_record
+from egressproxy.flowrecord import Check
 from egressproxy.engine.guard import fail_closed
 from egressproxy.rate_limiter import RATE_LIMITED
 from egressproxy.rate_limits import EXECUTION_HEADER, RateLimit
@@ -49,7 +50,8 @@ class RateLimits:
             self.state.metrics.policy_reports.labels(RATE_LIMITED, name).inc()
             log.info("report: %s would deny %s %s for %s (enforcementMode Report)", name, flow.request.method,
                      frec.host, frec.identity)
-            flow.comment = (flow.comment + "\n" if flow.comment else "") + f"report: {RATE_LIMITED} by {name}"
+        verdict = "deny" if check.denial is not None else "report" if check.report is not None else "allow"
+        frec.checks.append(Check("rate-limit", frec.rate_limit.name, verdict, RATE_LIMITED if verdict != "allow" else "within budget"))
         if check.denial is not None:
             self.state.metrics.denials.labels(RATE_LIMITED).inc()
             answer_denied(flow, check.denial)

@@ -18,7 +18,7 @@ from egressproxy.engine.answers import answer_denied, denial_response, flow_reco
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.mitmproxy_boundary import BODY_LIMIT_KEY
 from egressproxy.engine.policy_reports import note_reports
-from egressproxy.flowrecord import FlowRecord, Verdict
+from egressproxy.flowrecord import Check, FlowRecord, Verdict
 from egressproxy.request_policies import RequestPolicies as Policies
 from egressproxy.request_policies import evaluate, size_verdict
 from egressproxy.runtime.state import GatewayState
@@ -85,8 +85,7 @@ class RequestPolicies:
 
     def _evaluate(self, flow: http.HTTPFlow, frec: FlowRecord, policies: Policies, body: object) -> None:
         outcome = evaluate(policies, _variables(flow, frec, body))
-        trace = [f"policy {s.policy}: {s.verdict} ({s.detail})" for s in outcome.steps]
-        flow.comment = "\n".join(([flow.comment] if flow.comment else []) + trace)
+        frec.checks.extend(Check("policy", s.policy, s.verdict, detail=s.detail) for s in outcome.steps)
         note_reports(self.state.metrics, flow, outcome.reports)
         if outcome.denial is not None:
             self._deny(flow, outcome.denial)

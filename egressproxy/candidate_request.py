@@ -85,6 +85,13 @@ def _translate(request: OutgoingRequest, translation: Translation) -> None:
         request.set_header("accept", "text/event-stream")
 
 
+def credential_source(snapshot: Snapshot, upstream: Upstream, context: CandidateContext) -> str | None:
+    """The name of what `apply_credential` injects for this candidate (`Kind/ns/name`, for the flow's decision
+    trace), or None when nothing is injected. A name only: the credential's value never leaves its form."""
+    credential = snapshot.compiled.credentials.for_request(upstream, context.route, context.rule, context.listener)
+    return credential.source if credential is not None and not credential.passthrough else None
+
+
 async def apply_credential(
     snapshot: Snapshot,
     upstream: Upstream,

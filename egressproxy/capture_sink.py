@@ -48,6 +48,8 @@ class CaptureSink(Sink):
         self.export = export
         self._target_of: tuple[object, OtlpTarget | None] = (None, None)  # (the snapshot, its target)
 
+    captures = True  # Sinks.captures: the flow's decision trace says the request is kept
+
     def request_finished(self, record: FinishedRequest) -> None:
         self._keep(record.started, request_document(record))
 

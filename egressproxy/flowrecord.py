@@ -35,6 +35,8 @@ __all__ = [
     "GenAiCall",
     "Exchange",
     "HeaderFields",
+    "Check",
+    "Attempt",
 ]
 
 # Header fields as mitmproxy keeps them (`Headers.fields`): an immutable tuple of (name, value) bytes pairs, so
@@ -48,6 +50,9 @@ RECORD_KEY = "egress"
 class Identity:
     namespace: str
     service_account: str
+    # Where the gateway took it from (the sidecar's environment, a proxy Basic user, a basicAuth policy): shown
+    # in the flow's decision trace; not part of equality, so metrics and captures key on the name alone.
+    source: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.service_account}"
@@ -73,6 +78,30 @@ class Verdict:
     @classmethod
     def deny(cls, reason: str, policy: str = "", message: str = "", status_code: int = 403) -> "Verdict":
         return cls(False, reason, policy, status_code, message or reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One step of a request's decision, in the order it was taken, for the flow's decision trace
+    (egressproxy/decision_trace.py): `stage` (route, connect, policy, region, report, ext-auth, ai), the object
+    consulted as `Kind/namespace/name`, its verdict (allow, deny, report) and why. Names and reasons only:
+    never a header, body or credential value."""
+
+    stage: str
+    policy: str = ""
+    verdict: str = ""
+    reason: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream candidate a failover or retry walk considered: which (`Backend provider (host:port)`) and
+    how it went (`ok`, a retryability reason, `skipped`...), and whether the walk went on to the next."""
+
+    candidate: str
+    outcome: str
+    went_on: bool = False
 
 
 @dataclass(slots=True)
@@ -247,6 +276,11 @@ class FlowRecord:
     request_path: str | None = None  # likewise (an injected query credential is not in it)
     trace_id: str | None = None  # the request's span, when traced (egressproxy/tracing.py)
     span_id: str | None = None
+    # The decision trace's typed parts (egressproxy/decision_trace.py renders them once, when the flow ends).
+    checks: list[Check] = field(default_factory=list)  # every policy consulted, in order
+    attempts: list[Attempt] = field(default_factory=list)  # the failover walk's candidates, as tried
+    credential: str | None = None  # the source of the injected credential (`Kind/ns/name`), never its value
+    error_detail: str | None = None  # the cause of `error`, as the client's x-egress-error body says it
 
     @property
     def decision(self) -> str:

@@ -21,7 +21,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from egressproxy.compiled_policies import BasicAuth
 from egressproxy.flowrecord import Identity, Verdict
@@ -84,7 +84,8 @@ class ProxyAuthenticator:
         policy = self._policy(snapshot, listener)
         credentials = parse_basic(header)
         if policy is None:
-            return (credentials.identity if credentials else None), None
+            identity = credentials.identity if credentials else None
+            return (replace(identity, source="proxy Basic user, unverified: no basicAuth policy") if identity else None), None
         if credentials is None:
             return None, _challenge(policy, "proxy authentication required")
         # Keyed by the policy too: a credential one listener's table accepts proves nothing on another listener.
@@ -98,7 +99,7 @@ class ProxyAuthenticator:
                 return None, _challenge(policy, "proxy credentials are not valid")
             self._remember(key)
         identity = credentials.identity or Identity("unknown", credentials.user)
-        return identity, None
+        return replace(identity, source=f"proxy Basic user verified by {policy.policy}"), None
 
     def _remember(self, key: bytes) -> None:
         self._remembered[key] = time.monotonic() + REMEMBER_SECONDS

@@ -47,10 +47,12 @@ class Sinks:
 
     def __init__(self, on_error: Callable[[Sink, BaseException], None] | None = None) -> None:
         self.sinks: list[Sink] = []
+        self.captures = False  # a registered sink keeps each finished request (the capture store, OTLP)
         self.on_error = on_error
 
     def register(self, sink: Sink) -> None:
         self.sinks.append(sink)
+        self.captures = self.captures or bool(getattr(sink, "captures", False))
 
     def connection_finished(self, record: FinishedConnection) -> None:
         for sink in self.sinks:

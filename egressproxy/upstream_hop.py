@@ -39,13 +39,13 @@ import h11
 import httpx
 
 from egressproxy.ai_formats import MalformedPayload, StreamOutcome, StreamTranslator, stream_translator
-from egressproxy.candidate_request import CandidateContext, prepare_candidate, token_fetch
+from egressproxy.candidate_request import CandidateContext, credential_source, prepare_candidate, token_fetch
 from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.cross_format import CandidateFormats, Translation, answer_headers, translate_answer
 from egressproxy.dialer import Dialer
 from egressproxy.dialer_http import UpstreamFailed, gateway_client
-from egressproxy.failover_walk import Answer, AttemptFailed, Send, WalkPlan, WalkResult, walk
-from egressproxy.flowrecord import FlowRecord, Verdict
+from egressproxy.failover_walk import Answer, AttemptFailed, Send, WalkPlan, WalkResult, describe_candidate, walk
+from egressproxy.flowrecord import Attempt, FlowRecord, Verdict
 from egressproxy.gcp_tokens import ServiceAccountTokens
 from egressproxy.outcomes import GatewayFailure
 from egressproxy.provider_health import ProviderHealth
@@ -229,6 +229,7 @@ class UpstreamHop:
         assert isinstance(result.answer, _HttpxAnswer) and result.upstream is not None
         ticket.record.upstream = result.upstream
         ticket.record.backend = result.upstream.backend_name
+        ticket.record.credential = credential_source(ticket.snapshot, result.upstream, ticket.context)
         deadline = result.answer.started + ticket.backend_timeout if ticket.backend_timeout else None
         translation = ticket.formats.get(result.upstream)
         if isinstance(translation, Translation):
@@ -267,7 +268,13 @@ class UpstreamHop:
     async def _walk_while_connected(self, conn: h11.Connection, reader: asyncio.StreamReader, ticket: HopTicket) -> WalkResult | None:
         """The walk, cancelled when mitmproxy closes the connection first (the client went away, or the request
         timed out): no further candidate is sent a prompt nobody waits for. None when cancelled."""
-        walking = asyncio.ensure_future(walk(ticket.plan, self._sender(ticket), self.health, self.on_attempt))
+        attempts = ticket.record.attempts
+
+        def attempted(upstream: Upstream, outcome: str, went_on: bool) -> None:
+            self.on_attempt(upstream, outcome, went_on)
+            attempts.append(Attempt(describe_candidate(upstream), outcome, went_on))  # the flow's trace
+
+        walking = asyncio.ensure_future(walk(ticket.plan, self._sender(ticket), self.health, attempted))
         closing = asyncio.ensure_future(reader.read(_READ))
         try:
             await asyncio.wait((walking, closing), return_when=asyncio.FIRST_COMPLETED)

@@ -1,9 +1,11 @@
-"""Turning a Verdict or a gateway error into a mitmproxy Response on a flow, and marking it for mitmweb."""
+"""Turning a Verdict or a gateway error into a mitmproxy Response on a flow, and marking it for mitmweb (the
+comment, the whole decision trace, is written when the flow ends: egressproxy/engine/flow_trace.py)."""
 
 from __future__ import annotations
 
 from mitmproxy import http
 
+from egressproxy.engine.flow_trace import DENIED_MARKER, ERROR_MARKER
 from egressproxy.flowrecord import RECORD_KEY, FlowRecord, Verdict
 from egressproxy.responses import GatewayAnswer, denial, gateway_error
 
@@ -30,22 +32,19 @@ def answer_denied(flow: http.HTTPFlow, verdict: Verdict) -> None:
     record = flow_record(flow)
     record.verdict = verdict
     flow.response = make_response(denial(verdict))
-    flow.marked = ":no_entry:"
-    flow.comment = f"denied: {verdict.reason}" + (f" by {verdict.policy}" if verdict.policy else "")
+    flow.marked = DENIED_MARKER  # the comment (the whole trace) is written when the flow ends
 
 
 def denial_response(flow: http.HTTPFlow, verdict: Verdict) -> http.Response:
     """The denial as a Response object, for answers given where mitmproxy sends the response (a refused dial)."""
     record = flow_record(flow)
     record.verdict = verdict
-    flow.marked = ":no_entry:"
-    flow.comment = f"denied: {verdict.reason}" + (f" by {verdict.policy}" if verdict.policy else "")
+    flow.marked = DENIED_MARKER
     return make_response(denial(verdict))
 
 
 def error_response(flow: http.HTTPFlow, reason: str, detail: str) -> http.Response:
     record = flow_record(flow)
-    record.error = reason
-    flow.marked = ":warning:"
-    flow.comment = f"gateway error: {reason}: {detail}"
+    record.error, record.error_detail = reason, detail
+    flow.marked = ERROR_MARKER
     return make_response(gateway_error(reason, detail))

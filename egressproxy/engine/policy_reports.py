@@ -1,6 +1,6 @@
 """Report mode (DESIGN.md 4.2): a denial a Report-mode policy would have made is counted, logged and shown on
 the flow, and the request goes on. One place, so every deny-type policy reports the same way. Also the region
-checks of a request, written on the flow's comment (mitmweb shows the same trace `explain` prints)."""
+checks of a request, added to the flow's decision trace (mitmweb shows the same checks `explain` prints)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Iterable
 
 from mitmproxy import http
 
+from egressproxy.engine.answers import flow_record
+from egressproxy.flowrecord import Check
 from egressproxy.metrics import GatewayMetrics
 from egressproxy.regions import RegionCheck
 from egressproxy.request_policies import PolicyReport
@@ -19,16 +21,14 @@ log = logging.getLogger("egressproxy")
 
 
 def note_reports(metrics: GatewayMetrics, flow: http.HTTPFlow, reports: Iterable[PolicyReport]) -> None:
-    """`egress_policy_reports_total{reason, policy}` +1, one info line and a flow comment per report."""
+    """`egress_policy_reports_total{reason, policy}` +1, one info line and a trace step per report."""
     for report in reports:
         metrics.policy_reports.labels(report.reason, report.policy).inc()
         log.info("report: %s would deny %s %s with %s (enforcementMode Report): %s", report.policy,
                  flow.request.method, flow.request.pretty_host, report.reason, report.message)
-        flow.comment = (flow.comment + "\n" if flow.comment else "") + f"report: {report.reason} by {report.policy}"
+        flow_record(flow).checks.append(Check("report", report.policy, "report", report.reason))
 
 
 def note_region_checks(flow: http.HTTPFlow, checks: Iterable[RegionCheck]) -> None:
-    """One comment line per region check: `region RegionAllowListPolicy/ns/name: deny (<region and source>)`."""
-    lines = [f"region {c.policy.name}: {c.verdict} ({c.detail})" for c in checks]
-    if lines:
-        flow.comment = "\n".join(([flow.comment] if flow.comment else []) + lines)
+    """One trace step per region check: `region RegionAllowListPolicy/ns/name: deny (<region and source>)`."""
+    flow_record(flow).checks.extend(Check("region", c.policy.name, c.verdict, detail=c.detail) for c in checks)

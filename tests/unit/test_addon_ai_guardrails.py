@@ -17,6 +17,7 @@ from egressproxy.runtime.state import GatewayState
 from egressproxy.stream_masking import SseGuardTap
 from egressproxy.taps import Tap
 from tests.support.addon_state import counter
+from tests.support.trace import trace_lines
 
 P = "TrafficPolicy/ns/p"
 CARD = "4111 1111 1111 1111"
@@ -42,8 +43,7 @@ def test_a_large_body_is_judged_off_the_loop_and_still_rejected(tmp_path: Path) 
     assert flow.response is not None and flow.response.status_code == 403
     assert flow.response.headers["x-egress-denied"] == "prompt-rejected"
     assert counter(state, "egress_denials_total", reason="prompt-rejected") == 1
-    assert flow.comment.splitlines() == [  # the trace mitmweb shows, as explain --body prints it
-        "denied: prompt-rejected by TrafficPolicy/ns/p",
+    assert flow.marked and trace_lines(flow) == [  # the trace mitmweb shows, as explain --body prints it
         "ai: prompt-rejected by TrafficPolicy/ns/p: CreditCard found",
     ]
 

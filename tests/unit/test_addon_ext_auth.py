@@ -14,6 +14,7 @@ from egressproxy.engine.answers import flow_record
 from egressproxy.ext_auth import ExtAuthAnswer, HeaderEdit
 from egressproxy.flowrecord import Identity, Verdict
 from tests.support.addon_state import compile_snapshot, counter, state_for
+from tests.support.trace import trace_lines
 
 CONFIG = """
 apiVersion: clrk.apoxy.dev/v1alpha1
@@ -83,7 +84,7 @@ def test_ok_sends_the_services_headers_upstream(tmp_path: Path) -> None:
     _, addon, flow = run(tmp_path, ExtAuthAnswer(True, (HeaderEdit("x-user", "alice"),)))
     assert flow.response is None and flow.request.headers["x-user"] == "alice"
     assert len(addon.client.asked) == 1
-    assert "ext auth GatewayExtension/default/authz: allow" in flow.comment
+    assert "ext-auth GatewayExtension/default/authz: allow" in trace_lines(flow)
 
 
 def test_a_denial_is_the_services_response(tmp_path: Path) -> None:

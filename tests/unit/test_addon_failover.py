@@ -17,6 +17,7 @@ from egressproxy.traffic_retries import RetryPolicy
 from egressproxy.upstream_hop import HOP_HEADER
 from egressproxy.upstreams import Upstream
 from tests.support.addon_state import compile_snapshot, state_for
+from tests.support.trace import trace_lines
 
 CONFIG = """
 apiVersion: clrk.apoxy.dev/v1alpha1
@@ -117,7 +118,7 @@ def test_a_retry_policy_walks_a_plain_get_but_not_a_post(state: GatewayState) ->
     retry = RetryPolicy("TrafficPolicy/default/tp", attempts=2)
     get = _flow(plain, method="GET", retry=retry)
     _run(state, get)
-    assert get.request.host == "127.0.0.1" and "retry walk over 3 attempts" in get.comment
+    assert get.request.host == "127.0.0.1" and "retry: walk over 3 attempts" in trace_lines(get)
     post = _flow(plain, method="POST", retry=retry)
     _run(state, post)
     assert post.request.host != "127.0.0.1" and flow_record(post).hop is None

@@ -2,7 +2,7 @@
 
 What a user observes is `egress_requests_total` (and the duration histogram) labelled with what the deciding
 addons wrote into the flow's record, counted once whether the request ended in a response or an error, and a
-mitmweb comment naming listener, route, backend and verdict when no addon commented the flow.
+the decision trace on the flow (comment, marker, metadata) that mitmweb shows.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from addons.flow_metrics import FlowMetrics
 from egressproxy.engine.answers import flow_record
-from egressproxy.flowrecord import FinishedRequest, Identity, Verdict
+from egressproxy.decision_trace import TRACE_KEY
+from egressproxy.flowrecord import Attempt, Check, FinishedRequest, Identity, Verdict
 from egressproxy.runtime.state import GatewayState
 from egressproxy.sinks import Sink
+from egressproxy.upstreams import Upstream
 from tests.support.addon_state import counter
 
 
@@ -105,16 +107,44 @@ def test_an_undecided_request_is_counted_as_unknown(state) -> None:
     ) == 1
 
 
-def test_mitmweb_gets_a_comment_naming_the_decision_unless_one_was_written(state) -> None:
+def test_mitmweb_gets_the_whole_decision_trace_when_the_flow_ends(state) -> None:
     addon = FlowMetrics(state)
-    flow = _flow(200, verdict=Verdict.allow("route"))
+    flow = _flow(200, verdict=Verdict.allow("route", "EgressPolicy/team-a/allow-api"))
+    record = flow_record(flow)
+    record.port = 443
+    record.identity = Identity("team-a", "agent", "proxy Basic user verified by HTTPListenerPolicy/default/auth")
+    record.candidates = (Upstream("a.example.com", 443), Upstream("b.example.com", 443))
+    record.attempts = [Attempt("destination (a.example.com:443)", "upstream-5xx", True), Attempt("destination (b.example.com:443)", "ok")]
+    record.checks = [Check("route", "EgressPolicy/team-a/allow-api", "allow", "route")]
+    record.credential = "CredentialInjectionPolicy/team-a/openai-key"
     addon.response(flow)
-    assert flow.comment == "listener=https route=default/api backend=default/static verdict=allow"
-    denied = _flow(403, verdict=Verdict.deny("no-route"))
-    denied.comment = "denied: no-route"
-    addon.response(denied)
-    assert denied.comment == "denied: no-route"
+    assert flow.comment.splitlines() == [
+        "allowed: 200",
+        "outcome: allow 200 reason: route by EgressPolicy/team-a/allow-api",
+        "identity: team-a/agent (from proxy Basic user verified by HTTPListenerPolicy/default/auth)",
+        "listener: https",
+        "route: default/api",
+        "backend: default/static",
+        "candidates: 1. destination (a.example.com:443), 2. destination (b.example.com:443)",
+        "attempt 1: destination (a.example.com:443): upstream-5xx (went on)",
+        "attempt 2: destination (b.example.com:443): ok",
+        "route EgressPolicy/team-a/allow-api: allow (route)",
+        "destination: api.example.com:443 dialled 192.168.0.1:22 (destination check passed)",
+        "credential: CredentialInjectionPolicy/team-a/openai-key",
+    ]
+    assert not flow.marked
+    assert flow.metadata[TRACE_KEY]["attempts"][0] == {"candidate": "destination (a.example.com:443)", "outcome": "upstream-5xx", "wentOn": True}
 
+
+def test_a_denied_flow_is_marked_and_its_headline_names_the_reason(state) -> None:
+    addon = FlowMetrics(state)
+    denied = _flow(403, verdict=Verdict.deny("no-route", "EgressGateway/default/eg"))
+    addon.response(denied)
+    assert denied.marked == ":no_entry:"
+    assert denied.comment.splitlines()[:2] == ["denied: no-route by EgressGateway/default/eg", "outcome: deny 403 reason: no-route by EgressGateway/default/eg"]
+    failed = _flow(502, verdict=Verdict.allow(), error="upstream-unreachable")
+    addon.response(failed)
+    assert failed.marked == ":warning:" and failed.comment.startswith("gateway error: upstream-unreachable\noutcome: error 502")
 
 def test_the_finished_record_carries_the_clients_headers_and_path_not_injected_ones(state: GatewayState) -> None:
     """Headers and path are taken on `requestheaders`: a credential injected later never reaches a printer."""

@@ -18,6 +18,7 @@ from egressproxy.runtime.state import GatewayState
 from egressproxy.taps import TapChain
 from egressproxy.token_usage import TokenCountingTap
 from tests.support.addon_state import counter
+from tests.support.trace import trace_lines
 
 REQUESTS = RateLimit(ObjectRef("RateLimitPolicy", "ns", "one"), 60.0, requests=1)
 TOKENS = RateLimit(ObjectRef("RateLimitPolicy", "ns", "tokens"), 60.0, tokens=10)
@@ -43,6 +44,9 @@ def test_over_the_limit_the_addon_answers_429_with_retry_after(tmp_path: Path) -
     assert 59 <= int(second.response.headers["retry-after"]) <= 60
     assert json.loads(second.response.content)["policy"] == "RateLimitPolicy/ns/one"
     assert counter(state, "egress_denials_total", reason="rate-limited") == 1
+    # The decision trace names the policy consulted both times (egressproxy/decision_trace.py).
+    assert trace_lines(first) == ["rate-limit RateLimitPolicy/ns/one: allow (within budget)"]
+    assert trace_lines(second) == ["rate-limit RateLimitPolicy/ns/one: deny (rate-limited)"]
 
 
 def test_a_flow_without_limits_is_left_alone(tmp_path: Path) -> None:

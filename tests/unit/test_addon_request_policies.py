@@ -13,6 +13,7 @@ from egressproxy.config.problems import ObjectRef
 from egressproxy.engine.answers import flow_record
 from egressproxy.flowrecord import Identity, Verdict
 from tests.support.addon_state import compile_snapshot, counter, state_for
+from tests.support.trace import trace_lines
 
 CONFIG = """
 apiVersion: clrk.apoxy.dev/v1alpha1
@@ -96,8 +97,10 @@ def test_cel_without_body_decides_on_the_head_and_traces_it(tmp_path: Path) -> N
         addon.requestheaders(allowed)
         addon.requestheaders(denied)
     assert allowed.response is None
-    assert "policy TrafficPolicy/default/rbac: allow (spec.rbac.policy.matchExpressions[0] (Allow) is true" in allowed.comment
+    assert any(line.startswith("policy TrafficPolicy/default/rbac: allow (spec.rbac.policy.matchExpressions[0] (Allow) is true")
+               for line in trace_lines(allowed))
     assert denied.response is not None and denied.response.headers["x-egress-denied"] == "rbac-denied"
+    assert not allowed.comment and not denied.comment  # typed steps only: the text is built when the flow ends
 
 
 def test_cel_reading_the_body_waits_for_it(tmp_path: Path) -> None:
@@ -119,7 +122,7 @@ def test_report_mode_passes_and_counts(tmp_path: Path) -> None:
         addon.requestheaders(flow)
     assert flow.response is None
     assert counter(state, "egress_policy_reports_total", reason="rbac-denied", policy="TrafficPolicy/default/rbac") == 1
-    assert "report: rbac-denied by TrafficPolicy/default/rbac" in flow.comment
+    assert "report TrafficPolicy/default/rbac: report (rbac-denied)" in trace_lines(flow)
 
 
 def test_a_denied_or_unrouted_flow_is_left_alone(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""egressproxy/engine/policy_reports.py: Report-mode denials counted, logged and commented; region checks on the
-flow's comment (what mitmweb shows)."""
+"""egressproxy/engine/policy_reports.py: Report-mode denials counted, logged and traced; region checks in the
+flow's decision trace (what mitmweb shows)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from egressproxy.metrics import GatewayMetrics
 from egressproxy.regions import RegionPolicy, check_candidate
 from egressproxy.request_policies import PolicyReport
 from egressproxy.upstreams import Upstream
+from tests.support.trace import trace_lines
 
 
 def test_a_report_is_counted_logged_and_commented(caplog: pytest.LogCaptureFixture) -> None:
     metrics, flow = GatewayMetrics(), tflow.tflow()
-    flow.comment = "earlier"
     with caplog.at_level(logging.INFO, logger="egressproxy"):
         note_reports(metrics, flow, [PolicyReport("rbac-denied", "TrafficPolicy/ns/p", "no Allow expression of rbac is true")])
     labels = {"reason": "rbac-denied", "policy": "TrafficPolicy/ns/p"}
     assert metrics.registry.get_sample_value("egress_policy_reports_total", labels) == 1
-    assert flow.comment == "earlier\nreport: rbac-denied by TrafficPolicy/ns/p"
+    assert trace_lines(flow) == ["report TrafficPolicy/ns/p: report (rbac-denied)"]
     assert "report: TrafficPolicy/ns/p would deny GET address with rbac-denied (enforcementMode Report)" in caplog.text
 
 
@@ -32,9 +32,9 @@ def test_region_checks_go_on_the_comment() -> None:
     policy = RegionPolicy(ObjectRef("RegionAllowListPolicy", "ns", "eu"), ("eu-*",))
     checks = [check_candidate(policy, Upstream("bedrock-runtime.us-east-1.amazonaws.com", 443))]
     note_region_checks(flow, checks)
-    assert flow.comment == (
+    assert trace_lines(flow) == [(
         "region RegionAllowListPolicy/ns/eu: deny (bedrock-runtime.us-east-1.amazonaws.com:443: region us-east-1 "
         "(from hostname) is not in allowedRegions [eu-*])"
-    )
+    )]
     note_region_checks(flow, [])
-    assert flow.comment.count("\n") == 0
+    assert len(trace_lines(flow)) == 1

@@ -23,9 +23,10 @@ spec:
 """
 
 
-async def _ask(port: int, header: str | None) -> tuple[int, bytes]:
+async def _ask(port: int, header: str | None, close: bool = False) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     extra = f"{HOP_HEADER}: {header}\r\n" if header is not None else ""
+    extra += "connection: close\r\n" if close else ""
     writer.write(f"POST /v1/x HTTP/1.1\r\nhost: hop\r\ncontent-length: 2\r\n{extra}\r\n{{}}".encode())
     await writer.drain()
     data = await reader.read()
@@ -122,3 +123,41 @@ def test_the_walk_stops_when_mitmproxy_closes_the_connection(tmp_path: Path) -> 
         return dropped.is_set(), second_connections
 
     assert asyncio.run(scenario()) == (True, 0)
+
+
+def test_each_attempt_of_the_walk_is_in_the_flows_record(tmp_path: Path) -> None:
+    """The decision trace lists the candidates the walk tried, with how each went (egressproxy/decision_trace.py)."""
+    from egressproxy.flowrecord import Attempt
+    from egressproxy.upstreams import Upstream
+    from tests.support.gateway import free_port
+
+    hop = GatewayState(tmp_path).hop
+    closed_port: list[int] = []
+
+    async def scenario() -> tuple[int, list[Attempt]]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+            await writer.drain()
+            writer.close()
+
+        good = await asyncio.start_server(answer, "127.0.0.1", 0)
+        closed, open_port = free_port(), good.sockets[0].getsockname()[1]
+        closed_port.append(closed)
+        record = FlowRecord()
+        ticket = _ticket(record)
+        candidates = (Upstream("127.0.0.1", closed, "http", trusted=True), Upstream("127.0.0.1", open_port, "http", trusted=True))
+        ticket = HopTicket(ticket.snapshot, WalkPlan(candidates), ticket.context, ticket.original, record,
+                           ticket.first_authority, ticket.read_timeout)
+        port = await hop.start()
+        status, _ = await asyncio.wait_for(_ask(port, hop.issue(ticket), close=True), 20)
+        await hop.stop()
+        good.close()
+        return status, record.attempts
+
+    status, attempts = asyncio.run(scenario())
+    assert status == 200
+    assert len(attempts) == 2, attempts
+    first, second = attempts
+    assert first.candidate.endswith(f":{closed_port[0]})") and first.went_on and first.outcome != "ok"
+    assert second.outcome == "ok" and not second.went_on
