@@ -16,7 +16,9 @@ Patches (`install`):
 - `HttpStream.handle_protocol_error`: mitmproxy answers an upstream failure from deep inside its HTTP layer with
   a fixed text/html page no hook can change. While the client has not seen response headers, the flow is
   answered instead with the `http.Response` the gateway's error factory builds (502/504 with `x-egress-error`),
-  through the normal response path, so HTTP/1 and HTTP/2 clients both get it.
+  through the normal response path, so HTTP/1 and HTTP/2 clients both get it. An upstream failure after the
+  response headers (reset or broken body mid-response) is noted in `flow.metadata[RESPONSE_FAILURE_KEY]`, so
+  the `error` hook can tell it from a client that went away.
 - `HttpStream.state_consume_request_body`: mitmproxy buffers a request body whole before the `request` hook, and
   its only cap is the global `body_size_limit`. A flow whose `metadata[BODY_LIMIT_KEY]` holds `(max_bytes,
   answer)` (HTTPListenerPolicy `buffer.maxRequestBytes`, set in `requestheaders` for a body of unknown length)
@@ -67,6 +69,7 @@ from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
+    "RESPONSE_FAILURE_KEY",
     "ErrorResponseFactory",
     "HttpUpstreamProxy",
     "UNSAFE_OPTIONS",
@@ -150,6 +153,7 @@ def _transparent_start(self: modes.TransparentProxy, event: events.Event) -> Gen
 
 
 def _handle_protocol_error(self: Any, event: Any) -> Generator[Any, Any, None]:
+    _note_response_failure(self, event)  # faults block below: a response that broke after its headers
     replacement = None
     if (
         _error_factory is not None
@@ -176,6 +180,22 @@ def _handle_protocol_error(self: Any, event: Any) -> Generator[Any, Any, None]:
     self.server_state = self.state_errored
     self.flow.live = False
     yield DropStream(self.stream_id)
+
+
+# --- responses that break after their headers (faults) ---------------------------------------------------------
+# flow.metadata key: mitmproxy's message for an upstream failure after the response headers arrived
+RESPONSE_FAILURE_KEY = "egress.response_failure"
+
+
+def _note_response_failure(stream: Any, event: Any) -> None:
+    """Leave the message of an upstream failure that came after the response headers on the flow.
+
+    mitmproxy then fires `error` with `flow.response` already set, and a hook cannot tell an upstream that reset
+    or sent a broken body from a client that went away: only the event's type (a `ResponseProtocolError` comes
+    from the upstream side) says which. The gateway-errors addon counts and marks the former.
+    """
+    if isinstance(event, ResponseProtocolError) and stream.flow.response is not None:
+        stream.flow.metadata[RESPONSE_FAILURE_KEY] = event.message
 
 
 # --- request bodies capped while they are read ------------------------------------------------------------------

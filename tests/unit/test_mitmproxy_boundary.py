@@ -135,6 +135,33 @@ def test_without_a_factory_answer_mitmproxy_sends_its_own_error() -> None:
     assert [type(e) for e in sent] == [http_layers.ResponseProtocolError]
 
 
+# --- responses that break after their headers (faults) ---------------------------------------------------------
+
+
+def _streaming_stream() -> http_layers.HttpStream:
+    """A stream whose response headers arrived (and, streamed, went to the client)."""
+    stream = _errored_stream()
+    stream.flow.response = http.Response.make(200, b"")
+    stream.server_state = stream.state_stream_response_body
+    return stream
+
+
+def test_an_upstream_failure_after_the_headers_is_noted_on_the_flow() -> None:
+    stream = _streaming_stream()
+    list(stream.handle_protocol_error(http_layers.ResponseProtocolError(1, "server closed connection", http_layers.ErrorCode.GENERIC_SERVER_ERROR)))
+    assert stream.flow.metadata[boundary.RESPONSE_FAILURE_KEY] == "server closed connection"
+    assert stream.flow.error is not None  # mitmproxy's own path still runs: the `error` hook fires
+
+
+def test_a_client_failure_or_one_before_the_headers_is_not_noted() -> None:
+    stream = _streaming_stream()
+    list(stream.handle_protocol_error(http_layers.RequestProtocolError(1, "client disconnected", http_layers.ErrorCode.CLIENT_DISCONNECTED)))
+    assert boundary.RESPONSE_FAILURE_KEY not in stream.flow.metadata
+    early = _errored_stream()
+    list(early.handle_protocol_error(http_layers.ResponseProtocolError(1, "connect failed", http_layers.ErrorCode.CONNECT_FAILED)))
+    assert boundary.RESPONSE_FAILURE_KEY not in early.flow.metadata
+
+
 # --- request bodies capped while read -------------------------------------------------------------------------
 
 

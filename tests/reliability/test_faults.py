@@ -1,0 +1,229 @@
+"""Faults of the gateway's neighbours, each with the behaviour docs/reliability.md promises (its `## Faults` table).
+
+Real gateway process, real clients, misbehaving origins on loopback (tests/support/faulty_origin.py). Cases
+already shown elsewhere are not repeated here; the table names their tests. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.faulty_origin import FaultyOrigin
+from tests.support.gateway import GatewayProcess
+from tests.support.pki import TestCA
+
+REQUEST_TIMEOUT = 2.0
+
+
+def gateway_doc(access_log: Path) -> str:
+    return f"""
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {{name: eg}}
+spec:
+  defaultPolicy: deny-all
+  requestTimeout: {REQUEST_TIMEOUT:g}s
+  listeners:
+  - {{name: http, protocol: HTTP}}
+  - {{name: https, protocol: HTTPS, tls: {{mode: Terminate, caCertRef: {{name: egress-ca}}}}}}
+  upstreamTLS:
+    additionalTrustBundleSecretRef: {{name: origin-ca}}
+    hostAliases:
+    - {{ip: 127.0.0.1, hostnames: [api.example.test]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: api}}
+spec:
+  parentRefs: [{{name: eg, sectionName: http}}, {{name: eg, sectionName: https}}]
+  hostnames: [api.example.test]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: HTTPListenerPolicy
+metadata: {{name: access}}
+spec:
+  targetRefs: [{{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}}]
+  accessLog:
+  - fileSink:
+      path: {access_log}
+      jsonFormat:
+        path: "%REQ(:PATH)%"
+        code: "%RESPONSE_CODE%"
+        details: "%RESPONSE_CODE_DETAILS%"
+        flags: "%RESPONSE_FLAGS%"
+"""
+
+
+def metric(gw: GatewayProcess, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in gw.metrics().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
+
+
+def access_lines(path: Path) -> dict[str, dict[str, object]]:
+    """The access log by request path (one request per path in these tests)."""
+    if not path.exists():
+        return {}
+    return {line["path"]: line for line in map(json.loads, path.read_text().splitlines())}
+
+
+class Scene:
+    def __init__(self, gw: GatewayProcess, origin: FaultyOrigin, tls_origin: FaultyOrigin, log: Path, ca: Path) -> None:
+        self.gw, self.origin, self.tls_origin, self.log, self.ca = gw, origin, tls_origin, log, ca
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(proxy=self.gw.proxy_url, verify=ssl.create_default_context(cafile=str(self.ca)), timeout=httpx.Timeout(15.0))
+
+    def url(self, path: str, *, tls: bool = False) -> str:
+        if tls:
+            return f"https://api.example.test:{self.tls_origin.port}{path}"
+        return f"http://api.example.test:{self.origin.port}{path}"
+
+    def logged(self, path: str) -> dict[str, object]:
+        wait_until(lambda: path in access_lines(self.log), f"an access-log line for {path}")
+        return access_lines(self.log)[path]
+
+
+@pytest.fixture
+def scene(gateway, gateway_ca, trust_secret, origin_ca: TestCA, tmp_path: Path) -> Iterator[Scene]:
+    cert, key = origin_ca.issue("api.example.test").write(tmp_path / "faulty-origin", "leaf")
+    log = tmp_path / "access.log"
+    with FaultyOrigin() as origin, FaultyOrigin(tls=(cert, key)) as tls_origin:
+        gw = gateway(gateway_doc(log), gateway_ca[1], trust_secret)
+        yield Scene(gw, origin, tls_origin, log, gateway_ca[0])
+
+
+def assert_gateway_error(r: httpx.Response, status: int, reason: str) -> None:
+    """Our answer, not mitmproxy's page: the status, `x-egress-error` and the JSON body naming the reason."""
+    assert r.status_code == status, r.text
+    assert r.headers.get("x-egress-error") == reason, (r.headers, r.text)
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["reason"] == reason
+    assert "<html" not in r.text.lower()
+
+
+# --- the origin resets mid-response ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "intercepted-https"])
+def test_a_reset_mid_body_ends_the_clients_response_promptly_and_is_counted(scene: Scene, tls: bool) -> None:
+    """Headers and part of the body arrived, then the origin reset: the response cannot be completed. The
+    client sees the exchange fail (never a hang, never a short body passed off as whole), the error is counted
+    and the access log marks it."""
+    origin = scene.tls_origin if tls else scene.origin
+    with scene.client() as client, client.stream("GET", scene.url("/reset-mid-body", tls=tls)) as r:
+        assert r.status_code == 200  # the headers went to the client as they came (bodies stream through)
+        origin.release.set()
+        started = time.monotonic()
+        with pytest.raises(httpx.HTTPError, match="incomplete|closed|reset"):
+            r.read()  # the body ends short and the connection with it: a truncated body never looks whole
+    assert time.monotonic() - started < REQUEST_TIMEOUT, "the reset must end the exchange, not the timeout"
+    wait_until(lambda: metric(scene.gw, "egress_upstream_errors_total", reason="upstream-reset") >= 1,
+               "egress_upstream_errors_total{reason=upstream-reset}")
+    line = scene.logged("/reset-mid-body")
+    assert (line["code"], line["details"], line["flags"]) == (200, "upstream-reset", "UR"), line
+    with scene.client() as client:  # and the gateway serves the next request
+        assert client.get(scene.url("/fine", tls=tls)).text == "ok"
+
+
+# --- the origin fails before the response headers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/close-before-headers", "/reset-before-headers"])
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "intercepted-https"])
+def test_an_origin_that_goes_away_before_headers_is_a_502_with_our_json(scene: Scene, path: str, tls: bool) -> None:
+    """Nothing reached the client yet, so it gets our answer: 502 `upstream-unreachable` (DESIGN.md 4.1's reason
+    for an upstream the gateway could not get a response from), the cause in the JSON `error`."""
+    with scene.client() as client:
+        r = client.get(scene.url(path, tls=tls))
+    assert_gateway_error(r, 502, "upstream-unreachable")
+    assert "server closed connection" in r.json()["error"]
+    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-unreachable") >= 1
+    line = scene.logged(path)
+    assert (line["code"], line["details"], line["flags"]) == (502, "upstream-unreachable", "UF"), line
+
+
+# --- malformed responses ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/garbage-status", "/bad-header"])
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "intercepted-https"])
+def test_a_malformed_response_head_is_a_502_with_our_json_not_mitmproxys_page(scene: Scene, path: str, tls: bool) -> None:
+    started = time.monotonic()
+    with scene.client() as client:
+        r = client.get(scene.url(path, tls=tls))
+    assert_gateway_error(r, 502, "upstream-unreachable")
+    assert "Cannot parse HTTP response" in r.json()["error"]
+    assert time.monotonic() - started < REQUEST_TIMEOUT  # the origin keeps its socket open: no wait for a close
+    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-unreachable") >= 1
+    line = scene.logged(path)
+    assert (line["code"], line["details"]) == (502, "upstream-unreachable"), line
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "intercepted-https"])
+def test_a_malformed_chunked_body_cuts_the_response_and_is_counted(scene: Scene, tls: bool) -> None:
+    """The headers were fine and already went to the client; the first chunk header is not hex. The client's
+    connection is closed (its body is incomplete), `upstream-protocol-error` counted and in the access log."""
+    with scene.client() as client, client.stream("GET", scene.url("/bad-chunked", tls=tls)) as r:
+        assert r.status_code == 200
+        with pytest.raises(httpx.HTTPError, match="incomplete|closed"):
+            r.read()
+    wait_until(lambda: metric(scene.gw, "egress_upstream_errors_total", reason="upstream-protocol-error") >= 1,
+               "egress_upstream_errors_total{reason=upstream-protocol-error}")
+    line = scene.logged("/bad-chunked")
+    assert (line["code"], line["details"], line["flags"]) == (200, "upstream-protocol-error", "UPE"), line
+
+
+# --- the origin stalls ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "intercepted-https"])
+def test_an_origin_that_never_answers_is_a_504_at_the_request_timeout(scene: Scene, tls: bool) -> None:
+    started = time.monotonic()
+    with scene.client() as client:
+        r = client.get(scene.url("/stall", tls=tls))
+    elapsed = time.monotonic() - started
+    assert_gateway_error(r, 504, "upstream-timeout")
+    assert REQUEST_TIMEOUT - 0.2 <= elapsed < REQUEST_TIMEOUT + 3, elapsed
+    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-timeout") >= 1
+    assert scene.logged("/stall")["details"] == "upstream-timeout"
+
+
+def test_a_body_that_stalls_after_the_headers_is_cut_at_the_request_timeout(scene: Scene) -> None:
+    """The headers already went to the client (bodies stream through), so the timeout cannot be a 504: the
+    client's connection is closed mid-body at the request timeout, counted and logged as `upstream-timeout`."""
+    started = time.monotonic()
+    with scene.client() as client, client.stream("GET", scene.url("/stall-body")) as r:
+        assert r.status_code == 200
+        with pytest.raises(httpx.HTTPError, match="incomplete|closed"):
+            r.read()
+    elapsed = time.monotonic() - started
+    assert REQUEST_TIMEOUT - 0.2 <= elapsed < REQUEST_TIMEOUT + 3, elapsed
+    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-timeout") >= 1
+    line = scene.logged("/stall-body")
+    assert (line["code"], line["details"], line["flags"]) == (200, "upstream-timeout", "UT"), line
+
+
+def test_a_raw_client_is_closed_not_held_when_the_origin_stalls(scene: Scene) -> None:
+    """The same from a socket's point of view: the answer arrives and the exchange ends within the timeout."""
+    with socket.create_connection((scene.gw.host, scene.gw.port), timeout=REQUEST_TIMEOUT + 5) as sock:
+        sock.sendall(f"GET {scene.url('/stall')} HTTP/1.1\r\nHost: api.example.test:{scene.origin.port}\r\n\r\n".encode())
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 504"), head
