@@ -227,3 +227,86 @@ def test_a_raw_client_is_closed_not_held_when_the_origin_stalls(scene: Scene) ->
         sock.sendall(f"GET {scene.url('/stall')} HTTP/1.1\r\nHost: api.example.test:{scene.origin.port}\r\n\r\n".encode())
         head = sock.recv(65536)
     assert head.startswith(b"HTTP/1.1 504"), head
+
+
+# --- a mounted credential disappears during rotation ------------------------------------------------------------
+
+KEY_V1, KEY_V2 = "key-v1-SECRET-5f1c", "key-v2-SECRET-9a7e"
+
+CREDENTIAL_CONFIG = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: http, protocol: HTTP}
+  upstreamTLS:
+    hostAliases:
+    - {ip: 127.0.0.1, hostnames: [api.example.test]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: api
+  annotations: {egressproxy.io/allow-cleartext-credentials: "true"}
+spec:
+  parentRefs: [{name: eg, sectionName: http}]
+  hostnames: [api.example.test]
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: CredentialInjectionPolicy
+metadata: {name: api-key}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]
+  secretRef: {name: api-key}
+  target: Header
+  headerName: x-api-key
+"""
+
+
+def _vanish(key_file: Path, how: str) -> None:
+    if how == "deleted":
+        key_file.unlink()
+    elif how == "emptied":
+        staged = key_file.with_name(".staged")
+        staged.write_text("")
+        staged.replace(key_file)  # atomically, as a rotation tool writes
+    else:  # unreadable: a key that points nowhere (mode bits do not stop root, a dangling link does)
+        key_file.unlink()
+        key_file.symlink_to(key_file.parent / "..gone" / "key")
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "unreadable"])
+def test_a_credential_that_vanishes_mid_rotation_keeps_the_last_good_value(gateway, plain_origin, tmp_path: Path, how: str) -> None:
+    """The gateway keeps injecting the last good value, says so in one log line (never the value), counts the
+    rejected reload, and takes the next good value as soon as it appears."""
+    origin = plain_origin()
+    secrets = tmp_path / "secrets"
+    (secrets / "api-key").mkdir(parents=True)
+    key_file = secrets / "api-key" / "token"
+    key_file.write_text(KEY_V1)
+    gw = gateway(CREDENTIAL_CONFIG, extra_args=["--secrets-dir", str(secrets)])
+    url = f"http://api.example.test:{origin.port}/"
+
+    def injected(client: httpx.Client) -> str:
+        r = client.get(url)
+        assert r.status_code == 200, r.text
+        return str(r.json()["headers"].get("x-api-key"))
+
+    with httpx.Client(proxy=gw.proxy_url, timeout=10) as client:
+        assert injected(client) == KEY_V1
+        _vanish(key_file, how)
+        wait_until(lambda: metric(gw, "egress_config_reloads_total", result="rejected") >= 1, "the rejected reload")
+        deadline = time.monotonic() + 3  # a few of the watcher's 1 s polls: the incident must not be re-logged
+        while time.monotonic() < deadline:
+            assert injected(client) == KEY_V1
+        assert gw.logs().count("configuration rejected") == 1, gw.logs()
+        assert metric(gw, "egress_config_reloads_total", result="rejected") == 1
+        if key_file.is_symlink() or key_file.exists():
+            key_file.unlink()
+        key_file.write_text(KEY_V2)
+        wait_until(lambda: injected(client) == KEY_V2, "the next good value in use")
+    text = gw.logs()
+    assert "api-key" in text  # the line names the Secret...
+    assert KEY_V1 not in text and KEY_V2 not in text  # ...never its value
