@@ -7,8 +7,11 @@ already shown elsewhere are not repeated here; the table names their tests. Ever
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.dnsserver import DnsServer
 from tests.support.faulty_origin import FaultyOrigin
 from tests.support.gateway import GatewayProcess
 from tests.support.pki import TestCA
@@ -310,3 +314,100 @@ def test_a_credential_that_vanishes_mid_rotation_keeps_the_last_good_value(gatew
     text = gw.logs()
     assert "api-key" in text  # the line names the Secret...
     assert KEY_V1 not in text and KEY_V2 not in text  # ...never its value
+
+
+# --- DNS fails ---------------------------------------------------------------------------------------------------
+
+DNS_CONFIG = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {{name: eg}}
+spec:
+  defaultPolicy: allow-all
+  listeners:
+  - {{name: http, protocol: HTTP}}
+---
+apiVersion: policy.egressproxy.io/v1alpha1
+kind: DNSPolicy
+metadata: {{name: dns}}
+spec:
+  targetRefs: [{{kind: EgressGateway, group: clrk.apoxy.dev, name: eg}}]
+  resolvers: ["{resolver}"]
+"""
+
+
+def test_a_resolver_that_answers_servfail_is_a_prompt_502_upstream_unreachable(gateway) -> None:
+    """NXDOMAIN and a resolver that never answers: tests/e2e/test_dns_ssrf.py. SERVFAIL (the resolver's own
+    failure) is the same answer, without waiting for any timeout, and counted."""
+    with DnsServer("127.0.0.53") as dns_server:
+        dns_server.servfail.add("broken-zone.test")
+        gw = gateway(DNS_CONFIG.format(resolver=dns_server.address))
+        started = time.monotonic()
+        with httpx.Client(proxy=gw.proxy_url, timeout=20) as client:
+            r = client.get("http://broken-zone.test:8080/")
+        elapsed = time.monotonic() - started
+        print(f"\nSERVFAIL answered in {elapsed:.2f} s")
+        assert_gateway_error(r, 502, "upstream-unreachable")
+        assert "broken-zone.test" in r.json()["error"]
+        assert elapsed < 3, elapsed
+        assert dns_server.count("broken-zone.test") >= 1
+        assert metric(gw, "egress_upstream_errors_total", reason="upstream-unreachable") == 1
+        assert metric(gw, "egress_dns_lookups_total", result="error") >= 1, gw.metrics()
+
+
+# --- the capture store's disk is read-only ------------------------------------------------------------------------
+
+CAPTURE_CONFIG = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: http, protocol: HTTP}
+  upstreamTLS:
+    hostAliases:
+    - {ip: 127.0.0.1, hostnames: [api.example.test]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{name: eg, sectionName: http}]
+  hostnames: [api.example.test]
+"""
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A read-only tmpfs (root only; unmounted in the finalizer). A full disk: tests/e2e/test_capture_faults.py.
+    (A volume cannot be remounted read-only under an open database: the kernel refuses while files are open for
+    writing, so the data dir is read-only from the start, as a readOnlyRootFilesystem pod without a volume is.)"""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a read-only volume needs root to mount a tmpfs")
+    where = tmp_path / "read-only-data"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_read_only_data_dir_drops_captures_counted_and_logged_once_never_traffic(read_only_dir: Path, plain_origin, tmp_path: Path) -> None:
+    origin = plain_origin()
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "gateway.yaml").write_text(CAPTURE_CONFIG)
+    gw = GatewayProcess(config, read_only_dir)
+    gw.log_path = tmp_path / "gateway.log"  # the data dir cannot hold it
+    with gw:
+        with httpx.Client(proxy=gw.proxy_url, timeout=10) as client:
+            for i in range(20):
+                r = client.post(f"http://api.example.test:{origin.port}/r{i}", json={"prompt": "captured"})
+                assert r.status_code == 200, r.text
+        wait_until(lambda: metric(gw, "egress_capture_drops_total", sink="store", reason="store-error") >= 20, "20 counted drops")
+        logs = gw.logs()
+    assert logs.count("capture store") == 1, logs  # one line for the incident, not one per record
+    assert "Traceback" not in logs and "Addon error" not in logs, logs
+    assert list(read_only_dir.iterdir()) == []
