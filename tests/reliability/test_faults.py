@@ -411,3 +411,36 @@ def test_a_read_only_data_dir_drops_captures_counted_and_logged_once_never_traff
     assert logs.count("capture store") == 1, logs  # one line for the incident, not one per record
     assert "Traceback" not in logs and "Addon error" not in logs, logs
     assert list(read_only_dir.iterdir()) == []
+
+
+# --- the trace collector is down ------------------------------------------------------------------------------------
+
+
+def test_spans_for_a_collector_that_is_down_are_counted_drops_not_latency(gateway, plain_origin) -> None:
+    """Capture and access-log exports to a dead collector: tests/e2e/test_captures.py, test_observability.py.
+    Spans were only logged by the OpenTelemetry SDK; a failed export's spans are now counted."""
+    origin = plain_origin()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: every export is refused
+    try:
+        policy = f"""
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: HTTPListenerPolicy
+metadata: {{name: tracing}}
+spec:
+  targetRefs: [{{group: clrk.apoxy.dev, kind: EgressGateway, name: eg}}]
+  tracing:
+    provider: {{otel: {{httpAddress: "http://127.0.0.1:{dead.getsockname()[1]}", protocol: http/protobuf}}}}
+    samplingRate: 100
+"""
+        gw = gateway(CAPTURE_CONFIG, policy)
+        slowest = 0.0
+        with httpx.Client(proxy=gw.proxy_url, timeout=10) as client:
+            for i in range(10):
+                started = time.monotonic()
+                assert client.get(f"http://api.example.test:{origin.port}/t{i}").status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+        assert slowest < 1.0, slowest
+        wait_until(lambda: metric(gw, "egress_trace_span_drops_total", reason="export-failed") == 10, "10 counted span drops", 30)
+    finally:
+        dead.close()
