@@ -444,3 +444,31 @@ spec:
         wait_until(lambda: metric(gw, "egress_trace_span_drops_total", reason="export-failed") == 10, "10 counted span drops", 30)
     finally:
         dead.close()
+
+
+# --- a buffered response breaks mid-body ---------------------------------------------------------------------------
+
+RESPONSE_GUARD = """
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: guard}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]
+  ai:
+    promptGuard:
+      response:
+        regex: {action: MASK, builtins: [CREDIT_CARD]}
+"""
+
+
+def test_a_buffered_response_that_breaks_mid_body_is_a_502_with_our_json(gateway) -> None:
+    """A JSON answer under a response guard is buffered whole (docs/guardrails.md), so nothing went to the client
+    when the origin closed mid-body: it gets our 502, not mitmproxy's HTML page."""
+    with FaultyOrigin() as origin:
+        gw = gateway(CAPTURE_CONFIG, RESPONSE_GUARD)
+        with httpx.Client(proxy=gw.proxy_url, timeout=10) as client:
+            r = client.get(f"http://api.example.test:{origin.port}/close-mid-json")
+        assert_gateway_error(r, 502, "upstream-unreachable")
+        assert "peer closed connection" in r.json()["error"]
+        assert metric(gw, "egress_upstream_errors_total", reason="upstream-unreachable") == 1
+        assert metric(gw, "egress_upstream_errors_total", reason="upstream-reset") == 0  # counted once, as answered

@@ -7,6 +7,8 @@
 Paths (anything else is a plain 200 "ok"):
 - `/reset-mid-body`: headers announcing 100000 bytes and 1000 of them; once the test sets `release` (it has seen
   the headers: a reset any earlier could discard them unread in the gateway's socket), a TCP reset (SO_LINGER 0).
+- `/close-mid-json`: JSON headers announcing 100000 bytes, 1000 of them, then an orderly close (FIN: unlike a
+  reset it never discards bytes the gateway has not read, so the failure is surely after the headers).
 - `/reset-before-headers`, `/close-before-headers`: the request is read, then a reset / an orderly close.
 - `/stall`: the request is read and never answered; `/stall-body`: headers and 1000 of 100000 bytes, then nothing.
 - `/garbage-status`, `/bad-chunked`, `/bad-header`: a response HTTP/1 parsers must refuse.
@@ -82,6 +84,10 @@ class FaultyOrigin:
     def _answer(self, sock: socket.socket, raw: socket.socket, path: str) -> None:
         if path in ("/reset-mid-body", "/stall-body"):
             sock.sendall(_HEAD_100K + b"x" * 1000)
+        if path == "/close-mid-json":
+            sock.sendall(_HEAD_100K.replace(b"text/plain", b"application/json") + b"[" + b"1," * 499 + b"1")
+            sock.close()
+            return
         if path == "/reset-mid-body":
             self.release.wait(timeout=15)
         if path in ("/reset-mid-body", "/reset-before-headers"):

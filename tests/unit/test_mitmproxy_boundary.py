@@ -334,3 +334,19 @@ def test_an_unsafe_option_is_refused_by_name(name: str) -> None:
         with pytest.raises(boundary.UnsafeOptions, match=name):
             boundary.refuse_unsafe_options(tctx.options)
 
+
+
+def test_a_buffered_response_that_breaks_mid_body_is_still_answered_with_the_factory_response() -> None:
+    """Not streamed, its headers never went to the client: our 502, not mitmproxy's page, and not a mid-body note."""
+    answer = http.Response.make(502, b'{"error": "x"}', {"x-egress-error": "upstream-unreachable"})
+    boundary.install(error_answer=lambda flow, message: answer)
+    try:
+        stream = _streaming_stream()
+        stream.server_state = stream.state_consume_response_body
+        emitted = list(stream.handle_protocol_error(http_layers.ResponseProtocolError(1, "peer closed", http_layers.ErrorCode.GENERIC_SERVER_ERROR)))
+    finally:
+        boundary.install(error_answer=None)
+    sent = [c.event for c in emitted if isinstance(c, http_layers.SendHttp)]
+    assert isinstance(sent[0], http_layers.ResponseHeaders) and sent[0].response is answer
+    assert boundary.RESPONSE_FAILURE_KEY not in stream.flow.metadata
+    assert hasattr(http_layers.HttpStream, "state_consume_response_body")
