@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,13 +83,16 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0
 
 
 def access_lines(path: Path) -> dict[str, dict[str, object]]:
-    """The access log by request path (one request per path in these tests)."""
+    """The access log by request path and query (each test asks for a path and query of its own)."""
     if not path.exists():
         return {}
     return {line["path"]: line for line in map(json.loads, path.read_text().splitlines())}
 
 
 class Scene:
+    """One gateway for the origin faults (it must survive them all, one after the other): each test names its
+    requests apart (`?case=...`) and compares counters before and after, so it sees only its own fault."""
+
     def __init__(self, gw: GatewayProcess, origin: FaultyOrigin, tls_origin: FaultyOrigin, log: Path, ca: Path) -> None:
         self.gw, self.origin, self.tls_origin, self.log, self.ca = gw, origin, tls_origin, log, ca
 
@@ -97,21 +101,30 @@ class Scene:
 
     def url(self, path: str, *, tls: bool = False) -> str:
         if tls:
-            return f"https://api.example.test:{self.tls_origin.port}{path}"
-        return f"http://api.example.test:{self.origin.port}{path}"
+            return f"https://api.example.test:{self.tls_origin.port}{path}?case=https"
+        return f"http://api.example.test:{self.origin.port}{path}?case=http"
 
-    def logged(self, path: str) -> dict[str, object]:
-        wait_until(lambda: path in access_lines(self.log), f"an access-log line for {path}")
-        return access_lines(self.log)[path]
+    def errors(self, reason: str) -> float:
+        return metric(self.gw, "egress_upstream_errors_total", reason=reason)
+
+    def logged(self, path: str, *, tls: bool = False) -> dict[str, object]:
+        key = f"{path}?case={'https' if tls else 'http'}"
+        wait_until(lambda: key in access_lines(self.log), f"an access-log line for {key}")
+        return access_lines(self.log)[key]
 
 
-@pytest.fixture
-def scene(gateway, gateway_ca, trust_secret, origin_ca: TestCA, tmp_path: Path) -> Iterator[Scene]:
-    cert, key = origin_ca.issue("api.example.test").write(tmp_path / "faulty-origin", "leaf")
-    log = tmp_path / "access.log"
-    with FaultyOrigin() as origin, FaultyOrigin(tls=(cert, key)) as tls_origin:
-        gw = gateway(gateway_doc(log), gateway_ca[1], trust_secret)
-        yield Scene(gw, origin, tls_origin, log, gateway_ca[0])
+@pytest.fixture(scope="module")
+def scene(gateway_ca, origin_ca: TestCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    tmp = tmp_path_factory.mktemp("faults")
+    cert, key = origin_ca.issue("api.example.test").write(tmp, "leaf")
+    pem = textwrap.indent(origin_ca.cert_pem.decode(), "    ")
+    trust = f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: origin-ca\nstringData:\n  ca.crt: |\n{pem}"
+    config = tmp / "config"
+    config.mkdir()
+    for i, doc in enumerate((gateway_doc(tmp / "access.log"), gateway_ca[1], trust)):
+        (config / f"{i:02d}.yaml").write_text(doc)
+    with FaultyOrigin() as origin, FaultyOrigin(tls=(cert, key)) as tls_origin, GatewayProcess(config, tmp / "data") as gw:
+        yield Scene(gw, origin, tls_origin, tmp / "access.log", gateway_ca[0])
 
 
 def assert_gateway_error(r: httpx.Response, status: int, reason: str) -> None:
@@ -132,6 +145,7 @@ def test_a_reset_mid_body_ends_the_clients_response_promptly_and_is_counted(scen
     client sees the exchange fail (never a hang, never a short body passed off as whole), the error is counted
     and the access log marks it."""
     origin = scene.tls_origin if tls else scene.origin
+    before = scene.errors("upstream-reset")
     with scene.client() as client, client.stream("GET", scene.url("/reset-mid-body", tls=tls)) as r:
         assert r.status_code == 200  # the headers went to the client as they came (bodies stream through)
         origin.release.set()
@@ -139,9 +153,8 @@ def test_a_reset_mid_body_ends_the_clients_response_promptly_and_is_counted(scen
         with pytest.raises(httpx.HTTPError, match="incomplete|closed|reset"):
             r.read()  # the body ends short and the connection with it: a truncated body never looks whole
     assert time.monotonic() - started < REQUEST_TIMEOUT, "the reset must end the exchange, not the timeout"
-    wait_until(lambda: metric(scene.gw, "egress_upstream_errors_total", reason="upstream-reset") >= 1,
-               "egress_upstream_errors_total{reason=upstream-reset}")
-    line = scene.logged("/reset-mid-body")
+    wait_until(lambda: scene.errors("upstream-reset") == before + 1, "egress_upstream_errors_total{reason=upstream-reset}")
+    line = scene.logged("/reset-mid-body", tls=tls)
     assert (line["code"], line["details"], line["flags"]) == (200, "upstream-reset", "UR"), line
     with scene.client() as client:  # and the gateway serves the next request
         assert client.get(scene.url("/fine", tls=tls)).text == "ok"
@@ -155,12 +168,13 @@ def test_a_reset_mid_body_ends_the_clients_response_promptly_and_is_counted(scen
 def test_an_origin_that_goes_away_before_headers_is_a_502_with_our_json(scene: Scene, path: str, tls: bool) -> None:
     """Nothing reached the client yet, so it gets our answer: 502 `upstream-unreachable` (DESIGN.md 4.1's reason
     for an upstream the gateway could not get a response from), the cause in the JSON `error`."""
+    before = scene.errors("upstream-unreachable")
     with scene.client() as client:
         r = client.get(scene.url(path, tls=tls))
     assert_gateway_error(r, 502, "upstream-unreachable")
     assert "server closed connection" in r.json()["error"]
-    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-unreachable") >= 1
-    line = scene.logged(path)
+    assert scene.errors("upstream-unreachable") == before + 1
+    line = scene.logged(path, tls=tls)
     assert (line["code"], line["details"], line["flags"]) == (502, "upstream-unreachable", "UF"), line
 
 
@@ -170,14 +184,15 @@ def test_an_origin_that_goes_away_before_headers_is_a_502_with_our_json(scene: S
 @pytest.mark.parametrize("path", ["/garbage-status", "/bad-header"])
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "intercepted-https"])
 def test_a_malformed_response_head_is_a_502_with_our_json_not_mitmproxys_page(scene: Scene, path: str, tls: bool) -> None:
+    before = scene.errors("upstream-unreachable")
     started = time.monotonic()
     with scene.client() as client:
         r = client.get(scene.url(path, tls=tls))
     assert_gateway_error(r, 502, "upstream-unreachable")
     assert "Cannot parse HTTP response" in r.json()["error"]
     assert time.monotonic() - started < REQUEST_TIMEOUT  # the origin keeps its socket open: no wait for a close
-    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-unreachable") >= 1
-    line = scene.logged(path)
+    assert scene.errors("upstream-unreachable") == before + 1
+    line = scene.logged(path, tls=tls)
     assert (line["code"], line["details"]) == (502, "upstream-unreachable"), line
 
 
@@ -185,13 +200,13 @@ def test_a_malformed_response_head_is_a_502_with_our_json_not_mitmproxys_page(sc
 def test_a_malformed_chunked_body_cuts_the_response_and_is_counted(scene: Scene, tls: bool) -> None:
     """The headers were fine and already went to the client; the first chunk header is not hex. The client's
     connection is closed (its body is incomplete), `upstream-protocol-error` counted and in the access log."""
+    before = scene.errors("upstream-protocol-error")
     with scene.client() as client, client.stream("GET", scene.url("/bad-chunked", tls=tls)) as r:
         assert r.status_code == 200
         with pytest.raises(httpx.HTTPError, match="incomplete|closed"):
             r.read()
-    wait_until(lambda: metric(scene.gw, "egress_upstream_errors_total", reason="upstream-protocol-error") >= 1,
-               "egress_upstream_errors_total{reason=upstream-protocol-error}")
-    line = scene.logged("/bad-chunked")
+    wait_until(lambda: scene.errors("upstream-protocol-error") == before + 1, "egress_upstream_errors_total{reason=upstream-protocol-error}")
+    line = scene.logged("/bad-chunked", tls=tls)
     assert (line["code"], line["details"], line["flags"]) == (200, "upstream-protocol-error", "UPE"), line
 
 
@@ -200,19 +215,21 @@ def test_a_malformed_chunked_body_cuts_the_response_and_is_counted(scene: Scene,
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "intercepted-https"])
 def test_an_origin_that_never_answers_is_a_504_at_the_request_timeout(scene: Scene, tls: bool) -> None:
+    before = scene.errors("upstream-timeout")
     started = time.monotonic()
     with scene.client() as client:
         r = client.get(scene.url("/stall", tls=tls))
     elapsed = time.monotonic() - started
     assert_gateway_error(r, 504, "upstream-timeout")
     assert REQUEST_TIMEOUT - 0.2 <= elapsed < REQUEST_TIMEOUT + 3, elapsed
-    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-timeout") >= 1
-    assert scene.logged("/stall")["details"] == "upstream-timeout"
+    assert scene.errors("upstream-timeout") == before + 1
+    assert scene.logged("/stall", tls=tls)["details"] == "upstream-timeout"
 
 
 def test_a_body_that_stalls_after_the_headers_is_cut_at_the_request_timeout(scene: Scene) -> None:
     """The headers already went to the client (bodies stream through), so the timeout cannot be a 504: the
     client's connection is closed mid-body at the request timeout, counted and logged as `upstream-timeout`."""
+    before = scene.errors("upstream-timeout")
     started = time.monotonic()
     with scene.client() as client, client.stream("GET", scene.url("/stall-body")) as r:
         assert r.status_code == 200
@@ -220,7 +237,7 @@ def test_a_body_that_stalls_after_the_headers_is_cut_at_the_request_timeout(scen
             r.read()
     elapsed = time.monotonic() - started
     assert REQUEST_TIMEOUT - 0.2 <= elapsed < REQUEST_TIMEOUT + 3, elapsed
-    assert metric(scene.gw, "egress_upstream_errors_total", reason="upstream-timeout") >= 1
+    assert scene.errors("upstream-timeout") == before + 1
     line = scene.logged("/stall-body")
     assert (line["code"], line["details"], line["flags"]) == (200, "upstream-timeout", "UT"), line
 

@@ -4,7 +4,7 @@
         ... GET http://api.example.test:{origin.port}/reset-mid-body
         origin.served -> the paths whose request head arrived, in order
 
-Paths (anything else is a plain 200 "ok"):
+Paths (the query is ignored; anything else is a plain 200 "ok"):
 - `/reset-mid-body`: headers announcing 100000 bytes and 1000 of them; once the test sets `release` (it has seen
   the headers: a reset any earlier could discard them unread in the gateway's socket), a TCP reset (SO_LINGER 0).
 - `/close-mid-json`: JSON headers announcing 100000 bytes, 1000 of them, then an orderly close (FIN: unlike a
@@ -75,7 +75,7 @@ class FaultyOrigin:
                     sock.close()
                     return
                 head += chunk
-            path = head.split(b" ", 2)[1].decode()
+            path = head.split(b" ", 2)[1].decode().split("?", 1)[0]
             self.served.append(path)
             self._answer(sock, raw, path)
         except OSError:
