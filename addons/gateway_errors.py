@@ -8,6 +8,12 @@ denial, not a gateway error: the request gets the 403 with `x-egress-denied` and
 had denied it. Only a failure none of our parts saw is classified from mitmproxy's own message.
 
 A dial's failures are counted by the dial guard when they happen (tunnels too); the others here, per request.
+
+A response that breaks after its headers reached the client (the upstream resets or sends a body that cannot be
+parsed) cannot be answered any more: mitmproxy closes the client's connection (HTTP/1) or resets its stream
+(HTTP/2). The `error` hook counts it (`upstream-reset` / `upstream-protocol-error`) and writes the reason on the
+flow's record, so the access log and the capture record mark the request, unless another addon already decided
+why it failed (the request timeout cutting a stalled body).
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import logging
 from mitmproxy import http
 
 from egressproxy.engine.answers import denial_response, error_response, flow_record
+from egressproxy.engine.mitmproxy_boundary import RESPONSE_FAILURE_KEY
 from egressproxy.flowrecord import Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
-from egressproxy.outcomes import DialOutcome, GatewayFailure, outcome_for
+from egressproxy.outcomes import DialOutcome, GatewayFailure, classify_response_failure, outcome_for
 from egressproxy.runtime.state import GatewayState
 from egressproxy.upstream_tls import tls_failure_cause
 
@@ -46,6 +53,14 @@ class GatewayErrors:
         if outcome.reason == "upstream-tls-invalid":
             self.state.metrics.upstream_tls_failures.labels(tls_failure_cause(outcome.detail)).inc()
         return error_response(flow, outcome.reason, outcome.message)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        message = flow.metadata.get(RESPONSE_FAILURE_KEY)
+        record = flow_record(flow)
+        if message is None or record.error:
+            return
+        record.error = classify_response_failure(str(message))
+        self.state.metrics.upstream_errors.labels(record.error).inc()
 
     def _dial_outcome(self, flow: http.HTTPFlow) -> DialOutcome | None:
         """How the dial for this request's destination ended on its client connection, if it did not connect."""

@@ -19,20 +19,34 @@ from mitmproxy import ctx
 
 from egressproxy.runtime.state import GatewayState
 from egressproxy.system_trust import SystemStore, system_store
+from egressproxy.writable_dirs import private_dir
 
 log = logging.getLogger("egressproxy")
 
 
 def write_bundle(data_dir: Path, extra_pem: bytes, store: SystemStore | None = None) -> Path:
     """The combined PEM file for the system store and `extra_pem` (blocking; content-addressed, so rewriting is
-    idempotent)."""
+    idempotent).
+
+    A --data-dir that cannot be written (read-only, full) must not stop the gateway: the bundle is public
+    material mitmproxy only needs as a file, so it then goes to a private temporary folder of this process.
+    """
     system_pem = (store or system_store()).pem()
     digest = hashlib.sha256(system_pem + b"\0" + extra_pem).hexdigest()[:16]
-    path = data_dir / f"upstream-trust-{digest}.pem"
+    content = system_pem + b"\n" + extra_pem + b"\n"
+    try:
+        return _write_once(data_dir / f"upstream-trust-{digest}.pem", content)
+    except OSError as e:
+        fallback = private_dir()
+        log.warning("upstream trust: cannot write under %s (%s); using %s", data_dir, e.strerror or e, fallback)
+        return _write_once(fallback / f"upstream-trust-{digest}.pem", content)
+
+
+def _write_once(path: Path, content: bytes) -> Path:
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(system_pem + b"\n" + extra_pem + b"\n")
+        tmp.write_bytes(content)
         os.replace(tmp, path)
     return path
 

@@ -11,7 +11,7 @@ empty field). The operators, as Envoy spells them:
 | `%RESP(H)%` | a response header (same forms) |
 | `%RESPONSE_CODE%` | status (0 when no response was sent) |
 | `%RESPONSE_CODE_DETAILS%` | the denial or error reason (`no-route`, `upstream-timeout`, ...) |
-| `%RESPONSE_FLAGS%` | Envoy's flags where one fits: `UF`, `UT`, `UH`, `RL`, `UAEX`, else `-` |
+| `%RESPONSE_FLAGS%` | Envoy's flags where one fits: `UF`, `UT`, `UR`, `UPE`, `UH`, `RL`, `UAEX`, else `-` |
 | `%DURATION%` | milliseconds from request to the end of the response |
 | `%BYTES_RECEIVED%`, `%BYTES_SENT%` | request / response body bytes |
 | `%PROTOCOL%` | `HTTP/1.1`, `HTTP/2.0`, ... |
@@ -189,6 +189,8 @@ _FLAGS = {
     "upstream-unreachable": "UF",
     "upstream-tls-invalid": "UF",
     "upstream-timeout": "UT",
+    "upstream-reset": "UR",  # Envoy's UpstreamRemoteReset: the response broke after its headers
+    "upstream-protocol-error": "UPE",  # Envoy's UpstreamProtocolError: a body that cannot be parsed
     "no-healthy-backend": "UH",
     "rate-limited": "RL",
     "ext-auth-denied": "UAEX",

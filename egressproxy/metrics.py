@@ -156,6 +156,12 @@ class GatewayMetrics:
             ("sink",),
             registry=r,
         )
+        self.trace_span_drops = Counter(
+            "egress_trace_span_drops",
+            "Spans not exported (the collector failed or did not answer in time); traffic is never slowed",
+            ("reason",),
+            registry=r,
+        )
 
         self.policy_reports = Counter(
             "egress_policy_reports",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from egressproxy.flowrecord import Verdict
 from egressproxy.responses import ERROR_STATUS
 
-__all__ = ["GatewayFailure", "DialOutcome", "classify_upstream_error", "outcome_for"]
+__all__ = ["GatewayFailure", "DialOutcome", "classify_response_failure", "classify_upstream_error", "outcome_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,20 @@ def classify_upstream_error(message: str) -> str:
     if any(p in lower for p in _TIMEOUT_PHRASES):
         return "upstream-timeout"
     return "upstream-unreachable"
+
+
+# A response broken after its headers: the connection ended or was reset (h11: "peer closed connection without
+# sending complete message body"; mitmproxy: "server closed connection"; HTTP/2: "stream reset"), else the bytes
+# could not be parsed (a bad chunk header, an invalid frame).
+_RESET_PHRASES = ("closed connection", "connection closed", "reset", "eof")
+
+
+def classify_response_failure(message: str) -> str:
+    """mitmproxy's message for an upstream failure after the response headers to a reason for the metric and the
+    access log: `upstream-reset` (the upstream went away mid-response) or `upstream-protocol-error` (it sent a
+    body that cannot be parsed). The client already has the headers, so it is never told either."""
+    lower = message.lower()
+    return "upstream-reset" if any(p in lower for p in _RESET_PHRASES) else "upstream-protocol-error"
 
 
 def outcome_for(flow_failure: GatewayFailure | None, dial_outcome: DialOutcome | None, message: str) -> DialOutcome:

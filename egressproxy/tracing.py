@@ -8,7 +8,8 @@ followed; otherwise the policy's rate decides (TraceIdRatioBased). An unsampled 
 `traceparent` upstream (flag 00), so the trace stays connected.
 
 Spans are exported by OpenTelemetry's BatchSpanProcessor, in its own thread, from a bounded queue (2048 spans):
-a collector that is down or slow costs dropped spans, never latency. Attributes follow the HTTP semantic
+a collector that is down or slow costs dropped spans, never latency; a failed export's spans are counted
+(`on_dropped`, the gateway's `egress_trace_span_drops_total{reason="export-failed"}`). Attributes follow the HTTP semantic
 conventions (`url.path` without its query: a query may carry a credential); custom tags read a literal, an
 environment variable (at compile time) or a request header (a credential header prints redacted).
 """
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span
 
-__all__ = ["Tracing", "RequestSpan", "MAX_QUEUED_SPANS"]
+__all__ = ["Tracing", "RequestSpan", "CountingExporter", "MAX_QUEUED_SPANS"]
 
 log = logging.getLogger("egressproxy")
 MAX_QUEUED_SPANS = 2048
@@ -86,8 +87,13 @@ class Tracing(Sink):
 
     name = "tracing"
 
-    def __init__(self, span_exporter: Callable[[TracingSettings], Any] | None = None) -> None:
+    def __init__(
+        self,
+        span_exporter: Callable[[TracingSettings], Any] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
         self.span_exporter = span_exporter or _span_exporter  # tests pass an in-memory exporter
+        self.on_dropped = on_dropped  # told how many spans a failed export lost
         self.providers: dict[tuple[Any, ...], TracerProvider] = {}
         self.open: dict[str, RequestSpan] = {}  # span id -> the span of a request in flight
         self.propagators: dict[tuple[str, ...], Any] = {}
@@ -162,7 +168,10 @@ class Tracing(Sink):
         key = (settings.target, settings.service_name, settings.sampling)
         provider = self.providers.get(key)
         if provider is None:
-            provider = self.providers[key] = _make_provider(settings, self.span_exporter(settings))
+            exporter = self.span_exporter(settings)
+            if self.on_dropped is not None:
+                exporter = CountingExporter(exporter, self.on_dropped)
+            provider = self.providers[key] = _make_provider(settings, exporter)
         return provider
 
     def shutdown(self) -> None:
@@ -172,6 +181,29 @@ class Tracing(Sink):
                 provider.shutdown()
             except Exception as e:
                 log.warning("tracing: shutting an exporter down failed: %r", e)
+
+
+class CountingExporter:
+    """A span exporter that reports the spans of each failed export (the SDK only logs them), then passes
+    everything else through to the exporter it wraps."""
+
+    def __init__(self, exporter: Any, on_dropped: Callable[[int], None]) -> None:
+        self.exporter = exporter
+        self.on_dropped = on_dropped
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        try:
+            result = self.exporter.export(spans)
+        except Exception:
+            result = SpanExportResult.FAILURE
+        if result != SpanExportResult.SUCCESS:
+            self.on_dropped(len(spans))
+        return result
+
+    def __getattr__(self, name: str) -> Any:  # shutdown, force_flush
+        return getattr(self.exporter, name)
 
 
 def _propagator(names: tuple[str, ...]) -> Any:

@@ -111,7 +111,11 @@ def _provider_token(comp: Compilation, provider: AIProvider) -> str | None:
     else:
         return None  # the reference check reported the missing key
     value = raw.decode("utf-8", "replace").strip()
-    return value[len("Bearer ") :].strip() if value.lower().startswith("bearer ") else value
+    if value.lower() == "bearer" or value.lower().startswith("bearer "):
+        value = value[len("bearer") :].strip()
+    if not value:
+        raise _Unusable(f"{provider.auth_secret} holds an empty token")
+    return value
 
 
 def _by_convention(source: str, provider: AIProvider, token: str) -> Credential:
@@ -168,7 +172,11 @@ def _policy_credential(comp: Compilation, res: Resource) -> Credential | None:
         except _Unusable as e:
             comp.problem(res, "spec.secretRef", f'{secret_ref} key "{key}": {e}')
             return None
-    value = prefix + secret[key].decode("utf-8", "replace").strip()
+    material = secret[key].decode("utf-8", "replace").strip()
+    if not material:  # a rotation caught half-way (the file emptied): never inject "" (nor the bare prefix)
+        comp.problem(res, "spec.secretRef", f'{secret_ref} key "{key}" is empty')
+        return None
+    value = prefix + material
     if target == "QueryParam":
         return Credential(source, query=(SecretQuery(spec["queryParamName"], value),))
     return Credential(source, headers=(SecretHeader(spec["headerName"].lower(), value),))

@@ -16,7 +16,10 @@ Patches (`install`):
 - `HttpStream.handle_protocol_error`: mitmproxy answers an upstream failure from deep inside its HTTP layer with
   a fixed text/html page no hook can change. While the client has not seen response headers, the flow is
   answered instead with the `http.Response` the gateway's error factory builds (502/504 with `x-egress-error`),
-  through the normal response path, so HTTP/1 and HTTP/2 clients both get it.
+  through the normal response path, so HTTP/1 and HTTP/2 clients both get it. An upstream failure after the
+  response headers (reset or broken body mid-response) is noted in `flow.metadata[RESPONSE_FAILURE_KEY]`, so
+  the `error` hook can tell it from a client that went away; a buffered response that breaks mid-body has sent
+  the client nothing yet, so it is answered like a failure before the headers.
 - `HttpStream.state_consume_request_body`: mitmproxy buffers a request body whole before the `request` hook, and
   its only cap is the global `body_size_limit`. A flow whose `metadata[BODY_LIMIT_KEY]` holds `(max_bytes,
   answer)` (HTTPListenerPolicy `buffer.maxRequestBytes`, set in `requestheaders` for a body of unknown length)
@@ -87,6 +90,7 @@ from egressproxy.h2_abuse import DEFAULT_LIMITS, FrameKind, H2AbuseGuard, H2Limi
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
+    "RESPONSE_FAILURE_KEY",
     "ErrorResponseFactory",
     "H2RefusalCounter",
     "HttpUpstreamProxy",
@@ -182,11 +186,12 @@ def _transparent_start(self: modes.TransparentProxy, event: events.Event) -> Gen
 
 
 def _handle_protocol_error(self: Any, event: Any) -> Generator[Any, Any, None]:
+    _note_response_failure(self, event)  # faults block below: a response that broke after its headers
     replacement = None
     if (
         _error_factory is not None
         and isinstance(event, ResponseProtocolError)
-        and self.flow.response is None
+        and _client_saw_no_response(self)  # faults block below
         and self.client_state != self.state_errored
         and self.server_state not in (self.state_done, self.state_errored)
     ):
@@ -208,6 +213,28 @@ def _handle_protocol_error(self: Any, event: Any) -> Generator[Any, Any, None]:
     self.server_state = self.state_errored
     self.flow.live = False
     yield DropStream(self.stream_id)
+
+
+# --- responses that break after their headers (faults) ---------------------------------------------------------
+# flow.metadata key: mitmproxy's message for an upstream failure after the response headers arrived
+RESPONSE_FAILURE_KEY = "egress.response_failure"
+
+
+def _note_response_failure(stream: Any, event: Any) -> None:
+    """Leave the message of an upstream failure that came after the response headers on the flow.
+
+    mitmproxy then fires `error` with `flow.response` already set, and a hook cannot tell an upstream that reset
+    or sent a broken body from a client that went away: only the event's type (a `ResponseProtocolError` comes
+    from the upstream side) says which. The gateway-errors addon counts and marks the former.
+    """
+    if isinstance(event, ResponseProtocolError) and not _client_saw_no_response(stream):
+        stream.flow.metadata[RESPONSE_FAILURE_KEY] = event.message
+
+
+def _client_saw_no_response(stream: Any) -> bool:
+    """No response byte went to the client yet: none arrived, or it is being buffered whole (not streamed:
+    mitmproxy sends a buffered response's headers only after its body), so the failure can still be answered."""
+    return stream.flow.response is None or stream.server_state == stream.state_consume_response_body
 
 
 # --- request bodies capped while they are read ------------------------------------------------------------------

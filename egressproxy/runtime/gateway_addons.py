@@ -47,7 +47,7 @@ class GatewayAddons:
         self.gateway_errors = GatewayErrors(state)
         self.access_log = AccessLog(lambda: state.snapshot, state.metrics)
         state.sinks.register(self.access_log)
-        self.tracing = Tracing()
+        self.tracing = Tracing(on_dropped=lambda n: state.metrics.trace_span_drops.labels("export-failed").inc(n))
         state.sinks.register(self.tracing)
         self.addons: list[object] = [
             ConnectionRecords(state),  # first: meters from the root layer, finishes before the table forgets

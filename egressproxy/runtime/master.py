@@ -24,6 +24,7 @@ from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.hook_table import HookTable
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
+from egressproxy.writable_dirs import writable_or_private
 
 __all__ = ["build_master", "engine_options"]
 
@@ -36,7 +37,8 @@ def engine_options(modes: list[str], data_dir: Path) -> dict[str, object]:
         "mode": modes,
         # Decide before dialling: never connect upstream on CONNECT or accept.
         "connection_strategy": "lazy",
-        "confdir": str(data_dir / "mitmproxy"),
+        # mitmproxy's working files; a private temporary folder when --data-dir cannot be written
+        "confdir": str(writable_or_private(data_dir / "mitmproxy")),
         # Leaf certificates from the requested name, never copied from the upstream.
         "upstream_cert": False,
         "http2": True,

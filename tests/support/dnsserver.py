@@ -9,7 +9,8 @@
         ... dns.count("api.test", "A") -> how many A queries arrived
 
 A name with records of other types only gets NOERROR with no answer (NODATA); an unknown name gets NXDOMAIN;
-both carry an SOA whose TTL and minimum are `negative_ttl`. A name in `drop` is never answered (timeouts).
+both carry an SOA whose TTL and minimum are `negative_ttl`. A name in `drop` is never answered (timeouts); a name
+in `servfail` gets SERVFAIL (the server's own failure).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class DnsServer:
         self.negative_ttl = negative_ttl
         self.records: dict[tuple[str, str], tuple[Answer, int]] = {}
         self.drop: set[str] = set()
+        self.servfail: set[str] = set()
         self.queries: Counter[tuple[str, str]] = Counter()
         self.log: list[tuple[str, str, list[str]]] = []  # (name, type, what was answered), in order
         self._lock = threading.Lock()
@@ -116,9 +118,13 @@ class DnsServer:
             if name in self.drop:
                 self.log.append((name, rdtype, ["<dropped>"]))
                 return None
+            servfail = name in self.servfail
             entry = self.records.get((name, rdtype))
             known = any(q == name for q, _ in self.records)
         response = dns.message.make_response(query)
+        if servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response.to_wire()
         response.flags |= dns.flags.AA
         if entry is not None:
             answer, ttl = entry

@@ -15,6 +15,7 @@ from mitmproxy.test import taddons
 
 from addons import upstream_trust
 from addons.upstream_trust import UpstreamTrust, write_bundle
+from egressproxy.writable_dirs import private_dir
 from egressproxy.system_trust import SystemStore
 from tests.support.addon_state import compile_snapshot, state_for
 from tests.support.pki import TestCA
@@ -107,3 +108,10 @@ def test_a_reload_that_adds_a_bundle_changes_the_option(tmp_path, system, corp_c
         addon.apply(addon.bundle_path())
         after = tctx.options.ssl_verify_upstream_trusted_ca
     assert before != after and corp_ca.cert_pem.strip() in Path(after).read_bytes()
+
+
+def test_a_data_dir_that_cannot_be_written_puts_the_bundle_in_the_private_folder(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("x")  # a file: nothing can be written under it
+    path = write_bundle(blocked, TestCA("corp").cert_pem)
+    assert path.parent == private_dir() and path.read_bytes().endswith(b"-----END CERTIFICATE-----\n\n")

@@ -253,3 +253,21 @@ def test_the_same_provider_block_in_two_backends_names_each_backend() -> None:
         "Backend/default/a provider openai",
         "Backend/default/b provider openai",
     ]
+
+
+# --- an emptied Secret (a rotation caught half-way) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "  \n"])
+def test_an_empty_policy_value_is_a_problem_not_an_empty_header(value: str) -> None:
+    """Rejected, so a reload keeps the last good credential instead of injecting "" (or a bare prefix)."""
+    text = secret("tok", token=value) + ROUTE + _cip("h", "{kind: Backend, name: s}", "target: Header\nheaderName: x-key\nvaluePrefix: 'Token '\n")
+    _, problems = compiled(text)
+    assert [p.split(": ", 1)[1] for p in problems] == ['CredentialInjectionPolicy/default/h: spec.secretRef: Secret/default/tok key "token" is empty']
+
+
+@pytest.mark.parametrize("value", ["", "Bearer \n"])
+def test_an_empty_provider_token_is_a_problem(value: str) -> None:
+    text = secret("k", Authorization=value) + backend("b", "openai: {authToken: {kind: SecretRef, secretRef: {name: k}}}")
+    _, problems = compiled(text)
+    assert len(problems) == 1 and "Secret/default/k holds an empty token" in problems[0], problems

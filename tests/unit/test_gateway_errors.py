@@ -11,6 +11,7 @@ from mitmproxy.test import tflow
 
 from addons.gateway_errors import GatewayErrors
 from egressproxy.engine.answers import flow_record
+from egressproxy.engine.mitmproxy_boundary import RESPONSE_FAILURE_KEY
 from egressproxy.flowrecord import Verdict
 from egressproxy.outcomes import GatewayFailure
 from egressproxy.runtime.state import GatewayState
@@ -99,3 +100,40 @@ def test_a_stale_outcome_for_another_destination_does_not_apply(addon: GatewayEr
     addon.state.connection(flow.client_conn.id).dial_outcomes[("other.test", 443)] = GatewayFailure("upstream-timeout", "x")
     response = addon.answer(flow, "[Errno 111] Connection refused")
     assert response is not None and response.headers["x-egress-error"] == "upstream-unreachable"
+
+
+# --- responses that break after their headers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("HTTP/1 protocol error: peer closed connection without sending complete message body", "upstream-reset"),
+        ("server closed connection", "upstream-reset"),
+        ("HTTP/1 protocol error: illegal chunk header: bytearray(b'zz-not-hex')", "upstream-protocol-error"),
+    ],
+)
+def test_a_response_broken_after_its_headers_is_counted_and_marked(addon: GatewayErrors, message: str, reason: str) -> None:
+    flow = flow_to(addon)
+    flow.metadata[RESPONSE_FAILURE_KEY] = message
+    addon.error(flow)
+    assert flow_record(flow).error == reason
+    assert counted(addon, reason) == 1
+
+
+def test_an_error_without_an_upstream_failure_after_the_headers_is_left_alone(addon: GatewayErrors) -> None:
+    """A client that went away mid-response (no note from the boundary) is not the upstream's fault."""
+    flow = flow_to(addon)
+    addon.error(flow)
+    assert flow_record(flow).error is None
+    assert counted(addon, "upstream-reset") == 0
+
+
+def test_a_reason_already_decided_wins(addon: GatewayErrors) -> None:
+    """The request timeout cut a stalled body (and closed the upstream, which mitmproxy then reports)."""
+    flow = flow_to(addon)
+    flow_record(flow).error = "upstream-timeout"
+    flow.metadata[RESPONSE_FAILURE_KEY] = "server closed connection"
+    addon.error(flow)
+    assert flow_record(flow).error == "upstream-timeout"
+    assert counted(addon, "upstream-reset") == 0

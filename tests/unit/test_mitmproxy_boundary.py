@@ -145,6 +145,33 @@ def test_without_a_factory_answer_mitmproxy_sends_its_own_error() -> None:
     assert [type(e) for e in sent] == [http_layers.ResponseProtocolError]
 
 
+# --- responses that break after their headers (faults) ---------------------------------------------------------
+
+
+def _streaming_stream() -> http_layers.HttpStream:
+    """A stream whose response headers arrived (and, streamed, went to the client)."""
+    stream = _errored_stream()
+    stream.flow.response = http.Response.make(200, b"")
+    stream.server_state = stream.state_stream_response_body
+    return stream
+
+
+def test_an_upstream_failure_after_the_headers_is_noted_on_the_flow() -> None:
+    stream = _streaming_stream()
+    list(stream.handle_protocol_error(http_layers.ResponseProtocolError(1, "server closed connection", http_layers.ErrorCode.GENERIC_SERVER_ERROR)))
+    assert stream.flow.metadata[boundary.RESPONSE_FAILURE_KEY] == "server closed connection"
+    assert stream.flow.error is not None  # mitmproxy's own path still runs: the `error` hook fires
+
+
+def test_a_client_failure_or_one_before_the_headers_is_not_noted() -> None:
+    stream = _streaming_stream()
+    list(stream.handle_protocol_error(http_layers.RequestProtocolError(1, "client disconnected", http_layers.ErrorCode.CLIENT_DISCONNECTED)))
+    assert boundary.RESPONSE_FAILURE_KEY not in stream.flow.metadata
+    early = _errored_stream()
+    list(early.handle_protocol_error(http_layers.ResponseProtocolError(1, "connect failed", http_layers.ErrorCode.CONNECT_FAILED)))
+    assert boundary.RESPONSE_FAILURE_KEY not in early.flow.metadata
+
+
 # --- request bodies capped while read -------------------------------------------------------------------------
 
 
@@ -466,3 +493,17 @@ def test_a_request_reset_while_the_upstream_was_dialled_is_not_sent() -> None:
 def test_a_request_not_reset_goes_out_after_the_dial() -> None:
     emitted, ok = _dial(_errored_stream())
     assert ok is True and len(emitted) == 1
+def test_a_buffered_response_that_breaks_mid_body_is_still_answered_with_the_factory_response() -> None:
+    """Not streamed, its headers never went to the client: our 502, not mitmproxy's page, and not a mid-body note."""
+    answer = http.Response.make(502, b'{"error": "x"}', {"x-egress-error": "upstream-unreachable"})
+    boundary.install(error_answer=lambda flow, message: answer)
+    try:
+        stream = _streaming_stream()
+        stream.server_state = stream.state_consume_response_body
+        emitted = list(stream.handle_protocol_error(http_layers.ResponseProtocolError(1, "peer closed", http_layers.ErrorCode.GENERIC_SERVER_ERROR)))
+    finally:
+        boundary.install(error_answer=None)
+    sent = [c.event for c in emitted if isinstance(c, http_layers.SendHttp)]
+    assert isinstance(sent[0], http_layers.ResponseHeaders) and sent[0].response is answer
+    assert boundary.RESPONSE_FAILURE_KEY not in stream.flow.metadata
+    assert hasattr(http_layers.HttpStream, "state_consume_response_body")

@@ -78,3 +78,39 @@ def test_b3_propagators_read_the_clients_b3_and_write_ours() -> None:
     headers = span.upstream_headers
     assert headers["x-b3-traceid"] == TRACE and headers["x-b3-spanid"] == span.span_id
     assert headers["traceparent"].split("-")[1] == TRACE
+
+
+# --- failed exports are counted ----------------------------------------------------------------------------------
+
+
+class _Refusing:
+    """An exporter whose collector is down: every export fails (or raises)."""
+
+    def __init__(self, raises: bool) -> None:
+        self.raises, self.shut = raises, False
+
+    def export(self, spans):  # type: ignore[no-untyped-def]
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        if self.raises:
+            raise ConnectionError("refused")
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+def test_a_failed_export_reports_its_spans_and_a_good_one_nothing() -> None:
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from egressproxy.tracing import CountingExporter
+
+    dropped: list[int] = []
+    for raises in (False, True):
+        refusing = _Refusing(raises)
+        counting = CountingExporter(refusing, dropped.append)
+        assert counting.export(["a", "b", "c"]) == SpanExportResult.FAILURE
+        counting.shutdown()
+        assert refusing.shut  # everything else passes through
+    assert CountingExporter(InMemorySpanExporter(), dropped.append).export([]) == SpanExportResult.SUCCESS
+    assert dropped == [3, 3]
