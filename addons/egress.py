@@ -62,6 +62,7 @@ class Egress:
 
     def load(self, loader: Any) -> None:
         mitmproxy_boundary.install(error_answer=self.gateway.gateway_errors.answer)
+        mitmproxy_boundary.install_client_limits(self.gateway.client_limits.limits, self.gateway.client_limits.refuse)
         loader.add_option(
             "egress_config", str, "", "EgressGateway configuration: a YAML file or a folder of them (recursively)."
         )

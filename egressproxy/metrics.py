@@ -85,6 +85,12 @@ class GatewayMetrics:
             registry=r,
         )
         self.denials = Counter("egress_denials", "Denied connections and requests", ("reason",), registry=r)
+        self.client_refusals = Counter(
+            "egress_client_refusals",
+            "Client connections refused or closed by the client limits (head size, header count, timeouts, cap)",
+            ("reason",),
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "egress_upstream_errors", "Requests failed by the gateway on the way upstream", ("reason",), registry=r
         )

@@ -22,6 +22,15 @@ Patches (`install`):
   answer)` (HTTPListenerPolicy `buffer.maxRequestBytes`, set in `requestheaders` for a body of unknown length)
   is answered with `answer()` as soon as the bytes read pass `max_bytes`; the rest of the upload is never read
   (HTTP/1: the connection closes after the answer; HTTP/2: the stream is reset).
+- Client limits (`install_client_limits`, its own block below): `Http1Server.read_headers` is replaced while
+  limits are installed. mitmproxy reads a request head until its blank line with no cap (its own "FIXME: protect
+  against header size DoS") and answers a head it cannot parse with an HTML page that echoes the request line.
+  Ours refuses a head over `maxRequestHeadBytes` while it is still arriving and one with more than
+  `maxRequestHeaders` lines (431), and a malformed one (400; `CONNECT :443`, userinfo, a bad port), each with
+  the gateway's JSON answer, then drains and drops what the client still sends and closes. `Http1Server.__init__`
+  and `mark_done` are wrapped to stamp when a connection starts waiting for a head and when its first byte came,
+  which `waiting_heads` reads for the idle and head timeouts; `undecided_clients` finds connections whose layer
+  mitmproxy has not chosen yet (nothing or too little received); `close_client` ends such a connection.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -40,8 +49,12 @@ Private names and internals other modules use from here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
+import time
+import weakref
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
+
+from h11._receivebuffer import ReceiveBuffer
 
 from mitmproxy import connection, ctx, http
 from mitmproxy import flow as mflow
@@ -56,28 +69,39 @@ from mitmproxy.proxy.layers.http import (
     HttpErrorHook,
     HttpResponseHeadersHook,
     RequestData,
+    RequestHeaders,
     ResponseData,
     ResponseEndOfMessage,
     ResponseHeaders,
     ResponseProtocolError,
     SendHttp,
 )
+from mitmproxy.net.http import http1
+from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
+
+from egressproxy.client_limits import MALFORMED, ClientLimits, head_refusal
 
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
+    "ClientRefusal",
     "ErrorResponseFactory",
     "HttpUpstreamProxy",
     "UNSAFE_OPTIONS",
     "UnsafeOptions",
+    "close_client",
     "close_upstream",
     "create_ssl_context",
     "default_ciphers",
     "install",
+    "install_client_limits",
     "original",
     "refuse_unsafe_options",
     "relabel_address",
+    "undecided_clients",
+    "waiting_heads",
 ]
 
 # (flow, mitmproxy's error message) -> our response, or None to keep mitmproxy's behaviour.
@@ -88,6 +112,9 @@ BACKLOG = 1024
 BODY_LIMIT_KEY = "egress.request_body_limit"
 # Options that must stay False: each makes mitmproxy sign with a key anyone can download.
 UNSAFE_OPTIONS = ("emudhra", "emudhra_old")
+
+# (client connection, status, reason) -> the raw HTTP/1 answer to send; counts and logs the refusal.
+ClientRefusal = Callable[[connection.Client, int, str], bytes]
 
 _ORIGINAL: dict[str, Any] = {}
 _error_factory: ErrorResponseFactory | None = None
@@ -245,3 +272,152 @@ def close_upstream(flow: http.HTTPFlow, reason: str) -> bool:
             io.handler.cancel(reason)
             return True
     return False
+
+
+# --- client limits: request heads capped while they arrive, waits stamped for the timeouts -----------------------
+# (egressproxy/client_limits.py holds the rules; addons/client_limits.py applies the timeouts and the connection cap)
+
+_limits_of: Callable[[], ClientLimits | None] | None = None
+_refusal: ClientRefusal | None = None
+# Every live HTTP/1 server side: the timeout sweep reads their clocks (weak: a closed connection drops out).
+_head_readers: weakref.WeakSet[Any] = weakref.WeakSet()
+# Bytes a refused client may still send (drained and dropped, so it can read our answer) before a hard close.
+_LINGER_BYTES = 1 << 20
+
+
+def install_client_limits(limits: Callable[[], ClientLimits | None], refusal: ClientRefusal) -> None:
+    """Cap HTTP/1 request heads and stamp head waits (idempotent; the last callbacks installed win).
+
+    `limits()` is read for every head, so a reload applies to the next head read; None means no limits.
+    """
+    global _limits_of, _refusal
+    _limits_of, _refusal = limits, refusal
+    _patch(_http1.Http1Server, "__init__", _server_init)
+    _patch(_http1.Http1Server, "read_headers", _read_request_head)
+    _patch(_http1.Http1Server, "mark_done", _server_mark_done)
+
+
+def _server_init(self: Any, context: Any) -> None:
+    _ORIGINAL["Http1Server.__init__"](self, context)
+    self._egress_waiting_since = time.monotonic()
+    self._egress_head_since = None
+    _head_readers.add(self)
+
+
+def _server_mark_done(self: Any, *, request: bool = False, response: bool = False) -> Generator[Any, Any, None]:
+    yield from _ORIGINAL["Http1Server.mark_done"](self, request=request, response=response)
+    if self.state == self.read_headers and not self.buf:  # keep-alive: the wait for the next head starts now
+        self._egress_waiting_since = time.monotonic()
+        self._egress_head_since = None
+
+
+def _read_request_head(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    limits = _limits_of() if _limits_of is not None else None
+    if limits is None or _refusal is None or not isinstance(event, events.DataReceived):
+        yield from _ORIGINAL["Http1Server.read_headers"](self, event)
+        return
+    if self.buf and getattr(self, "_egress_head_since", None) is None:
+        self._egress_head_since = time.monotonic()
+    lines = self.buf.maybe_extract_lines()
+    if not lines:  # still arriving (None), or a stray blank line before the head ([]), as mitmproxy allows
+        if reason := head_refusal(limits, len(self.buf), None):
+            yield from _refuse_head(self, 431, reason)
+        return
+    if reason := head_refusal(limits, sum(len(line) + 2 for line in lines), len(lines) - 1):
+        yield from _refuse_head(self, 431, reason)
+        return
+    try:
+        self.request = http1.read_request_head([bytes(x) for x in lines])
+        expected_body_size = http1.expected_http_body_size(self.request)
+    except ValueError:  # mitmproxy's message quotes the request line, which may carry userinfo: never echo it
+        self.request = None
+        yield from _refuse_head(self, 400, MALFORMED)
+        return
+    yield ReceiveHttp(RequestHeaders(self.stream_id, self.request, expected_body_size == 0))
+    self.body_reader = _http1.make_body_reader(expected_body_size)
+    self.state = self.read_body
+    yield from self.state(event)
+
+
+def _refuse_head(self: Any, status: int, reason: str) -> Generator[Any, Any, None]:
+    assert _refusal is not None
+    answer = _refusal(self.conn, status, reason)
+    self.buf = ReceiveBuffer()
+    self._egress_lingered = 0
+    self.state = self._egress_linger = _linger.__get__(self)
+    yield commands.SendData(self.conn, answer)
+    # Half-close: a full close with unread bytes in the socket makes the kernel reset the connection, and the
+    # client would lose the answer; the rest of its head is read and dropped until it closes or sends too much.
+    yield commands.CloseTcpConnection(self.conn, half_close=True)
+
+
+def _linger(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    if isinstance(event, events.DataReceived):
+        self._egress_lingered += len(self.buf)
+        self.buf = ReceiveBuffer()
+        if self._egress_lingered <= _LINGER_BYTES:
+            return
+    self.state = self.done
+    yield commands.CloseConnection(self.conn)
+
+
+def waiting_heads() -> Iterator[tuple[connection.Client, float, float | None]]:
+    """(client, waiting since, first head byte at or None) of each HTTP/1 connection waiting for a request head.
+
+    Times are `time.monotonic()`. Connections reading a body, waiting for a response, or piped into a tunnel or
+    WebSocket are not waiting for a head and are never listed.
+    """
+    for server in list(_head_readers):
+        conn = server.conn
+        if server.state == server.read_headers and conn.state & connection.ConnectionState.CAN_READ:
+            yield conn, server._egress_waiting_since, server._egress_head_since
+
+
+def undecided_clients() -> Iterator[tuple[connection.Client, float, float | None]]:
+    """(client, accepted at, accepted at or None) of each TCP client whose protocol is not decided yet.
+
+    mitmproxy picks a connection's layer only when its first bytes arrive (a regular-mode client that connects
+    and sends nothing has no HTTP/1 reader yet), and waits for more while the bytes do not tell (half a request
+    line, half a ClientHello). Such a connection is on the idle clock from accept while it sent nothing, on the
+    head clock from accept once it sent something (times are `time.monotonic()`).
+    """
+    proxyserver = ctx.master.addons.get("proxyserver")
+    if proxyserver is None:
+        return
+    wall_to_monotonic = time.monotonic() - time.time()
+    for handler in list(proxyserver.connections.values()):
+        client = handler.client
+        if client.transport_protocol != "tcp" or not client.state & connection.ConnectionState.CAN_READ:
+            continue
+        pending = _undecided(getattr(handler, "layer", None))
+        if pending is not None:
+            accepted = client.timestamp_start + wall_to_monotonic
+            has_data = any(isinstance(e, events.DataReceived) for e in pending.events)
+            yield client, accepted, accepted if has_data else None
+
+
+def _undecided(top: Any) -> layer.NextLayer | None:
+    """The NextLayer still waiting to choose in a connection's layer chain, if any."""
+    current = top
+    while current is not None:
+        if isinstance(current, layer.NextLayer):
+            if current.layer is None:
+                return current
+            current = current.layer
+        elif (child := getattr(current, "child_layer", None) or getattr(current, "child", None)) is not None:
+            current = child  # `child`: our MeteredLayer (egressproxy/engine/metering.py)
+        else:  # HttpProxy keeps its child only as its `_handle_event`, bound to the child
+            delegate = getattr(getattr(current, "_handle_event", None), "__self__", None)
+            current = delegate if isinstance(delegate, layer.Layer) and delegate is not current else None
+    return None
+
+
+def close_client(client: connection.Client, reason: str) -> bool:
+    """Close a client connection from outside its event flow (as mitmproxy's own inactivity timeout does)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(client.id) if proxyserver is not None else None
+    io = getattr(handler, "transports", {}).get(client) if handler is not None else None
+    if io is None or io.handler is None:
+        return False
+    io.handler.cancel(reason)
+    return True

@@ -71,4 +71,5 @@ def build_master(
     opts.update(**known)
     mitmproxy_boundary.refuse_unsafe_options(opts)
     mitmproxy_boundary.install(error_answer=ours.gateway_errors.answer, reuse_port=reuse_port)
+    mitmproxy_boundary.install_client_limits(ours.client_limits.limits, ours.client_limits.refuse)
     return m, ours
