@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -175,6 +176,19 @@ def test_more_than_100_header_lines_get_431(default_gw, origin):
     assert r.status_code == 200
 
 
+def test_a_reload_applies_new_limits_to_the_next_head(gateway, echo, origin):
+    gw = gateway(GATEWAY.format(tcp_port=echo.port, limits=""))
+    config = gw.configs[0] / "00.yaml"
+    headers = {"X-Pad": "p" * 10_000}
+    url = f"http://plain.example.test:{origin.port}/reload"
+    assert httpx.get(url, proxy=gw.proxy_url, headers=headers, timeout=10).status_code == 200
+    config.write_text(GATEWAY.format(tcp_port=echo.port, limits="  clientLimits: {maxRequestHeadBytes: 4096}\n"))
+    assert gw.admin("/reload", method="POST").status_code == 200
+    assert gw.admin("/config_dump").json()["gateway"]["clientLimits"]["maxRequestHeadBytes"] == 4096
+    r = httpx.get(url, proxy=gw.proxy_url, headers=headers, timeout=10)
+    assert (r.status_code, r.json()["reason"]) == (431, "request-header-too-large")
+
+
 # --- malformed CONNECT authorities: our JSON, not mitmproxy's HTML page -------------------------------------------
 
 
@@ -334,7 +348,6 @@ def _rss_kib(pid: int) -> int:
         return int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
 
 
-@pytest.mark.slow
 def test_a_client_that_reads_nothing_does_not_make_the_gateway_buffer_without_bound(default_gw, origin):
     """50 pipelined 4 MiB downloads (200 MiB) with the client reading nothing: the gateway's RSS stays bounded."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _BigBody)
@@ -363,3 +376,49 @@ def test_a_client_that_reads_nothing_does_not_make_the_gateway_buffer_without_bo
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- HTTP/2 (intercepted): the header list size ------------------------------------------------------------------
+
+H2_GATEWAY = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - name: https
+    protocol: HTTPS
+    tls: {mode: Terminate, caCertRef: {name: egress-ca}}
+  upstreamTLS:
+    additionalTrustBundleSecretRef: {name: origin-ca}
+    hostAliases:
+    - ip: 127.0.0.1
+      hostnames: [api.example.test]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{name: eg, sectionName: https}]
+  hostnames: [api.example.test]
+"""
+
+
+def test_an_http2_header_block_over_64_kib_is_refused(gateway, gateway_ca, trust_secret, tls_origin):
+    """The intercepted h2 connection advertises SETTINGS_MAX_HEADER_LIST_SIZE 65536 and enforces it: an 80 KB
+    header block is never forwarded, and the gateway serves the next client."""
+    gw = gateway(H2_GATEWAY, gateway_ca[1], trust_secret)
+    origin = tls_origin("api.example.test")
+    ctx = ssl.create_default_context(cafile=str(gateway_ca[0]))
+    url = f"https://api.example.test:{origin.port}/h2"
+    with httpx.Client(proxy=gw.proxy_url, verify=ctx, http2=True, http1=False, timeout=10) as client:
+        start = time.monotonic()
+        with pytest.raises(httpx.HTTPError) as refused:
+            # 80 KB in 80 headers (hpack's pure-Python encoder is quadratic in one long value)
+            client.get(url, headers={f"x-big-{i}": "h" * 1000 for i in range(80)})
+        print(f"\nh2 refused after {time.monotonic() - start:.2f}s: {refused.value!r}"[:300])
+    assert [path for _, path, _ in origin.requests] == []
+    with httpx.Client(proxy=gw.proxy_url, verify=ctx, http2=True, http1=False, timeout=10) as client:
+        r = client.get(url, headers={"x-fits": "h" * 30_000})
+    assert (r.http_version, r.status_code) == ("HTTP/2", 200)
