@@ -41,8 +41,10 @@ class ClientLimitGuard:
         return snapshot.gateway.client_limits if snapshot is not None else None
 
     def refuse(self, client: connection.Client, status: int, reason: str) -> bytes:
-        """Count and log a refused request head; the raw HTTP/1 answer for the boundary patch to send."""
+        """Count and log a refusal; the raw HTTP/1 answer for the boundary patch to send (none for status 0)."""
         self._count(client, reason)
+        if not status:
+            return b""
         answer = client_refusal(status, reason)
         return http1.assemble_response(http.Response.make(answer.status, answer.body, dict(answer.headers)))
 

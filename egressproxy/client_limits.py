@@ -27,7 +27,9 @@ __all__ = [
     "TIMEOUT_HEAD",
     "TIMEOUT_IDLE",
     "TOO_MANY_CONNECTIONS",
+    "SENT_AHEAD",
     "TOO_MANY_HEADERS",
+    "ahead_limit",
     "head_refusal",
     "overdue",
 ]
@@ -39,6 +41,10 @@ MALFORMED = "bad-request"
 TIMEOUT_HEAD = "request-head-timeout"
 TIMEOUT_IDLE = "idle-timeout"
 TOO_MANY_CONNECTIONS = "too-many-connections"
+SENT_AHEAD = "sent-ahead"
+
+# What a client may send ahead of a response when `maxRequestHeadBytes` is off.
+_AHEAD_WHEN_UNLIMITED = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,17 @@ def head_refusal(limits: ClientLimits, head_bytes: int, header_lines: int | None
     if header_lines is not None and limits.max_request_headers and header_lines > limits.max_request_headers:
         return TOO_MANY_HEADERS
     return None
+
+
+def ahead_limit(limits: ClientLimits) -> int:
+    """Bytes a client may send while its request waits for the response (a pipelined next head), at least 64 KiB.
+
+    HTTP/1 answers one request at a time; what comes meanwhile is held until the response ends. A pipelined
+    request head fits in `maxRequestHeadBytes`; more than that is a client filling the gateway's memory.
+    """
+    if not limits.max_request_head_bytes:
+        return _AHEAD_WHEN_UNLIMITED
+    return max(limits.max_request_head_bytes, 1 << 16)
 
 
 def overdue(limits: ClientLimits, now: float, waiting_since: float, head_since: float | None) -> str | None:

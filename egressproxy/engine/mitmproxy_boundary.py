@@ -29,7 +29,8 @@ Patches (`install`):
   `maxRequestHeaders` lines (431), and a malformed one (400; `CONNECT :443`, userinfo, a bad port), each with
   the gateway's JSON answer, then drains and drops what the client still sends and closes. `Http1Server.__init__`
   and `mark_done` are wrapped to stamp when a connection starts waiting for a head and when its first byte came,
-  which `waiting_heads` reads for the idle and head timeouts; `undecided_clients` finds connections whose layer
+  which `waiting_heads` reads for the idle and head timeouts; `Http1Server.wait` is wrapped so that a client
+  sending more than a request head's worth ahead of its response (mitmproxy buffers it all) is cut; `undecided_clients` finds connections whose layer
   mitmproxy has not chosen yet (nothing or too little received); `close_client` ends such a connection.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
@@ -81,7 +82,7 @@ from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 
-from egressproxy.client_limits import MALFORMED, ClientLimits, head_refusal
+from egressproxy.client_limits import MALFORMED, SENT_AHEAD, ClientLimits, ahead_limit, head_refusal
 
 __all__ = [
     "BACKLOG",
@@ -113,7 +114,8 @@ BODY_LIMIT_KEY = "egress.request_body_limit"
 # Options that must stay False: each makes mitmproxy sign with a key anyone can download.
 UNSAFE_OPTIONS = ("emudhra", "emudhra_old")
 
-# (client connection, status, reason) -> the raw HTTP/1 answer to send; counts and logs the refusal.
+# (client connection, status, reason) -> the raw HTTP/1 answer to send (status 0: none, the connection is just
+# cut); counts and logs the refusal.
 ClientRefusal = Callable[[connection.Client, int, str], bytes]
 
 _ORIGINAL: dict[str, Any] = {}
@@ -295,6 +297,7 @@ def install_client_limits(limits: Callable[[], ClientLimits | None], refusal: Cl
     _patch(_http1.Http1Server, "__init__", _server_init)
     _patch(_http1.Http1Server, "read_headers", _read_request_head)
     _patch(_http1.Http1Server, "mark_done", _server_mark_done)
+    _patch(_http1.Http1Server, "wait", _server_wait)
 
 
 def _server_init(self: Any, context: Any) -> None:
@@ -309,6 +312,25 @@ def _server_mark_done(self: Any, *, request: bool = False, response: bool = Fals
     if self.state == self.read_headers and not self.buf:  # keep-alive: the wait for the next head starts now
         self._egress_waiting_since = time.monotonic()
         self._egress_head_since = None
+
+
+def _server_wait(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    """While a request waits for its response, mitmproxy keeps reading and appends whatever the client sends
+    next to its buffer, without bound; past `ahead_limit` the client is cut (its request is ended as if it had
+    disconnected)."""
+    limits = _limits_of() if _limits_of is not None else None
+    if limits is None or _refusal is None or not isinstance(event, events.DataReceived):
+        yield from _ORIGINAL["Http1Server.wait"](self, event)
+        return
+    if len(self.buf) <= ahead_limit(limits):
+        return
+    _refusal(self.conn, 0, SENT_AHEAD)
+    self.buf = ReceiveBuffer()
+    self._egress_lingered = _LINGER_BYTES  # anything more is dropped
+    self.state = _linger.__get__(self)
+    message = "client sent too much ahead of its response"
+    yield ReceiveHttp(http_layers.RequestProtocolError(self.stream_id, message, code=ErrorCode.CLIENT_DISCONNECTED))
+    _close_soon(self.conn, SENT_AHEAD)
 
 
 def _read_request_head(self: Any, event: events.Event) -> Generator[Any, Any, None]:
@@ -355,10 +377,17 @@ def _linger(self: Any, event: events.Event) -> Generator[Any, Any, None]:
     if isinstance(event, events.DataReceived):
         self._egress_lingered += len(self.buf)
         self.buf = ReceiveBuffer()
-        if self._egress_lingered <= _LINGER_BYTES:
-            return
-    self.state = self.done
+        if self._egress_lingered > _LINGER_BYTES:
+            _close_soon(self.conn, "linger")
+        return
     yield commands.CloseConnection(self.conn)
+
+
+def _close_soon(client: connection.Client, reason: str) -> None:
+    """Close the client from outside its own event: a CloseConnection command cancels the client's reader task
+    from inside itself, and while the client keeps sending, that task does not reach a point where it notices
+    (seen: the socket stayed open with 140 KB unread)."""
+    asyncio.get_running_loop().call_soon(close_client, client, f"egress: {reason}")
 
 
 def waiting_heads() -> Iterator[tuple[connection.Client, float, float | None]]:
@@ -417,7 +446,14 @@ def close_client(client: connection.Client, reason: str) -> bool:
     proxyserver = ctx.master.addons.get("proxyserver")
     handler = proxyserver.connections.get(client.id) if proxyserver is not None else None
     io = getattr(handler, "transports", {}).get(client) if handler is not None else None
-    if io is None or io.handler is None:
+    if io is None:
+        return False
+    if io.writer is not None and not io.writer.is_closing():
+        # Closing the socket ends the reader task the ordinary way (end of stream, then mitmproxy's own cleanup);
+        # cancelling that task instead can skip the cleanup when it is waiting to hand an event to its layers.
+        io.writer.close()
+        return True
+    if io.handler is None:
         return False
     io.handler.cancel(reason)
     return True

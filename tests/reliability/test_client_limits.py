@@ -422,3 +422,27 @@ def test_an_http2_header_block_over_64_kib_is_refused(gateway, gateway_ca, trust
     with httpx.Client(proxy=gw.proxy_url, verify=ctx, http2=True, http1=False, timeout=10) as client:
         r = client.get(url, headers={"x-fits": "h" * 30_000})
     assert (r.http_version, r.status_code) == ("HTTP/2", 200)
+
+
+def test_bytes_sent_ahead_of_a_response_are_not_buffered_without_bound(default_gw, origin):
+    """While a request waits for its response, whatever the client sends next (pipelined requests) sits in the
+    gateway's buffer; 64 MiB of it must not all be read in: the connection is closed past a bound instead."""
+    pid = default_gw.proc.pid
+    _served(default_gw, origin)
+    baseline = _rss_kib(pid)
+    junk = b"j" * (1 << 20)
+    sent = 0
+    with open_socket(default_gw.host, default_gw.port, timeout=10) as sock:
+        sock.sendall(_request_line(origin, "/slow?seconds=6") + b"\r\n")
+        t0 = time.monotonic()
+        try:
+            while sent < 64 << 20:
+                sock.sendall(junk)
+                sent += len(junk)
+        except OSError as e:
+            print(f"\nsent ahead: cut ({e!r}) after {time.monotonic() - t0:.2f}s")
+        peak = _rss_kib(pid)
+    print(f"\nsent ahead: {sent >> 20} MiB accepted before the close; RSS baseline {baseline} KiB, after {peak} KiB")
+    assert peak - baseline < 32 * 1024, (baseline, peak)
+    assert sent < 64 << 20
+    _served(default_gw, origin)

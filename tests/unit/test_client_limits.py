@@ -186,3 +186,12 @@ def test_the_sweep_period_follows_the_shortest_timeout() -> None:
     assert addon_module._tick(ClientLimits(idle_timeout=1.0, request_head_timeout=2.0)) == 0.25
     assert addon_module._tick(DEFAULT_LIMITS) == 1.0
     assert addon_module._tick(ClientLimits(idle_timeout=0.0, request_head_timeout=0.0)) == 1.0
+
+
+def test_what_a_client_may_send_ahead_of_its_response() -> None:
+    from egressproxy.client_limits import ahead_limit
+
+    assert ahead_limit(DEFAULT_LIMITS) == 65536
+    assert ahead_limit(ClientLimits(max_request_head_bytes=4096)) == 65536  # never below one read
+    assert ahead_limit(ClientLimits(max_request_head_bytes=200_000)) == 200_000
+    assert ahead_limit(ClientLimits(max_request_head_bytes=0)) == 1 << 20

@@ -366,12 +366,36 @@ def test_a_head_over_the_byte_limit_is_refused_before_it_ends(limited: object) -
     assert len(reader.buf) == 0
 
 
-def test_a_refused_client_is_drained_then_closed(limited: object) -> None:
+@pytest.fixture
+def closed_soon(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    closed: list[str] = []
+    monkeypatch.setattr(boundary, "_close_soon", lambda client, reason: closed.append(reason))
+    return closed
+
+
+def test_a_refused_client_is_drained_then_closed(limited: object, closed_soon: list[str]) -> None:
     reader = _reader()
     _feed(reader, b"GET / HTTP/1.1\r\nX: " + b"a" * 300)
     assert _feed(reader, b"b" * 1000) == [] and len(reader.buf) == 0  # read and dropped, never kept
-    emitted = _feed(reader, b"c" * (boundary._LINGER_BYTES + 1))
-    assert [type(c) for c in emitted] == [commands.CloseConnection]
+    assert closed_soon == []
+    assert _feed(reader, b"c" * (boundary._LINGER_BYTES + 1)) == [] and len(reader.buf) == 0
+    assert closed_soon == ["linger"]
+    closed = list(reader.handle_event(events.ConnectionClosed(reader.conn)))
+    assert [type(c) for c in closed] == [commands.CloseConnection]
+
+
+def test_bytes_sent_ahead_of_a_response_are_bounded(limited: object, closed_soon: list[str]) -> None:
+    """mitmproxy's `wait` state appends whatever comes while a response is pending; past the bound: cut."""
+    assert _params(boundary.original(_http1.Http1Server, "wait")) == ["self", "event"]
+    reader = _reader()
+    _feed(reader, b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    assert reader.state == reader.wait  # request complete, response pending
+    assert _feed(reader, b"x" * 65536) == [] and closed_soon == []
+    emitted = _feed(reader, b"x")
+    assert _refused == [(0, "sent-ahead")] and closed_soon == ["sent-ahead"] and len(reader.buf) == 0
+    errors = [c.event for c in emitted if isinstance(c, http_layers.ReceiveHttp)]
+    assert isinstance(errors[0], http_layers.RequestProtocolError)
+    assert _feed(reader, b"y" * 100) == [] and len(reader.buf) == 0  # dropped from now on
 
 
 def test_more_header_lines_than_allowed_get_431(limited: object) -> None:
@@ -454,3 +478,28 @@ def test_close_client_cancels_the_clients_own_task() -> None:
         assert io.handler.cancelled == "egress: idle-timeout"  # type: ignore[union-attr]
         del ps.connections[client.id]
         assert not boundary.close_client(client, "egress: idle-timeout")
+
+
+def test_close_client_closes_the_socket_when_it_has_one() -> None:
+    """Closing the writer ends the reader task through end-of-stream and mitmproxy's own cleanup."""
+    client = tflow.tclient_conn()
+
+    class Writer:
+        closed = False
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+    io = server.ConnectionIO(writer=Writer())  # type: ignore[arg-type]
+
+    class Handler:
+        transports = {client: io}
+
+    ps = proxyserver.Proxyserver()
+    with taddons.context(ps):
+        ps.connections[client.id] = Handler()  # type: ignore[assignment]
+        assert boundary.close_client(client, "egress: idle-timeout")
+        assert io.writer.closed  # type: ignore[union-attr]
