@@ -30,7 +30,8 @@ Patches (`install`):
   the gateway's JSON answer, then drains and drops what the client still sends and closes. `Http1Server.__init__`
   and `mark_done` are wrapped to stamp when a connection starts waiting for a head and when its first byte came,
   which `waiting_heads` reads for the idle and head timeouts; `Http1Server.wait` is wrapped so that a client
-  sending more than a request head's worth ahead of its response (mitmproxy buffers it all) is cut; `undecided_clients` finds connections whose layer
+  sending more than a request head's worth ahead of its response (mitmproxy buffers it all) is cut;
+  `Http2Server.__init__` and `_handle_event` are wrapped to stamp when an HTTP/2 connection's last stream closed; `undecided_clients` finds connections whose layer
   mitmproxy has not chosen yet (nothing or too little received); `close_client` ends such a connection.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
@@ -78,7 +79,7 @@ from mitmproxy.proxy.layers.http import (
     SendHttp,
 )
 from mitmproxy.net.http import http1
-from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http import _http1, _http2
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 
@@ -283,6 +284,8 @@ _limits_of: Callable[[], ClientLimits | None] | None = None
 _refusal: ClientRefusal | None = None
 # Every live HTTP/1 server side: the timeout sweep reads their clocks (weak: a closed connection drops out).
 _head_readers: weakref.WeakSet[Any] = weakref.WeakSet()
+# Every live HTTP/2 server side: idle (no open stream) since when, for the idle timeout.
+_h2_servers: weakref.WeakSet[Any] = weakref.WeakSet()
 # Bytes a refused client may still send (drained and dropped, so it can read our answer) before a hard close.
 _LINGER_BYTES = 1 << 20
 
@@ -298,6 +301,8 @@ def install_client_limits(limits: Callable[[], ClientLimits | None], refusal: Cl
     _patch(_http1.Http1Server, "read_headers", _read_request_head)
     _patch(_http1.Http1Server, "mark_done", _server_mark_done)
     _patch(_http1.Http1Server, "wait", _server_wait)
+    _patch(_http2.Http2Server, "__init__", _h2_server_init)
+    _patch(_http2.Http2Server, "_handle_event", _h2_server_event)
 
 
 def _server_init(self: Any, context: Any) -> None:
@@ -312,6 +317,20 @@ def _server_mark_done(self: Any, *, request: bool = False, response: bool = Fals
     if self.state == self.read_headers and not self.buf:  # keep-alive: the wait for the next head starts now
         self._egress_waiting_since = time.monotonic()
         self._egress_head_since = None
+
+
+def _h2_server_init(self: Any, context: Any) -> None:
+    _ORIGINAL["Http2Server.__init__"](self, context)
+    self._egress_idle_since = time.monotonic()
+    _h2_servers.add(self)
+
+
+def _h2_server_event(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    yield from _ORIGINAL["Http2Server._handle_event"](self, event)
+    if self.h2_conn.open_inbound_streams:
+        self._egress_idle_since = None
+    elif self._egress_idle_since is None:  # the last open stream just closed
+        self._egress_idle_since = time.monotonic()
 
 
 def _server_wait(self: Any, event: events.Event) -> Generator[Any, Any, None]:
@@ -391,7 +410,8 @@ def _close_soon(client: connection.Client, reason: str) -> None:
 
 
 def waiting_heads() -> Iterator[tuple[connection.Client, float, float | None]]:
-    """(client, waiting since, first head byte at or None) of each HTTP/1 connection waiting for a request head.
+    """(client, waiting since, first head byte at or None) of each HTTP/1 connection waiting for a request head,
+    and (client, idle since, None) of each HTTP/2 connection with no open stream.
 
     Times are `time.monotonic()`. Connections reading a body, waiting for a response, or piped into a tunnel or
     WebSocket are not waiting for a head and are never listed.
@@ -400,6 +420,10 @@ def waiting_heads() -> Iterator[tuple[connection.Client, float, float | None]]:
         conn = server.conn
         if server.state == server.read_headers and conn.state & connection.ConnectionState.CAN_READ:
             yield conn, server._egress_waiting_since, server._egress_head_since
+    for h2_server in list(_h2_servers):  # HTTP/2: only the idle clock, while no stream is open
+        conn, idle_since = h2_server.conn, h2_server._egress_idle_since
+        if idle_since is not None and conn.state & connection.ConnectionState.CAN_READ:
+            yield conn, idle_since, None
 
 
 def undecided_clients() -> Iterator[tuple[connection.Client, float, float | None]]:

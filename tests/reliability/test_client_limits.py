@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import h2.config
+import h2.connection
 import httpx
 import pytest
 
@@ -446,3 +448,48 @@ def test_bytes_sent_ahead_of_a_response_are_not_buffered_without_bound(default_g
     assert peak - baseline < 32 * 1024, (baseline, peak)
     assert sent < 64 << 20
     _served(default_gw, origin)
+
+
+def _h2_closed_within(tls: ssl.SSLSocket, bound: float) -> float | None:
+    """Read (frames are ignored) until the gateway closes the connection; seconds taken, or None."""
+    start = time.monotonic()
+    while time.monotonic() - start < bound:
+        tls.settimeout(max(0.05, bound - (time.monotonic() - start)))
+        try:
+            if not tls.recv(65536):
+                return time.monotonic() - start
+        except (TimeoutError, socket.timeout):
+            return None
+        except (OSError, ssl.SSLError):
+            return time.monotonic() - start
+    return None
+
+
+def test_an_idle_http2_connection_is_closed_but_not_while_a_stream_is_open(gateway, gateway_ca, trust_secret, tls_origin):
+    limited = H2_GATEWAY.replace("  upstreamTLS:", "  clientLimits: {idleTimeout: 1s}\n  upstreamTLS:")
+    gw = gateway(limited, gateway_ca[1], trust_secret)
+    origin = tls_origin("api.example.test")
+    authority = f"api.example.test:{origin.port}"
+    sock, answer = connect(gw.host, gw.port, authority)
+    assert answer.status == 200
+    ctx = ssl.create_default_context(cafile=str(gateway_ca[0]))
+    ctx.set_alpn_protocols(["h2"])
+    with ctx.wrap_socket(sock, server_hostname="api.example.test") as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        # a stream open for 2 s (the origin answers /slow after 2 s): over the idle timeout, not cut
+        conn.send_headers(1, [(":method", "GET"), (":path", "/slow?seconds=2"), (":scheme", "https"),
+                              (":authority", authority)], end_stream=True)
+        tls.sendall(conn.data_to_send())
+        ended = False
+        tls.settimeout(10)
+        while not ended:
+            data = tls.recv(65536)
+            assert data, "closed while a stream was open"
+            for event in conn.receive_data(data):
+                ended = ended or type(event).__name__ == "StreamEnded"
+            tls.sendall(conn.data_to_send())
+        took = _h2_closed_within(tls, 10)
+    print(f"\nidle h2 connection closed {took} s after its last stream (idleTimeout 1s)")
+    assert took is not None and 0.5 <= took < 3.0, took

@@ -503,3 +503,16 @@ def test_close_client_closes_the_socket_when_it_has_one() -> None:
         ps.connections[client.id] = Handler()  # type: ignore[assignment]
         assert boundary.close_client(client, "egress: idle-timeout")
         assert io.writer.closed  # type: ignore[union-attr]
+
+
+def test_http2_servers_are_on_the_idle_clock_only_while_no_stream_is_open(limited: object) -> None:
+    from mitmproxy.proxy.layers.http import _http2
+
+    assert _params(boundary.original(_http2.Http2Server, "_handle_event")) == ["self", "event"]
+    assert _params(boundary.original(_http2.Http2Server, "__init__")) == ["self", "context"]
+    h2_server = _http2.Http2Server(context.Context(tflow.tclient_conn(), _proxy_options()))
+    assert hasattr(h2_server.h2_conn, "open_inbound_streams")
+    listed = [w for w in boundary.waiting_heads() if w[0] is h2_server.conn]
+    assert len(listed) == 1 and listed[0][2] is None  # idle since it was made
+    h2_server._egress_idle_since = None  # what a stream opening does
+    assert not [w for w in boundary.waiting_heads() if w[0] is h2_server.conn]
