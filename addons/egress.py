@@ -65,6 +65,7 @@ class Egress:
         mitmproxy_boundary.install(
             error_answer=self.gateway.gateway_errors.answer, h2_refusal=lambda reason: refusals.labels(reason).inc()
         )
+        mitmproxy_boundary.install_client_limits(self.gateway.client_limits.limits, self.gateway.client_limits.refuse)
         loader.add_option(
             "egress_config", str, "", "EgressGateway configuration: a YAML file or a folder of them (recursively)."
         )

@@ -85,9 +85,13 @@ class GatewayMetrics:
             registry=r,
         )
         self.denials = Counter("egress_denials", "Denied connections and requests", ("reason",), registry=r)
-        # Clients refused for what they send, not for where they go: HTTP/2 abuse (docs/reliability.md), by reason.
+        # Clients refused for what they send, not for where they go (docs/reliability.md), by reason: the client
+        # limits (head size, header count, timeouts, per-address cap) and HTTP/2 abuse (rapid reset, floods).
         self.client_refusals = Counter(
-            "egress_client_refusals", "Client connections cut and streams refused for abuse, by reason", ("reason",), registry=r
+            "egress_client_refusals",
+            "Client connections refused or closed and streams refused: client limits and HTTP/2 abuse, by reason",
+            ("reason",),
+            registry=r,
         )
         self.upstream_errors = Counter(
             "egress_upstream_errors", "Requests failed by the gateway on the way upstream", ("reason",), registry=r

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from egressproxy.flowrecord import Verdict
 
-__all__ = ["GatewayAnswer", "denial", "gateway_error", "ERROR_STATUS"]
+__all__ = ["GatewayAnswer", "client_refusal", "denial", "gateway_error", "ERROR_STATUS"]
 
 ERROR_STATUS = {
     "upstream-unreachable": 502,
@@ -29,6 +29,10 @@ _DENY_MESSAGES = {
     "host-mismatch": "Host header does not match the connection's destination",
     "proxy-auth-required": "proxy authentication required",
     "invalid-host": "the destination host is not a valid name or address",
+    # client limits (egressproxy/client_limits.py): answered before any flow exists
+    "request-header-too-large": "request head is larger than the gateway accepts",
+    "request-header-too-many": "request has more header lines than the gateway accepts",
+    "bad-request": "malformed request line or headers",
 }
 
 
@@ -56,3 +60,9 @@ def gateway_error(reason: str, detail: str, policy: str = "") -> GatewayAnswer:
     status = ERROR_STATUS.get(reason, 502)
     headers = (("content-type", "application/json"), ("x-egress-error", reason))
     return GatewayAnswer(status, headers, _json(detail, reason, policy))
+
+
+def client_refusal(status: int, reason: str) -> GatewayAnswer:
+    """A request head refused by the client limits (431, or 400 `bad-request`); the connection then closes."""
+    headers = (("content-type", "application/json"), ("x-egress-denied", reason), ("connection", "close"))
+    return GatewayAnswer(status, headers, _json(_DENY_MESSAGES.get(reason, "request refused"), reason, ""))

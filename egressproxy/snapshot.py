@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from egressproxy.client_limits import DEFAULT_LIMITS, ClientLimits
 from egressproxy.compiled_policies import CompiledPolicies
 from egressproxy.config.problems import ObjectRef
 from egressproxy.outlier_detection import OutlierDetection
@@ -705,6 +706,7 @@ class Gateway:
     ssrf_allow: tuple[IPNetwork, ...] = ()
     ssrf_deny: tuple[IPNetwork, ...] = ()
     parent: Backend | None = None
+    client_limits: ClientLimits = DEFAULT_LIMITS  # extension spec.clientLimits (egressproxy/client_limits.py)
     # (Carries, port) and (Carries, None) -> candidate listeners sorted by precedence; built by the compiler.
     listeners_by_port: Mapping[tuple[Carries, int | None], tuple[Listener, ...]] = field(
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
@@ -744,6 +746,7 @@ class Gateway:
             },
             "ssrfGuard": {"allowCIDRs": [str(n) for n in self.ssrf_allow], "denyCIDRs": [str(n) for n in self.ssrf_deny]},
             "parent": str(self.parent.ref) if self.parent else None,
+            "clientLimits": self.client_limits.to_dump(),
             "listeners": [listener.to_dump() for listener in self.listeners],
         }
 

@@ -391,6 +391,11 @@ ENFORCEMENT: Mapping[str, KindEnforcement] = MappingProxyType(
                 "spec.ssrfGuard.allowCIDRs",
                 "spec.ssrfGuard.denyCIDRs",
                 "spec.parentRef.*",
+                # Client limits (docs/reliability.md): head size and header count (431), idle and head timeouts,
+                # connections per client address; enforced on HTTP/1 request heads and at accept.
+                "spec.clientLimits",
+                *_under("spec.clientLimits", ("maxRequestHeadBytes", "maxRequestHeaders", "requestHeadTimeout",
+                                              "idleTimeout", "maxConnectionsPerClient")),
                 # Capture (docs/captures.md): bodies copied by the tap chain into the embedded store, re-exported
                 # over OTLP/HTTP when `otlp.endpoint` is set; `extProc` is clrk's later spelling of the same switch.
                 "spec.otlp",

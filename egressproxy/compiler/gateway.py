@@ -9,6 +9,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from egressproxy.client_limits import DEFAULT_LIMITS, ClientLimits
 from egressproxy.compiler.ca_material import ca_material
 from egressproxy.compiler.compilation import Compilation
 from egressproxy.compiler.listeners import build_listener, listeners_by_port
@@ -49,11 +50,25 @@ def compile_gateway(comp: Compilation, gw: Resource) -> Gateway:
         ssrf_allow=tuple(ipaddress.ip_network(c, strict=False) for c in ssrf.get("allowCIDRs", [])),
         ssrf_deny=tuple(ipaddress.ip_network(c, strict=False) for c in ssrf.get("denyCIDRs", [])),
         parent=_gateway_parent(comp, gw),
+        client_limits=_client_limits(spec.get("clientLimits")),
         listeners_by_port=listeners_by_port(listeners),
     )
     if not comp.status.has(gw.ref, "ResolvedRefs"):
         comp.status.set(gw.ref, "ResolvedRefs", True, "ResolvedRefs")
     return gateway
+
+
+def _client_limits(spec: Mapping[str, Any] | None) -> ClientLimits:
+    """`spec.clientLimits` (the schema filled in each default) as the typed form the data plane reads."""
+    if not spec:
+        return DEFAULT_LIMITS
+    return ClientLimits(
+        max_request_head_bytes=int(spec.get("maxRequestHeadBytes", DEFAULT_LIMITS.max_request_head_bytes)),
+        max_request_headers=int(spec.get("maxRequestHeaders", DEFAULT_LIMITS.max_request_headers)),
+        request_head_timeout=float(spec.get("requestHeadTimeout", DEFAULT_LIMITS.request_head_timeout)),
+        idle_timeout=float(spec.get("idleTimeout", DEFAULT_LIMITS.idle_timeout)),
+        max_connections_per_client=int(spec.get("maxConnectionsPerClient", DEFAULT_LIMITS.max_connections_per_client)),
+    )
 
 
 def _capture_body(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,17 @@ Patches (`install`):
   reaches the origin and the client's other streams live on (until refusals spend their own budget);
   `HttpStream.make_server_connection` drops a request whose client reset it while the upstream was being dialled
   (mitmproxy checks for a reset after each hook, not after the dial, and would forward it).
+- Client limits (`install_client_limits`, its own block below): `Http1Server.read_headers` is replaced while
+  limits are installed. mitmproxy reads a request head until its blank line with no cap (its own "FIXME: protect
+  against header size DoS") and answers a head it cannot parse with an HTML page that echoes the request line.
+  Ours refuses a head over `maxRequestHeadBytes` while it is still arriving and one with more than
+  `maxRequestHeaders` lines (431), and a malformed one (400; `CONNECT :443`, userinfo, a bad port), each with
+  the gateway's JSON answer, then drains and drops what the client still sends and closes. `Http1Server.__init__`
+  and `mark_done` are wrapped to stamp when a connection starts waiting for a head and when its first byte came,
+  which `waiting_heads` reads for the idle and head timeouts; `Http1Server.wait` is wrapped so that a client
+  sending more than a request head's worth ahead of its response (mitmproxy buffers it all) is cut;
+  `Http2Server.__init__` and `_handle_event` are wrapped to stamp when an HTTP/2 connection's last stream closed; `undecided_clients` finds connections whose layer
+  mitmproxy has not chosen yet (nothing or too little received); `close_client` ends such a connection.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -53,7 +64,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Generator
+import time
+import weakref
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import h2.connection
@@ -61,6 +74,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 from hyperframe.frame import HeadersFrame
+from h11._receivebuffer import ReceiveBuffer
+
 from mitmproxy import connection, ctx, http
 from mitmproxy import flow as mflow
 from mitmproxy.addons.tlsconfig import _default_ciphers as default_ciphers
@@ -75,34 +90,44 @@ from mitmproxy.proxy.layers.http import (
     HttpResponseHeadersHook,
     RequestData,
     RequestProtocolError,
+    RequestHeaders,
     ResponseData,
     ResponseEndOfMessage,
     ResponseHeaders,
     ResponseProtocolError,
     SendHttp,
 )
+from mitmproxy.net.http import http1
+from mitmproxy.proxy.layers.http import _http1, _http2
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._http2 import Http2Server
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 
 from egressproxy.h2_abuse import DEFAULT_LIMITS, FrameKind, H2AbuseGuard, H2Limits
+from egressproxy.client_limits import MALFORMED, SENT_AHEAD, ClientLimits, ahead_limit, head_refusal
 
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
     "RESPONSE_FAILURE_KEY",
+    "ClientRefusal",
     "ErrorResponseFactory",
     "H2RefusalCounter",
     "HttpUpstreamProxy",
     "UNSAFE_OPTIONS",
     "UnsafeOptions",
+    "close_client",
     "close_upstream",
     "create_ssl_context",
     "default_ciphers",
     "install",
+    "install_client_limits",
     "original",
     "refuse_unsafe_options",
     "relabel_address",
+    "undecided_clients",
+    "waiting_heads",
 ]
 
 # (flow, mitmproxy's error message) -> our response, or None to keep mitmproxy's behaviour.
@@ -116,6 +141,10 @@ BACKLOG = 1024
 BODY_LIMIT_KEY = "egress.request_body_limit"
 # Options that must stay False: each makes mitmproxy sign with a key anyone can download.
 UNSAFE_OPTIONS = ("emudhra", "emudhra_old")
+
+# (client connection, status, reason) -> the raw HTTP/1 answer to send (status 0: none, the connection is just
+# cut); counts and logs the refusal.
+ClientRefusal = Callable[[connection.Client, int, str], bytes]
 
 _ORIGINAL: dict[str, Any] = {}
 _error_factory: ErrorResponseFactory | None = None
@@ -441,3 +470,207 @@ def _make_server_connection(self: Any) -> Generator[Any, Any, bool]:
         yield from self.check_killed(True)
         return False
     return ok
+# --- client limits: request heads capped while they arrive, waits stamped for the timeouts -----------------------
+# (egressproxy/client_limits.py holds the rules; addons/client_limits.py applies the timeouts and the connection cap)
+
+_limits_of: Callable[[], ClientLimits | None] | None = None
+_refusal: ClientRefusal | None = None
+# Every live HTTP/1 server side: the timeout sweep reads their clocks (weak: a closed connection drops out).
+_head_readers: weakref.WeakSet[Any] = weakref.WeakSet()
+# Every live HTTP/2 server side: idle (no open stream) since when, for the idle timeout.
+_h2_servers: weakref.WeakSet[Any] = weakref.WeakSet()
+# Bytes a refused client may still send (drained and dropped, so it can read our answer) before a hard close.
+_LINGER_BYTES = 1 << 20
+
+
+def install_client_limits(limits: Callable[[], ClientLimits | None], refusal: ClientRefusal) -> None:
+    """Cap HTTP/1 request heads and stamp head waits (idempotent; the last callbacks installed win).
+
+    `limits()` is read for every head, so a reload applies to the next head read; None means no limits.
+    """
+    global _limits_of, _refusal
+    _limits_of, _refusal = limits, refusal
+    _patch(_http1.Http1Server, "__init__", _server_init)
+    _patch(_http1.Http1Server, "read_headers", _read_request_head)
+    _patch(_http1.Http1Server, "mark_done", _server_mark_done)
+    _patch(_http1.Http1Server, "wait", _server_wait)
+    _patch(_http2.Http2Server, "__init__", _h2_server_init)
+    _patch(_http2.Http2Server, "_handle_event", _h2_server_event)
+
+
+def _server_init(self: Any, context: Any) -> None:
+    _ORIGINAL["Http1Server.__init__"](self, context)
+    self._egress_waiting_since = time.monotonic()
+    self._egress_head_since = None
+    _head_readers.add(self)
+
+
+def _server_mark_done(self: Any, *, request: bool = False, response: bool = False) -> Generator[Any, Any, None]:
+    yield from _ORIGINAL["Http1Server.mark_done"](self, request=request, response=response)
+    if self.state == self.read_headers and not self.buf:  # keep-alive: the wait for the next head starts now
+        self._egress_waiting_since = time.monotonic()
+        self._egress_head_since = None
+
+
+def _h2_server_init(self: Any, context: Any) -> None:
+    _ORIGINAL["Http2Server.__init__"](self, context)
+    self._egress_idle_since = time.monotonic()
+    _h2_servers.add(self)
+
+
+def _h2_server_event(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    yield from _ORIGINAL["Http2Server._handle_event"](self, event)
+    if self.h2_conn.open_inbound_streams:
+        self._egress_idle_since = None
+    elif self._egress_idle_since is None:  # the last open stream just closed
+        self._egress_idle_since = time.monotonic()
+
+
+def _server_wait(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    """While a request waits for its response, mitmproxy keeps reading and appends whatever the client sends
+    next to its buffer, without bound; past `ahead_limit` the client is cut (its request is ended as if it had
+    disconnected)."""
+    limits = _limits_of() if _limits_of is not None else None
+    if limits is None or _refusal is None or not isinstance(event, events.DataReceived):
+        yield from _ORIGINAL["Http1Server.wait"](self, event)
+        return
+    if len(self.buf) <= ahead_limit(limits):
+        return
+    _refusal(self.conn, 0, SENT_AHEAD)
+    self.buf = ReceiveBuffer()
+    self._egress_lingered = _LINGER_BYTES  # anything more is dropped
+    self.state = _linger.__get__(self)
+    message = "client sent too much ahead of its response"
+    yield ReceiveHttp(http_layers.RequestProtocolError(self.stream_id, message, code=ErrorCode.CLIENT_DISCONNECTED))
+    _close_soon(self.conn, SENT_AHEAD)
+
+
+def _read_request_head(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    limits = _limits_of() if _limits_of is not None else None
+    if limits is None or _refusal is None or not isinstance(event, events.DataReceived):
+        yield from _ORIGINAL["Http1Server.read_headers"](self, event)
+        return
+    if self.buf and getattr(self, "_egress_head_since", None) is None:
+        self._egress_head_since = time.monotonic()
+    lines = self.buf.maybe_extract_lines()
+    if not lines:  # still arriving (None), or a stray blank line before the head ([]), as mitmproxy allows
+        if reason := head_refusal(limits, len(self.buf), None):
+            yield from _refuse_head(self, 431, reason)
+        return
+    if reason := head_refusal(limits, sum(len(line) + 2 for line in lines), len(lines) - 1):
+        yield from _refuse_head(self, 431, reason)
+        return
+    try:
+        self.request = http1.read_request_head([bytes(x) for x in lines])
+        expected_body_size = http1.expected_http_body_size(self.request)
+    except ValueError:  # mitmproxy's message quotes the request line, which may carry userinfo: never echo it
+        self.request = None
+        yield from _refuse_head(self, 400, MALFORMED)
+        return
+    yield ReceiveHttp(RequestHeaders(self.stream_id, self.request, expected_body_size == 0))
+    self.body_reader = _http1.make_body_reader(expected_body_size)
+    self.state = self.read_body
+    yield from self.state(event)
+
+
+def _refuse_head(self: Any, status: int, reason: str) -> Generator[Any, Any, None]:
+    assert _refusal is not None
+    answer = _refusal(self.conn, status, reason)
+    self.buf = ReceiveBuffer()
+    self._egress_lingered = 0
+    self.state = self._egress_linger = _linger.__get__(self)
+    yield commands.SendData(self.conn, answer)
+    # Half-close: a full close with unread bytes in the socket makes the kernel reset the connection, and the
+    # client would lose the answer; the rest of its head is read and dropped until it closes or sends too much.
+    yield commands.CloseTcpConnection(self.conn, half_close=True)
+
+
+def _linger(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+    if isinstance(event, events.DataReceived):
+        self._egress_lingered += len(self.buf)
+        self.buf = ReceiveBuffer()
+        if self._egress_lingered > _LINGER_BYTES:
+            _close_soon(self.conn, "linger")
+        return
+    yield commands.CloseConnection(self.conn)
+
+
+def _close_soon(client: connection.Client, reason: str) -> None:
+    """Close the client from outside its own event: a CloseConnection command cancels the client's reader task
+    from inside itself, and while the client keeps sending, that task does not reach a point where it notices
+    (seen: the socket stayed open with 140 KB unread)."""
+    asyncio.get_running_loop().call_soon(close_client, client, f"egress: {reason}")
+
+
+def waiting_heads() -> Iterator[tuple[connection.Client, float, float | None]]:
+    """(client, waiting since, first head byte at or None) of each HTTP/1 connection waiting for a request head,
+    and (client, idle since, None) of each HTTP/2 connection with no open stream.
+
+    Times are `time.monotonic()`. Connections reading a body, waiting for a response, or piped into a tunnel or
+    WebSocket are not waiting for a head and are never listed.
+    """
+    for server in list(_head_readers):
+        conn = server.conn
+        if server.state == server.read_headers and conn.state & connection.ConnectionState.CAN_READ:
+            yield conn, server._egress_waiting_since, server._egress_head_since
+    for h2_server in list(_h2_servers):  # HTTP/2: only the idle clock, while no stream is open
+        conn, idle_since = h2_server.conn, h2_server._egress_idle_since
+        if idle_since is not None and conn.state & connection.ConnectionState.CAN_READ:
+            yield conn, idle_since, None
+
+
+def undecided_clients() -> Iterator[tuple[connection.Client, float, float | None]]:
+    """(client, accepted at, accepted at or None) of each TCP client whose protocol is not decided yet.
+
+    mitmproxy picks a connection's layer only when its first bytes arrive (a regular-mode client that connects
+    and sends nothing has no HTTP/1 reader yet), and waits for more while the bytes do not tell (half a request
+    line, half a ClientHello). Such a connection is on the idle clock from accept while it sent nothing, on the
+    head clock from accept once it sent something (times are `time.monotonic()`).
+    """
+    proxyserver = ctx.master.addons.get("proxyserver")
+    if proxyserver is None:
+        return
+    wall_to_monotonic = time.monotonic() - time.time()
+    for handler in list(proxyserver.connections.values()):
+        client = handler.client
+        if client.transport_protocol != "tcp" or not client.state & connection.ConnectionState.CAN_READ:
+            continue
+        pending = _undecided(getattr(handler, "layer", None))
+        if pending is not None:
+            accepted = client.timestamp_start + wall_to_monotonic
+            has_data = any(isinstance(e, events.DataReceived) for e in pending.events)
+            yield client, accepted, accepted if has_data else None
+
+
+def _undecided(top: Any) -> layer.NextLayer | None:
+    """The NextLayer still waiting to choose in a connection's layer chain, if any."""
+    current = top
+    while current is not None:
+        if isinstance(current, layer.NextLayer):
+            if current.layer is None:
+                return current
+            current = current.layer
+        elif (child := getattr(current, "child_layer", None) or getattr(current, "child", None)) is not None:
+            current = child  # `child`: our MeteredLayer (egressproxy/engine/metering.py)
+        else:  # HttpProxy keeps its child only as its `_handle_event`, bound to the child
+            delegate = getattr(getattr(current, "_handle_event", None), "__self__", None)
+            current = delegate if isinstance(delegate, layer.Layer) and delegate is not current else None
+    return None
+
+
+def close_client(client: connection.Client, reason: str) -> bool:
+    """Close a client connection from outside its event flow (as mitmproxy's own inactivity timeout does)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(client.id) if proxyserver is not None else None
+    io = getattr(handler, "transports", {}).get(client) if handler is not None else None
+    if io is None:
+        return False
+    if io.writer is not None and not io.writer.is_closing():
+        # Closing the socket ends the reader task the ordinary way (end of stream, then mitmproxy's own cleanup);
+        # cancelling that task instead can skip the cleanup when it is waiting to hand an event to its layers.
+        io.writer.close()
+        return True
+    if io.handler is None:
+        return False
+    io.handler.cancel(reason)
+    return True

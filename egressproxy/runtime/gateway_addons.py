@@ -7,6 +7,7 @@ import asyncio
 from addons.ai_guardrails import AiGuardrails
 from addons.body_taps import BodyTaps
 from addons.cert_mint import CertMinting
+from addons.client_limits import ClientLimitGuard
 from addons.connect_gate import ConnectGate
 from addons.connection_records import ConnectionRecords
 from addons.connection_table import ConnectionTable
@@ -45,11 +46,13 @@ class GatewayAddons:
         self.upstream_trust = UpstreamTrust(state)
         self.readiness = Readiness(state)
         self.gateway_errors = GatewayErrors(state)
+        self.client_limits = ClientLimitGuard(state)
         self.access_log = AccessLog(lambda: state.snapshot, state.metrics)
         state.sinks.register(self.access_log)
         self.tracing = Tracing(on_dropped=lambda n: state.metrics.trace_span_drops.labels("export-failed").inc(n))
         state.sinks.register(self.tracing)
         self.addons: list[object] = [
+            self.client_limits,  # first: a connection over the per-address cap is refused before anything else
             ConnectionRecords(state),  # first: meters from the root layer, finishes before the table forgets
             ConnectionTable(state),
             ConnectGate(state),

@@ -78,4 +78,5 @@ def build_master(
         reuse_port=reuse_port,
         h2_refusal=lambda reason: refusals.labels(reason).inc(),
     )
+    mitmproxy_boundary.install_client_limits(ours.client_limits.limits, ours.client_limits.refuse)
     return m, ours

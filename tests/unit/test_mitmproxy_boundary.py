@@ -507,3 +507,210 @@ def test_a_buffered_response_that_breaks_mid_body_is_still_answered_with_the_fac
     assert isinstance(sent[0], http_layers.ResponseHeaders) and sent[0].response is answer
     assert boundary.RESPONSE_FAILURE_KEY not in stream.flow.metadata
     assert hasattr(http_layers.HttpStream, "state_consume_response_body")
+# --- client limits: HTTP/1 request heads, head waits, undecided connections -----------------------------------
+
+from mitmproxy.proxy import commands  # noqa: E402
+from mitmproxy.proxy.layers.http import _http1  # noqa: E402
+
+from egressproxy.client_limits import ClientLimits  # noqa: E402
+
+_limits: list[ClientLimits | None] = [None]
+_refused: list[tuple[int, str]] = []
+
+
+@pytest.fixture
+def limited() -> object:
+    """Client limits installed with small values; afterwards the patch falls back to mitmproxy's reader."""
+
+    def refuse(client: connection.Client, status: int, reason: str) -> bytes:
+        _refused.append((status, reason))
+        return b"HTTP/1.1 %d X\r\ncontent-length: 0\r\n\r\n" % status
+
+    boundary.install_client_limits(lambda: _limits[0], refuse)
+    _limits[0] = ClientLimits(max_request_head_bytes=200, max_request_headers=3)
+    _refused.clear()
+    yield
+    _limits[0] = None
+
+
+def _reader() -> _http1.Http1Server:
+    server_side = _http1.Http1Server(context.Context(tflow.tclient_conn(), _proxy_options()))
+    assert list(server_side.handle_event(events.Start())) == []
+    return server_side
+
+
+def _feed(reader: _http1.Http1Server, data: bytes) -> list[commands.Command]:
+    return list(reader.handle_event(events.DataReceived(reader.conn, data)))
+
+
+def test_the_http1_reader_keeps_the_shape_the_replacement_relies_on() -> None:
+    assert _params(boundary.original(_http1.Http1Server, "read_headers")) == ["self", "event"]
+    assert _params(boundary.original(_http1.Http1Server, "mark_done")) == ["self", "request", "response"]
+    assert _params(boundary.original(_http1.Http1Server, "__init__")) == ["self", "context"]
+    for name in ("read_body", "done", "wait", "passthrough"):
+        assert callable(getattr(_http1.Http1Server, name)), name
+    assert callable(_http1.make_body_reader)
+    reader = _reader()
+    assert reader.state == reader.read_headers and hasattr(reader.buf, "maybe_extract_lines")
+
+
+def test_a_head_over_the_byte_limit_is_refused_before_it_ends(limited: object) -> None:
+    reader = _reader()
+    assert _feed(reader, b"GET http://a.test/ HTTP/1.1\r\nX: " + b"a" * 100) == []
+    emitted = _feed(reader, b"a" * 100)  # 230 bytes, no blank line yet
+    assert _refused == [(431, "request-header-too-large")]
+    assert [type(c) for c in emitted] == [commands.SendData, commands.CloseTcpConnection]
+    assert emitted[1].half_close  # type: ignore[attr-defined]
+    assert len(reader.buf) == 0
+
+
+@pytest.fixture
+def closed_soon(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    closed: list[str] = []
+    monkeypatch.setattr(boundary, "_close_soon", lambda client, reason: closed.append(reason))
+    return closed
+
+
+def test_a_refused_client_is_drained_then_closed(limited: object, closed_soon: list[str]) -> None:
+    reader = _reader()
+    _feed(reader, b"GET / HTTP/1.1\r\nX: " + b"a" * 300)
+    assert _feed(reader, b"b" * 1000) == [] and len(reader.buf) == 0  # read and dropped, never kept
+    assert closed_soon == []
+    assert _feed(reader, b"c" * (boundary._LINGER_BYTES + 1)) == [] and len(reader.buf) == 0
+    assert closed_soon == ["linger"]
+    closed = list(reader.handle_event(events.ConnectionClosed(reader.conn)))
+    assert [type(c) for c in closed] == [commands.CloseConnection]
+
+
+def test_bytes_sent_ahead_of_a_response_are_bounded(limited: object, closed_soon: list[str]) -> None:
+    """mitmproxy's `wait` state appends whatever comes while a response is pending; past the bound: cut."""
+    assert _params(boundary.original(_http1.Http1Server, "wait")) == ["self", "event"]
+    reader = _reader()
+    _feed(reader, b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    assert reader.state == reader.wait  # request complete, response pending
+    assert _feed(reader, b"x" * 65536) == [] and closed_soon == []
+    emitted = _feed(reader, b"x")
+    assert _refused == [(0, "sent-ahead")] and closed_soon == ["sent-ahead"] and len(reader.buf) == 0
+    errors = [c.event for c in emitted if isinstance(c, http_layers.ReceiveHttp)]
+    assert isinstance(errors[0], http_layers.RequestProtocolError)
+    assert _feed(reader, b"y" * 100) == [] and len(reader.buf) == 0  # dropped from now on
+
+
+def test_more_header_lines_than_allowed_get_431(limited: object) -> None:
+    reader = _reader()
+    emitted = _feed(reader, b"GET http://a.test/ HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n")
+    assert _refused == [(431, "request-header-too-many")]
+    assert isinstance(emitted[0], commands.SendData) and emitted[0].data.startswith(b"HTTP/1.1 431")
+
+
+@pytest.mark.parametrize("line", [b"CONNECT :443", b"CONNECT user:hunter2@a.test:443", b"CONNECT a.test:99999", b"CONNECT [::1"])
+def test_a_malformed_request_line_gets_our_answer_without_an_echo(limited: object, line: bytes) -> None:
+    reader = _reader()
+    emitted = _feed(reader, line + b" HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    assert _refused == [(400, "bad-request")]
+    sent = b"".join(c.data for c in emitted if isinstance(c, commands.SendData))
+    assert sent.startswith(b"HTTP/1.1 400") and b"hunter2" not in sent
+    assert not any(isinstance(c, commands.Log) for c in emitted)
+
+
+def test_a_head_within_the_limits_goes_on_as_mitmproxy_would(limited: object) -> None:
+    reader = _reader()
+    emitted = _feed(reader, b"GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    received = [c for c in emitted if isinstance(c, http_layers.ReceiveHttp)]
+    assert isinstance(received[0].event, http_layers.RequestHeaders)
+    assert received[0].event.request.path == "/x" and _refused == []
+
+
+def test_without_limits_mitmproxys_own_reader_answers() -> None:
+    reader = _reader()
+    emitted = _feed(reader, b"CONNECT :443 HTTP/1.1\r\n\r\n")
+    sent = b"".join(c.data for c in emitted if isinstance(c, commands.SendData))
+    assert b"text/html" in sent  # the HTML page the client limits replace
+
+
+def test_waiting_heads_lists_the_clocks_of_readers_waiting_for_a_head(limited: object) -> None:
+    reader = _reader()
+    mine = [w for w in boundary.waiting_heads() if w[0] is reader.conn]
+    assert len(mine) == 1 and mine[0][2] is None  # idle: no byte yet
+    _feed(reader, b"GET http://a.test/ HT")
+    (_, waiting, head), = [w for w in boundary.waiting_heads() if w[0] is reader.conn]
+    assert head is not None and head >= waiting
+    _feed(reader, b"TP/1.1\r\nHost: a.test\r\n\r\n")
+    assert not [w for w in boundary.waiting_heads() if w[0] is reader.conn]  # reading no head now
+
+
+def test_undecided_finds_a_next_layer_behind_every_kind_of_parent() -> None:
+    ctx = context.Context(tflow.tclient_conn(), _proxy_options())
+    pending = layer.NextLayer(ctx)
+    proxy = modes.HttpProxy(ctx)
+    proxy._handle_event = pending.handle_event  # type: ignore[method-assign]  # what HttpProxy does on Start
+
+    class Wrapper:
+        child = proxy
+
+    assert boundary._undecided(Wrapper()) is pending
+    pending.layer = proxy  # decided (and no NextLayer further down)
+    proxy._handle_event = lambda event: iter(())  # type: ignore[method-assign]
+    assert boundary._undecided(Wrapper()) is None
+
+
+def test_close_client_cancels_the_clients_own_task() -> None:
+    client = tflow.tclient_conn()
+
+    class Task:
+        cancelled: str | None = None
+
+        def cancel(self, msg: str) -> None:
+            self.cancelled = msg
+
+    io = server.ConnectionIO()
+    io.handler = Task()  # type: ignore[assignment]
+
+    class Handler:
+        transports = {client: io}
+
+    ps = proxyserver.Proxyserver()
+    with taddons.context(ps):
+        ps.connections[client.id] = Handler()  # type: ignore[assignment]
+        assert boundary.close_client(client, "egress: idle-timeout")
+        assert io.handler.cancelled == "egress: idle-timeout"  # type: ignore[union-attr]
+        del ps.connections[client.id]
+        assert not boundary.close_client(client, "egress: idle-timeout")
+
+
+def test_close_client_closes_the_socket_when_it_has_one() -> None:
+    """Closing the writer ends the reader task through end-of-stream and mitmproxy's own cleanup."""
+    client = tflow.tclient_conn()
+
+    class Writer:
+        closed = False
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+    io = server.ConnectionIO(writer=Writer())  # type: ignore[arg-type]
+
+    class Handler:
+        transports = {client: io}
+
+    ps = proxyserver.Proxyserver()
+    with taddons.context(ps):
+        ps.connections[client.id] = Handler()  # type: ignore[assignment]
+        assert boundary.close_client(client, "egress: idle-timeout")
+        assert io.writer.closed  # type: ignore[union-attr]
+
+
+def test_http2_servers_are_on_the_idle_clock_only_while_no_stream_is_open(limited: object) -> None:
+    from mitmproxy.proxy.layers.http import _http2
+
+    assert _params(boundary.original(_http2.Http2Server, "_handle_event")) == ["self", "event"]
+    assert _params(boundary.original(_http2.Http2Server, "__init__")) == ["self", "context"]
+    h2_server = _http2.Http2Server(context.Context(tflow.tclient_conn(), _proxy_options()))
+    assert hasattr(h2_server.h2_conn, "open_inbound_streams")
+    listed = [w for w in boundary.waiting_heads() if w[0] is h2_server.conn]
+    assert len(listed) == 1 and listed[0][2] is None  # idle since it was made
+    h2_server._egress_idle_since = None  # what a stream opening does
+    assert not [w for w in boundary.waiting_heads() if w[0] is h2_server.conn]

@@ -158,6 +158,17 @@ EGRESS_GATEWAY = Obj(
         # Extension: how long one upstream TCP connect may take (mitmproxy has no connect timeout of its own).
         "connectTimeout": F(Duration(), default=DEFAULT_CONNECT_TIMEOUT_SECONDS),
         "parentRef": Obj({"name": F(NAME, required=True), "namespace": Str(), "group": Str(), "kind": Str()}),
+        # Extension (DESIGN.md 4.2, docs/reliability.md "Client limits"): what one client may hold; 0 turns a
+        # limit off. The defaults are Envoy's and common servers' (64 KiB heads, 100 header lines, 60 s).
+        "clientLimits": Obj(
+            {
+                "maxRequestHeadBytes": F(Int(minimum=0, maximum=2**24), default=65536),
+                "maxRequestHeaders": F(Int(minimum=0, maximum=10000), default=100),
+                "requestHeadTimeout": F(Duration(), default=60.0),
+                "idleTimeout": F(Duration(), default=60.0),
+                "maxConnectionsPerClient": F(Int(minimum=0, maximum=2**20), default=0),
+            }
+        ),
         # Extension (DESIGN.md 4.2, Gateway API's own field on a Gateway): the GatewayParameters `render-k8s`
         # reads the Deployment and Service settings from.
         "infrastructure": Obj(
