@@ -495,7 +495,7 @@ def install_client_limits(limits: Callable[[], ClientLimits | None], refusal: Cl
     _patch(_http1.Http1Server, "mark_done", _server_mark_done)
     _patch(_http1.Http1Server, "wait", _server_wait)
     _patch(_http2.Http2Server, "__init__", _h2_server_init)
-    _patch(_http2.Http2Server, "_handle_event", _h2_server_event)
+    _patch(_http2.Http2Server, "_handle_event", _h2_idle_clock_event)
 
 
 def _server_init(self: Any, context: Any) -> None:
@@ -518,7 +518,7 @@ def _h2_server_init(self: Any, context: Any) -> None:
     _h2_servers.add(self)
 
 
-def _h2_server_event(self: Any, event: events.Event) -> Generator[Any, Any, None]:
+def _h2_idle_clock_event(self: Any, event: events.Event) -> Generator[Any, Any, None]:
     yield from _ORIGINAL["Http2Server._handle_event"](self, event)
     if self.h2_conn.open_inbound_streams:
         self._egress_idle_since = None
