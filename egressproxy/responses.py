@@ -29,6 +29,7 @@ _DENY_MESSAGES = {
     "host-mismatch": "Host header does not match the connection's destination",
     "proxy-auth-required": "proxy authentication required",
     "invalid-host": "the destination host is not a valid name or address",
+    "malformed-request": "the request head is malformed",
 }
 
 
