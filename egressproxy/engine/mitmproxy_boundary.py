@@ -22,6 +22,11 @@ Patches (`install`):
   answer)` (HTTPListenerPolicy `buffer.maxRequestBytes`, set in `requestheaders` for a body of unknown length)
   is answered with `answer()` as soon as the bytes read pass `max_bytes`; the rest of the upload is never read
   (HTTP/1: the connection closes after the answer; HTTP/2: the stream is reset).
+- `mitmproxy.net.http.http1.read_request_head` (hostile input, issue 14): mitmproxy's header parser strips every
+  kind of whitespace around a value and joins obs-fold lines, so `Transfer-Encoding: chunked\\x0b` is read as
+  chunked while another hop sees an unknown coding. The patched reader first refuses a head with a folded line or
+  a control character in a value (`egressproxy.request_head.header_line_problem`); mitmproxy answers 400 and
+  closes, as for any head it cannot parse.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -47,6 +52,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy import flow as mflow
 from mitmproxy.addons.tlsconfig import _default_ciphers as default_ciphers
 from mitmproxy.net.tls import _create_ssl_context as create_ssl_context
+from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer, mode_servers
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import modes
@@ -64,6 +70,8 @@ from mitmproxy.proxy.layers.http import (
 )
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 
+from egressproxy.request_head import header_line_problem
+
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
@@ -76,6 +84,7 @@ __all__ = [
     "default_ciphers",
     "install",
     "original",
+    "original_function",
     "refuse_unsafe_options",
     "relabel_address",
 ]
@@ -108,6 +117,7 @@ def install(*, error_answer: ErrorResponseFactory | None, reuse_port: bool = Fal
     _error_factory = error_answer
     _patch(http_layers.HttpStream, "handle_protocol_error", _handle_protocol_error)
     _patch(http_layers.HttpStream, "state_consume_request_body", _consume_request_body)
+    _patch_function(http1, "read_request_head", _read_request_head)
     if reuse_port:
         _patch(mode_servers.AsyncioServerInstance, "listen", _listen_reuse_port)
 
@@ -200,6 +210,31 @@ def _consume_request_body(self: Any, event: Any) -> Generator[Any, Any, None]:
     self.server_state = self.state_errored
     self.flow.live = False
     yield DropStream(self.stream_id)
+
+
+# --- hostile input: request header lines refused before mitmproxy parses them (issue 14, item 3) ----------------
+
+
+def _patch_function(module: Any, name: str, replacement: Callable[..., Any]) -> None:
+    """Replace a module-level function (callers must look it up on the module, as `_http1.py` does `http1.X`)."""
+    key = f"{module.__name__}.{name}"
+    if key not in _ORIGINAL:
+        _ORIGINAL[key] = getattr(module, name)
+        setattr(module, name, replacement)
+
+
+def original_function(module: Any, name: str) -> Any:
+    """The unpatched module-level function (for tests)."""
+    return _ORIGINAL.get(f"{module.__name__}.{name}", getattr(module, name))
+
+
+def _read_request_head(lines: list[bytes]) -> http.Request:
+    for line in lines[1:]:
+        problem = header_line_problem(line)
+        if problem is not None:
+            raise ValueError(problem)
+    request: http.Request = _ORIGINAL[f"{http1.__name__}.read_request_head"](lines)
+    return request
 
 
 # --- SO_REUSEPORT for worker processes ------------------------------------------------------------------------

@@ -15,10 +15,11 @@ import pytest
 from mitmproxy import connection, http, options
 from mitmproxy.addons import proxyserver, tlsconfig
 from mitmproxy.net import tls as net_tls
+from mitmproxy.net.http import http1
 from mitmproxy.proxy import context, events, layer, mode_servers, server
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import modes
-from mitmproxy.proxy.layers.http import _upstream_proxy
+from mitmproxy.proxy.layers.http import _http1, _upstream_proxy
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
@@ -307,3 +308,37 @@ def test_an_unsafe_option_is_refused_by_name(name: str) -> None:
         with pytest.raises(boundary.UnsafeOptions, match=name):
             boundary.refuse_unsafe_options(tctx.options)
 
+
+
+# --- hostile input: request header lines checked before mitmproxy parses them ---------------------------------
+
+_HEAD = [b"POST http://a.example/ HTTP/1.1", b"Host: a.example"]
+
+
+def test_http1_server_looks_the_request_reader_up_on_the_module() -> None:
+    """The patch replaces `http1.read_request_head`; it only takes effect while the server calls it that way."""
+    assert "http1.read_request_head(" in inspect.getsource(_http1.Http1Server.read_headers)
+    assert _params(boundary.original_function(http1, "read_request_head")) == ["lines"]
+
+
+def test_unpatched_reader_strips_a_vertical_tab_and_joins_folded_lines() -> None:
+    """The bet that makes the patch necessary: mitmproxy reads `chunked\\x0b` as `chunked`, and keeps obs-fold."""
+    read = boundary.original_function(http1, "read_request_head")
+    assert read([*_HEAD, b"Transfer-Encoding: chunked\x0b"]).headers["transfer-encoding"] == "chunked"
+    assert read([*_HEAD, b"X-A: a", b" folded"]).headers["x-a"] == "a\r\n folded"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"Transfer-Encoding: chunked\x0b", b" folded", b"\tfolded", b"X-A: a\x00b", b"X-A: a\rb", b"X-A: \x0cb", b"X-A: a\x7f"],
+)
+def test_patched_reader_refuses_folded_lines_and_control_characters(line: bytes) -> None:
+    lines = [*_HEAD, b"X-First: 1", line]
+    with pytest.raises(ValueError) as refused:
+        http1.read_request_head(lines)
+    assert "\x00" not in str(refused.value) and "chunked" not in str(refused.value)  # names, never values
+
+
+def test_patched_reader_passes_an_ordinary_head_with_tabs_in_values() -> None:
+    request = http1.read_request_head([*_HEAD, b"X-A: a\tb", b"Content-Length: 0"])
+    assert (request.host, request.headers["x-a"]) == ("a.example", "a\tb")
