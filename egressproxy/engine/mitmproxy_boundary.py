@@ -1,8 +1,8 @@
 """Everything egressproxy does to mitmproxy beyond its public addon API, in one place.
 
 mitmproxy's addon hooks cannot express a few things an egress gateway needs, so we reach into its internals:
-three patched methods, two private names, two internal attributes. Each is a bet that mitmproxy does not change
-underneath us. Keeping them here, installed once by the composition root (`egressproxy run`'s master and mitmweb's
+four patched methods, one patched function, two private names, two internal attributes. Each is a bet that
+mitmproxy does not change underneath us. Keeping them here, installed once by the composition root (`egressproxy run`'s master and mitmweb's
 `addons/egress.py`), never from an addon's `load()`, means an upgrade has one file to review, and
 `tests/unit/test_mitmproxy_boundary.py` pins each bet (signature, attribute, a small behaviour) so that a
 mitmproxy release that breaks one fails the unit tests instead of the data plane. pyproject.toml pins the

@@ -216,12 +216,18 @@ MALFORMED = {
 }
 
 
+NOT_HTTP = {"method-lowercase-garbage", "method-with-at", "method-with-nul"}
+
+
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_request_line_or_header_is_a_400_and_reaches_nothing(env, case):
     """The target is an allowed host: anything lenient would forward it. None of these may reach the origin."""
     request = MALFORMED[case].format(url=plain(env, "/m"), host=host(env)).encode("latin-1")
     answer = exchange(env.gw, request)
-    assert status_of(answer) == 400 or answer == b"", answer[:300]
+    if case in NOT_HTTP:  # not classified as HTTP at all: no answer, and nothing is relayed anywhere
+        assert answer == b"", answer[:300]
+    else:
+        assert status_of(answer) == 400, answer[:300]
     assert env.raw.request_lines() == []
     still_serving(env)
 
@@ -260,6 +266,7 @@ SMUGGLING = {
     "cl-plus-sign": _post("Content-Length: +5\r\n", "hello"),
     "te-chunked-identity": _post("Transfer-Encoding: chunked, identity\r\n", "0\r\n\r\n" + SMUGGLED),
     "te-xchunked": _post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n" + SMUGGLED),
+    "te-leading-space": _post("Transfer-Encoding:  chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),  # OWS: valid
     "te-chunked-vtab": _post("Transfer-Encoding: chunked\x0b\r\n", "0\r\n\r\n" + SMUGGLED),
     "te-obs-fold": _post("Transfer-Encoding:\r\n chunked\r\n", "0\r\n\r\n" + SMUGGLED),
     "te-twice": _post("Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", "0\r\n\r\n" + SMUGGLED),
