@@ -608,3 +608,38 @@ def test_http2_authority_that_disagrees_with_the_tunnel_is_refused(env):
         ok = client.get(f"https://api.example.test:{env.tls.port}/h2-ok")
         assert ok.status_code == 200
     assert [p for _, p, _ in env.tls.requests] == ["/h2-ok"]
+
+
+# --- 8. the same refusals at --log-level debug (mitmproxy's own log lines included) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def debug_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    base = tmp_path_factory.mktemp("hostile-debug")
+    (base / "config").mkdir()
+    (base / "config" / "gw.yaml").write_text(textwrap.dedent(OPEN))
+    gw = GatewayProcess(base / "config", base / "data", extra_args=["--log-level", "debug"]).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        f"GET http://user:{PASSWORD}@plain.example.test/ HTTP/1.1",
+        f"CONNECT user:{PASSWORD}@plain.example.test:443 HTTP/1.1",
+        f"GET http://user:{PASSWORD}@plain.example.test/ HTTP/9",
+    ],
+    ids=["absolute-form", "connect", "bad-version"],
+)
+def test_userinfo_in_a_refused_request_line_is_not_logged_even_at_debug(debug_gw, request_line):
+    """mitmproxy logs the request line it could not parse; at debug level those lines reach our log."""
+    answer = exchange(debug_gw, f"{request_line}\r\nHost: plain.example.test\r\n\r\n".encode())
+    assert status_of(answer) == 400, answer[:300]
+    marker = f"/marker-{request_line.split()[0].lower()}"
+    exchange(debug_gw, f"GET http://marker.invalid{marker} HTTP/1.1\r\nHost: marker.invalid\r\n\r\n".encode())
+    logs = debug_gw.logs()
+    assert marker in logs or "marker.invalid" in logs  # the log is written past the refusal
+    assert PASSWORD not in logs, [line for line in logs.splitlines() if PASSWORD in line]
