@@ -18,6 +18,7 @@ from egressproxy.engine.policy_reports import note_region_checks, note_reports
 from egressproxy.flowrecord import Check, ConnectionRecord, FlowRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, authority_host, canonical_host
 from egressproxy.matching import Carries, select_listener
+from egressproxy.request_head import head_problem
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
 from egressproxy.runtime.state import GatewayState
@@ -47,10 +48,20 @@ class HttpRoutes:
             return
         frec.gateway = snapshot.gateway.name
         frec.generation = snapshot.generation
+        req = flow.request
+        problem = head_problem(req.http_version, req.headers.fields, flow.client_conn.alpn)
+        if problem is not None:
+            self._deny(flow, Verdict.deny("malformed-request", gateway_policy(snapshot.gateway), problem, 400))
+            return
         try:
             view, connection_host = self._view(flow, record)
+            target = _target_host(req)
         except InvalidHostname:
             self._deny(flow, Verdict.deny("invalid-host", gateway_policy(snapshot.gateway), status_code=400))
+            return
+        if target is not None and target != view.host:
+            detail = f"the request target names {target}, the Host header {view.host}"
+            self._deny(flow, Verdict.deny("host-mismatch", gateway_policy(snapshot.gateway), detail, 421))
             return
         listener = self._listener(snapshot, record, view)
         if listener is None:
@@ -214,6 +225,15 @@ def _allow_upstream(record: ConnectionRecord, host: str, port: int, *, trusted: 
     (Static hosts, a Service): the SSRF guard then trusts its addresses. A destination the client named is
     dynamic forwarding: any trust or backend DNSPolicy left from an earlier request is replaced."""
     record.upstreams[(host, port)] = Upstream(host, port, trusted=trusted, backend=backend)
+
+
+def _target_host(req: http.Request) -> str | None:
+    """The canonical host an absolute-form target (inside a tunnel) or an HTTP/2 `:authority` names, if any.
+
+    An origin takes the target's host over the Host header (RFC 9112 3.2.2), so it must name the same host as
+    the Host header the decision keys on; outside tunnels mitmproxy has already moved it into `request.host`.
+    """
+    return canonical_host(authority_host(req.authority)) if req.authority else None
 
 
 def _header_map(headers: http.Headers) -> dict[str, str]:

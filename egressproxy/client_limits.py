@@ -37,7 +37,7 @@ __all__ = [
 # Refusal reasons: the `reason` of the JSON body, the `x-egress-denied` header and the metric label.
 HEAD_TOO_LARGE = "request-header-too-large"
 TOO_MANY_HEADERS = "request-header-too-many"
-MALFORMED = "bad-request"
+MALFORMED = "malformed-request"
 TIMEOUT_HEAD = "request-head-timeout"
 TIMEOUT_IDLE = "idle-timeout"
 TOO_MANY_CONNECTIONS = "too-many-connections"

@@ -32,7 +32,8 @@ _DENY_MESSAGES = {
     # client limits (egressproxy/client_limits.py): answered before any flow exists
     "request-header-too-large": "request head is larger than the gateway accepts",
     "request-header-too-many": "request has more header lines than the gateway accepts",
-    "bad-request": "malformed request line or headers",
+    # a request head that does not parse, or parses into something no origin should get (request_head.py)
+    "malformed-request": "the request head is malformed",
 }
 
 
@@ -63,6 +64,6 @@ def gateway_error(reason: str, detail: str, policy: str = "") -> GatewayAnswer:
 
 
 def client_refusal(status: int, reason: str) -> GatewayAnswer:
-    """A request head refused by the client limits (431, or 400 `bad-request`); the connection then closes."""
+    """A request head refused by the client limits (431, or 400 `malformed-request`); the connection then closes."""
     headers = (("content-type", "application/json"), ("x-egress-denied", reason), ("connection", "close"))
     return GatewayAnswer(status, headers, _json(_DENY_MESSAGES.get(reason, "request refused"), reason, ""))

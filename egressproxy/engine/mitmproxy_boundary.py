@@ -1,8 +1,8 @@
 """Everything egressproxy does to mitmproxy beyond its public addon API, in one place.
 
 mitmproxy's addon hooks cannot express a few things an egress gateway needs, so we reach into its internals:
-three patched methods, two private names, two internal attributes. Each is a bet that mitmproxy does not change
-underneath us. Keeping them here, installed once by the composition root (`egressproxy run`'s master and mitmweb's
+four patched methods, one patched function, two private names, two internal attributes. Each is a bet that
+mitmproxy does not change underneath us. Keeping them here, installed once by the composition root (`egressproxy run`'s master and mitmweb's
 `addons/egress.py`), never from an addon's `load()`, means an upgrade has one file to review, and
 `tests/unit/test_mitmproxy_boundary.py` pins each bet (signature, attribute, a small behaviour) so that a
 mitmproxy release that breaks one fails the unit tests instead of the data plane. pyproject.toml pins the
@@ -45,6 +45,11 @@ Patches (`install`):
   sending more than a request head's worth ahead of its response (mitmproxy buffers it all) is cut;
   `Http2Server.__init__` and `_handle_event` are wrapped to stamp when an HTTP/2 connection's last stream closed; `undecided_clients` finds connections whose layer
   mitmproxy has not chosen yet (nothing or too little received); `close_client` ends such a connection.
+- `mitmproxy.net.http.http1.read_request_head` (hostile input, issue 14): mitmproxy's header parser strips every
+  kind of whitespace around a value and joins obs-fold lines, so `Transfer-Encoding: chunked\\x0b` is read as
+  chunked while another hop sees an unknown coding. The patched reader first refuses a head with a folded line or
+  a control character in a value (`egressproxy.request_head.header_line_problem`); it is then answered like
+  any head that does not parse (with client limits installed: our JSON 400 `malformed-request`, then close).
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -80,6 +85,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy import flow as mflow
 from mitmproxy.addons.tlsconfig import _default_ciphers as default_ciphers
 from mitmproxy.net.tls import _create_ssl_context as create_ssl_context
+from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events, layer, mode_servers
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import modes
@@ -97,7 +103,6 @@ from mitmproxy.proxy.layers.http import (
     ResponseProtocolError,
     SendHttp,
 )
-from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1, _http2
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._http2 import Http2Server
@@ -106,6 +111,7 @@ from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 
 from egressproxy.h2_abuse import DEFAULT_LIMITS, FrameKind, H2AbuseGuard, H2Limits
 from egressproxy.client_limits import MALFORMED, SENT_AHEAD, ClientLimits, ahead_limit, head_refusal
+from egressproxy.request_head import header_line_problem
 
 __all__ = [
     "BACKLOG",
@@ -124,6 +130,7 @@ __all__ = [
     "install",
     "install_client_limits",
     "original",
+    "original_function",
     "refuse_unsafe_options",
     "relabel_address",
     "undecided_clients",
@@ -173,6 +180,7 @@ def install(
     _error_factory = error_answer
     _patch(http_layers.HttpStream, "handle_protocol_error", _handle_protocol_error)
     _patch(http_layers.HttpStream, "state_consume_request_body", _consume_request_body)
+    _patch_function(http1, "read_request_head", _read_request_head_strictly)
     if reuse_port:
         _patch(mode_servers.AsyncioServerInstance, "listen", _listen_reuse_port)
 
@@ -288,6 +296,31 @@ def _consume_request_body(self: Any, event: Any) -> Generator[Any, Any, None]:
     self.server_state = self.state_errored
     self.flow.live = False
     yield DropStream(self.stream_id)
+
+
+# --- hostile input: request header lines refused before mitmproxy parses them (issue 14, item 3) ----------------
+
+
+def _patch_function(module: Any, name: str, replacement: Callable[..., Any]) -> None:
+    """Replace a module-level function (callers must look it up on the module, as `_http1.py` does `http1.X`)."""
+    key = f"{module.__name__}.{name}"
+    if key not in _ORIGINAL:
+        _ORIGINAL[key] = getattr(module, name)
+        setattr(module, name, replacement)
+
+
+def original_function(module: Any, name: str) -> Any:
+    """The unpatched module-level function (for tests)."""
+    return _ORIGINAL.get(f"{module.__name__}.{name}", getattr(module, name))
+
+
+def _read_request_head_strictly(lines: list[bytes]) -> http.Request:
+    for line in lines[1:]:
+        problem = header_line_problem(line)
+        if problem is not None:
+            raise ValueError(problem)
+    request: http.Request = _ORIGINAL[f"{http1.__name__}.read_request_head"](lines)
+    return request
 
 
 # --- SO_REUSEPORT for worker processes ------------------------------------------------------------------------

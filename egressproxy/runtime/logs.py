@@ -10,6 +10,8 @@ import logging
 import sys
 import time
 
+from egressproxy.log_redaction import redact_userinfo
+
 __all__ = ["setup_logging"]
 
 
@@ -26,10 +28,10 @@ class LogfmtFormatter(logging.Formatter):
             f"ts={ts}",
             f"level={record.levelname.lower()}",
             f"logger={record.name}",
-            f"msg={_quote(record.getMessage())}",
+            f"msg={_quote(redact_userinfo(record.getMessage()))}",
         ]
         if record.exc_info:
-            parts.append(f"error={_quote(self.formatException(record.exc_info))}")
+            parts.append(f"error={_quote(redact_userinfo(self.formatException(record.exc_info)))}")
         return " ".join(parts)
 
 

@@ -200,16 +200,16 @@ def test_a_reload_applies_new_limits_to_the_next_head(gateway, echo, origin):
     ids=["empty-host", "userinfo", "bad-port", "open-bracket", "empty", "no-port"],
 )
 def test_malformed_connect_authorities_get_json_400(default_gw, origin, authority):
-    before = _counted(default_gw, "bad-request")
+    before = _counted(default_gw, "malformed-request")
     with open_socket(default_gw.host, default_gw.port) as sock:
         sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         answer = read_response(sock)
         assert is_closed(sock)
     assert answer.status == 400
     assert answer.headers["content-type"] == "application/json"
-    assert answer.json() == {"error": "malformed request line or headers", "reason": "bad-request", "policy": ""}
+    assert answer.json() == {"error": "the request head is malformed", "reason": "malformed-request", "policy": ""}
     assert SECRET.encode() not in answer.body and b"<html" not in answer.body.lower()
-    assert _counted(default_gw, "bad-request") == before + 1
+    assert _counted(default_gw, "malformed-request") == before + 1
     _served(default_gw, origin)
 
 
@@ -219,10 +219,10 @@ def test_refusals_never_log_the_head(default_gw):
         sock.sendall(f"CONNECT user:{SECRET}@h:1 HTTP/1.1\r\n\r\n".encode())
         assert read_response(sock).status == 400
     deadline = time.monotonic() + 5
-    while "refused: bad-request" not in default_gw.logs() and time.monotonic() < deadline:
+    while "refused: malformed-request" not in default_gw.logs() and time.monotonic() < deadline:
         time.sleep(0.05)
     logs = default_gw.logs()
-    assert "refused: bad-request" in logs
+    assert "refused: malformed-request" in logs
     assert SECRET not in logs
 
 

@@ -478,6 +478,7 @@ def test_other_rules_dial_directly(parent_snapshot, tmp_path, path: str) -> None
 
 def test_on_http2_a_backends_authority_replaces_the_pseudo_header(state) -> None:
     flow = _tunnelled(state, "api.example.com", "/static/x")
+    flow.client_conn.alpn = b"h2"  # an HTTP/2 request only arrives on an h2 connection (request_head.py checks)
     flow.request.http_version = "HTTP/2.0"
     flow.request.authority = "api.example.com"
     flow.request.headers.pop("host")
@@ -590,3 +591,32 @@ def test_a_rule_whose_only_backend_is_an_unmodelled_kind_is_never_forwarded(stat
     assert flow.response.headers["x-egress-error"] == "no-healthy-backend"
     assert "gateway.networking.k8s.io/HTTPRoute default/child" in _body(flow)["error"] + _body(flow).get("detail", "")
     assert state.connection(flow.client_conn.id).upstreams == {}
+
+
+# --- hostile input (docs/reliability.md): heads refused before any decision -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "reason"),
+    [
+        (lambda f: setattr(f.request, "http_version", "HTTP/0.9"), 400, "malformed-request"),
+        (lambda f: f.request.headers.__setitem__("x-folded", "a\r\n b"), 400, "malformed-request"),
+        (lambda f: f.request.headers.pop("host"), 400, "malformed-request"),
+        (lambda f: setattr(f.request, "authority", "evil.example.com:443"), 421, "host-mismatch"),
+    ],
+    ids=["http-0.9", "obs-fold", "no-host", "absolute-target-names-another-host"],
+)
+def test_hostile_heads_inside_a_tunnel_are_refused_before_any_decision(state, mutate, status, reason) -> None:
+    flow = _tunnelled(state, "api.example.com", "/static/x")
+    mutate(flow)
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is not None
+    assert (flow.response.status_code, flow.response.headers["x-egress-denied"]) == (status, reason)
+    assert state.connection(flow.client_conn.id).upstreams == {}
+
+
+def test_an_absolute_target_naming_the_tunnel_host_is_served(state) -> None:
+    flow = _tunnelled(state, "api.example.com", "/static/x")
+    flow.request.authority = "API.example.com.:443"
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None

@@ -164,10 +164,10 @@ def test_a_connection_over_the_cap_is_refused_at_accept_and_counted(tmp_path: Pa
 def test_refuse_counts_and_builds_the_raw_answer_without_the_head(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     guard = _guard(tmp_path, "")
     caplog.set_level("INFO", logger="egressproxy")
-    raw = guard.refuse(tflow.tclient_conn(), 400, "bad-request")
-    assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b'"reason": "bad-request"' in raw
-    assert _refusals(guard, "bad-request") == 1
-    assert "refused: bad-request" in caplog.text
+    raw = guard.refuse(tflow.tclient_conn(), 400, "malformed-request")
+    assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b'"reason": "malformed-request"' in raw
+    assert _refusals(guard, "malformed-request") == 1
+    assert "refused: malformed-request" in caplog.text
 
 
 def test_the_sweep_closes_only_overdue_connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

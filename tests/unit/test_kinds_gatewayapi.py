@@ -216,6 +216,11 @@ spec:
             "t.yaml:5: HTTPRoute/ns/r: spec.hostnames[0]: invalid hostname 'bücher.de': must be ASCII "
             "(write the IDNA form 'xn--bcher-kva.de')",
         ),
+        (  # IDNA 2008 as clients send it, not Python's IDNA 2003 'strasse.de' (another name)
+            "  hostnames: ['*.straße.de']\n",
+            "t.yaml:5: HTTPRoute/ns/r: spec.hostnames[0]: invalid hostname '*.straße.de': must be ASCII "
+            "(write the IDNA form '*.xn--strae-oqa.de')",
+        ),
         (
             "  rules:\n  - matches:\n    - path: {type: RegularExpression, value: '^/v1/(chat'}\n",
             "t.yaml:7: HTTPRoute/ns/r: spec.rules[0].matches[0].path.value: invalid regular expression '^/v1/(chat': "

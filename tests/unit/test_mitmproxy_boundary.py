@@ -29,6 +29,8 @@ from mitmproxy.proxy.layers import modes
 from mitmproxy.proxy.layers.http import _upstream_proxy
 from mitmproxy.proxy.layers.http._http2 import Http2Server
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
+from mitmproxy.net.http import http1
+from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
@@ -607,7 +609,7 @@ def test_more_header_lines_than_allowed_get_431(limited: object) -> None:
 def test_a_malformed_request_line_gets_our_answer_without_an_echo(limited: object, line: bytes) -> None:
     reader = _reader()
     emitted = _feed(reader, line + b" HTTP/1.1\r\nHost: a.test\r\n\r\n")
-    assert _refused == [(400, "bad-request")]
+    assert _refused == [(400, "malformed-request")]
     sent = b"".join(c.data for c in emitted if isinstance(c, commands.SendData))
     assert sent.startswith(b"HTTP/1.1 400") and b"hunter2" not in sent
     assert not any(isinstance(c, commands.Log) for c in emitted)
@@ -714,3 +716,35 @@ def test_http2_servers_are_on_the_idle_clock_only_while_no_stream_is_open(limite
     assert len(listed) == 1 and listed[0][2] is None  # idle since it was made
     h2_server._egress_idle_since = None  # what a stream opening does
     assert not [w for w in boundary.waiting_heads() if w[0] is h2_server.conn]
+# --- hostile input: request header lines checked before mitmproxy parses them ---------------------------------
+
+_HEAD = [b"POST http://a.example/ HTTP/1.1", b"Host: a.example"]
+
+
+def test_http1_server_looks_the_request_reader_up_on_the_module() -> None:
+    """The patch replaces `http1.read_request_head`; it only takes effect while the server calls it that way."""
+    assert "http1.read_request_head(" in inspect.getsource(_http1.Http1Server.read_headers)
+    assert _params(boundary.original_function(http1, "read_request_head")) == ["lines"]
+
+
+def test_unpatched_reader_strips_a_vertical_tab_and_joins_folded_lines() -> None:
+    """The bet that makes the patch necessary: mitmproxy reads `chunked\\x0b` as `chunked`, and keeps obs-fold."""
+    read = boundary.original_function(http1, "read_request_head")
+    assert read([*_HEAD, b"Transfer-Encoding: chunked\x0b"]).headers["transfer-encoding"] == "chunked"
+    assert read([*_HEAD, b"X-A: a", b" folded"]).headers["x-a"] == "a\r\n folded"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"Transfer-Encoding: chunked\x0b", b" folded", b"\tfolded", b"X-A: a\x00b", b"X-A: a\rb", b"X-A: \x0cb", b"X-A: a\x7f"],
+)
+def test_patched_reader_refuses_folded_lines_and_control_characters(line: bytes) -> None:
+    lines = [*_HEAD, b"X-First: 1", line]
+    with pytest.raises(ValueError) as refused:
+        http1.read_request_head(lines)
+    assert "\x00" not in str(refused.value) and "chunked" not in str(refused.value)  # names, never values
+
+
+def test_patched_reader_passes_an_ordinary_head_with_tabs_in_values() -> None:
+    request = http1.read_request_head([*_HEAD, b"X-A: a\tb", b"Content-Length: 0"])
+    assert (request.host, request.headers["x-a"]) == ("a.example", "a\tb")

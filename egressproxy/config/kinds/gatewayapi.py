@@ -34,6 +34,7 @@ from egressproxy.config.kinds.common import (
     SECRET_REF,
     unique_names,
 )
+from egressproxy.hostnames import InvalidHostname, canonical_host
 from egressproxy.config.schema import F, Bool, Duration, Free, Int, List, Map, Obj, Str, Type, Walker
 
 __all__ = [
@@ -72,10 +73,14 @@ _IPV4ISH = re.compile(r"[0-9.]+|\[?[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\]?")
 
 
 def _idna_hint(value: str) -> str:
+    """The `xn--` spelling clients send for `value`: IDNA 2008 as the data plane canonicalises, never Python's
+    IDNA 2003 codec, which maps `straße` to `strasse`, another (possibly someone else's) name."""
+    wildcard = value.startswith("*.")
     try:
-        return f" (write the IDNA form {value.lower().encode('idna').decode('ascii')!r})"
-    except UnicodeError:
+        ascii_form = canonical_host(value[2:] if wildcard else value)
+    except InvalidHostname:
         return ""
+    return f" (write the IDNA form {('*.' if wildcard else '') + ascii_form!r})"
 
 
 def hostname_error(value: str, allow_wildcard: bool = True) -> str | None:
