@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    from egressproxy.admin_access import AdminAccess
     from egressproxy.runtime.admin import SidePortUnavailable, start_side_servers
     from egressproxy.engine.mitmproxy_boundary import UnsafeOptions
     from egressproxy.runtime.master import build_master
@@ -92,7 +93,10 @@ async def serve(args: argparse.Namespace) -> int:
             supervisor = Supervisor(sys.argv[1:], args.workers)
             reloader.on_swap.append(_pass_reload_on(supervisor))
         try:
-            side = start_side_servers(state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr)
+            side = start_side_servers(
+                state, reloader.reload, args.admin_addr, args.ready_addr, args.metrics_addr,
+                AdminAccess(tuple(args.admin_allow_cidr)),
+            )
         except SidePortUnavailable as e:
             log.error("%s", e)
             return 1
