@@ -413,3 +413,62 @@ def test_the_search_finds_every_spelling() -> None:
     assert leaks("basic", b"Proxy-Authorization: Basic " + basic(PROXY_USER, PROXY_PASSWORD))
     assert not leaks("clean", b"nothing to see, <redacted>")
 
+
+
+MITMWEB_ROUTE = f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: api}}
+spec:
+  parentRefs: [{{name: eg, sectionName: https}}]
+  hostnames: [{HOST}]
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: CredentialInjectionPolicy
+metadata: {{name: from-config}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}}]
+  secretRef: {{name: api-key}}
+  target: Header
+  headerName: Authorization
+  valuePrefix: "Bearer "
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: api-key}}
+stringData: {{token: {json.dumps(CONFIG_KEY)}}}
+"""
+
+
+def test_mitmweb_shows_the_request_as_sent_upstream_behind_its_token(
+    tmp_path: Path, gateway_ca: tuple[Path, str], trust_secret: str, tls_origin: Callable[..., object]
+) -> None:
+    """mitmweb is the operator's inspection tool: its flow API shows the request as it went upstream, the
+    injected credential included (docs/reliability.md, Secret hygiene), and only to a holder of web_password.
+    The client's own credential, which the injection replaced, is not there."""
+    from tests.e2e.test_interception import GATEWAY
+    from tests.e2e.test_mitmweb import Mitmweb
+
+    origin = tls_origin(HOST)
+    config = tmp_path / "config"
+    config.mkdir()
+    for i, doc in enumerate((GATEWAY, MITMWEB_ROUTE, gateway_ca[1], trust_secret)):
+        (config / f"{i:02d}.yaml").write_text(textwrap.dedent(doc))
+    web = Mitmweb(config, tmp_path / "run")
+    web.port, web.web_port = wildcard_port(), wildcard_port()
+    web.start()
+    try:
+        web.wait_ready()
+        verify = ssl.create_default_context(cafile=str(gateway_ca[0]))
+        with httpx.Client(proxy=web.proxy_url, verify=verify, timeout=10) as client:
+            r = client.get(f"https://{HOST}:{origin.port}/v1/x", headers={"authorization": f"Bearer {CLIENT_BEARER}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["headers"]["authorization"] == f"Bearer {CONFIG_KEY}"  # really injected
+        assert web.api("GET", "/flows", token=None).status_code == 403
+        wait_until(lambda: any(f.get("response") and f["request"]["path"] == "/v1/x" for f in web.flows()),
+                   "the flow in mitmweb")
+        flows = json.dumps(web.flows()).encode()
+        assert needles(CONFIG_KEY)["raw"] in flows
+        assert not any(n in flows for n in needles(CLIENT_BEARER).values())
+    finally:
+        web.stop()
