@@ -187,3 +187,35 @@ def test_a_problem_is_one_line_whatever_the_config_quotes() -> None:
     code, out = run_validate('apiVersion: clrk.apoxy.dev/v1alpha1\nkind: EgressGateway\nmetadata:\n  name: eg\n'
                              '  "\\x1e\\e[2J": x\nspec: {listeners: [{name: http, protocol: HTTP}]}\n')
     assert code == 1 and len(out.splitlines()) == 1 and "\\x1e\\x1b[2J" in out, out
+
+
+DEEP = "(" * 3000 + "a" + ")" * 3000
+
+
+def test_a_regular_expression_nested_too_deeply_is_a_problem() -> None:
+    """Found while fuzzing the guard compiler: re and regex recurse per group, and a few thousand groups raised
+    RecursionError out of `validate`, for an HTTPRoute path and a prompt-guard pattern alike."""
+    text = f"""apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {{name: eg}}
+spec: {{listeners: [{{name: http, protocol: HTTP}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r}}
+spec:
+  parentRefs: [{{name: eg}}]
+  rules:
+  - matches: [{{path: {{type: RegularExpression, value: '{DEEP}'}}}}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: p}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]
+  ai: {{promptGuard: {{request: {{regex: {{matches: [{{pattern: '{DEEP}'}}]}}}}}}}}
+"""
+    code, out = run_validate(text)
+    assert code == 1, out
+    lines = out.splitlines()
+    assert len(lines) == 2 and all("nested too deeply" in line for line in lines), out

@@ -6,9 +6,10 @@ compiled program or a clean problem, never another exception; a compiled CEL pro
 from __future__ import annotations
 
 import regex
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from egressproxy.config.kinds.gatewayapi import regex_error
 from egressproxy.cel_programs import CelError, RequestVariables, compile_program
 from egressproxy.pii_detectors import custom
 from egressproxy.prompt_guard import RegexGuard
@@ -57,13 +58,23 @@ TEXTS = st.text(alphabet=st.sampled_from("ab1 4-@é\n"), max_size=60)
 
 @FUZZ
 @given(PATTERNS, st.one_of(st.none(), st.text(max_size=12)), TEXTS)
-def test_any_guard_pattern_compiles_or_is_a_regex_error_and_then_judges_any_text(
+@example("(" * 3000 + "a" + ")" * 3000, None, "a")  # found while fuzzing: RecursionError, not regex.error
+@example("(?:" * 3000 + "a" + ")" * 3000, "deep", "a")
+# Found while fuzzing custom() alone: `regex` compiles a recursive pattern that then raises MemoryError on any
+# text. The configuration cannot carry one: the schema checks every pattern with `re`, which has no recursion.
+@example("(?R)", None, "")
+@example("a(?0)?b", None, "aab")
+def test_any_guard_pattern_compiles_or_is_a_problem_and_then_judges_any_text(
     pattern: str, name: str | None, text: str
 ) -> None:
+    """The compiler's path: the schema's check (`re`, egressproxy/config/kinds/kgateway.py REGEX), then
+    `custom()` (`regex`, whose refusal the compiler reports, egressproxy/compiler/ai_policy_forms.py)."""
+    if regex_error(pattern) is not None:
+        return  # a validation problem naming the field
     try:
         detector = custom(pattern, name)
     except regex.error:
-        return  # the compiler turns it into a problem naming the field (tests/unit/test_prompt_guard.py)
+        return  # a validation problem naming the field
     for action in ("MASK", "REJECT"):
         guard = RegexGuard(action, (detector,), "TrafficPolicy/ns/p")
         masked = guard.mask(text)
