@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from egressproxy import __version__
+from egressproxy.admin_access import parse_cidr
 
 __all__ = ["main", "build_parser"]
 
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--admin-addr", type=parse_addr, default=("127.0.0.1", 19000), metavar="HOST:PORT",
         help="admin: GET /config_dump, GET /stats, POST /reload (default: 127.0.0.1:19000)",
+    )
+    run.add_argument(
+        "--admin-allow-cidr", type=parse_cidr, action="append", default=[], metavar="CIDR",
+        help="let admin clients from CIDR in besides loopback (127.0.0.0/8, ::1), which alone may use the admin "
+        "port otherwise, whatever --admin-addr binds; repeatable (default: loopback only)",
     )
     run.add_argument(
         "--ready-addr", type=parse_addr, default=("127.0.0.1", 8082), metavar="HOST:PORT",

@@ -78,6 +78,11 @@ def canonical_host(host: str) -> str:
         return v4
     if not h.isascii():
         h = _idna_ascii(h, host)
+        # IDNA maps fullwidth digits and dots to ASCII ("１２７.１" is "127.1"): the result is read as an IPv4
+        # spelling again, as a client's resolver would, so it cannot pass for a name (found by fuzzing).
+        v4 = _canonical_ipv4(h)
+        if v4 is not None:
+            return v4
     labels = h.split(".")
     for label in labels:
         if not _LABEL.match(label):

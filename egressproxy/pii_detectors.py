@@ -135,4 +135,8 @@ def builtin(name: str) -> Detector:
 def custom(pattern: str, name: str | None) -> Detector:
     """A custom `matches[]` entry. Raises regex.error when `regex` refuses a pattern `re` accepted."""
     mask = "<" + regex.sub(r"[^A-Z0-9_]+", "_", name.upper()).strip("_") + ">" if name else "<MASKED>"
-    return Detector(name or pattern, regex.compile(pattern), mask if mask != "<>" else "<MASKED>")
+    try:
+        compiled = regex.compile(pattern)
+    except RecursionError:  # the parser recurses per group (found by fuzzing): a refusal like any other
+        raise regex.error("nested too deeply") from None
+    return Detector(name or pattern, compiled, mask if mask != "<>" else "<MASKED>")

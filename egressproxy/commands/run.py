@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    from egressproxy.admin_access import AdminAccess
     from egressproxy.runtime.admin import SidePortUnavailable, start_side_servers
     from egressproxy.engine.mitmproxy_boundary import UnsafeOptions
     from egressproxy.runtime.master import build_master
@@ -101,7 +102,10 @@ async def serve(args: argparse.Namespace) -> int:
             reloader.on_swap.append(_pass_reload_on(supervisor))
         reload = reloader.reload if supervisor is None else _reload_everywhere(reloader, supervisor, args.data_dir)
         try:
-            side = start_side_servers(state, reload, args.admin_addr, args.ready_addr, args.metrics_addr)
+            side = start_side_servers(
+                state, reload, args.admin_addr, args.ready_addr, args.metrics_addr,
+                AdminAccess(tuple(args.admin_allow_cidr)),
+            )
         except SidePortUnavailable as e:
             log.error("%s", e)
             return 1

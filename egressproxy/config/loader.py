@@ -83,6 +83,11 @@ def config_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
     return files, problems
 
 
+# Far deeper than any Kubernetes object (a Gateway API route is under 10 levels) and far from the ~1000 frames
+# Python allows the loader and compiler, which recurse per level.
+MAX_DEPTH = 64
+
+
 def load_paths(paths: Iterable[str | os.PathLike[str]]) -> LoadResult:
     files, problems = config_files(paths)
     result = LoadResult(problems=problems, files=files)
@@ -110,20 +115,54 @@ def load_text(text: str, file: str = "<string>") -> LoadResult:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 0
         col = mark.column + 1 if mark is not None else 0
-        what = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
+        what = " ".join(" ".join(str(x).split()) for x in (e.context, e.problem) if x) or "invalid YAML"
         result.problems.append(Problem(file, line, "-", "-", f"invalid YAML at column {col}: {what}"))
         return result
     except YAMLError as e:
-        result.problems.append(Problem(file, 0, "-", "-", f"invalid YAML: {e}"))
+        # One line per problem: the library's text goes on with `in "<unicode string>", position 0` on the next
+        # (found by fuzzing: a control character in the file)
+        result.problems.append(Problem(file, 0, "-", "-", "invalid YAML: " + " ".join(str(e).split())))
+        return result
+    except RecursionError:  # the YAML library's parser recurses once per level (found by fuzzing: "[" * 2000)
+        result.problems.append(Problem(file, 0, "-", "-", f"invalid YAML: nested deeper than {MAX_DEPTH} levels"))
         return result
     for doc in docs:
         if doc is None:
             continue  # an empty document between two `---`
+        if _deeper_than(doc, MAX_DEPTH):
+            kind, ns, name = _identity(doc) if isinstance(doc, Mapping) else ("-", "", "-")
+            obj = f"{kind}/{ns}/{name}" if ns else kind
+            line = _document_line(doc)
+            result.problems.append(Problem(file, line, obj, "-", f"nested deeper than {MAX_DEPTH} levels"))
+            continue
         resource, problems = _load_document(doc, file)
         result.problems.extend(problems)
         if resource is not None:
             result.resources.append(resource)
     return result
+
+
+def _document_line(doc: Any) -> int:
+    """The line a document starts on; a tagged scalar (`!0`) has a position whose line is None (found by
+    fuzzing), a plain scalar none at all."""
+    line = getattr(getattr(doc, "lc", None), "line", None)
+    return line + 1 if isinstance(line, int) else Walker.item_line([], 0, 1)
+
+
+def _deeper_than(doc: Any, limit: int) -> bool:
+    """Whether `doc` nests more than `limit` mappings and lists, walked without recursion: every later step
+    (schema walk, copies, compile) recurses per level, so a document deep enough to exhaust Python's stack is
+    a problem here rather than a RecursionError there (found by fuzzing)."""
+    stack = [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return False
 
 
 def _identity(doc: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -140,11 +179,7 @@ def _identity(doc: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def _load_document(doc: Any, file: str) -> tuple[Resource | None, list[Problem]]:
-    line = Walker.item_line([], 0, 1)
-    try:
-        line = int(doc.lc.line) + 1
-    except AttributeError:
-        pass
+    line = _document_line(doc)
     if not isinstance(doc, Mapping):
         return None, [Problem(file, line, "-", "-", "a document must be a Kubernetes object (a mapping)")]
     kind, ns, name = _identity(doc)
@@ -159,7 +194,8 @@ def _load_document(doc: Any, file: str) -> tuple[Resource | None, list[Problem]]
     schema = _find_kind(api_version, doc.get("kind"), w, doc, line)
 
     meta = _METADATA.check(doc.get("metadata"), "metadata", w.value_line(doc, "metadata", line), w)
-    if "metadata" not in doc or not isinstance(doc.get("metadata"), Mapping) or "name" not in doc["metadata"]:
+    # `name: null` counts as missing (found by fuzzing: it passed here and failed below with a KeyError)
+    if not isinstance(doc.get("metadata"), Mapping) or doc["metadata"].get("name") is None:
         w.error("metadata.name", w.key_line(doc, "metadata", line), "required field is missing")
 
     spec: dict[str, Any] = {}
@@ -171,7 +207,7 @@ def _load_document(doc: Any, file: str) -> tuple[Resource | None, list[Problem]]
         spec = schema.check_body(doc, line, w)
 
     problems = [Problem(file, ln, obj, path, msg) for path, ln, msg in w.issues]
-    if problems or schema is None or not isinstance(meta, dict):
+    if problems or schema is None or not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         return None, problems
     return (
         Resource(

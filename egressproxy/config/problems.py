@@ -28,4 +28,12 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.obj}: {self.path}: {self.message}"
+        return _printable(f"{self.file}:{self.line}: {self.obj}: {self.path}: {self.message}")
+
+
+def _printable(text: str) -> str:
+    """One line, whatever the configuration held: a key or value quoted in a problem can carry a line break, a
+    record separator or a terminal escape (found by fuzzing); those are written as escapes (`\\x1e`)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)

@@ -8,6 +8,7 @@ lets a restart serve the same certificate without minting. The in-memory cache i
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -57,8 +58,11 @@ class CertMint:
         if self.dir is None or not self.dir.is_dir():
             return 0
         loaded = 0
+        with contextlib.suppress(OSError):  # a cache written before it was kept private is tightened on start
+            _private_dir(self.dir)
         for path in sorted(self.dir.glob("*.pem"))[: self.cap]:
             try:
+                os.chmod(path, 0o600)
                 cert = x509.load_pem_x509_certificate(path.read_bytes())
             except (OSError, ValueError):
                 continue
@@ -95,9 +99,27 @@ class CertMint:
         if "/" in host or host.startswith("."):
             return
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.dir)
             tmp = self.dir / f".{host}.pem.tmp"
-            tmp.write_bytes(pem)
+            _write_private(tmp, pem)
             os.replace(tmp, self.dir / f"{host}.pem")
         except OSError as e:
             log.warning("could not persist minted certificate for %s: %s", host, e)
+
+
+def _private_dir(path: Path) -> None:
+    """The cache folder and its `certs/` parent, 0700 whatever the umask: which hosts a workload reached is
+    nobody else's business on a shared machine (issue 14, item 7)."""
+    for d in (path.parent, path):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Created 0600 from the start (never chmod-ed after being written), as the CA key in egressproxy/ca.py."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)

@@ -16,6 +16,7 @@ import tornado.log
 import tornado.netutil
 import tornado.web
 
+from egressproxy.admin_access import AdminAccess
 from egressproxy.runtime.state import GatewayState
 
 __all__ = ["SidePortUnavailable", "start_side_servers"]
@@ -26,9 +27,16 @@ ReloadFn = Callable[[], Awaitable[Any]]
 
 
 class _Base(tornado.web.RequestHandler):
-    def initialize(self, state: GatewayState, reload: ReloadFn | None = None) -> None:
+    def initialize(self, state: GatewayState, reload: ReloadFn | None = None, access: AdminAccess | None = None) -> None:
         self.state = state
         self.reload = reload
+        self.access = access
+
+    def prepare(self) -> None:
+        """Refuse admin requests from outside loopback and --admin-allow-cidr (egressproxy/admin_access.py)."""
+        if self.access is not None and not self.access.allows(self.request.remote_ip):
+            log.warning("admin request from %s refused: not loopback nor in --admin-allow-cidr", self.request.remote_ip)
+            self.write_json({"error": "forbidden: the admin port serves loopback and --admin-allow-cidr only"}, 403)
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -140,11 +148,22 @@ def start_side_servers(
     admin: tuple[str, int],
     ready: tuple[str, int],
     metrics: tuple[str, int],
+    admin_access: AdminAccess | None = None,
 ) -> list[tornado.httpserver.HTTPServer]:
-    """Bind and serve the three side ports; SidePortUnavailable names the one that cannot be bound."""
+    """Bind and serve the three side ports; SidePortUnavailable names the one that cannot be bound.
+
+    Only the admin port checks the client's address (`admin_access`, loopback only by default): readiness and
+    metrics are read by kubelet and Prometheus from other addresses and expose no configuration.
+    """
     kw = {"state": state, "reload": reload}
+    admin_kw = {**kw, "access": admin_access or AdminAccess()}
     admin_app = tornado.web.Application(
-        [("/config_dump", ConfigDump, kw), ("/stats", Stats, kw), ("/reload", Reload, kw), ("/ready", Ready, kw)],
+        [
+            ("/config_dump", ConfigDump, admin_kw),
+            ("/stats", Stats, admin_kw),
+            ("/reload", Reload, admin_kw),
+            ("/ready", Ready, admin_kw),
+        ],
         log_function=_log_request,
     )
     ready_app = tornado.web.Application([("/ready", Ready, kw)], log_function=_log_request)

@@ -114,6 +114,8 @@ def regex_error(value: str) -> str | None:
         re.compile(value)
     except re.error as e:
         return f"invalid regular expression {value!r}: {e}"
+    except RecursionError:  # re's parser recurses per group (found by fuzzing: "(" * 3000 ...)
+        return f"invalid regular expression {value[:40]!r}...: nested too deeply"
     return None
 
 
