@@ -10,6 +10,7 @@ gateway's credentials). The call is async (grpc.aio): only this request waits fo
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
@@ -17,10 +18,12 @@ from egressproxy.engine.answers import answer_denied, flow_record
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.policy_reports import note_reports
 from egressproxy.ext_auth import ExtAuthAnswer, ExtAuthFate, fate_of
-from egressproxy.ext_auth_client import ExtAuthClient
-from egressproxy.ext_auth_protocol import CheckInput, build_check_request
 from egressproxy.flowrecord import Check, FlowRecord
 from egressproxy.runtime.state import GatewayState
+
+if TYPE_CHECKING:
+    from egressproxy.ext_auth_client import ExtAuthClient
+    from egressproxy.ext_auth_protocol import CheckInput
 
 __all__ = ["ExtAuth"]
 
@@ -30,7 +33,20 @@ log = logging.getLogger("egressproxy")
 class ExtAuth:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self.client = ExtAuthClient(state.dialer)
+        # Envoy's generated API and grpc cost ~0.4 s to import: only a gateway with an ExtAuth policy pays it.
+        self._client: ExtAuthClient | None = None
+
+    @property
+    def client(self) -> ExtAuthClient:
+        if self._client is None:
+            from egressproxy.ext_auth_client import ExtAuthClient
+
+            self._client = ExtAuthClient(self.state.dialer)
+        return self._client
+
+    @client.setter
+    def client(self, client: ExtAuthClient) -> None:
+        self._client = client
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -44,6 +60,8 @@ class ExtAuth:
         if policy is None or policy.service is None:
             return
         service = policy.service
+        from egressproxy.ext_auth_protocol import build_check_request
+
         check = build_check_request(_check_input(flow, frec), policy.context_extensions, service.headers_to_forward)
         answer = await self.client.check(snapshot, service, check)
         if answer.failure is not None:
@@ -72,7 +90,8 @@ class ExtAuth:
             flow.response = response
 
     async def done(self) -> None:
-        await self.client.close()
+        if self._client is not None:
+            await self._client.close()
 
 
 def _apply_edits(headers: http.Headers, answer: ExtAuthAnswer) -> None:
@@ -91,6 +110,8 @@ def _apply_edits(headers: http.Headers, answer: ExtAuthAnswer) -> None:
 
 
 def _check_input(flow: http.HTTPFlow, frec: FlowRecord) -> CheckInput:
+    from egressproxy.ext_auth_protocol import CheckInput
+
     request = flow.request
     peer = flow.client_conn.peername
     length = request.headers.get("content-length", "")

@@ -15,9 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 from egressproxy.credentials import AwsSigV4, AzureDeployment, AZURE_DEFAULT_API_VERSION, Credential
 
@@ -135,6 +132,11 @@ def _sign_sigv4(request: OutgoingRequest, sigv4: AwsSigV4) -> None:
         if key in _UNSIGNED:
             continue
         headers[key] = f"{headers[key]},{value}" if key in headers else value
+    # botocore costs ~0.1 s to import: only a gateway that signs for AWS pays it, on its first signature.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     aws = AWSRequest(method=request.method, url=f"{request.scheme}://{request.authority}{request.path}", data=request.body, headers=headers)
     creds = Credentials(sigv4.access_key_id, sigv4.secret_access_key, sigv4.session_token)
     SigV4Auth(creds, sigv4.service or service, sigv4.region or region).add_auth(aws)

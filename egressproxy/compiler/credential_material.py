@@ -202,6 +202,8 @@ def _aws_keys(secret: SecretData, ref: ObjectRef, region: str | None, service: s
     access, secret_key, session = values
     if not access or not secret_key:
         raise _Unusable(f"{ref} needs keys access_key_id and secret_access_key (or accessKey and secretKey)")
+    import botocore.auth  # noqa: F401  (loaded here, at compile time, so the first signature does not import it)
+
     return AwsSigV4(access, secret_key, session or None, region, service)
 
 
