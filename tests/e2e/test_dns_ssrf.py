@@ -325,19 +325,25 @@ def test_ttl_clamps_are_observed_as_requeries(gateway, trust_secret, dns_server,
         gateway_doc(allow=["127.0.0.0/8"]), dns_policy(dns_server, extra="  minTTL: 2s\n  maxTTL: 3s\n"), trust_secret
     )
     url = lambda name: f"http://{name}:{origin.port}/ttl"  # noqa: E731
-    start = time.monotonic()
+    # Each name's cache entry is made during its first request: its clock is read right after that answer, so a
+    # slow machine only delays the test, never moves an expiry past the moment the test checks it.
+    cached_at = {}
     for name in ("long.test", "short.test"):
         assert get(gw, url(name)).status_code == 200
+        cached_at[name] = time.monotonic()
         assert get(gw, url(name)).status_code == 200
     assert (dns_server.count("long.test", "A"), dns_server.count("short.test", "A")) == (1, 1)
-    assert time.monotonic() - start < 1.9, "the cached phase took too long for this test to mean anything"
-    time.sleep(max(0.0, start + 2.3 - time.monotonic()))
+    assert time.monotonic() - cached_at["long.test"] < 1.9, "the cached phase took too long for this test to mean anything"
+    time.sleep(max(0.0, cached_at["short.test"] + 2.2 - time.monotonic()))
     get(gw, url("short.test"))
     get(gw, url("long.test"))
-    assert (dns_server.count("long.test", "A"), dns_server.count("short.test", "A")) == (1, 2)  # minTTL passed
-    time.sleep(max(0.0, start + 3.4 - time.monotonic()))
+    if time.monotonic() - cached_at["long.test"] < 2.9:  # long.test's entry (maxTTL 3s) must still have been fresh
+        assert (dns_server.count("long.test", "A"), dns_server.count("short.test", "A")) == (1, 2)  # minTTL passed
+    else:
+        assert dns_server.count("short.test", "A") == 2  # minTTL passed (too slow here to check long.test's hit)
+    time.sleep(max(0.0, cached_at["long.test"] + 3.2 - time.monotonic()))
     get(gw, url("long.test"))
-    assert dns_server.count("long.test", "A") == 2  # maxTTL passed, long before the record's 300 s
+    assert dns_server.count("long.test", "A") >= 2  # maxTTL passed, long before the record's 300 s
     assert metric(gw, "egress_dns_cache_hits_total") >= 3
 
 
