@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 async def serve(args: argparse.Namespace) -> int:
     from egressproxy.admin_access import AdminAccess
     from egressproxy.runtime.admin import SidePortUnavailable, start_side_servers
+    from egressproxy.runtime.drain import Drain
     from egressproxy.engine.mitmproxy_boundary import UnsafeOptions
     from egressproxy.runtime.master import build_master
 
@@ -115,8 +116,10 @@ async def serve(args: argparse.Namespace) -> int:
         reloader.on_swap.append(_report_applied(args.data_dir, worker, reloader))
     reloader.start()
     loop = asyncio.get_running_loop()
+    # In-flight requests finish before mitmproxy is told to exit; /ready answers 503 meanwhile.
+    drain = Drain(master, args.drain_seconds, on_stop=lambda: setattr(state, "stopping", True))
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, master.shutdown)
+        loop.add_signal_handler(sig, drain.request)
     log.info(
         "serving gateway %s (generation %d) from %s",
         f"{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}",

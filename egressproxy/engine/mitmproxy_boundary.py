@@ -61,6 +61,10 @@ Private names and internals other modules use from here:
 - `close_upstream`: cancels the task of a flow's upstream connection through `Proxyserver.connections` and
   `ConnectionHandler.transports` (how timeouts end a wait mitmproxy offers no hook for).
 
+Graceful stop (`egressproxy/runtime/drain.py`, its own block at the end): `stop_listening` closes the listening
+sockets through `Proxyserver.servers.update([])`, `open_clients` lists `Proxyserver.connections` (a connection
+leaves it once mitmproxy's cleanup for it has run).
+
 `refuse_unsafe_options` is the start-up check of options that must stay off (mitmproxy 12.3's `emudhra` and
 `emudhra_old` sign with a publicly known key).
 """
@@ -129,10 +133,12 @@ __all__ = [
     "default_ciphers",
     "install",
     "install_client_limits",
+    "open_clients",
     "original",
     "original_function",
     "refuse_unsafe_options",
     "relabel_address",
+    "stop_listening",
     "undecided_clients",
     "waiting_heads",
 ]
@@ -707,3 +713,22 @@ def close_client(client: connection.Client, reason: str) -> bool:
         return False
     io.handler.cancel(reason)
     return True
+
+
+# --- graceful stop: listeners closed, open client connections listed (egressproxy/runtime/drain.py) -------------
+
+
+async def stop_listening() -> None:
+    """Close every listening socket of the running master's modes (open connections are not touched)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    if proxyserver is not None:
+        await proxyserver.servers.update([])
+
+
+def open_clients() -> list[connection.Client]:
+    """The client of every connection the running master still handles (until its cleanup has finished)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    if proxyserver is None:
+        return []
+    return [handler.client for handler in list(proxyserver.connections.values())]
+

@@ -748,3 +748,44 @@ def test_patched_reader_refuses_folded_lines_and_control_characters(line: bytes)
 def test_patched_reader_passes_an_ordinary_head_with_tabs_in_values() -> None:
     request = http1.read_request_head([*_HEAD, b"X-A: a\tb", b"Content-Length: 0"])
     assert (request.host, request.headers["x-a"]) == ("a.example", "a\tb")
+
+
+# --- graceful stop: listeners closed, open client connections listed --------------------------------------------
+
+
+def test_open_clients_lists_the_client_of_every_connection_handler() -> None:
+    client = tflow.tclient_conn()
+
+    class Handler:
+        pass
+
+    handler = Handler()
+    handler.client = client  # type: ignore[attr-defined]
+    ps = proxyserver.Proxyserver()
+    with taddons.context(ps):
+        assert boundary.open_clients() == []
+        ps.connections[client.id] = handler  # type: ignore[assignment]
+        assert boundary.open_clients() == [client]
+
+
+def test_stop_listening_closes_the_proxy_port_and_keeps_the_connections() -> None:
+    """`Proxyserver.servers.update([])` stops every mode server: the port refuses, accepted sockets stay."""
+    ps = proxyserver.Proxyserver()
+
+    async def run() -> tuple[bool, bool]:
+        with taddons.context(ps) as tctx:
+            tctx.options.mode = ["regular@127.0.0.1:0"]
+            await ps.setup_servers()
+            port = ps.listen_addrs()[0][1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await boundary.stop_listening()
+            try:
+                await asyncio.open_connection("127.0.0.1", port)
+                refused = False
+            except ConnectionRefusedError:
+                refused = True
+            still_open = not reader.at_eof() and not writer.is_closing()
+            writer.close()
+            return refused, still_open
+
+    assert asyncio.run(run()) == (True, True)
