@@ -65,6 +65,9 @@ Graceful stop (`egressproxy/runtime/drain.py`, its own block at the end): `stop_
 sockets through `Proxyserver.servers.update([])`, `open_clients` lists `Proxyserver.connections` (a connection
 leaves it once mitmproxy's cleanup for it has run).
 
+Clients that gave up (`addons/abandoned_clients.py`, its own block at the end): `gave_up_waiting` reads the TCP
+state of a just-accepted client's socket through `Proxyserver.connections` and `ConnectionHandler.transports`.
+
 `refuse_unsafe_options` is the start-up check of options that must stay off (mitmproxy 12.3's `emudhra` and
 `emudhra_old` sign with a publicly known key).
 """
@@ -73,6 +76,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterator
@@ -131,6 +136,7 @@ __all__ = [
     "close_upstream",
     "create_ssl_context",
     "default_ciphers",
+    "gave_up_waiting",
     "install",
     "install_client_limits",
     "open_clients",
@@ -732,3 +738,31 @@ def open_clients() -> list[connection.Client]:
         return []
     return [handler.client for handler in list(proxyserver.connections.values())]
 
+
+# --- clients that gave up before they were accepted (addons/abandoned_clients.py) --------------------------------
+
+_TCP_CLOSE_WAIT = 8  # linux/tcp_states.h: the peer sent FIN, we have not closed
+
+
+def gave_up_waiting(client: connection.Client) -> bool:
+    """True when `client` closed its side of the TCP connection before the gateway first looked at it, having
+    sent nothing or only a CONNECT (a tunnel whose client cannot send any more is of no use to it).
+
+    Go's HTTP transport dials a spare connection when no idle one is ready and closes it as soon as an idle one
+    frees up first; under load the kernel's accept queue fills with such connections. Read from the socket's
+    TCP_INFO state (Linux) and a peek at its first bytes; False whenever that cannot be read.
+    """
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(client.id) if proxyserver is not None else None
+    io = getattr(handler, "transports", {}).get(client) if handler is not None else None
+    sock = io.writer.get_extra_info("socket") if io is not None and io.writer is not None else None
+    if sock is None or client.transport_protocol != "tcp":
+        return False
+    try:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_CLOSE_WAIT:
+            return False
+        with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+            head = peek.recv(8, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (OSError, AttributeError, IndexError):
+        return False
+    return head == b"" or head.startswith(b"CONNECT ")
