@@ -116,6 +116,37 @@ def passive_opens() -> int:
     return int(rows[1][rows[0].index("PassiveOpens")])
 
 
+class HandshakeCount:
+    """Handshakes answered (SYN-ACKs sent) by the given local ports, from a `tcpdump` on loopback: unlike
+    PassiveOpens it counts only this run's proxy and origin, whatever else the machine does. None of it when
+    tcpdump is missing or may not capture (then `count` returns None and the PassiveOpens delta is used)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        tcpdump = shutil.which("tcpdump")
+        if tcpdump is None or not ports:
+            return
+        sources = " or ".join(f"src port {p}" for p in ports)
+        bpf = f"tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack) and ({sources})"
+        self.proc = subprocess.Popen([tcpdump, "-i", "lo", "-nn", "-l", "-q", "-tt", bpf],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def count(self, since: float, until: float) -> int | None:
+        """Handshakes between the two wall-clock times (the capture is stopped)."""
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        if self.proc.returncode not in (0, -signal.SIGTERM):
+            return None
+        stamps = [float(line.split(None, 1)[0]) for line in out.decode(errors="replace").splitlines() if line[:1].isdigit()]
+        return sum(1 for t in stamps if since <= t <= until)
+
+
 def machine_busy_ticks() -> int:
     """Busy ticks of all CPUs together (for `other`: load on the machine that is none of ours)."""
     with open("/proc/stat") as f:
@@ -368,7 +399,8 @@ class RunResult:
     client_cpu: float = 0.0
     origin_cpu: float = 0.0
     other_cpu: float = 0.0  # the rest of the machine's busy time (other processes), percent of one core
-    accepted: int = 0  # TCP connections the machine accepted in the window (both legs; see passive_opens)
+    accepted: int = 0  # TCP connections accepted in the window, both legs (HandshakeCount, else passive_opens)
+    accepted_source: str = ""
     error_samples: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -445,8 +477,11 @@ def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin
             warmup: float, duration: float, connections: int) -> RunResult:
     start_at = time.time() + 0.6  # time for the client interpreters to start
     cmds = client_cmds(args, scenario, proxy, origin, start_at, warmup, duration, connections)
+    ports = [origin.http_port, origin.https_port, origin.passthrough_port] + ([proxy.port] if proxy is not None else [])
+    handshakes = HandshakeCount(ports) if args.handshakes else HandshakeCount([])
     hey = cmds[0][0] == args.hey
-    if hey:  # hey has no warm-up and no start time: it is measured over its whole run, starting now
+    if hey:  # hey has no warm-up and no start time: it is measured over its whole run, from when it starts
+        time.sleep(0.3 if handshakes.proc is not None else 0.0)  # tcpdump is capturing by then
         start_at, warmup = time.time(), 0.0
     clients = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in cmds]
     proxy_pids = descendants(proxy.managed.proc.pid) if proxy is not None else []
@@ -457,10 +492,10 @@ def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin
                 proc_cpu_ticks(origin.managed.proc.pid), machine_busy_ticks(), passive_opens())
 
     time.sleep(max(0.0, start_at + warmup - time.time()))
-    before = sample()
+    before, window_start = sample(), time.time()
     t0 = time.monotonic()
     time.sleep(max(0.0, start_at + warmup + duration - time.time()))
-    after = sample()
+    after, window_end = sample(), time.time()
     elapsed = time.monotonic() - t0
     outputs = []
     for c in clients:
@@ -480,7 +515,9 @@ def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin
         for k, v in o["error_samples"].items():
             result.error_samples[k] = result.error_samples.get(k, 0) + int(v)
     result.p50_ms, result.p99_ms = percentile(latencies, 0.50), percentile(latencies, 0.99)
-    result.accepted = after[4] - before[4]
+    counted = handshakes.count(window_start, window_end + (1.0 if hey else 0.0))
+    result.accepted = counted if counted is not None else after[4] - before[4]
+    result.accepted_source = "tcpdump" if counted is not None else "PassiveOpens"
     pct = [(a - b) / CLK_TCK / elapsed * 100 for a, b in zip(after[:4], before[:4])]
     result.proxy_cpu, result.client_cpu, result.origin_cpu = pct[0], pct[1], pct[2]
     result.other_cpu = max(0.0, pct[3] - pct[0] - pct[1] - pct[2])
@@ -612,6 +649,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--client", choices=("python", "hey"), default="python",
                    help="the keep-alive scenarios' client: loadtest/client.py (default) or hey (Go's transport, "
                         "which churns connections when a proxy is slow to answer CONNECT; `apt-get install hey`)")
+    p.add_argument("--no-handshakes", dest="handshakes", action="store_false",
+                   help="count accepted connections with the machine-wide PassiveOpens only, not with tcpdump "
+                        "on loopback for this run's ports (default: tcpdump when it is installed and may capture)")
     p.add_argument("--hey", default="hey", help="the hey binary (default: hey on PATH)")
     p.add_argument("--gateway-workers", type=int, default=1, metavar="N",
                    help="run the gateway with --workers N (default 1: one process, like mitmdump)")
