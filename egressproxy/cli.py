@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the capture store under this size, oldest records deleted first (default: 512Mi; K, M, G, Ki, Mi, Gi)",
     )
     run.add_argument(
+        "--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+        help="the event loop: asyncio's own, or uvloop (answers a burst of new connections one after another, "
+        "which makes pooling clients such as Go's lose keep-alive under load; docs/performance.md) (default: asyncio)",
+    )
+    run.add_argument(
         "--drain-seconds", type=_duration, default=5.0, metavar="DURATION",
         help="on SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this long; a second "
         "signal exits at once (default: 5s)",
