@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--captures-max-size", type=_size, default=512 * 1024 * 1024, metavar="BYTES",
         help="keep the capture store under this size, oldest records deleted first (default: 512Mi; K, M, G, Ki, Mi, Gi)",
     )
+    run.add_argument(
+        "--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+        help="the event loop: asyncio's own, or uvloop (answers a burst of new connections one after another, "
+        "which makes pooling clients such as Go's lose keep-alive under load; docs/performance.md) (default: asyncio)",
+    )
+    run.add_argument(
+        "--drain-seconds", type=_duration, default=5.0, metavar="DURATION",
+        help="on SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this long; a second "
+        "signal exits at once (default: 5s)",
+    )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="(default: info)")
     run.add_argument("--dry-run", action="store_true", help="load, compile and print what would be served, then exit (default: off)")
     run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0 for the others

@@ -7,6 +7,8 @@ Scenarios (each connection loops on its own; a failed request is counted, its co
 - `plain`: absolute-form `GET http://TARGET/` to the proxy, keep-alive.
 - `intercept`: `CONNECT TARGET` once, TLS to the proxy (verified against `--ca`), then keep-alive
   `GET /` inside the tunnel.
+- `passthrough`: `CONNECT TARGET` once, then TLS end to end with the origin through the tunnel (verified against
+  `--ca`, the origin's CA: the proxy relays bytes and never decrypts), then keep-alive `GET /`.
 - `connect-new`: a new TCP connection, CONNECT, full TLS handshake (no session resumption) and one request,
   per request.
 - `direct`: origin-form `GET /` straight to TARGET without a proxy (calibrates the client and origin).
@@ -29,7 +31,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-SCENARIOS = ("plain", "intercept", "connect-new", "direct")
+SCENARIOS = ("plain", "intercept", "passthrough", "connect-new", "direct")
+TLS_SCENARIOS = ("intercept", "passthrough", "connect-new")
 RECONNECT_PAUSE = 0.02
 CANCEL_GRACE = 2.0
 
@@ -127,7 +130,7 @@ class Worker:
             return await asyncio.open_connection(self.target_host, self.target_port)
         assert self.proxy is not None
         reader, writer = await asyncio.open_connection(*self.proxy)
-        if self.args.scenario in ("intercept", "connect-new"):
+        if self.args.scenario in TLS_SCENARIOS:
             writer.write(self.connect)
             status, _ = await read_connect(reader)
             if status != 200:
@@ -178,7 +181,7 @@ async def read_connect(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     ssl_ctx = None
-    if args.scenario in ("intercept", "connect-new"):
+    if args.scenario in TLS_SCENARIOS:
         ssl_ctx = ssl.create_default_context(cafile=args.ca)
         ssl_ctx.set_alpn_protocols(["http/1.1"])
     start_at = args.start_at or time.time()
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", choices=SCENARIOS, required=True)
     p.add_argument("--proxy", help="HOST:PORT of the proxy (not for `direct`)")
     p.add_argument("--target", required=True, help="HOST:PORT of the origin, as the client asks for it")
-    p.add_argument("--ca", help="the proxy's CA certificate (intercept, connect-new)")
+    p.add_argument("--ca", help="the CA to verify TLS against: the proxy's (intercept, connect-new), the origin's (passthrough)")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--start-at", type=float, default=0.0, help="epoch seconds at which to start (default: now)")
     p.add_argument("--warmup", type=float, default=1.0)
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.scenario != "direct" and not args.proxy:
         p.error("--proxy is required for this scenario")
-    if args.scenario in ("intercept", "connect-new") and not args.ca:
+    if args.scenario in TLS_SCENARIOS and not args.ca:
         p.error("--ca is required for this scenario")
     if not (0 < args.duration <= 3600 and 0 <= args.warmup <= 600 and 0 < args.connections <= 4096):
         p.error("duration, warmup or connections out of range")

@@ -102,6 +102,10 @@ async def serve(args: argparse.Namespace) -> None:
         https = await loop.create_server(factory, "127.0.0.1", args.https_port, ssl=ctx, backlog=1024, reuse_address=True)
         servers.append(https)
         ports["https"] = https.sockets[0].getsockname()[1]
+        # A second TLS port, for the `passthrough` scenario: the gateway's Passthrough listener is chosen by port.
+        tunnelled = await loop.create_server(factory, "127.0.0.1", 0, ssl=ctx, backlog=1024, reuse_address=True)
+        servers.append(tunnelled)
+        ports["passthrough"] = tunnelled.sockets[0].getsockname()[1]
     print(json.dumps(ports), flush=True)
 
     stop = asyncio.Event()

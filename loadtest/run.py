@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -62,7 +63,9 @@ from pki import write_origin_pki  # noqa: E402  (loadtest/ is sys.path[0] when r
 # `egressproxy-nocapture` is the same gateway run with `--no-captures`: beside `egressproxy` (captures on, the
 # default) it measures what the capture store costs, in the same run (docs/captures.md).
 PROXIES = ("egressproxy", "mitmdump", "egressproxy-nocapture")
-SCENARIOS = ("plain", "intercept", "connect-new")
+SCENARIOS = ("plain", "intercept", "passthrough", "connect-new")
+# Scenarios where a client keeps its connection: a new accepted connection there is lost keep-alive.
+KEEPALIVE = ("plain", "intercept", "passthrough")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,6 +106,45 @@ def descendants(root: int) -> list[int]:
         out.append(pid)
         todo.extend(parents.get(pid, []))
     return out
+
+
+def passive_opens() -> int:
+    """TCP connections this machine has accepted so far (`Tcp: PassiveOpens` of /proc/net/snmp), both legs of
+    every proxy: a keep-alive run that accepts more than a few per hundred requests is losing its connections."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("PassiveOpens")])
+
+
+class HandshakeCount:
+    """Handshakes answered (SYN-ACKs sent) by the given local ports, from a `tcpdump` on loopback: unlike
+    PassiveOpens it counts only this run's proxy and origin, whatever else the machine does. None of it when
+    tcpdump is missing or may not capture (then `count` returns None and the PassiveOpens delta is used)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        tcpdump = shutil.which("tcpdump")
+        if tcpdump is None or not ports:
+            return
+        sources = " or ".join(f"src port {p}" for p in ports)
+        bpf = f"tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack) and ({sources})"
+        self.proc = subprocess.Popen([tcpdump, "-i", "lo", "-nn", "-l", "-q", "-tt", bpf],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def count(self, since: float, until: float) -> int | None:
+        """Handshakes between the two wall-clock times (the capture is stopped)."""
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        if self.proc.returncode not in (0, -signal.SIGTERM):
+            return None
+        stamps = [float(line.split(None, 1)[0]) for line in out.decode(errors="replace").splitlines() if line[:1].isdigit()]
+        return sum(1 for t in stamps if since <= t <= until)
 
 
 def machine_busy_ticks() -> int:
@@ -186,6 +228,7 @@ class Origin:
     managed: Managed
     http_port: int
     https_port: int
+    passthrough_port: int  # a second TLS port, taken by the gateway's Passthrough listener and mitmdump's ignore_hosts
     ca_cert: Path
 
 
@@ -203,7 +246,7 @@ def start_origin(work: Path, body_size: int) -> Origin:
         managed.stop()
         raise RuntimeError(f"origin did not start:\n{managed.tail()}")
     ports = json.loads(line)
-    return Origin(managed, int(ports["http"]), int(ports["https"]), pki.ca_cert)
+    return Origin(managed, int(ports["http"]), int(ports["https"]), int(ports["passthrough"]), pki.ca_cert)
 
 
 BENCH_GATEWAY = """\
@@ -211,36 +254,49 @@ BENCH_GATEWAY = """\
 # route hostnames cannot be IPs, so the one HTTPRoute has no hostnames: it takes any host on both listeners.
 apiVersion: clrk.apoxy.dev/v1alpha1
 kind: EgressGateway
-metadata: {name: bench}
+metadata: {{name: bench}}
 spec:
   defaultPolicy: deny-all
   listeners:
   - name: https
     protocol: HTTPS
-    tls: {mode: Terminate, caCertRef: {name: egress-ca}}
+    tls: {{mode: Terminate, caCertRef: {{name: egress-ca}}}}
   - name: http
     protocol: HTTP
+  - name: tunnel
+    protocol: TLS
+    port: {passthrough_port}
+    tls: {{mode: Passthrough}}
   upstreamTLS:
-    additionalTrustBundleSecretRef: {name: origin-ca}
+    additionalTrustBundleSecretRef: {{name: origin-ca}}
   ssrfGuard:
     allowCIDRs: [127.0.0.1/32]
   # The origin answers text/plain: listed so that its bodies are captured too when captures are on.
   otlp:
-    captureBody: {includeContentTypes: [text/plain, application/json]}
+    captureBody: {{includeContentTypes: [text/plain, application/json]}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: origin}
+metadata: {{name: origin}}
 spec:
   parentRefs:
-  - {name: bench, sectionName: https}
-  - {name: bench, sectionName: http}
+  - {{name: bench, sectionName: https}}
+  - {{name: bench, sectionName: http}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {{name: tunnel}}
+spec:
+  parentRefs:
+  - {{name: bench, sectionName: tunnel}}
 """
 
 CONFIG_NOTE = (
-    "gateway config: HTTPS Terminate + HTTP listeners, one catch-all HTTPRoute (route hostnames cannot be IP "
+    "gateway config: HTTPS Terminate + HTTP listeners and a TLS Passthrough listener on the origin's second TLS port "
+    "(catch-all TLSRoute), one catch-all HTTPRoute (route hostnames cannot be IP "
     "literals), defaultPolicy deny-all, ssrfGuard.allowCIDRs [127.0.0.1/32], origin root CA as upstream trust; "
-    "mitmdump: connection_strategy=lazy, ssl_verify_upstream_trusted_ca=<origin root CA>. Both verify the origin."
+    "mitmdump: connection_strategy=lazy, ssl_verify_upstream_trusted_ca=<origin root CA>, ignore_hosts for the "
+    "passthrough port. Both verify the origin."
 )
 
 
@@ -268,7 +324,7 @@ def start_gateway(work: Path, origin: Origin, profile: Path | None, name: str = 
             raise RuntimeError(f"egressproxy ca init failed:\n{out.stdout}{out.stderr}")
     config = work / "gateway-config"
     config.mkdir(exist_ok=True)
-    (config / "gateway.yaml").write_text(BENCH_GATEWAY)
+    (config / "gateway.yaml").write_text(BENCH_GATEWAY.format(passthrough_port=origin.passthrough_port))
     shutil.copy(ca_dir / "ca-secret.yaml", config / "egress-ca.yaml")
     pem = textwrap.indent(origin.ca_cert.read_text(), "    ")
     (config / "origin-ca.yaml").write_text(
@@ -303,7 +359,8 @@ def start_mitmdump(work: Path, origin: Origin, profile: Path | None) -> Proxy:
     confdir.mkdir(exist_ok=True)
     port = free_port()
     cmd = [mitmdump_path(), "--mode", f"regular@127.0.0.1:{port}", "--set", "connection_strategy=lazy", "-q",
-           "--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={origin.ca_cert}"]
+           "--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={origin.ca_cert}",
+           "--set", f"ignore_hosts=^127\\.0\\.0\\.1:{origin.passthrough_port}$"]
     if profile is not None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
     managed = start("mitmdump", cmd, work / "mitmdump.log", cwd=work)
@@ -342,11 +399,17 @@ class RunResult:
     client_cpu: float = 0.0
     origin_cpu: float = 0.0
     other_cpu: float = 0.0  # the rest of the machine's busy time (other processes), percent of one core
+    accepted: int = 0  # TCP connections accepted in the window, both legs (HandshakeCount, else passive_opens)
+    accepted_source: str = ""
     error_samples: dict[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
         return self.requests / self.duration
+
+    @property
+    def accepted_per_request(self) -> float:
+        return self.accepted / self.requests if self.requests else 0.0
 
     @property
     def per_core(self) -> float:
@@ -362,7 +425,9 @@ def percentile(sorted_values: list[int], q: float) -> float:
 
 def client_cmds(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin: Origin, start_at: float,
                 warmup: float, duration: float, connections: int) -> list[list[str]]:
-    target_port = origin.http_port if scenario in ("plain", "direct") else origin.https_port
+    target_port = target_port_of(scenario, origin)
+    if args.client == "hey" and scenario in KEEPALIVE and proxy is not None:
+        return [hey_cmd(args, scenario, proxy, target_port, duration, connections)]
     procs = max(1, min(args.client_procs, connections))
     shares = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
     cmds = []
@@ -372,29 +437,65 @@ def client_cmds(args: argparse.Namespace, scenario: str, proxy: Proxy | None, or
                "--duration", str(duration)]
         if proxy is not None:
             cmd += ["--proxy", f"127.0.0.1:{proxy.port}"]
-            if scenario != "plain":
+            if scenario == "passthrough":
+                cmd += ["--ca", str(origin.ca_cert)]  # the tunnel is end to end: the origin's own certificate
+            elif scenario != "plain":
                 cmd += ["--ca", str(proxy.ca_cert)]
         cmds.append(cmd)
     return cmds
+
+
+def target_port_of(scenario: str, origin: Origin) -> int:
+    if scenario in ("plain", "direct"):
+        return origin.http_port
+    return origin.passthrough_port if scenario == "passthrough" else origin.https_port
+
+
+def hey_cmd(args: argparse.Namespace, scenario: str, proxy: Proxy, target_port: int, duration: float,
+            connections: int) -> list[str]:
+    """`hey` (Go's HTTP client, keep-alive, HTTP/1.1): what found the lost keep-alive of issue 16. Go's transport
+    dials a new connection whenever no idle one is ready, and drops it when the idle pool is full, so a proxy
+    that is slow to answer CONNECT or closes connections shows up as accepted connections per request."""
+    scheme = "http" if scenario == "plain" else "https"
+    return [args.hey, "-z", f"{duration:g}s", "-c", str(connections), "-x", f"http://127.0.0.1:{proxy.port}",
+            f"{scheme}://127.0.0.1:{target_port}/"]
+
+
+def parse_hey(text: str) -> dict[str, object]:
+    """The counts and latencies of hey's summary (it prints no per-request latencies: p50/p99 from its table)."""
+    ok = sum(int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", text) if code == "200")
+    bad = sum(int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", text) if code != "200")
+    _, _, failures = text.partition("Error distribution:")
+    errors = {m.strip()[:160]: int(n) for n, m in re.findall(r"\[(\d+)\]\t(.+)", failures)}
+    pct = {int(q): float(v) * 1e6 for q, v in re.findall(r"(\d+)% in ([\d.]+) secs", text)}
+    latencies = [int(pct.get(50, 0))] * 51 + [int(pct.get(99, 0))] * 49  # what `percentile` reads at 0.50 and 0.99
+    return {"requests": ok, "errors": bad + sum(errors.values()), "error_samples": errors,
+            "latencies_us": sorted(latencies)}
 
 
 def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin: Origin, index: int,
             warmup: float, duration: float, connections: int) -> RunResult:
     start_at = time.time() + 0.6  # time for the client interpreters to start
     cmds = client_cmds(args, scenario, proxy, origin, start_at, warmup, duration, connections)
+    ports = [origin.http_port, origin.https_port, origin.passthrough_port] + ([proxy.port] if proxy is not None else [])
+    handshakes = HandshakeCount(ports) if args.handshakes else HandshakeCount([])
+    hey = cmds[0][0] == args.hey
+    if hey:  # hey has no warm-up and no start time: it is measured over its whole run, from when it starts
+        time.sleep(0.3 if handshakes.proc is not None else 0.0)  # tcpdump is capturing by then
+        start_at, warmup = time.time(), 0.0
     clients = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in cmds]
     proxy_pids = descendants(proxy.managed.proc.pid) if proxy is not None else []
     client_pids = [c.pid for c in clients]
 
-    def sample() -> tuple[int, int, int, int]:
+    def sample() -> tuple[int, int, int, int, int]:
         return (sum(proc_cpu_ticks(p) for p in proxy_pids), sum(proc_cpu_ticks(p) for p in client_pids),
-                proc_cpu_ticks(origin.managed.proc.pid), machine_busy_ticks())
+                proc_cpu_ticks(origin.managed.proc.pid), machine_busy_ticks(), passive_opens())
 
     time.sleep(max(0.0, start_at + warmup - time.time()))
-    before = sample()
+    before, window_start = sample(), time.time()
     t0 = time.monotonic()
     time.sleep(max(0.0, start_at + warmup + duration - time.time()))
-    after = sample()
+    after, window_end = sample(), time.time()
     elapsed = time.monotonic() - t0
     outputs = []
     for c in clients:
@@ -405,7 +506,7 @@ def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin
             out, err = c.communicate(timeout=5)
         if c.returncode != 0 or not out.strip():
             raise RuntimeError(f"client failed ({c.returncode}): {err.decode(errors='replace')[-2000:]}")
-        outputs.append(json.loads(out))
+        outputs.append(parse_hey(out.decode()) if hey else json.loads(out))
     latencies = sorted(lat for o in outputs for lat in o["latencies_us"])
     result = RunResult(scenario, proxy.name if proxy is not None else "direct", index, duration)
     result.requests = sum(int(o["requests"]) for o in outputs)
@@ -414,7 +515,10 @@ def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin
         for k, v in o["error_samples"].items():
             result.error_samples[k] = result.error_samples.get(k, 0) + int(v)
     result.p50_ms, result.p99_ms = percentile(latencies, 0.50), percentile(latencies, 0.99)
-    pct = [(a - b) / CLK_TCK / elapsed * 100 for a, b in zip(after, before)]
+    counted = handshakes.count(window_start, window_end + (1.0 if hey else 0.0))
+    result.accepted = counted if counted is not None else after[4] - before[4]
+    result.accepted_source = "tcpdump" if counted is not None else "PassiveOpens"
+    pct = [(a - b) / CLK_TCK / elapsed * 100 for a, b in zip(after[:4], before[:4])]
     result.proxy_cpu, result.client_cpu, result.origin_cpu = pct[0], pct[1], pct[2]
     result.other_cpu = max(0.0, pct[3] - pct[0] - pct[1] - pct[2])
     return result
@@ -451,13 +555,14 @@ class Summary:
 
 
 def render_table(summaries: list[Summary]) -> str:
-    header = ["scenario", "proxy", "req/s", "runs req/s", "p50 ms", "p99 ms", "errors", "proxy CPU%",
+    header = ["scenario", "proxy", "req/s", "runs req/s", "p50 ms", "p99 ms", "errors", "accepted/req", "proxy CPU%",
               "req/CPU-s", "client CPU%", "origin CPU%", "other CPU%"]
     rows = []
     for s in summaries:
         rows.append([
             s.scenario, s.proxy, f"{s.med('rps'):.0f}", "/".join(f"{r.rps:.0f}" for r in s.runs),
-            f"{s.med('p50_ms'):.2f}", f"{s.med('p99_ms'):.2f}", str(s.errors), f"{s.med('proxy_cpu'):.0f}",
+            f"{s.med('p50_ms'):.2f}", f"{s.med('p99_ms'):.2f}", str(s.errors),
+            f"{s.med('accepted_per_request'):.3f}", f"{s.med('proxy_cpu'):.0f}",
             f"{s.med('per_core'):.0f}" if s.proxy != "direct" else "-", f"{s.med('client_cpu'):.0f}",
             f"{s.med('origin_cpu'):.0f}", f"{s.med('other_cpu'):.0f}",
         ])
@@ -541,6 +646,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run each proxy under cProfile, write DIR/<proxy>.pstats and print the hotspots "
                         "(slows the proxies: the numbers of such a run are not comparable with normal runs)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
+    p.add_argument("--client", choices=("python", "hey"), default="python",
+                   help="the keep-alive scenarios' client: loadtest/client.py (default) or hey (Go's transport, "
+                        "which churns connections when a proxy is slow to answer CONNECT; `apt-get install hey`)")
+    p.add_argument("--no-handshakes", dest="handshakes", action="store_false",
+                   help="count accepted connections with the machine-wide PassiveOpens only, not with tcpdump "
+                        "on loopback for this run's ports (default: tcpdump when it is installed and may capture)")
+    p.add_argument("--hey", default="hey", help="the hey binary (default: hey on PATH)")
     p.add_argument("--gateway-workers", type=int, default=1, metavar="N",
                    help="run the gateway with --workers N (default 1: one process, like mitmdump)")
     args = p.parse_args(argv)
@@ -551,6 +663,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown or missing scenario/proxy: {', '.join(bad) or '(none given)'}")
     if not (0 < args.duration <= 600 and 0 <= args.warmup <= 60 and 1 <= args.runs <= 20):
         p.error("--duration must be in (0, 600], --warmup in [0, 60], --runs in [1, 20]")
+    if args.client == "hey" and shutil.which(args.hey) is None:
+        p.error(f"--client hey: {args.hey} not found (apt-get install hey)")
     if not (1 <= args.concurrency <= 1024 and 1 <= args.client_procs <= 16):
         p.error("--concurrency must be in [1, 1024], --client-procs in [1, 16]")
     return args
@@ -608,7 +722,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(r)
                     extra = f"; errors: {r.error_samples}" if r.errors else ""
                     print(f"run {i + 1}/{args.runs} {scenario:<11} {proxy.name:<11} {r.rps:8.0f} req/s  "
-                          f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  proxy CPU "
+                          f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  "
+                          f"accepted/req {r.accepted_per_request:.3f}  proxy CPU "
                           f"{r.proxy_cpu:3.0f}%  client {r.client_cpu:3.0f}%  origin {r.origin_cpu:3.0f}%  "
                           f"other {r.other_cpu:3.0f}%{extra}", flush=True)
                     time.sleep(0.3)
@@ -649,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "info": info, "argv": argv if argv is not None else sys.argv[1:], "config_note": CONFIG_NOTE,
-            "runs": [{**{k: v for k, v in r.__dict__.items()}, "rps": r.rps, "per_core": r.per_core} for r in results],
+            "runs": [{**{k: v for k, v in r.__dict__.items()}, "rps": r.rps, "per_core": r.per_core,
+                      "accepted_per_request": r.accepted_per_request} for r in results],
             "ratios": ratios, "capture_ratios": capture_ratios,
         }, indent=2))
     if args.keep:

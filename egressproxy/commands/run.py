@@ -36,16 +36,20 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         log.error("--workers must be at least 1")
         return 2
-    try:
+    if args.event_loop == "uvloop":
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep running without it
-        return asyncio.run(serve(args))
-    return uvloop.run(serve(args))
+
+        return uvloop.run(serve(args))
+    # asyncio's own loop by default: under uvloop a burst of new connections was answered one after another
+    # (CONNECT answers spread over 23-640 ms for 50 tunnels opened at once, against 61-142 ms here and under
+    # mitmdump), which made Go clients abandon their dials and lose keep-alive (docs/performance.md, issue 16).
+    return asyncio.run(serve(args))
 
 
 async def serve(args: argparse.Namespace) -> int:
     from egressproxy.admin_access import AdminAccess
     from egressproxy.runtime.admin import SidePortUnavailable, start_side_servers
+    from egressproxy.runtime.drain import Drain
     from egressproxy.engine.mitmproxy_boundary import UnsafeOptions
     from egressproxy.runtime.master import build_master
 
@@ -115,8 +119,10 @@ async def serve(args: argparse.Namespace) -> int:
         reloader.on_swap.append(_report_applied(args.data_dir, worker, reloader))
     reloader.start()
     loop = asyncio.get_running_loop()
+    # In-flight requests finish before mitmproxy is told to exit; /ready answers 503 meanwhile.
+    drain = Drain(master, args.drain_seconds, on_stop=lambda: setattr(state, "stopping", True))
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, master.shutdown)
+        loop.add_signal_handler(sig, drain.request)
     log.info(
         "serving gateway %s (generation %d) from %s",
         f"{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}",

@@ -61,6 +61,13 @@ Private names and internals other modules use from here:
 - `close_upstream`: cancels the task of a flow's upstream connection through `Proxyserver.connections` and
   `ConnectionHandler.transports` (how timeouts end a wait mitmproxy offers no hook for).
 
+Graceful stop (`egressproxy/runtime/drain.py`, its own block at the end): `stop_listening` closes the listening
+sockets through `Proxyserver.servers.update([])`, `open_clients` lists `Proxyserver.connections` (a connection
+leaves it once mitmproxy's cleanup for it has run).
+
+Clients that gave up (`addons/abandoned_clients.py`, its own block at the end): `gave_up_waiting` reads the TCP
+state of a just-accepted client's socket through `Proxyserver.connections` and `ConnectionHandler.transports`.
+
 `refuse_unsafe_options` is the start-up check of options that must stay off (mitmproxy 12.3's `emudhra` and
 `emudhra_old` sign with a publicly known key).
 """
@@ -69,6 +76,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterator
@@ -127,12 +136,15 @@ __all__ = [
     "close_upstream",
     "create_ssl_context",
     "default_ciphers",
+    "gave_up_waiting",
     "install",
     "install_client_limits",
+    "open_clients",
     "original",
     "original_function",
     "refuse_unsafe_options",
     "relabel_address",
+    "stop_listening",
     "undecided_clients",
     "waiting_heads",
 ]
@@ -707,3 +719,50 @@ def close_client(client: connection.Client, reason: str) -> bool:
         return False
     io.handler.cancel(reason)
     return True
+
+
+# --- graceful stop: listeners closed, open client connections listed (egressproxy/runtime/drain.py) -------------
+
+
+async def stop_listening() -> None:
+    """Close every listening socket of the running master's modes (open connections are not touched)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    if proxyserver is not None:
+        await proxyserver.servers.update([])
+
+
+def open_clients() -> list[connection.Client]:
+    """The client of every connection the running master still handles (until its cleanup has finished)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    if proxyserver is None:
+        return []
+    return [handler.client for handler in list(proxyserver.connections.values())]
+
+
+# --- clients that gave up before they were accepted (addons/abandoned_clients.py) --------------------------------
+
+_TCP_CLOSE_WAIT = 8  # linux/tcp_states.h: the peer sent FIN, we have not closed
+
+
+def gave_up_waiting(client: connection.Client) -> bool:
+    """True when `client` closed its side of the TCP connection before the gateway first looked at it, having
+    sent nothing or only a CONNECT (a tunnel whose client cannot send any more is of no use to it).
+
+    Go's HTTP transport dials a spare connection when no idle one is ready and closes it as soon as an idle one
+    frees up first; under load the kernel's accept queue fills with such connections. Read from the socket's
+    TCP_INFO state (Linux) and a peek at its first bytes; False whenever that cannot be read.
+    """
+    proxyserver = ctx.master.addons.get("proxyserver")
+    handler = proxyserver.connections.get(client.id) if proxyserver is not None else None
+    io = getattr(handler, "transports", {}).get(client) if handler is not None else None
+    sock = io.writer.get_extra_info("socket") if io is not None and io.writer is not None else None
+    if sock is None or client.transport_protocol != "tcp":
+        return False
+    try:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_CLOSE_WAIT:
+            return False
+        with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+            head = peek.recv(8, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (OSError, AttributeError, IndexError):
+        return False
+    return head == b"" or head.startswith(b"CONNECT ")

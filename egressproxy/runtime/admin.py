@@ -91,7 +91,11 @@ class Ready(_Base):
         if self.state.ready:
             self.write_json({"ready": True, "generation": self.state.snapshot.generation if self.state.snapshot else 0})
         else:
-            why = "configuration not loaded" if self.state.snapshot is None else "listeners not bound"
+            why = (
+                "stopping" if self.state.stopping
+                else "configuration not loaded" if self.state.snapshot is None
+                else "listeners not bound"
+            )
             self.write_json({"ready": False, "reason": why}, 503)
 
 

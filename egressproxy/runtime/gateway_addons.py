@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from addons.abandoned_clients import AbandonedClients
 from addons.ai_guardrails import AiGuardrails
 from addons.body_taps import BodyTaps
 from addons.cert_mint import CertMinting
@@ -52,7 +53,8 @@ class GatewayAddons:
         self.tracing = Tracing(on_dropped=lambda n: state.metrics.trace_span_drops.labels("export-failed").inc(n))
         state.sinks.register(self.tracing)
         self.addons: list[object] = [
-            self.client_limits,  # first: a connection over the per-address cap is refused before anything else
+            AbandonedClients(state),  # first: a connection its client gave up on costs nothing more (issue 16)
+            self.client_limits,  # then a connection over the per-address cap is refused before anything else
             ConnectionRecords(state),  # first: meters from the root layer, finishes before the table forgets
             ConnectionTable(state),
             ConnectGate(state),

@@ -50,6 +50,7 @@ class GatewayState:
     last_reload: ReloadStatus = field(default_factory=ReloadStatus)
     connections: dict[str, ConnectionRecord] = field(default_factory=dict)
     listeners_bound: bool = False
+    stopping: bool = False  # set when a stop signal starts the drain: /ready answers 503 from then on
     worker: int = 0  # this process's index under --workers (0: the one that supervises)
     dns_bindings: DnsBindings = field(default_factory=DnsBindings)  # IP -> name, from our DNS answers
     # The gateway's DNS resolver and its TTL cache (dial guard; later the DNS listener), sharing these metrics.
@@ -114,4 +115,4 @@ class GatewayState:
 
     @property
     def ready(self) -> bool:
-        return self.snapshot is not None and self.listeners_bound
+        return self.snapshot is not None and self.listeners_bound and not self.stopping

@@ -11,6 +11,8 @@ import asyncio
 import inspect
 import logging
 import socket
+import time
+from collections.abc import Callable
 
 import h2.config
 import h2.connection
@@ -748,3 +750,115 @@ def test_patched_reader_refuses_folded_lines_and_control_characters(line: bytes)
 def test_patched_reader_passes_an_ordinary_head_with_tabs_in_values() -> None:
     request = http1.read_request_head([*_HEAD, b"X-A: a\tb", b"Content-Length: 0"])
     assert (request.host, request.headers["x-a"]) == ("a.example", "a\tb")
+
+
+# --- graceful stop: listeners closed, open client connections listed --------------------------------------------
+
+
+def test_open_clients_lists_the_client_of_every_connection_handler() -> None:
+    client = tflow.tclient_conn()
+
+    class Handler:
+        pass
+
+    handler = Handler()
+    handler.client = client  # type: ignore[attr-defined]
+    ps = proxyserver.Proxyserver()
+    with taddons.context(ps):
+        assert boundary.open_clients() == []
+        ps.connections[client.id] = handler  # type: ignore[assignment]
+        assert boundary.open_clients() == [client]
+
+
+def test_stop_listening_closes_the_proxy_port_and_keeps_the_connections() -> None:
+    """`Proxyserver.servers.update([])` stops every mode server: the port refuses, accepted sockets stay."""
+    ps = proxyserver.Proxyserver()
+
+    async def run() -> tuple[bool, bool]:
+        with taddons.context(ps) as tctx:
+            tctx.options.mode = ["regular@127.0.0.1:0"]
+            await ps.setup_servers()
+            port = ps.listen_addrs()[0][1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await boundary.stop_listening()
+            try:
+                await asyncio.open_connection("127.0.0.1", port)
+                refused = False
+            except ConnectionRefusedError:
+                refused = True
+            still_open = not reader.at_eof() and not writer.is_closing()
+            writer.close()
+            return refused, still_open
+
+    assert asyncio.run(run()) == (True, True)
+
+
+# --- clients that gave up before they were accepted --------------------------------------------------------------
+
+
+def _accepted_after(client_does: Callable[[socket.socket], None]) -> tuple[socket.socket, socket.socket]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    peer = socket.create_connection(listener.getsockname())
+    client_does(peer)
+    accepted, _ = listener.accept()
+    listener.close()
+    return accepted, peer
+
+
+def _gave_up(sock: socket.socket) -> bool:
+    """`gave_up_waiting` for a client whose accepted socket is `sock`, as mitmproxy's handler holds it."""
+    client = tflow.tclient_conn()
+
+    class Writer:
+        def get_extra_info(self, name: str) -> object:
+            return sock if name == "socket" else None
+
+    class Handler:
+        transports = {client: server.ConnectionIO(writer=Writer())}  # type: ignore[arg-type]
+
+    ps = proxyserver.Proxyserver()
+    with taddons.context(ps):
+        ps.connections[client.id] = Handler()  # type: ignore[assignment]
+        return boundary.gave_up_waiting(client)
+
+
+def _wait_for_fin(sock: socket.socket) -> None:
+    for _ in range(200):
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 8:  # CLOSE_WAIT
+            return
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    ("sent", "closed", "gave_up"),
+    [
+        (b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n", True, True),  # Go's abandoned dial
+        (b"", True, True),  # connected and closed without a byte
+        (b"CONNECT 127.0.0.1:443 HTTP/1.1\r\n\r\n", False, False),  # still waiting for its answer
+        (b"GET http://example.test/ HTTP/1.1\r\n\r\n", True, False),  # a half-closed request still wants its answer
+    ],
+)
+def test_a_client_that_closed_before_it_was_accepted_is_told_apart(sent: bytes, closed: bool, gave_up: bool) -> None:
+    def client_does(peer: socket.socket) -> None:
+        peer.sendall(sent)
+        if closed:
+            peer.shutdown(socket.SHUT_WR)
+
+    accepted, peer = _accepted_after(client_does)
+    try:
+        if closed:
+            _wait_for_fin(accepted)
+        assert _gave_up(accepted) is gave_up
+        if sent:  # the peek left the bytes for mitmproxy to read
+            assert accepted.recv(len(sent), socket.MSG_PEEK) == sent
+    finally:
+        accepted.close()
+        peer.close()
+
+
+def test_gave_up_waiting_is_false_without_a_socket() -> None:
+    client = tflow.tclient_conn()
+    with taddons.context(proxyserver.Proxyserver()):
+        assert not boundary.gave_up_waiting(client)
