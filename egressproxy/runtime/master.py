@@ -63,6 +63,7 @@ def build_master(
     """
     opts = options.Options()
     m = master.Master(opts, event_loop=asyncio.get_running_loop())
+    state.flow_traces = False  # no flow list here to show a decision trace in (state.py)
     ours = GatewayAddons(state, reloader)
     m.addons.add(core.Core(), proxyserver.Proxyserver())
     m.addons.add(HookTable(ours.addons))  # one chain entry for all of ours: see hook_table.py

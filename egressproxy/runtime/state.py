@@ -68,6 +68,10 @@ class GatewayState:
     # Failover: the health view of candidates (cooldowns, ejections) and the in-process upstream hop
     health: ProviderHealth = field(default=None)  # type: ignore[assignment]
     hop: UpstreamHop = field(default=None)  # type: ignore[assignment]
+    # Write each finished flow's decision trace (comment, marker, metadata) for a host that shows flows (mitmweb,
+    # mitmdump -s addons/egress.py). `egressproxy run` keeps no flows, so its master turns this off and no
+    # request pays for text nobody reads.
+    flow_traces: bool = True
 
     def __post_init__(self) -> None:
         if self.sinks is None:
