@@ -21,6 +21,7 @@ from egressproxy.ext_auth_client import ExtAuthClient
 from egressproxy.ext_auth_protocol import CheckInput, build_check_request
 from egressproxy.flowrecord import Check, FlowRecord
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Snapshot
 
 __all__ = ["ExtAuth"]
 
@@ -28,6 +29,12 @@ log = logging.getLogger("egressproxy")
 
 
 class ExtAuth:
+    step = "ext-auth"  # idle without any TrafficPolicy `extAuth` (egressproxy/runtime/idle_steps.py)
+
+    @staticmethod
+    def idle_on(snapshot: Snapshot) -> bool:
+        return not snapshot.compiled.ext_auth.policies
+
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.client = ExtAuthClient(state.dialer)

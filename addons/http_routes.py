@@ -48,6 +48,7 @@ class HttpRoutes:
             return
         frec.gateway = snapshot.gateway.name
         frec.generation = snapshot.generation
+        frec.idle_steps = self.state.idle_steps(snapshot)  # the steps this request's snapshot gives nothing to do
         req = flow.request
         problem = head_problem(req.http_version, req.headers.fields, flow.client_conn.alpn)
         if problem is not None:

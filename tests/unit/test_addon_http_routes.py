@@ -620,3 +620,18 @@ def test_an_absolute_target_naming_the_tunnel_host_is_served(state) -> None:
     flow.request.authority = "API.example.com.:443"
     _requestheaders(HttpRoutes(state), flow)
     assert flow.response is None
+
+
+def test_a_routed_request_carries_the_idle_steps_of_the_snapshot_it_was_decided_with(state, snapshot) -> None:
+    """The HookTable skips those steps for this flow (egressproxy/runtime/idle_steps.py); asked per snapshot."""
+    asked = []
+
+    def idle_steps(s):
+        asked.append(s)
+        return frozenset({"rate-limit"})
+
+    state.idle_steps = idle_steps
+    flow = _tunnelled(state, "api.example.com", "/static/x")
+    assert flow_record(flow).idle_steps == frozenset()
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow_record(flow).idle_steps == {"rate-limit"} and asked == [snapshot]
