@@ -112,7 +112,8 @@ class HttpRoutes:
         # request had no URL), and the Host header must agree with it.
         if connection_host is None and (req.first_line_format == "absolute" or isinstance(flow.client_conn.proxy_mode, RegularMode)):
             connection_host = canonical_host(req.host)
-        headers, query = _header_map(req.headers), _query_map(req.query)
+        headers = _header_map(req.headers)
+        query = _query_map(req.query) if "?" in req.path else {}  # mitmproxy parses the URL for `query`
         view = RequestView(host, req.port, req.method.upper(), req.path, headers, query, req.scheme)
         return view, connection_host
 

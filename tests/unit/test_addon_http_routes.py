@@ -635,3 +635,10 @@ def test_a_routed_request_carries_the_idle_steps_of_the_snapshot_it_was_decided_
     assert flow_record(flow).idle_steps == frozenset()
     _requestheaders(HttpRoutes(state), flow)
     assert flow_record(flow).idle_steps == {"rate-limit"} and asked == [snapshot]
+
+
+@pytest.mark.parametrize(("path", "query"), [("/v1/x?a=1&b=2&a=3", {"a": ["1", "3"], "b": ["2"]}), ("/v1/x", {})])
+def test_the_request_view_reads_the_query_only_from_a_target_that_has_one(state, path: str, query: dict[str, list[str]]) -> None:
+    flow = _tunnelled(state, "api.example.com", path)
+    view, _ = HttpRoutes(state)._view(flow, state.connection(flow.client_conn.id))
+    assert view.query == query and view.path == path
