@@ -28,6 +28,7 @@ from egressproxy.flowrecord import Check, Verdict
 from egressproxy.prompt_guard import REJECTED, RegexGuard
 from egressproxy.request_guard import guard_request
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Snapshot
 from egressproxy.stream_masking import REJECTED_MESSAGE, SseGuardTap, guard_json_response
 
 __all__ = ["AiGuardrails"]
@@ -40,6 +41,12 @@ THREAD_ABOVE = 64 * 1024
 
 
 class AiGuardrails:
+    step = "ai-guardrails"  # idle without any TrafficPolicy `ai` (egressproxy/runtime/idle_steps.py)
+
+    @staticmethod
+    def idle_on(snapshot: Snapshot) -> bool:
+        return not snapshot.compiled.ai
+
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.buffered: set[str] = set()  # flow ids whose answer is judged whole in `response`

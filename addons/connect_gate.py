@@ -31,7 +31,7 @@ class ConnectGate:
         frec.identity = record.identity
         if snapshot is None:
             answer_denied(flow, Verdict.deny("no-route", message="no configuration loaded"))
-            _show(flow)
+            _show(flow, self.state.flow_traces)
             return
         frec.gateway = f"{snapshot.gateway.ref.namespace}/{snapshot.gateway.ref.name}"
         decision = decide_connect(snapshot, flow.request.host, flow.request.port)
@@ -40,7 +40,7 @@ class ConnectGate:
         if challenge is not None:  # authentication comes before authorisation: 407 before any 403
             self.state.metrics.denials.labels(challenge.reason).inc()
             answer_denied(flow, challenge)
-            _show(flow)
+            _show(flow, self.state.flow_traces)
             return
         if identity is not None:
             record.identity = frec.identity = identity
@@ -53,7 +53,7 @@ class ConnectGate:
             self.state.metrics.connections.labels(frec.gateway, frec.listener or "none", "none", "CONNECT", "deny").inc()
             record.denied_connect = (flow.request.host, frec.listener, decision.verdict)
             answer_denied(flow, decision.verdict)
-            _show(flow)
+            _show(flow, self.state.flow_traces)
             return
         assert decision.host is not None
         if not await self._destination_ok(flow, snapshot, record, decision):
@@ -63,7 +63,8 @@ class ConnectGate:
         record.generation = snapshot.generation
         flow.request.host = decision.host  # dial the canonical spelling, never a numeric or mixed-case variant
         frec.host, frec.port = decision.host, flow.request.port
-        annotate(flow, frec, record)  # an opened tunnel gets no `response`: its trace is written now
+        if self.state.flow_traces:
+            annotate(flow, frec, record)  # an opened tunnel gets no `response`: its trace is written now
 
 
     async def _destination_ok(self, flow: http.HTTPFlow, snapshot: Snapshot, record: ConnectionRecord, decision: ConnectionDecision) -> bool:
@@ -82,12 +83,14 @@ class ConnectGate:
             answer_denied(flow, destination.denial)
         else:
             flow.response = error_response(flow, "upstream-unreachable", f"upstream unreachable: {destination.unreachable}")
-        _show(flow)
+        _show(flow, self.state.flow_traces)
         return False
 
 
-def _show(flow: http.HTTPFlow) -> None:
+def _show(flow: http.HTTPFlow, traces: bool) -> None:
     """Add a denied CONNECT to mitmweb's (or mitmproxy console's) flow list when the host has one."""
+    if not traces:
+        return  # `egressproxy run`: no flow list, no trace (GatewayState.flow_traces)
     annotate(flow, flow_record(flow), None)  # shown now, before http_connect_error writes it again
     master = getattr(ctx, "master", None)
     view = master.addons.get("view") if master is not None else None

@@ -28,6 +28,13 @@ _ENC = ("utf-8", "surrogateescape")
 
 
 class CredentialInjection:
+    step = "credentials"  # idle without any provider credential or CredentialInjectionPolicy (idle_steps.py)
+
+    @staticmethod
+    def idle_on(snapshot: Snapshot) -> bool:
+        table = snapshot.compiled.credentials
+        return not (table.providers or table.scopes)
+
     def __init__(self, state: GatewayState, tokens: ServiceAccountTokens | None = None) -> None:
         self.state = state
         self.tokens = tokens if tokens is not None else ServiceAccountTokens()

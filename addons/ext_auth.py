@@ -20,6 +20,7 @@ from egressproxy.engine.policy_reports import note_reports
 from egressproxy.ext_auth import ExtAuthAnswer, ExtAuthFate, fate_of
 from egressproxy.flowrecord import Check, FlowRecord
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from egressproxy.ext_auth_client import ExtAuthClient
@@ -31,6 +32,12 @@ log = logging.getLogger("egressproxy")
 
 
 class ExtAuth:
+    step = "ext-auth"  # idle without any TrafficPolicy `extAuth` (egressproxy/runtime/idle_steps.py)
+
+    @staticmethod
+    def idle_on(snapshot: Snapshot) -> bool:
+        return not snapshot.compiled.ext_auth.policies
+
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         # Envoy's generated API and grpc cost ~0.4 s to import: only a gateway with an ExtAuth policy pays it.

@@ -1,5 +1,5 @@
 """Each HTTP request ends in one finished record for the sinks (metrics among them), and its decision trace
-on the flow for mitmweb (egressproxy/engine/flow_trace.py).
+on the flow for mitmweb (egressproxy/engine/flow_trace.py; only where flows are shown: `GatewayState.flow_traces`).
 
 The record is finished once, at the end of the response (`response` fires after a streamed body's last chunk)
 or at the error that ended the request, from the flow's record that the deciding addons wrote. The request
@@ -55,7 +55,8 @@ class FlowMetrics:
         plan = self.plans.plan(self.state.snapshot, record)
         sni = connection.sni if connection else None
         self.state.sinks.request_finished(finished_request(flow, record, sni, plan))
-        annotate(flow, record, connection, captured=self.state.sinks.captures)
+        if self.state.flow_traces:
+            annotate(flow, record, connection, captured=self.state.sinks.captures)
 
 
 def finished_request(

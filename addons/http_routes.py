@@ -48,6 +48,7 @@ class HttpRoutes:
             return
         frec.gateway = snapshot.gateway.name
         frec.generation = snapshot.generation
+        frec.idle_steps = self.state.idle_steps(snapshot)  # the steps this request's snapshot gives nothing to do
         req = flow.request
         problem = head_problem(req.http_version, req.headers.fields, flow.client_conn.alpn)
         if problem is not None:
@@ -111,7 +112,8 @@ class HttpRoutes:
         # request had no URL), and the Host header must agree with it.
         if connection_host is None and (req.first_line_format == "absolute" or isinstance(flow.client_conn.proxy_mode, RegularMode)):
             connection_host = canonical_host(req.host)
-        headers, query = _header_map(req.headers), _query_map(req.query)
+        headers = _header_map(req.headers)
+        query = _query_map(req.query) if "?" in req.path else {}  # mitmproxy parses the URL for `query`
         view = RequestView(host, req.port, req.method.upper(), req.path, headers, query, req.scheme)
         return view, connection_host
 

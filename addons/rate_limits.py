@@ -21,6 +21,7 @@ from egressproxy.engine.guard import fail_closed
 from egressproxy.rate_limiter import RATE_LIMITED
 from egressproxy.rate_limits import EXECUTION_HEADER, RateLimit
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Snapshot
 from egressproxy.token_usage import TokenCountingTap
 
 __all__ = ["RateLimits"]
@@ -31,6 +32,12 @@ SHUTDOWN_GRACE = 1.0  # seconds token spending in flight may take at shutdown (o
 
 
 class RateLimits:
+    step = "rate-limit"  # idle without any RateLimitPolicy (egressproxy/runtime/idle_steps.py)
+
+    @staticmethod
+    def idle_on(snapshot: Snapshot) -> bool:
+        return not snapshot.compiled.rate_limits
+
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.pending: dict[str, tuple[RateLimit, str]] = {}  # flow id -> the token budget (and bucket) to charge

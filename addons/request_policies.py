@@ -22,11 +22,19 @@ from egressproxy.flowrecord import Check, FlowRecord, Verdict
 from egressproxy.request_policies import RequestPolicies as Policies
 from egressproxy.request_policies import evaluate, size_verdict
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Snapshot
 
 __all__ = ["RequestPolicies"]
 
 
 class RequestPolicies:
+    step = "request-policies"  # idle without any rbac, celValidation or buffer limit (runtime/idle_steps.py)
+
+    @staticmethod
+    def idle_on(snapshot: Snapshot) -> bool:
+        table = snapshot.compiled.request_policies
+        return not (table.rbac or table.validation or table.limits)
+
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.pending: dict[str, Policies] = {}  # flow id -> policies decided once the body is read

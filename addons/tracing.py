@@ -12,12 +12,20 @@ from mitmproxy import http
 
 from egressproxy.engine.answers import flow_record
 from egressproxy.runtime.state import GatewayState
+from egressproxy.snapshot import Snapshot
 from egressproxy.tracing import Tracing
 
 __all__ = ["RequestTracing"]
 
 
 class RequestTracing:
+    step = "tracing"  # idle without tracing on the gateway or any listener (egressproxy/runtime/idle_steps.py)
+
+    @staticmethod
+    def idle_on(snapshot: Snapshot) -> bool:
+        compiled = snapshot.compiled
+        return compiled.gateway_tracing is None and not any(compiled.listener_tracing.values())
+
     def __init__(self, state: GatewayState, tracing: Tracing) -> None:
         self.state = state
         self.tracing = tracing

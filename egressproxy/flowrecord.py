@@ -281,6 +281,9 @@ class FlowRecord:
     attempts: list[Attempt] = field(default_factory=list)  # the failover walk's candidates, as tried
     credential: str | None = None  # the source of the injected credential (`Kind/ns/name`), never its value
     error_detail: str | None = None  # the cause of `error`, as the client's x-egress-error body says it
+    # Request steps with nothing to do under the snapshot this request was routed with: the HookTable skips
+    # their hooks (egressproxy/runtime/idle_steps.py). Empty until routed.
+    idle_steps: frozenset[str] = frozenset()
 
     @property
     def decision(self) -> str:

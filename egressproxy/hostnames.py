@@ -8,6 +8,7 @@ are compressed. A name that is none of these is invalid and must be denied, neve
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -56,8 +57,12 @@ def _idna_ascii(name: str, original: str) -> str:
         raise InvalidHostname(f"invalid internationalised host {original!r}") from e
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_host(host: str) -> str:
-    """Return the canonical spelling of a host name or IP literal (see the module docstring)."""
+    """Return the canonical spelling of a host name or IP literal (see the module docstring).
+
+    Memoised (a pure function of its argument, called several times per request and per new connection on the
+    same few names); a host that is refused raises again each time, refusals are not cached."""
     if not host:
         raise InvalidHostname("empty host")
     h = host.strip()

@@ -8,6 +8,7 @@ same requests and connections every other sink sees; counters that describe the 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -225,6 +226,10 @@ class MetricsSink(Sink):
         self.worker = str(worker)
         self.identities = BoundedValues(MAX_IDENTITIES)
         self.models = BoundedValues(MAX_MODELS)
+        self.worker_requests: Any = None  # this worker's child, made at its first request (no 0 sample before)
+        # label values -> (requests, duration) children: `.labels()` validates and looks its values up on every
+        # call; this dict holds no more entries than the registry already keeps children for (bounded labels).
+        self.request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
     def request_finished(self, record: FinishedRequest) -> None:
         labels = (
@@ -236,9 +241,15 @@ class MetricsSink(Sink):
             record.decision,
             status_class(record.status),
         )
-        self.metrics.requests.labels(*labels).inc()
-        self.metrics.request_duration.labels(*labels).observe(record.duration)
-        self.metrics.worker_requests.labels(self.worker).inc()
+        children = self.request_children.get(labels)
+        if children is None:
+            children = (self.metrics.requests.labels(*labels), self.metrics.request_duration.labels(*labels))
+            self.request_children[labels] = children
+        children[0].inc()
+        children[1].observe(record.duration)
+        if self.worker_requests is None:
+            self.worker_requests = self.metrics.worker_requests.labels(self.worker)
+        self.worker_requests.inc()
         call = record.gen_ai
         if call is not None and call.reported:
             model = self.models.bound(call.request_model)

@@ -5,13 +5,16 @@ Capture documents carry bodies of up to `captureBody.maxBytes` per direction, so
 let a slow disk or collector hold thousands of large bodies; `offer` refuses an item when either bound would be
 passed, and the caller counts the drop. The consumer takes batches: it waits for a first item, then collects
 what arrives within `flush_interval`, up to `batch` items.
+
+Within that interval the consumer does not listen: it sleeps it out (woken early only by `stop()` or a full
+batch) and then takes what has queued. Waiting on the queue instead would wake the writer thread for every
+record, a thread switch and a GIL hand-off per request on the event loop's hot path (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from typing import Any, Generic, TypeVar
 
 __all__ = ["RecordQueue", "STOP", "document_weight"]
@@ -37,6 +40,9 @@ class RecordQueue(Generic[T]):
         self.max_bytes = max_bytes
         self._bytes = 0
         self._lock = threading.Lock()
+        self._awake = threading.Event()  # set by `stop()`, or by `offer` once a full batch waits
+        self._batch_waiting = 0  # the batch size the sleeping consumer waits for (0: it is not sleeping)
+        self._stopping = False
 
     @property
     def pending_bytes(self) -> int:
@@ -53,6 +59,8 @@ class RecordQueue(Generic[T]):
         except queue.Full:
             self._release(weight)
             return False
+        if self._batch_waiting and self._queue.qsize() >= self._batch_waiting:
+            self._awake.set()  # a full batch: the consumer need not sleep out its interval
         return True
 
     def stop(self, timeout: float) -> None:
@@ -61,6 +69,8 @@ class RecordQueue(Generic[T]):
             self._queue.put((STOP, 0), timeout=timeout)
         except queue.Full:
             pass
+        self._stopping = True
+        self._awake.set()
 
     def take(self, wait: float | None, flush_interval: float, batch: int) -> list[Any]:
         """Up to `batch` items: the first within `wait` seconds (None: however long), then what arrives within
@@ -69,14 +79,25 @@ class RecordQueue(Generic[T]):
             items = [self._get(wait)]
         except queue.Empty:
             return []
-        deadline = time.monotonic() + flush_interval
+        if items[-1] is not STOP and batch > 1 and flush_interval > 0:
+            self._sleep(flush_interval, batch - 1)
         while len(items) < batch and items[-1] is not STOP:
-            left = deadline - time.monotonic()
             try:
-                items.append(self._get(left if left > 0 else 0))
+                items.append(self._get(0))
             except queue.Empty:
                 break
         return items
+
+    def _sleep(self, interval: float, rest: int) -> None:
+        """Let the rest of a batch queue up for `interval` without being woken per record."""
+        if self._stopping:
+            return
+        self._batch_waiting = rest
+        if self._queue.qsize() < rest:
+            self._awake.wait(interval)
+        self._batch_waiting = 0
+        if not self._stopping:
+            self._awake.clear()  # (a late set by `offer` only makes the next batch start early)
 
     def drain(self) -> int:
         """Discard what is still queued; how many items that was."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egressproxy.ca import GatewayCAStore
+from egressproxy.runtime.heap import settle as settle_heap
 from egressproxy.runtime.logs import setup_logging
 from egressproxy.runtime.reloader import ConfigSource, Reloader
 from egressproxy.runtime.state import GatewayState
@@ -118,6 +119,8 @@ async def serve(args: argparse.Namespace) -> int:
         await _report_applied(args.data_dir, worker, reloader)()
         reloader.on_swap.append(_report_applied(args.data_dir, worker, reloader))
     reloader.start()
+    reloader.on_swap.append(_settle_heap)
+    settle_heap("start-up")  # start-up's objects out of the collector's full passes (runtime/heap.py)
     loop = asyncio.get_running_loop()
     # In-flight requests finish before mitmproxy is told to exit; /ready answers 503 meanwhile.
     drain = Drain(master, args.drain_seconds, on_stop=lambda: setattr(state, "stopping", True))
@@ -145,6 +148,10 @@ async def serve(args: argparse.Namespace) -> int:
         if captures is not None:
             await asyncio.to_thread(captures.close)
     return 0 if not ours.readiness.failed else 1
+
+
+async def _settle_heap() -> None:
+    settle_heap("reload")
 
 
 def _pass_reload_on(supervisor: "Supervisor") -> "Callable[[], Awaitable[None]]":

@@ -33,6 +33,7 @@ from addons.request_timeout import RequestTimeout
 from addons.upstream_tls import UpstreamTls
 from addons.upstream_trust import UpstreamTrust
 from egressproxy.access_log import AccessLog
+from egressproxy.runtime.idle_steps import IdleSteps
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
 from egressproxy.tracing import Tracing
@@ -82,6 +83,7 @@ class GatewayAddons:
             self.readiness,
             self.upstream_trust,
         ]
+        state.idle_steps = IdleSteps(self.addons)  # which of them a snapshot leaves nothing to do (idle_steps.py)
         reloader.on_swap.append(self.after_swap)
 
     def prepare_blocking(self) -> str | None:

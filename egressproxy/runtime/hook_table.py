@@ -19,6 +19,14 @@ before. What mitmproxy's per-addon dispatch guaranteed is kept:
 - sync hooks stay sync (mitmproxy calls some hooks, `load` and `configure`, from sync code): a hook becomes
   a coroutine on the table only when one of its methods is a coroutine function.
 
+Idle steps (issue 16): a member with a `step` name (RateLimits' "rate-limit", ...) can be idle for a request:
+the configuration that request was decided under gives it nothing to do (no RateLimitPolicy at all, ...).
+`idle_of(flow)` names the idle steps of a flow (the routing addon writes them into the flow's record, computed
+once per snapshot: egressproxy/runtime/idle_steps.py); on the request hooks (`FLOW_HOOKS`) the table does not
+call an idle member's method at all, instead of calling it to have it find out and return. Until the flow has
+been routed its idle steps are read again before each stepped member, so the members after the router in the
+same `requestheaders` dispatch already skip.
+
 The table is not a container mitmproxy traverses (it has no `addons` attribute): the addons are not
 registered by name with mitmproxy, which nothing of ours relies on (they find each other through the
 GatewayState), and none of them defines mitmproxy commands.
@@ -28,7 +36,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from typing import Any
 
 from mitmproxy import exceptions, hooks
@@ -44,24 +52,36 @@ from mitmproxy.proxy.layers import tls as _tls  # noqa: F401
 from mitmproxy.proxy.layers import udp as _udp  # noqa: F401
 from mitmproxy.proxy.layers import websocket as _websocket  # noqa: F401
 
-__all__ = ["HookTable"]
+__all__ = ["FLOW_HOOKS", "HookTable"]
 
 # The logger and message of mitmproxy's own `safecall`, so an addon's failure reads the same as before.
 log = logging.getLogger("mitmproxy.addonmanager")
 
 _PASS_THROUGH = (exceptions.AddonHalt, exceptions.OptionsError)
 
+# The hooks of one HTTP request, each called with the flow alone: where a member may be skipped as idle.
+FLOW_HOOKS = frozenset({"requestheaders", "request", "responseheaders", "response", "error"})
+
+IdleOf = Callable[[Any], Container[str]]
+_NONE_IDLE: frozenset[str] = frozenset()
+
 
 class HookTable:
     """One mitmproxy addon calling, for each hook, the methods of `members` that define it, in order."""
 
-    def __init__(self, members: Iterable[object]) -> None:
+    def __init__(self, members: Iterable[object], idle_of: IdleOf | None = None) -> None:
         self.members: tuple[object, ...] = tuple(members)
         self.hooks: dict[str, tuple[Callable[..., Any], ...]] = {}
         for name in hooks.all_hooks:
-            methods = tuple(m for m in (_hook_method(a, name) for a in self.members) if m is not None)
-            if methods:
-                self.hooks[name] = methods
+            found = [(a, m) for a, m in ((a, _hook_method(a, name)) for a in self.members) if m is not None]
+            if not found:
+                continue
+            methods = tuple(m for _, m in found)
+            self.hooks[name] = methods
+            steps = tuple(_step(a) if name in FLOW_HOOKS else None for a, _ in found)
+            if idle_of is not None and any(steps):
+                setattr(self, name, _stepped_dispatcher(tuple(zip(steps, methods)), idle_of))
+            else:
                 setattr(self, name, _dispatcher(methods))
 
     def __repr__(self) -> str:
@@ -75,6 +95,11 @@ def _hook_method(addon: object, name: str) -> Callable[..., Any] | None:
     if not callable(func):
         raise exceptions.AddonManagerError(f"Addon handler {name} ({addon}) not callable")
     return func
+
+
+def _step(addon: object) -> str | None:
+    step = getattr(addon, "step", None)
+    return step if isinstance(step, str) and step else None
 
 
 def _failed(error: Exception) -> None:
@@ -124,3 +149,51 @@ async def _await_all(pending: list[Any]) -> None:
             raise
         except Exception as e:
             _failed(e)
+
+
+def _stepped_dispatcher(pairs: Sequence[tuple[str | None, Callable[..., Any]]], idle_of: IdleOf) -> Callable[..., Any]:
+    """The dispatcher of a request hook: as `_dispatcher`, skipping the members idle for this flow."""
+    if any(inspect.iscoroutinefunction(m) for _, m in pairs):
+
+        async def dispatch_async(flow: Any) -> None:
+            idle = idle_of(flow)
+            for step, method in pairs:
+                if step is not None:
+                    if not idle:  # not routed yet (or nothing idle): routing may have just decided it
+                        idle = idle_of(flow)
+                    if step in idle:
+                        continue
+                try:
+                    result = method(flow)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
+                except _PASS_THROUGH:
+                    raise
+                except Exception as e:
+                    _failed(e)
+
+        return dispatch_async
+
+    def dispatch(flow: Any) -> Any:
+        idle = idle_of(flow)
+        pending = []
+        for step, method in pairs:
+            if step is not None:
+                if not idle:
+                    idle = idle_of(flow)
+                if step in idle:
+                    continue
+            try:
+                result = method(flow)
+            except _PASS_THROUGH:
+                raise
+            except Exception as e:
+                _failed(e)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                pending.append(result)
+        if pending:
+            return _await_all(pending)
+        return None
+
+    return dispatch

@@ -22,6 +22,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from egressproxy.engine import mitmproxy_boundary
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.hook_table import HookTable
+from egressproxy.runtime.idle_steps import flow_idle_steps
 from egressproxy.runtime.reloader import Reloader
 from egressproxy.runtime.state import GatewayState
 from egressproxy.writable_dirs import writable_or_private
@@ -63,9 +64,11 @@ def build_master(
     """
     opts = options.Options()
     m = master.Master(opts, event_loop=asyncio.get_running_loop())
+    state.flow_traces = False  # no flow list here to show a decision trace in (state.py)
     ours = GatewayAddons(state, reloader)
     m.addons.add(core.Core(), proxyserver.Proxyserver())
-    m.addons.add(HookTable(ours.addons))  # one chain entry for all of ours: see hook_table.py
+    # one chain entry for all of ours, skipping the request steps a flow's snapshot leaves idle: see hook_table.py
+    m.addons.add(HookTable(ours.addons, idle_of=flow_idle_steps))
     m.addons.add(next_layer.NextLayer(), tlsconfig.TlsConfig())
     # No DnsResolver: our DnsAnswers addon answers every query itself; forwarding would make UDP/53 a tunnel.
     values = engine_options(modes, state.data_dir)

@@ -27,6 +27,8 @@ from egressproxy.upstream_hop import UpstreamHop
 from egressproxy.upstreams import Upstream
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from egressproxy.snapshot import Snapshot
 
 __all__ = ["GatewayState", "ReloadStatus"]
@@ -69,6 +71,12 @@ class GatewayState:
     # Failover: the health view of candidates (cooldowns, ejections) and the in-process upstream hop
     health: ProviderHealth = field(default=None)  # type: ignore[assignment]
     hop: UpstreamHop = field(default=None)  # type: ignore[assignment]
+    # Write each finished flow's decision trace (comment, marker, metadata) for a host that shows flows (mitmweb,
+    # mitmdump -s addons/egress.py). `egressproxy run` keeps no flows, so its master turns this off and no
+    # request pays for text nobody reads.
+    flow_traces: bool = True
+    # Snapshot -> the request steps idle under it (runtime/idle_steps.py); the gateway's addons set the real one.
+    idle_steps: "Callable[[Snapshot], frozenset[str]]" = field(default=lambda snapshot: frozenset())
 
     def __post_init__(self) -> None:
         if self.sinks is None:

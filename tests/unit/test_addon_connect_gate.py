@@ -15,6 +15,7 @@ from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 
 from addons.connect_gate import ConnectGate
+from egressproxy.decision_trace import TRACE_KEY
 from egressproxy.engine.answers import flow_record
 from tests.support.addon_state import compile_snapshot, counter, state_for
 
@@ -76,6 +77,18 @@ def test_a_routed_connect_opens_and_records_the_canonical_authority(snapshot, tm
     assert (record.connect_host, record.port, record.generation) == ("api.example.com", 443, snapshot.generation)
     assert flow.request.host == "api.example.com"  # the canonical spelling is what gets dialled
     assert flow_record(flow).listener == "https"
+    assert flow.comment.startswith("allowed")  # the opened tunnel's trace, for mitmweb
+
+
+@pytest.mark.parametrize("host", ["api.example.com", "unrouted.example.com"])
+def test_without_a_flow_list_a_connect_gets_no_trace(snapshot, tmp_path: Path, host: str) -> None:
+    """`egressproxy run` (GatewayState.flow_traces off): the decision is the same, no trace text is built."""
+    state = state_for(snapshot, tmp_path)
+    state.flow_traces = False
+    flow = _connect(host)
+    _run(ConnectGate(state), flow)
+    assert (flow.response is None) == (host == "api.example.com")
+    assert not flow.comment and TRACE_KEY not in flow.metadata
 
 
 @pytest.mark.parametrize(

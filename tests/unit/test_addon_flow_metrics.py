@@ -136,6 +136,20 @@ def test_mitmweb_gets_the_whole_decision_trace_when_the_flow_ends(state) -> None
     assert flow.metadata[TRACE_KEY]["attempts"][0] == {"candidate": "destination (a.example.com:443)", "outcome": "upstream-5xx", "wentOn": True}
 
 
+def test_without_a_flow_list_no_trace_is_built_and_the_record_still_reaches_the_sinks(state) -> None:
+    """`egressproxy run` (GatewayState.flow_traces off) keeps no flows: the finished record is all a request
+    costs at its end, no comment, marker or trace metadata is written."""
+    state.flow_traces = False
+    addon = FlowMetrics(state)
+    flow = _flow(403, verdict=Verdict.deny("no-route", "EgressGateway/default/eg"))
+    record = flow_record(flow)
+    record.checks = [Check("route", "EgressGateway/default/eg", "deny", "no-route")]
+    addon.response(flow)
+    assert not flow.comment and not flow.marked and TRACE_KEY not in flow.metadata
+    [finished] = state.collect.records
+    assert finished.decision == "deny"
+
+
 def test_a_denied_flow_is_marked_and_its_headline_names_the_reason(state) -> None:
     addon = FlowMetrics(state)
     denied = _flow(403, verdict=Verdict.deny("no-route", "EgressGateway/default/eg"))

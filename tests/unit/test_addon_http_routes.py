@@ -620,3 +620,25 @@ def test_an_absolute_target_naming_the_tunnel_host_is_served(state) -> None:
     flow.request.authority = "API.example.com.:443"
     _requestheaders(HttpRoutes(state), flow)
     assert flow.response is None
+
+
+def test_a_routed_request_carries_the_idle_steps_of_the_snapshot_it_was_decided_with(state, snapshot) -> None:
+    """The HookTable skips those steps for this flow (egressproxy/runtime/idle_steps.py); asked per snapshot."""
+    asked = []
+
+    def idle_steps(s):
+        asked.append(s)
+        return frozenset({"rate-limit"})
+
+    state.idle_steps = idle_steps
+    flow = _tunnelled(state, "api.example.com", "/static/x")
+    assert flow_record(flow).idle_steps == frozenset()
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow_record(flow).idle_steps == {"rate-limit"} and asked == [snapshot]
+
+
+@pytest.mark.parametrize(("path", "query"), [("/v1/x?a=1&b=2&a=3", {"a": ["1", "3"], "b": ["2"]}), ("/v1/x", {})])
+def test_the_request_view_reads_the_query_only_from_a_target_that_has_one(state, path: str, query: dict[str, list[str]]) -> None:
+    flow = _tunnelled(state, "api.example.com", path)
+    view, _ = HttpRoutes(state)._view(flow, state.connection(flow.client_conn.id))
+    assert view.query == query and view.path == path

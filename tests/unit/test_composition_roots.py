@@ -47,15 +47,17 @@ def test_the_run_master_installs_every_patch_and_the_error_answers(tmp_path: Pat
     async def main():
         state = GatewayState(Path({str(tmp_path)!r}))
         before = patched()
+        traces = state.flow_traces
         master, ours = build_master(["regular@127.0.0.1:0"], state, Reloader(ConfigSource(()), state), reuse_port=True)
-        print(before, patched(), b._error_factory == ours.gateway_errors.answer)
+        print(before, patched(), b._error_factory == ours.gateway_errors.answer, traces, state.flow_traces)
 
     asyncio.run(main())
     """
     before_and_after = _run(body, tmp_path)
     none = "{'transparent_start': False, 'error_answers': False, 'reuse_port': False}"
     every = "{'transparent_start': True, 'error_answers': True, 'reuse_port': True}"
-    assert before_and_after == f"{none} {every} True"
+    # ... and, having no flow list, turns the per-flow decision trace off (GatewayState.flow_traces)
+    assert before_and_after == f"{none} {every} True True False"
 
 
 def test_reuse_port_is_only_patched_for_workers(tmp_path: Path) -> None:
@@ -85,9 +87,10 @@ def test_the_mitmweb_script_installs_the_patches_when_loaded(tmp_path: Path) -> 
     before = patched()
     with taddons.context(egress) as tctx:
         print(before["transparent_start"], before["error_answers"], patched()["transparent_start"],
-              patched()["error_answers"], b._error_factory == egress.gateway.gateway_errors.answer)
+              patched()["error_answers"], b._error_factory == egress.gateway.gateway_errors.answer,
+              egress.state.flow_traces)
     """
-    assert _run(body, tmp_path) == "False False True True True"
+    assert _run(body, tmp_path) == "False False True True True True"  # mitmweb shows each flow's trace
 
 
 def test_loading_the_gateway_addons_alone_patches_nothing(tmp_path: Path) -> None:

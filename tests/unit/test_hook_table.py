@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from mitmproxy import exceptions, hooks
+from mitmproxy import exceptions, hooks, http
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow
@@ -163,3 +163,61 @@ def test_the_gateway_enters_mitmproxys_chain_once(tmp_path: Path) -> None:
                          env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert {"client_connected", "next_layer", "requestheaders", "response", "tls_start_client"} <= set(eval(out.stdout))
+
+
+class Router:
+    """Decides the flow on `request` and names the steps idle for it (as HttpRoutes does on requestheaders)."""
+
+    def __init__(self, calls: Calls, idle: frozenset[str]) -> None:
+        self.calls, self.idle = calls, idle
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        self.calls.append("router.request")
+        flow.metadata["idle"] = self.idle
+
+
+class Stepped:
+    def __init__(self, calls: Calls, step: str) -> None:
+        self.calls, self.step = calls, step
+
+    async def request(self, flow: object) -> None:
+        self.calls.append(f"{self.step}.request")
+
+    def response(self, flow: object) -> None:
+        self.calls.append(f"{self.step}.response")
+
+    def configure(self, updated: set[str]) -> None:
+        self.calls.append(f"{self.step}.configure")
+
+
+def _idle_of(flow: http.HTTPFlow) -> frozenset[str]:
+    return flow.metadata.get("idle", frozenset())
+
+
+def test_members_idle_for_a_flow_are_not_called_on_its_request_hooks() -> None:
+    """Before the router, every member runs; after it (same dispatch included) the idle ones are skipped;
+    members without a step, and hooks that are not a request's, are never skipped."""
+    calls: Calls = []
+    members = [Stepped(calls, "early"), Router(calls, frozenset({"early", "idle"})), Stepped(calls, "idle"),
+               Stepped(calls, "busy"), Second(calls)]
+    with taddons.context() as tctx:
+        table = HookTable(members, idle_of=_idle_of)
+        tctx.master.addons.add(table)
+        flow = tflow.tflow(resp=True)
+        asyncio.run(tctx.master.addons.trigger_event(HttpRequestHook(flow)))
+        asyncio.run(tctx.master.addons.trigger_event(HttpResponseHook(flow)))
+        calls.append("--")
+        tctx.master.addons.invoke_addon_sync(table, hooks.ConfigureHook({"x"}))
+    assert calls == [
+        "early.request", "router.request", "busy.request", "second.request",
+        "busy.response", "second.response",
+        "--", "early.configure", "idle.configure", "busy.configure", "second.configure ['x']",
+    ]
+
+
+def test_without_idle_of_no_member_is_skipped() -> None:
+    calls: Calls = []
+    with taddons.context() as tctx:
+        tctx.master.addons.add(HookTable([Router(calls, frozenset({"idle"})), Stepped(calls, "idle")]))
+        asyncio.run(tctx.master.addons.trigger_event(HttpRequestHook(tflow.tflow(resp=True))))
+    assert calls == ["router.request", "idle.request"]

@@ -88,3 +88,14 @@ def test_host_matches() -> None:
     assert host_matches((), "anything.example")
     assert host_matches(("a.example.com", "*.example.org"), "x.y.example.org")
     assert not host_matches(("a.example.com", "*.example.org"), "example.org")
+
+
+def test_canonical_host_is_memoised_and_a_refusal_raises_every_time() -> None:
+    """Called several times per request on the same few names: computed once; refusals are never cached."""
+    canonical_host.cache_clear()
+    assert canonical_host("API.Example.COM.") == canonical_host("API.Example.COM.") == "api.example.com"
+    assert canonical_host.cache_info().hits == 1
+    for _ in range(2):
+        with pytest.raises(InvalidHostname):
+            canonical_host("bad_host!")
+    assert canonical_host.cache_info().currsize == 1

@@ -153,3 +153,20 @@ def test_an_unrouted_host_under_allow_all_adds_no_label_value() -> None:
     assert "example.test" not in text
     assert sample(metrics, "egress_requests_total", gateway="default/eg", listener="https", route="none", backend="none",
                   namespace="unknown", serviceaccount="unknown", decision="allow", status_class="2xx") == 5
+
+
+def test_label_children_are_looked_up_once_per_label_set_and_never_mixed_up() -> None:
+    """The sink keeps each label set's children (no `.labels()` per request): two routes, three requests each,
+    interleaved, count apart, and only two sets of children are kept."""
+    metrics = GatewayMetrics()
+    sink = MetricsSink(metrics)
+    for _ in range(3):
+        sink.request_finished(request(route="default/a", duration=0.5))
+        sink.request_finished(request(route="default/b", duration=0.25))
+    for route, seconds in (("default/a", 1.5), ("default/b", 0.75)):
+        labels = dict(gateway="default/eg", listener="https", route=route, backend="none", namespace="unknown",
+                      serviceaccount="unknown", decision="allow", status_class="2xx")
+        assert sample(metrics, "egress_requests_total", **labels) == 3
+        assert sample(metrics, "egress_request_duration_seconds_sum", **labels) == seconds
+    assert sample(metrics, "egress_worker_requests_total", worker="0") == 6
+    assert len(sink.request_children) == 2

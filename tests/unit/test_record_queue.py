@@ -52,3 +52,48 @@ def test_drain_counts_what_was_left() -> None:
 def test_a_document_weighs_its_bodies() -> None:
     doc = {"request": {"body": "x" * 5000}, "response": {"body": None}}
     assert document_weight(doc) == 1024 + 5000
+
+
+def _blocking_gets(q: RecordQueue[int]) -> list[float]:
+    """Record each blocking `get` of the queue's consumer: one per time the writer thread waits to be woken."""
+    waits: list[float] = []
+    inner = q._queue.get
+
+    def get(block: bool = True, timeout: float | None = None) -> object:
+        if block and timeout != 0:
+            waits.append(time.monotonic())
+        return inner(block, timeout)
+
+    q._queue.get = get  # type: ignore[method-assign]
+    return waits
+
+
+def test_the_consumer_is_not_woken_for_every_record_within_the_interval() -> None:
+    """Records arriving one by one during the flush interval are taken as one batch after it, and the consumer
+    waited once (for the first), not once per record: no thread switch per request on the event loop."""
+    q: RecordQueue[int] = RecordQueue(1000, 10**6)
+    waits = _blocking_gets(q)
+
+    def produce() -> None:
+        for i in range(20):
+            q.offer(i, 1)
+            time.sleep(0.005)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    batch = q.take(None, 0.5, 100)
+    producer.join()
+    assert batch == list(range(20))
+    assert len(waits) == 1
+
+
+def test_a_full_batch_or_stop_ends_the_interval_early() -> None:
+    q: RecordQueue[int] = RecordQueue(1000, 10**6)
+    threading.Timer(0.05, lambda: [q.offer(i, 1) for i in range(1, 10)]).start()
+    q.offer(0, 1)
+    started = time.monotonic()
+    assert q.take(None, 30, 10) == list(range(10))
+    threading.Timer(0.05, lambda: q.stop(1)).start()
+    q.offer(10, 1)
+    assert q.take(None, 30, 10) == [10, STOP]
+    assert time.monotonic() - started < 10
