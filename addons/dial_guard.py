@@ -39,7 +39,7 @@ from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.mitmproxy_boundary import relabel_address
 from egressproxy.flowrecord import ConnectionRecord
 from egressproxy.hostnames import InvalidHostname, canonical_host, is_ip_literal
-from egressproxy.outcomes import GatewayFailure
+from egressproxy.outcomes import GatewayFailure, readable_connect_error
 from egressproxy.runtime.state import GatewayState
 
 log = logging.getLogger("egressproxy")
@@ -148,7 +148,7 @@ class DialGuard:
         record, (host, port) = dial
         if (host, port) not in record.dial_outcomes:
             peer = data.server.address[0] if data.server.address else "?"
-            cause = data.server.error or "connection failed"
+            cause = readable_connect_error(data.server.error) if data.server.error else "connection failed"
             detail = f"connecting to {host}:{port} ({peer}) failed: {cause}"
             record.dial_outcomes[(host, port)] = GatewayFailure("upstream-unreachable", detail)
             self.state.metrics.upstream_errors.labels("upstream-unreachable").inc()

@@ -30,7 +30,7 @@ from egressproxy.dialer import Dialer, TlsSettings
 from egressproxy.engine.upstream_ssl import UpstreamConnection
 from egressproxy.flowrecord import ConnectionRecord, Verdict
 from egressproxy.hostnames import InvalidHostname, canonical_host
-from egressproxy.outcomes import DialOutcome, GatewayFailure
+from egressproxy.outcomes import DialOutcome, GatewayFailure, readable_connect_error
 from egressproxy.snapshot import Snapshot
 from egressproxy.upstream_tls import client_certificate_required, describe_alert
 from egressproxy.upstreams import Upstream
@@ -96,7 +96,7 @@ class DialerNetworkBackend(httpcore.AsyncNetworkBackend):
         except httpcore.ConnectTimeout as e:
             raise UpstreamFailed(GatewayFailure("upstream-timeout", f"connecting to {name}:{port} ({destination.address}) timed out")) from e
         except (httpcore.ConnectError, OSError) as e:
-            detail = f"connecting to {name}:{port} ({destination.address}) failed: {e}"
+            detail = f"connecting to {name}:{port} ({destination.address}) failed: {readable_connect_error(str(e))}"
             raise UpstreamFailed(GatewayFailure("upstream-unreachable", detail)) from e
         return _CheckedStream(stream, self, name)
 

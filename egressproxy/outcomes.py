@@ -10,12 +10,36 @@ from mitmproxy's words, by `classify_upstream_error`, which knows mitmproxy's ph
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from egressproxy.flowrecord import Verdict
 from egressproxy.responses import ERROR_STATUS
 
-__all__ = ["GatewayFailure", "DialOutcome", "classify_response_failure", "classify_upstream_error", "outcome_for"]
+__all__ = [
+    "GatewayFailure",
+    "DialOutcome",
+    "classify_response_failure",
+    "classify_upstream_error",
+    "outcome_for",
+    "readable_connect_error",
+]
+
+_ERRNO_PREFIX = re.compile(r"^\[Errno (\d+)\] ")
+
+
+def readable_connect_error(text: str) -> str:
+    """The operating system's words for a failed connect, as mitmproxy hands it over (`str(OSError)`).
+
+    asyncio words a refused connect as "[Errno 111] Connect call failed ('127.0.0.1', 443)"; the errno's own
+    text ("Connection refused") is what an operator looks for. Text without an errno is kept as it is.
+    """
+    match = _ERRNO_PREFIX.match(text)
+    if match is None:
+        return text
+    return os.strerror(int(match.group(1)))
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,9 +65,9 @@ def test_a_failed_connect_is_unreachable_naming_name_and_address(tmp_path: Path)
     state, guard, client = setup(tmp_path)
     record = state.connection(client.id)
     record.upstreams[("127.0.0.1", 9)] = Upstream("127.0.0.1", 9, "http", trusted=True)
-    dial(guard, client, "127.0.0.1", 9, fail="[Errno 111] Connection refused")
+    dial(guard, client, "127.0.0.1", 9, fail="[Errno 111] Connect call failed ('127.0.0.1', 9)")  # asyncio's words
     assert record.dial_outcomes[("127.0.0.1", 9)] == GatewayFailure(
-        "upstream-unreachable", "connecting to 127.0.0.1:9 (127.0.0.1) failed: [Errno 111] Connection refused"
+        "upstream-unreachable", "connecting to 127.0.0.1:9 (127.0.0.1) failed: Connection refused"
     )
     samples = state.metrics.registry.get_sample_value("egress_upstream_errors_total", {"reason": "upstream-unreachable"})
     assert samples == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from egressproxy.flowrecord import Verdict
-from egressproxy.outcomes import GatewayFailure, classify_upstream_error, outcome_for
+from egressproxy.outcomes import GatewayFailure, classify_upstream_error, outcome_for, readable_connect_error
 
 
 @pytest.mark.parametrize(
@@ -54,3 +54,16 @@ def test_without_a_recorded_outcome_mitmproxys_message_decides() -> None:
     outcome = outcome_for(None, None, "[Errno 110] Connection timed out")
     assert outcome == GatewayFailure("upstream-timeout", "[Errno 110] Connection timed out")
     assert outcome.status == 504
+
+
+@pytest.mark.parametrize(
+    ("text", "readable"),
+    [
+        ("[Errno 111] Connect call failed ('127.0.0.1', 443)", "Connection refused"),
+        ("[Errno 113] Connect call failed ('10.0.0.1', 443)", "No route to host"),
+        ("Connection refused", "Connection refused"),
+        ("", ""),
+    ],
+)
+def test_a_failed_connect_is_told_in_the_operating_systems_words(text: str, readable: str) -> None:
+    assert readable_connect_error(text) == readable
