@@ -17,16 +17,16 @@ import httpx
 # kernel's ephemeral range (32768+), so parallel workers never pick the same port and no outgoing connection holds
 # one. A block is walked in order, skipping ports something else has bound, so a port comes back only after the
 # whole block has been handed out once.
-_BLOCK = 3000
+_BLOCK = 1500
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-_next = 20000 + (_WORKER % 4) * _BLOCK
+_next = 20000 + (_WORKER % 8) * _BLOCK
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now, not handed out recently in this test process, and never by another xdist worker: two
     listeners of one gateway, or of two gateways started side by side, must not be given the same one."""
     global _next
-    start = 20000 + (_WORKER % 4) * _BLOCK
+    start = 20000 + (_WORKER % 8) * _BLOCK
     for _ in range(_BLOCK):
         port = _next
         _next = start + (_next + 1 - start) % _BLOCK
