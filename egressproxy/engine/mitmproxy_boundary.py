@@ -796,21 +796,36 @@ class ByteMeter(Protocol):
     bytes_downstream: int
 
 
+class _Ends:
+    """How many sides of a relayed pair have seen their stream end, and the wait of the first for the second."""
+
+    __slots__ = ("count", "both")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.both: asyncio.Future[None] | None = None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Relay:
     peer: connection.Connection
     meter: ByteMeter
     from_client: bool
+    ends: _Ends
 
 
 def relay_directly(client: connection.Client, server: connection.Server, meter: ByteMeter) -> None:
     """From the next read on, bytes between `client` and `server` skip the layer stack, counted into `meter`.
 
-    Only for a pair whose layer would forward every chunk unchanged (a passthrough TCPLayer); its events for the
-    end of either stream still reach it.
+    Only for a pair whose layer would forward every chunk unchanged (a passthrough TCPLayer). The end of one
+    side's stream half-closes the other (`write_eof`), also inside an explicit proxy's CONNECT tunnel, where
+    mitmproxy's HTTP layer would turn it into a full close; the layers see both ends once both streams have ended.
+    A failed read (a reset), a cancelled task (close, inactivity timeout, drain) or a peer that is gone reach the
+    layers at once, which close the pair.
     """
-    client.__dict__[_RELAY_ATTR] = _Relay(server, meter, True)
-    server.__dict__[_RELAY_ATTR] = _Relay(client, meter, False)
+    ends = _Ends()
+    client.__dict__[_RELAY_ATTR] = _Relay(server, meter, True, ends)
+    server.__dict__[_RELAY_ATTR] = _Relay(client, meter, False, ends)
 
 
 def relayed_directly(conn: connection.Connection) -> bool:
@@ -904,7 +919,9 @@ async def _relay(handler: Any, conn: connection.Connection, reader: Any, relay: 
             return True, None
         except asyncio.CancelledError as e:
             return True, e
-        if not data or transport.is_closing():
+        if not data:
+            return await _half_close(writer, relay.ends)
+        if transport.is_closing():
             return True, None
         if from_client:
             meter.bytes_upstream += len(data)
@@ -921,3 +938,24 @@ async def _relay(handler: Any, conn: connection.Connection, reader: Any, relay: 
                 return True, None
             except asyncio.CancelledError as e:
                 return True, e
+
+
+async def _half_close(peer: asyncio.StreamWriter, ends: _Ends) -> tuple[bool, asyncio.CancelledError | None]:
+    """This side's stream ended: end the peer's sending side (after what is queued for it), then wait until the
+    peer's stream ends too, so that the layers, which close the pair on the first end they see, see both."""
+    if not peer.transport.is_closing() and peer.can_write_eof():
+        try:
+            peer.write_eof()
+        except OSError:
+            return True, None
+    ends.count += 1
+    if ends.count >= 2:
+        if ends.both is not None and not ends.both.done():
+            ends.both.set_result(None)
+        return True, None
+    ends.both = asyncio.get_running_loop().create_future()
+    try:
+        await ends.both
+    except asyncio.CancelledError as e:
+        return True, e
+    return True, None
