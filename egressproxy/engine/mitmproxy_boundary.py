@@ -909,6 +909,7 @@ async def _relay(handler: Any, conn: connection.Connection, reader: Any, relay: 
         del conn.__dict__[_RELAY_ATTR]
         return False, None
     transport = writer.transport
+    own = handler.transports[conn].writer.transport
     high_water = transport.get_write_buffer_limits()[1]
     watchdog = handler.timeout_watchdog
     meter, from_client, clock = relay.meter, relay.from_client, time.time
@@ -919,8 +920,8 @@ async def _relay(handler: Any, conn: connection.Connection, reader: Any, relay: 
             return True, None
         except asyncio.CancelledError as e:
             return True, e
-        if not data:
-            return await _half_close(writer, relay.ends)
+        if not data:  # the end of the stream: the peer's, or ours closing this socket (drain, close_client)
+            return (True, None) if own.is_closing() else await _half_close(writer, relay.ends)
         if transport.is_closing():
             return True, None
         if from_client:

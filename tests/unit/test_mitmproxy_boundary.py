@@ -997,3 +997,20 @@ def test_a_peer_that_is_gone_ends_the_relay_and_the_layers_hear_of_it_at_once() 
         return [type(e).__name__ for e in handler.events]
 
     assert asyncio.run(scenario()) == ["ConnectionClosed", "ConnectionClosed"]
+
+
+def test_closing_the_gateways_own_side_ends_the_pair_without_waiting_for_the_origin() -> None:
+    """The drain and close_client close a client's socket from our side: that is a close, not the client's
+    half-close, so the pair ends at once even though the origin never ends its stream."""
+
+    async def scenario() -> tuple[list[str], bytes]:
+        handler, _, ends = await _relayed(mark=True)
+        origin_r, _ = ends["origin"]  # type: ignore[misc]
+        client = ends["client"]
+        handler.transports[client].writer.close()  # type: ignore[index,union-attr]
+        tasks = [io.handler for io in handler.transports.values()]
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        return [type(e).__name__ for e in handler.events], await asyncio.wait_for(origin_r.read(), 10)
+
+    names, rest = asyncio.run(scenario())
+    assert names == ["ConnectionClosed", "ConnectionClosed"] and rest == b""
