@@ -10,6 +10,7 @@ reads further), so each test can state exactly which bytes crossed.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -240,3 +241,31 @@ def test_a_client_that_goes_away_mid_transfer_takes_the_upstream_connection_with
     assert origin.ended.wait(15), f"the upstream connection stayed open; the origin sent {origin.sent} bytes"
     assert isinstance(origin.error, OSError)
     wait_for_metric(gw, "egress_connection_duration_seconds_count", 1, **ROUTE)
+
+
+def test_a_relayed_tunnel_still_open_at_the_drain_deadline_is_closed_and_the_exit_is_quiet(gateway, origins):
+    """SIGTERM with a tunnel whose origin never ends its stream: the drain closes it at the deadline (the origin
+    sees its connection end), and the gateway exits 0 without asyncio's complaints about pending tasks."""
+    from tests.e2e.test_graceful_stop import UNCLEAN
+
+    hello = client_hello("pinned.example.test")
+
+    def idle_until_closed(conn: socket.socket, origin: Origin) -> None:
+        origin.read_hello(conn, len(hello))
+        conn.sendall(b"ready")
+        while conn.recv(CHUNK):  # ends when the gateway closes the upstream connection
+            pass
+
+    origin = origins(idle_until_closed)
+    gw = gateway(GATEWAY, PINNED_ROUTE, extra_args=["--drain-seconds", "1s"])
+    sock, _ = open_tunnel(gw, origin, hello)
+    with sock:
+        assert sock.recv(5) == b"ready"  # relayed end to end
+        gw.proc.send_signal(signal.SIGTERM)
+        code = gw.proc.wait(timeout=15)
+        assert read_to_end(sock) == b""  # the gateway closed the client's side too
+    logs = gw.logs()
+    assert code == 0, logs
+    assert origin.ended.wait(10) and origin.error is None, origin.error
+    assert "closing 1 connection(s) still busy" in logs
+    assert [line for line in logs.splitlines() if any(u in line for u in UNCLEAN)] == [], logs
