@@ -50,6 +50,11 @@ Patches (`install`):
   chunked while another hop sees an unknown coding. The patched reader first refuses a head with a folded line or
   a control character in a value (`egressproxy.request_head.header_line_problem`); it is then answered like
   any head that does not parse (with client limits installed: our JSON 400 `malformed-request`, then close).
+- `ConnectionHandler.handle_connection` (the direct relay, its own block at the end; issue 16): a copy of
+  mitmproxy's read loop (its source is pinned by hash) in which a connection marked by `relay_directly` - both
+  sides of a decided passthrough tunnel, once its upstream is open (`egressproxy/engine/direct_relay.py`) - is
+  read in a lean loop (read, count, write to the peer, backpressure by the peer's high-water mark); only the ends
+  of the streams reach the layers, and the end of one stream half-closes the other.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
