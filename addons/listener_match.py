@@ -21,6 +21,7 @@ from mitmproxy.proxy.layers.tls import parse_client_hello, starts_like_tls_recor
 from mitmproxy.proxy.mode_specs import RegularMode, TransparentMode
 
 from egressproxy.decisions import Action, ConnectionDecision, decide_connection, parent_for, route_name
+from egressproxy.engine.direct_relay import DirectRelayLayer
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.layers import CloseLayer
 from egressproxy.engine.mitmproxy_boundary import HttpUpstreamProxy
@@ -139,12 +140,17 @@ class ListenerMatch:
     def _relay(self, context: Context, record: ConnectionRecord, decision: ConnectionDecision, *, ignore: bool) -> layer.Layer:
         """A raw relay to the decided destination, or, in parent mode, through a CONNECT to the parent.
 
+        A passthrough tunnel without a parent is relayed directly once its upstream is open
+        (egressproxy/engine/direct_relay.py).
+
         The parent is asked for the decided name (it resolves and applies its own policy); TLS stays
         end-to-end inside the tunnel.
         """
         self._allow_dial(record, context.server)
-        relay = layers.TCPLayer(context, ignore=ignore)
         parent = parent_for(self.state.snapshot, decision.route) if self.state.snapshot else None
+        if parent is None and ignore:
+            return DirectRelayLayer(context, record)  # bytes skip the layer stack once the upstream is open
+        relay = layers.TCPLayer(context, ignore=ignore)
         if parent is None:
             return relay
         context.server.via = ("http", (parent.host, parent.port))

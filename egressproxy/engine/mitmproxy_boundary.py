@@ -50,6 +50,11 @@ Patches (`install`):
   chunked while another hop sees an unknown coding. The patched reader first refuses a head with a folded line or
   a control character in a value (`egressproxy.request_head.header_line_problem`); it is then answered like
   any head that does not parse (with client limits installed: our JSON 400 `malformed-request`, then close).
+- `ConnectionHandler.handle_connection` (the direct relay, its own block at the end; issue 16): a copy of
+  mitmproxy's read loop (its source is pinned by hash) in which a connection marked by `relay_directly` - both
+  sides of a decided passthrough tunnel, once its upstream is open (`egressproxy/engine/direct_relay.py`) - is
+  read in a lean loop (read, count, write to the peer, backpressure by the peer's high-water mark); only the ends
+  of the streams reach the layers, and the end of one stream half-closes the other.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -75,13 +80,14 @@ state of a just-accepted client's socket through `Proxyserver.connections` and `
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import h2.connection
 import h2.errors
@@ -91,6 +97,7 @@ from hyperframe.frame import HeadersFrame
 from h11._receivebuffer import ReceiveBuffer
 
 from mitmproxy import connection, ctx, http
+from mitmproxy.connection import ConnectionState
 from mitmproxy import flow as mflow
 from mitmproxy.addons.tlsconfig import _default_ciphers as default_ciphers
 from mitmproxy.net.tls import _create_ssl_context as create_ssl_context
@@ -117,6 +124,7 @@ from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._http2 import Http2Server
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
+from mitmproxy.proxy.server import ConnectionHandler
 
 from egressproxy.h2_abuse import DEFAULT_LIMITS, FrameKind, H2AbuseGuard, H2Limits
 from egressproxy.client_limits import MALFORMED, SENT_AHEAD, ClientLimits, ahead_limit, head_refusal
@@ -125,6 +133,8 @@ from egressproxy.request_head import header_line_problem
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
+    "ByteMeter",
+    "HANDLE_CONNECTION_SHA256",
     "RESPONSE_FAILURE_KEY",
     "ClientRefusal",
     "ErrorResponseFactory",
@@ -144,6 +154,8 @@ __all__ = [
     "original_function",
     "refuse_unsafe_options",
     "relabel_address",
+    "relay_directly",
+    "relayed_directly",
     "stop_listening",
     "undecided_clients",
     "waiting_heads",
@@ -193,6 +205,7 @@ def install(
     _patch(http_layers.HttpStream, "handle_protocol_error", _handle_protocol_error)
     _patch(http_layers.HttpStream, "state_consume_request_body", _consume_request_body)
     _patch_function(http1, "read_request_head", _read_request_head_strictly)
+    _install_direct_relay()
     if reuse_port:
         _patch(mode_servers.AsyncioServerInstance, "listen", _listen_reuse_port)
 
@@ -766,3 +779,189 @@ def gave_up_waiting(client: connection.Client) -> bool:
     except (OSError, AttributeError, IndexError):
         return False
     return head == b"" or head.startswith(b"CONNECT ")
+
+
+# --- direct relay: a decided tunnel's bytes skip the layer stack (issue 16, egressproxy/engine/direct_relay.py) ---
+# mitmproxy hands every chunk a connection reads to its layers as an event (a lock, the inactivity watchdog, a
+# generator per layer, a command per chunk) and then drains every writer of the connection. Once a passthrough
+# tunnel is decided and its upstream is open, none of that decides anything. `relay_directly` marks the pair;
+# the patched `ConnectionHandler.handle_connection` then reads such a connection in a lean loop (read, count,
+# write to the peer, wait only when the peer's write buffer is over its high-water mark) and hands the end of the
+# stream back to mitmproxy's own code, so half-close, close, hooks and cleanup are mitmproxy's, unchanged.
+
+_RELAY_ATTR = "_egress_direct_relay"
+# The source of mitmproxy's `ConnectionHandler.handle_connection` our copy below follows (tests pin its hash).
+HANDLE_CONNECTION_SHA256 = "95c3f93e9824e527cd3c1af9656c0e04690562abcd23f0b029d547257fb53f94"
+
+
+class ByteMeter(Protocol):
+    """Where a relay counts bytes: read from the client (upstream) and from the server (downstream)."""
+
+    bytes_upstream: int
+    bytes_downstream: int
+
+
+class _Ends:
+    """How many sides of a relayed pair have seen their stream end, and the wait of the first for the second."""
+
+    __slots__ = ("count", "both")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.both: asyncio.Future[None] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Relay:
+    peer: connection.Connection
+    meter: ByteMeter
+    from_client: bool
+    ends: _Ends
+
+
+def relay_directly(client: connection.Client, server: connection.Server, meter: ByteMeter) -> None:
+    """From the next read on, bytes between `client` and `server` skip the layer stack, counted into `meter`.
+
+    Only for a pair whose layer would forward every chunk unchanged (a passthrough TCPLayer). The end of one
+    side's stream half-closes the other (`write_eof`), also inside an explicit proxy's CONNECT tunnel, where
+    mitmproxy's HTTP layer would turn it into a full close; the layers see both ends once both streams have ended.
+    A failed read (a reset), a cancelled task (close, inactivity timeout, drain) or a peer that is gone reach the
+    layers at once, which close the pair.
+    """
+    ends = _Ends()
+    client.__dict__[_RELAY_ATTR] = _Relay(server, meter, True, ends)
+    server.__dict__[_RELAY_ATTR] = _Relay(client, meter, False, ends)
+
+
+def relayed_directly(conn: connection.Connection) -> bool:
+    return _RELAY_ATTR in conn.__dict__
+
+
+def _install_direct_relay() -> None:
+    _patch(ConnectionHandler, "handle_connection", _handle_connection)
+
+
+async def _handle_connection(self: Any, conn: connection.Connection) -> None:
+    """mitmproxy 12.3.1's `ConnectionHandler.handle_connection` (`connection` renamed `conn`), plus the lines
+    marked `egress`: a connection marked by `relay_directly` is read by `_relay` instead."""
+    cancelled = None
+    reader = self.transports[conn].reader
+    assert reader
+    while True:
+        relay = conn.__dict__.get(_RELAY_ATTR)  # egress
+        if relay is not None:  # egress
+            ended, cancelled = await _relay(self, conn, reader, relay)  # egress
+            if ended:  # egress
+                break  # egress
+        try:
+            data = await reader.read(65535)
+            if not data:
+                raise OSError("Connection closed by peer.")
+        except OSError:
+            break
+        except asyncio.CancelledError as e:
+            cancelled = e
+            break
+
+        await self.server_event(events.DataReceived(conn, data))
+
+        try:
+            await self.drain_writers()
+        except asyncio.CancelledError as e:
+            cancelled = e
+            break
+
+    if cancelled is None and conn.transport_protocol == "tcp":
+        # TCP connections can be half-closed.
+        conn.state &= ~ConnectionState.CAN_READ
+    else:
+        conn.state = ConnectionState.CLOSED
+
+    await self.server_event(events.ConnectionClosed(conn))
+
+    if conn.state is ConnectionState.CAN_WRITE:
+        # we may still use this connection to *send* stuff,
+        # even though the remote has closed their side of the connection.
+        # to make this work we keep this task running and wait for cancellation.
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError as e:
+            cancelled = e
+
+    try:
+        writer = self.transports[conn].writer
+        assert writer
+        writer.close()
+    except OSError:
+        pass
+    self.transports.pop(conn)
+
+    if cancelled:
+        raise cancelled
+
+
+async def _relay(handler: Any, conn: connection.Connection, reader: Any, relay: _Relay) -> tuple[bool, asyncio.CancelledError | None]:
+    """Copy `conn`'s bytes to its peer until the stream ends: (True, the CancelledError if the task was cancelled,
+    else None); (False, None) when the peer has no transport (the caller goes on the ordinary way).
+
+    Per chunk: one read, one byte count, the inactivity watchdog's clock, one write; the peer's high-water mark
+    gives backpressure (no read while its write buffer is full). Once the peer's socket is closing, what this side
+    sends can go nowhere: the relay stops reading, and mitmproxy's close handling ends the pair.
+    """
+    peer_io = handler.transports.get(relay.peer)
+    writer = peer_io.writer if peer_io is not None else None
+    if not isinstance(writer, asyncio.StreamWriter):
+        del conn.__dict__[_RELAY_ATTR]
+        return False, None
+    transport = writer.transport
+    own = handler.transports[conn].writer.transport
+    high_water = transport.get_write_buffer_limits()[1]
+    watchdog = handler.timeout_watchdog
+    meter, from_client, clock = relay.meter, relay.from_client, time.time
+    while True:
+        try:
+            data = await reader.read(65535)
+        except OSError:
+            return True, None
+        except asyncio.CancelledError as e:
+            return True, e
+        if not data:  # the end of the stream: the peer's, or ours closing this socket (drain, close_client)
+            return (True, None) if own.is_closing() else await _half_close(writer, relay.ends)
+        if transport.is_closing():
+            return True, None
+        if from_client:
+            meter.bytes_upstream += len(data)
+        else:
+            meter.bytes_downstream += len(data)
+        watchdog.last_activity = clock()
+        transport.write(data)
+        if transport.get_write_buffer_size() > high_water:
+            try:
+                await writer.drain()
+            except OSError as e:
+                if peer_io.handler is not None:
+                    peer_io.handler.cancel(f"Error sending data: {e}")
+                return True, None
+            except asyncio.CancelledError as e:
+                return True, e
+
+
+async def _half_close(peer: asyncio.StreamWriter, ends: _Ends) -> tuple[bool, asyncio.CancelledError | None]:
+    """This side's stream ended: end the peer's sending side (after what is queued for it), then wait until the
+    peer's stream ends too, so that the layers, which close the pair on the first end they see, see both."""
+    if not peer.transport.is_closing() and peer.can_write_eof():
+        try:
+            peer.write_eof()
+        except OSError:
+            return True, None
+    ends.count += 1
+    if ends.count >= 2:
+        if ends.both is not None and not ends.both.done():
+            ends.both.set_result(None)
+        return True, None
+    ends.both = asyncio.get_running_loop().create_future()
+    try:
+        await ends.both
+    except asyncio.CancelledError as e:
+        return True, e
+    return True, None

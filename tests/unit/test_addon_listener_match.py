@@ -18,6 +18,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
 from addons.listener_match import ListenerMatch, looks_like_http
+from egressproxy.engine.direct_relay import DirectRelayLayer
 from egressproxy.engine.layers import CloseLayer
 from egressproxy.engine.mitmproxy_boundary import HttpUpstreamProxy
 from tests.support.addon_state import compile_snapshot, counter, state_for
@@ -172,6 +173,7 @@ def test_an_sni_that_disagrees_with_the_connect_authority_is_closed(addon) -> No
 def test_a_passthrough_route_relays_tls_untouched(addon) -> None:
     nl, record = _decide(addon, "transparent", client_hello("pinned.example.org"), ("203.0.113.7", 443))
     assert isinstance(nl.layer, layers.TCPLayer) and nl.layer.flow is None  # ignore=True: no flow, no decryption
+    assert isinstance(nl.layer, DirectRelayLayer) and nl.layer.meter is record  # relayed directly once open
     assert not record.intercept and record.listener == "pass"
     assert nl.context.server.address == ("pinned.example.org", 443)  # dials the decided name, not the client's IP
     assert ("pinned.example.org", 443) in record.upstreams
@@ -229,6 +231,7 @@ def test_a_passthrough_route_through_a_parent_tunnels_by_name(tmp_path) -> None:
     nl, record = _decide(addon, "transparent", client_hello("pinned.example.org"), ("203.0.113.7", 443))
     assert isinstance(nl.layer, HttpUpstreamProxy)
     assert nl.layer.tunnel_connection.address == ("parent.internal", 3128)
+    assert not isinstance(nl.layer.child_layer, DirectRelayLayer)  # through a parent: mitmproxy's own relay
     assert nl.context.server.address == ("pinned.example.org", 443)  # the parent is asked for the name
     assert record.upstreams[("parent.internal", 3128)].trusted
 

@@ -862,3 +862,155 @@ def test_gave_up_waiting_is_false_without_a_socket() -> None:
     client = tflow.tclient_conn()
     with taddons.context(proxyserver.Proxyserver()):
         assert not boundary.gave_up_waiting(client)
+
+
+# --- direct relay (issue 16): a decided tunnel's bytes skip the layer stack ---------------------------------------
+
+
+def test_handle_connection_is_the_source_our_copy_follows() -> None:
+    """Our `_handle_connection` is mitmproxy's, plus the direct relay: a changed original must be re-read."""
+    import hashlib
+
+    source = inspect.getsource(boundary.original(server.ConnectionHandler, "handle_connection"))
+    assert hashlib.sha256(source.encode()).hexdigest() == boundary.HANDLE_CONNECTION_SHA256
+    assert server.ConnectionHandler.handle_connection is boundary._handle_connection
+
+
+def test_the_connection_handler_internals_the_relay_uses_are_there() -> None:
+    assert _params(server.ConnectionHandler.drain_writers) == ["self"]
+    assert {"handler", "reader", "writer"} <= set(server.ConnectionIO.__dataclass_fields__)
+    watchdog = server.TimeoutWatchdog(600, lambda: asyncio.sleep(0))
+    before = watchdog.last_activity
+    watchdog.register_activity()
+    assert before <= watchdog.last_activity <= time.time()  # a time.time() stamp, as the relay writes it
+    client = tflow.tclient_conn()
+    client.__dict__["_probe"] = 1  # connections keep a __dict__ (the relay's mark lives there)
+    from mitmproxy.proxy.layers import tcp
+
+    assert tcp.TCPLayer._handle_event is tcp.TCPLayer.start and hasattr(tcp.TCPLayer, "relay_messages")
+
+
+class _Handler:
+    """The parts of mitmproxy's ConnectionHandler the patched handle_connection uses, with the ending of a
+    TCPLayer inside a CONNECT tunnel: the first end the layers see closes the pair (both tasks cancelled)."""
+
+    def __init__(self) -> None:
+        self.transports: dict[connection.Connection, server.ConnectionIO] = {}
+        self.timeout_watchdog = server.TimeoutWatchdog(600, lambda: asyncio.sleep(0))
+        self.events: list[events.Event] = []
+
+    async def server_event(self, event: events.Event) -> None:
+        self.events.append(event)
+        if isinstance(event, events.DataReceived):  # the ordinary path: what a TCPLayer would forward
+            peer = next(c for c in self.transports if c is not event.connection)
+            self.transports[peer].writer.write(event.data)  # type: ignore[union-attr]
+        if isinstance(event, events.ConnectionClosed):
+            for io in self.transports.values():
+                if io.handler is not None:
+                    io.handler.cancel("closed by command")  # its own task too, as mitmproxy's close does
+
+    async def drain_writers(self) -> None:
+        for io in self.transports.values():
+            await io.writer.drain()  # type: ignore[union-attr]
+
+
+async def _pair() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.StreamReader, asyncio.StreamWriter]:
+    """(gateway-side reader, writer, far-side reader, writer) of one loopback TCP connection."""
+    accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.get_running_loop().create_future()
+    srv = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0)
+    far_r, far_w = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+    near_r, near_w = await accepted
+    srv.close()
+    return near_r, near_w, far_r, far_w
+
+
+class _Meter:
+    bytes_upstream = 0
+    bytes_downstream = 0
+
+
+async def _relayed(mark: bool) -> tuple[_Handler, _Meter, dict[str, object]]:
+    handler, meter = _Handler(), _Meter()
+    client, upstream = tflow.tclient_conn(), tflow.tserver_conn()
+    c_r, c_w, app_r, app_w = await _pair()
+    s_r, s_w, origin_r, origin_w = await _pair()
+    handler.transports[client] = server.ConnectionIO(reader=c_r, writer=c_w)
+    handler.transports[upstream] = server.ConnectionIO(reader=s_r, writer=s_w)
+    if mark:
+        boundary.relay_directly(client, upstream, meter)
+    for conn in (client, upstream):
+        handler.transports[conn].handler = asyncio.create_task(boundary._handle_connection(handler, conn))
+    return handler, meter, dict(client=client, app=(app_r, app_w), origin=(origin_r, origin_w))
+
+
+def test_a_relayed_pair_copies_each_way_counts_and_keeps_half_close_without_events() -> None:
+    async def scenario() -> tuple[list[str], _Meter, bytes, bytes, bool]:
+        handler, meter, ends = await _relayed(mark=True)
+        app_r, app_w = ends["app"]  # type: ignore[misc]
+        origin_r, origin_w = ends["origin"]  # type: ignore[misc]
+        app_w.write(b"x" * 300_000)
+        app_w.write_eof()  # the client is done sending ...
+        up = await asyncio.wait_for(origin_r.read(), 10)  # ... the origin reads to the end of its stream
+        assert not handler.events  # nothing went through the layers yet: the end waits for the other side
+        origin_w.write(b"answer after the end")  # ... and can still answer
+        origin_w.write_eof()
+        down = await asyncio.wait_for(app_r.read(), 10)
+        tasks = [io.handler for io in handler.transports.values()]
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        return [type(e).__name__ for e in handler.events], meter, up, down, not handler.transports
+
+    names, meter, up, down, all_gone = asyncio.run(scenario())
+    assert up == b"x" * 300_000 and down == b"answer after the end"
+    assert (meter.bytes_upstream, meter.bytes_downstream) == (300_000, 20)
+    assert names == ["ConnectionClosed", "ConnectionClosed"]  # no DataReceived: the layers saw only the ends
+    assert all_gone  # mitmproxy's own cleanup ran: transports popped
+
+
+def test_an_unmarked_pair_goes_the_ordinary_way_through_the_layers() -> None:
+    async def scenario() -> tuple[list[str], bytes]:
+        handler, _, ends = await _relayed(mark=False)
+        app_r, app_w = ends["app"]  # type: ignore[misc]
+        origin_r, _ = ends["origin"]  # type: ignore[misc]
+        app_w.write(b"ping")
+        got = await asyncio.wait_for(origin_r.readexactly(4), 10)
+        for io in list(handler.transports.values()):
+            io.handler.cancel()  # type: ignore[union-attr]
+        await asyncio.gather(*(io.handler for io in list(handler.transports.values())), return_exceptions=True)
+        return [type(e).__name__ for e in handler.events], got
+
+    names, got = asyncio.run(scenario())
+    assert got == b"ping" and names[0] == "DataReceived"
+
+
+def test_a_peer_that_is_gone_ends_the_relay_and_the_layers_hear_of_it_at_once() -> None:
+    """The client resets mid-transfer: its end reaches the layers (which close the pair) without waiting for
+    the origin's stream to end."""
+
+    async def scenario() -> list[str]:
+        handler, _, ends = await _relayed(mark=True)
+        _, app_w = ends["app"]  # type: ignore[misc]
+        sock = app_w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        app_w.close()  # SO_LINGER 0: a reset
+        tasks = [io.handler for io in handler.transports.values()]
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        return [type(e).__name__ for e in handler.events]
+
+    assert asyncio.run(scenario()) == ["ConnectionClosed", "ConnectionClosed"]
+
+
+def test_closing_the_gateways_own_side_ends_the_pair_without_waiting_for_the_origin() -> None:
+    """The drain and close_client close a client's socket from our side: that is a close, not the client's
+    half-close, so the pair ends at once even though the origin never ends its stream."""
+
+    async def scenario() -> tuple[list[str], bytes]:
+        handler, _, ends = await _relayed(mark=True)
+        origin_r, _ = ends["origin"]  # type: ignore[misc]
+        client = ends["client"]
+        handler.transports[client].writer.close()  # type: ignore[index,union-attr]
+        tasks = [io.handler for io in handler.transports.values()]
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        return [type(e).__name__ for e in handler.events], await asyncio.wait_for(origin_r.read(), 10)
+
+    names, rest = asyncio.run(scenario())
+    assert names == ["ConnectionClosed", "ConnectionClosed"] and rest == b""
