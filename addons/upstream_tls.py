@@ -45,6 +45,7 @@ from egressproxy.outcomes import GatewayFailure
 from egressproxy.runtime.state import GatewayState
 from egressproxy.engine.upstream_ssl import (
     TlsSettings,
+    UpstreamConnection,
     Verification,
     build_context,
     make_connection,
@@ -99,6 +100,8 @@ class UpstreamTls:
         self.clients: dict[str, dict[Key, _Upstream]] = {}
         self.servers: dict[str, _ServerInfo] = {}
         self.flow_keys: dict[str, tuple[str, Key]] = {}  # flow id -> (client id, key)
+        handshakes = state.metrics.upstream_tls_handshakes
+        self._handshakes = {True: handshakes.labels("resumed"), False: handshakes.labels("full")}
 
     # --- parameters (the dialer holds them: one place for the hooks and the gateway's own clients) --------------
 
@@ -220,7 +223,7 @@ class UpstreamTls:
         if conflict is not None:
             conn = refusing_connection(settings, conflict, name, params.source)
         else:
-            conn = self.state.dialer.tls_connection(params, name, settings, list(server.alpn_offers) or None)
+            conn = self.state.dialer.tls_connection(params, name, settings, list(server.alpn_offers) or None, key)
         info = _ServerInfo(client.id, key, conn.egress, flows)
         conn.egress.on_failure = lambda cause, info=info: self._mark(
             info.flows, info.client_id, info.key, cause, info.verification.params.source
@@ -304,6 +307,7 @@ class UpstreamTls:
     def tls_established_server(self, tls_start: tls.TlsData) -> None:
         """A TLS 1.3 origin that requires a client certificate we did not send completes the handshake and
         rejects us only afterwards, often as a bare TCP reset: until it sends a first byte, that is the cause."""
+        self._count_handshake(tls_start.ssl_conn)
         info = self.servers.get(tls_start.conn.id)
         if info is None:
             return
@@ -311,6 +315,12 @@ class UpstreamTls:
         if verification.certificate_requested and not verification.params.has_client_certificate:
             verification.tentative = client_certificate_required(verification.name)
             self._mark(info.flows, info.client_id, info.key, verification.tentative, verification.params.source)
+
+    def _count_handshake(self, conn: object) -> None:
+        if isinstance(conn, UpstreamConnection):
+            resumed = conn.resumed()
+            self.state.dialer.sessions.note_handshake(resumed)
+            self._handshakes[resumed].inc()
 
     def _unmark_tentative(self, info: _ServerInfo) -> None:
         cause, info.verification.tentative = info.verification.tentative, None

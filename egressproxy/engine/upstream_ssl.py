@@ -193,6 +193,9 @@ class UpstreamConnection(SSL.Connection):
     """
 
     egress: Verification
+    # Called once with the connection's session when the origin's first application data arrives (the handshake
+    # passed every check and the origin accepted us; TLS 1.3 tickets arrive before that data): tls_sessions.py.
+    on_session: Callable[[SSL.Session], None] | None = None
 
     def recv(self, bufsiz: int, flags: int | None = None) -> bytes:
         try:
@@ -208,7 +211,14 @@ class UpstreamConnection(SSL.Connection):
             self.egress.received_data = True
             if self.egress.on_data is not None:
                 self.egress.on_data()
+            session = self.get_session() if self.on_session is not None and self.egress.failure is None else None
+            if session is not None and self.on_session is not None:
+                self.on_session(session)
         return data
+
+    def resumed(self) -> bool:
+        """Whether the completed handshake resumed an offered session (no certificate was exchanged)."""
+        return bool(SSL._lib.SSL_session_reused(self._ssl))
 
 
 def make_connection(context: SSL.Context, verification: Verification, alpn: list[bytes] | None = None) -> UpstreamConnection:
