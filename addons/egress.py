@@ -86,6 +86,7 @@ class Egress:
             "Minted interception certificates kept in memory per CA (least recently used dropped first); "
             "`egressproxy run --cert-cache-size`.",
         )
+        mitmproxy_boundary.bound_cert_store(DEFAULT_CAP)  # until configure sees the option's value
 
     def configure(self, updated: set[str]) -> None:
         try:
