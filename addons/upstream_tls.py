@@ -90,7 +90,7 @@ class _Upstream:
 class _ServerInfo:
     client_id: str
     key: Key
-    verification: Verification
+    conn: UpstreamConnection
     flows: list[http.HTTPFlow]  # the requests that were waiting for this connection when it started TLS
 
 
@@ -224,9 +224,9 @@ class UpstreamTls:
             conn = refusing_connection(settings, conflict, name, params.source)
         else:
             conn = self.state.dialer.tls_connection(params, name, settings, list(server.alpn_offers) or None, key)
-        info = _ServerInfo(client.id, key, conn.egress, flows)
+        info = _ServerInfo(client.id, key, conn, flows)
         conn.egress.on_failure = lambda cause, info=info: self._mark(
-            info.flows, info.client_id, info.key, cause, info.verification.params.source
+            info.flows, info.client_id, info.key, cause, info.conn.egress.params.source
         )
         conn.egress.on_data = lambda info=info: self._unmark_tentative(info)
         tls_start.ssl_conn = conn
@@ -281,21 +281,21 @@ class UpstreamTls:
         info = self.servers.get(tls_start.conn.id)
         if info is None:
             return
-        cause = info.verification.failure
+        cause = info.conn.egress.failure
         if cause is None:
             error = tls_start.conn.error or "handshake failed"
             if "alert" in error:
                 cause = describe_alert(
                     error,
-                    sent_client_certificate=info.verification.params.has_client_certificate,
-                    certificate_requested=info.verification.certificate_requested,
-                    name=info.verification.name,
-                    source=info.verification.params.source,
+                    sent_client_certificate=info.conn.egress.params.has_client_certificate,
+                    certificate_requested=info.conn.egress.certificate_requested,
+                    name=info.conn.egress.name,
+                    source=info.conn.egress.params.source,
                 )
             else:
-                cause = f"{error}: {info.verification.name}, checked against {info.verification.params.source}"
-        log.warning("upstream TLS to %s failed: %s", info.verification.name, cause)
-        self._mark(info.flows, info.client_id, info.key, cause, info.verification.params.source)
+                cause = f"{error}: {info.conn.egress.name}, checked against {info.conn.egress.params.source}"
+        log.warning("upstream TLS to %s failed: %s", info.conn.egress.name, cause)
+        self._mark(info.flows, info.client_id, info.key, cause, info.conn.egress.params.source)
         # mitmproxy keeps a failed connection and answers later requests for the same (host, port) on this
         # client connection with its error, without dialling: those may want other parameters (another rule's
         # Backend), and a fixed origin deserves a new handshake. Retire it, so each request dials afresh.
@@ -311,7 +311,7 @@ class UpstreamTls:
         info = self.servers.get(tls_start.conn.id)
         if info is None:
             return
-        verification = info.verification
+        verification = info.conn.egress
         if verification.certificate_requested and not verification.params.has_client_certificate:
             verification.tentative = client_certificate_required(verification.name)
             self._mark(info.flows, info.client_id, info.key, verification.tentative, verification.params.source)
@@ -323,7 +323,7 @@ class UpstreamTls:
             self._handshakes[resumed].inc()
 
     def _unmark_tentative(self, info: _ServerInfo) -> None:
-        cause, info.verification.tentative = info.verification.tentative, None
+        cause, info.conn.egress.tentative = info.conn.egress.tentative, None
         if cause is None:
             return
         upstream = self.clients.get(info.client_id, {}).get(info.key)
@@ -348,6 +348,7 @@ class UpstreamTls:
         info = self.servers.pop(data.server.id, None)
         if info is None:
             return
+        info.conn.mark_closed()  # its session stays resumable for the next connection (engine/tls_sessions.py)
         upstream = self.clients.get(info.client_id, {}).get(info.key)
         if upstream is not None:
             upstream.live.pop(data.server.id, None)

@@ -216,6 +216,17 @@ class UpstreamConnection(SSL.Connection):
                 self.on_session(session)
         return data
 
+    def mark_closed(self) -> None:
+        """The connection is over: keep its session resumable unless it ended in a TLS error.
+
+        mitmproxy never sends close_notify upstream, and OpenSSL, freeing a connection that sent none, marks its
+        session not resumable, so the session kept for the next connection (tls_sessions.py) would be refused by
+        OpenSSL itself. A fatal alert or failed check still invalidates it (OpenSSL does so when the alert passes;
+        `egress.failure` covers ours). Called from the server_disconnected hook, after the last read or write.
+        """
+        if self.on_session is not None and self.egress.failure is None:
+            self.set_shutdown(self.get_shutdown() | SSL.SENT_SHUTDOWN)
+
     def resumed(self) -> bool:
         """Whether the completed handshake resumed an offered session (no certificate was exchanged)."""
         return bool(SSL._lib.SSL_session_reused(self._ssl))

@@ -7,6 +7,7 @@ name, verification parameters, settings or ALPN offer differ (a resumed handshak
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 import pytest
@@ -62,9 +63,9 @@ def _pump(a: SSL.Connection, b: SSL.Connection) -> None:
 
 
 def _handshake(client: UpstreamConnection, server_context: SSL.Context) -> bool:
-    """Handshake, one byte of origin data (which also delivers TLS 1.3 tickets), then a clean close as mitmproxy's
-    TLS layer does it (OpenSSL marks the session of a connection freed without close_notify not resumable).
-    True when the handshake resumed a session."""
+    """Handshake, one byte of origin data (which also delivers TLS 1.3 tickets), then the end as the gateway sees
+    it: no close_notify (mitmproxy sends none upstream), `mark_closed` from the server_disconnected hook, and the
+    connection freed. True when the handshake resumed a session."""
     server = SSL.Connection(server_context, None)
     server.set_accept_state()
     for _ in range(20):
@@ -78,8 +79,32 @@ def _handshake(client: UpstreamConnection, server_context: SSL.Context) -> bool:
     _pump(client, server)
     assert client.recv(1) == b"x"
     assert client.egress.failure is None
-    client.shutdown()
-    return client.resumed()
+    client.mark_closed()
+    resumed = client.resumed()
+    del client, server
+    gc.collect()  # OpenSSL frees the connection now: without mark_closed, its session would be made unresumable
+    return resumed
+
+
+def test_a_connection_freed_without_mark_closed_leaves_no_resumable_session(dialer, params, server_context) -> None:
+    """Pins why `mark_closed` exists: OpenSSL spoils the session of a connection freed without close_notify."""
+    conn = dialer.tls_connection(params, NAME, TlsSettings(), None, ORIGIN)
+    server = SSL.Connection(server_context, None)
+    server.set_accept_state()
+    for _ in range(20):
+        for side in (conn, server):
+            try:
+                side.do_handshake()
+            except SSL.WantReadError:
+                pass
+        _pump(conn, server)
+    server.send(b"x")
+    _pump(conn, server)
+    conn.recv(1)
+    del conn, server
+    gc.collect()
+    assert len(dialer.sessions) == 1
+    assert _connect(dialer, params, server_context) is False
 
 
 def _connect(dialer: Dialer, params: UpstreamTlsParams, server_context: SSL.Context, *, name: str = NAME,
