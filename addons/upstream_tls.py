@@ -356,6 +356,8 @@ class UpstreamTls:
     def client_disconnected(self, client: connection.Client) -> None:
         for upstream in self.clients.pop(client.id, {}).values():
             for server_id in upstream.live:
-                self.servers.pop(server_id, None)
+                info = self.servers.pop(server_id, None)
+                if info is not None:  # nothing more is sent upstream for this client; server_disconnected comes
+                    info.conn.mark_closed()  # after this and would no longer find it
             for flow_id in upstream.active:
                 self.flow_keys.pop(flow_id, None)

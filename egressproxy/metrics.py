@@ -209,7 +209,7 @@ class GatewayMetrics:
         self._hot_path_caches(r)
 
     def _hot_path_caches(self, r: CollectorRegistry) -> None:
-        """The caches that spare handshake work (docs/performance.md#hot-path-caches)."""
+        """The caches that spare handshake work (docs/hot-path-caches.md)."""
         self.cert_cache = Counter(
             "egress_cert_cache",
             "Interception certificates taken from the minted-leaf cache (hit) or minted (minted)",
