@@ -1,4 +1,9 @@
-"""Interception certificates: minted for the requested host from the intercepting listener's CA."""
+"""Interception certificates: minted for the requested host from the intercepting listener's CA.
+
+The leaves are cached per CA (egressproxy/engine/certmint.py), bounded by `cap`: the composition roots set it
+from `--cert-cache-size` (run) or the `egress_cert_cache_size` option (mitmweb) through `resize`. Every lookup
+is counted as a hit or a mint, so an undersized cache shows as mints that keep growing under steady traffic.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 
 from mitmproxy import certs, tls
 
-from egressproxy.engine.certmint import CertMint
+from egressproxy.engine.certmint import DEFAULT_CAP, CertMint
 from egressproxy.engine.client_tls import start_client_tls
 from egressproxy.engine.guard import fail_closed
 from egressproxy.runtime.state import GatewayState
@@ -19,6 +24,16 @@ class CertMinting:
         self.state = state
         self.mints: dict[bytes, CertMint] = {}
         self.dhparams: object | None = None
+        self.cap = DEFAULT_CAP
+        metrics = state.metrics
+        self._hits, self._minted = metrics.cert_cache.labels("hit"), metrics.cert_cache.labels("minted")
+
+    def resize(self, cap: int) -> None:
+        """Bound every CA's leaf cache to `cap` leaves (those built later too)."""
+        self.cap = cap
+        for mint in self.mints.values():
+            mint.resize(cap)
+        self._count_entries()
 
     def mint_for(self, cert_pem: bytes, key_pem: bytes) -> CertMint:
         mint = self.mints.get(cert_pem)
@@ -26,8 +41,9 @@ class CertMinting:
             if self.dhparams is None:
                 self.state.data_dir.mkdir(parents=True, exist_ok=True)
                 self.dhparams = certs.CertStore.load_dhparam(self.state.data_dir / "dhparam.pem")
-            mint = self.mints[cert_pem] = CertMint(cert_pem, key_pem, self.state.data_dir, self.dhparams)
+            mint = self.mints[cert_pem] = CertMint(cert_pem, key_pem, self.state.data_dir, self.dhparams, self.cap)
             mint.preload()
+            self._count_entries()
         return mint
 
     def prepare(self) -> None:
@@ -53,5 +69,28 @@ class CertMinting:
         host = record.sni or record.host or record.connect_host
         if not host:
             return
-        entry = self.mint_for(listener.ca.cert_pem, listener.ca.key_pem).get(host)
+        mint = self.mint_for(listener.ca.cert_pem, listener.ca.key_pem)
+        minted, evictions = mint.minted, mint.evictions
+        entry = mint.get(host)
+        if mint.minted == minted:
+            self._hits.inc()
+        else:
+            self._minted.inc()
+            if mint.evictions != evictions:
+                self.state.metrics.cert_cache_evictions.inc(mint.evictions - evictions)
+            self._count_entries()
         start_client_tls(tls_start, entry, self.dhparams)
+
+    def _count_entries(self) -> None:
+        self.state.metrics.cert_cache_entries.set(sum(len(mint) for mint in self.mints.values()))
+
+    def stats(self) -> dict[str, int]:
+        """The leaf caches together, for GET /stats."""
+        mints = list(self.mints.values())
+        return {
+            "capacity": self.cap,
+            "entries": sum(len(m) for m in mints),
+            "hits": sum(m.hits for m in mints),
+            "minted": sum(m.minted for m in mints),
+            "evictions": sum(m.evictions for m in mints),
+        }

@@ -27,6 +27,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions
 
 from egressproxy.ca import GatewayCAStore
+from egressproxy.engine.certmint import DEFAULT_CAP
 from egressproxy.engine import mitmproxy_boundary
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.master import engine_options
@@ -78,6 +79,14 @@ class Egress:
             "Minted-certificate cache, gateway CAs (ca/<ns>/<name>/), upstream trust bundle files and the capture "
             "store (captures.db, read by `egressproxy captures`).",
         )
+        loader.add_option(
+            "egress_cert_cache_size",
+            int,
+            DEFAULT_CAP,
+            "Minted interception certificates kept in memory per CA (least recently used dropped first); "
+            "`egressproxy run --cert-cache-size`.",
+        )
+        mitmproxy_boundary.bound_cert_store(DEFAULT_CAP)  # until configure sees the option's value
 
     def configure(self, updated: set[str]) -> None:
         try:
@@ -85,6 +94,8 @@ class Egress:
         except mitmproxy_boundary.UnsafeOptions as e:
             log.error("%s", e)  # at start-up an error line makes mitmweb/mitmdump exit with status 1
             raise exceptions.OptionsError(str(e)) from None
+        if "egress_cert_cache_size" in updated:
+            self._bound_cert_caches(ctx.options.egress_cert_cache_size)
         wanted = {k: v for k, v in _ENGINE.items() if k in ctx.options and getattr(ctx.options, k) != v}
         if "listen_host" in ctx.options and not ctx.options.listen_host:
             # Never an open proxy by default (DESIGN.md 3): a mode without an address binds loopback, not every
@@ -142,6 +153,12 @@ class Egress:
             snapshot.generation,
             len(result.files),
         )
+
+    def _bound_cert_caches(self, size: int) -> None:
+        if size < 1:
+            raise exceptions.OptionsError(f"egress_cert_cache_size must be at least 1, got {size}")
+        self.gateway.cert_minting.resize(size)
+        mitmproxy_boundary.bound_cert_store(size)
 
     @staticmethod
     def _report(problems: tuple[str, ...]) -> None:

@@ -45,6 +45,7 @@ from egressproxy.outcomes import GatewayFailure
 from egressproxy.runtime.state import GatewayState
 from egressproxy.engine.upstream_ssl import (
     TlsSettings,
+    UpstreamConnection,
     Verification,
     build_context,
     make_connection,
@@ -89,7 +90,7 @@ class _Upstream:
 class _ServerInfo:
     client_id: str
     key: Key
-    verification: Verification
+    conn: UpstreamConnection
     flows: list[http.HTTPFlow]  # the requests that were waiting for this connection when it started TLS
 
 
@@ -99,6 +100,8 @@ class UpstreamTls:
         self.clients: dict[str, dict[Key, _Upstream]] = {}
         self.servers: dict[str, _ServerInfo] = {}
         self.flow_keys: dict[str, tuple[str, Key]] = {}  # flow id -> (client id, key)
+        handshakes = state.metrics.upstream_tls_handshakes
+        self._handshakes = {True: handshakes.labels("resumed"), False: handshakes.labels("full")}
 
     # --- parameters (the dialer holds them: one place for the hooks and the gateway's own clients) --------------
 
@@ -220,10 +223,10 @@ class UpstreamTls:
         if conflict is not None:
             conn = refusing_connection(settings, conflict, name, params.source)
         else:
-            conn = self.state.dialer.tls_connection(params, name, settings, list(server.alpn_offers) or None)
-        info = _ServerInfo(client.id, key, conn.egress, flows)
+            conn = self.state.dialer.tls_connection(params, name, settings, list(server.alpn_offers) or None, key)
+        info = _ServerInfo(client.id, key, conn, flows)
         conn.egress.on_failure = lambda cause, info=info: self._mark(
-            info.flows, info.client_id, info.key, cause, info.verification.params.source
+            info.flows, info.client_id, info.key, cause, info.conn.egress.params.source
         )
         conn.egress.on_data = lambda info=info: self._unmark_tentative(info)
         tls_start.ssl_conn = conn
@@ -278,21 +281,21 @@ class UpstreamTls:
         info = self.servers.get(tls_start.conn.id)
         if info is None:
             return
-        cause = info.verification.failure
+        cause = info.conn.egress.failure
         if cause is None:
             error = tls_start.conn.error or "handshake failed"
             if "alert" in error:
                 cause = describe_alert(
                     error,
-                    sent_client_certificate=info.verification.params.has_client_certificate,
-                    certificate_requested=info.verification.certificate_requested,
-                    name=info.verification.name,
-                    source=info.verification.params.source,
+                    sent_client_certificate=info.conn.egress.params.has_client_certificate,
+                    certificate_requested=info.conn.egress.certificate_requested,
+                    name=info.conn.egress.name,
+                    source=info.conn.egress.params.source,
                 )
             else:
-                cause = f"{error}: {info.verification.name}, checked against {info.verification.params.source}"
-        log.warning("upstream TLS to %s failed: %s", info.verification.name, cause)
-        self._mark(info.flows, info.client_id, info.key, cause, info.verification.params.source)
+                cause = f"{error}: {info.conn.egress.name}, checked against {info.conn.egress.params.source}"
+        log.warning("upstream TLS to %s failed: %s", info.conn.egress.name, cause)
+        self._mark(info.flows, info.client_id, info.key, cause, info.conn.egress.params.source)
         # mitmproxy keeps a failed connection and answers later requests for the same (host, port) on this
         # client connection with its error, without dialling: those may want other parameters (another rule's
         # Backend), and a fixed origin deserves a new handshake. Retire it, so each request dials afresh.
@@ -304,16 +307,23 @@ class UpstreamTls:
     def tls_established_server(self, tls_start: tls.TlsData) -> None:
         """A TLS 1.3 origin that requires a client certificate we did not send completes the handshake and
         rejects us only afterwards, often as a bare TCP reset: until it sends a first byte, that is the cause."""
+        self._count_handshake(tls_start.ssl_conn)
         info = self.servers.get(tls_start.conn.id)
         if info is None:
             return
-        verification = info.verification
+        verification = info.conn.egress
         if verification.certificate_requested and not verification.params.has_client_certificate:
             verification.tentative = client_certificate_required(verification.name)
             self._mark(info.flows, info.client_id, info.key, verification.tentative, verification.params.source)
 
+    def _count_handshake(self, conn: object) -> None:
+        if isinstance(conn, UpstreamConnection):
+            resumed = conn.resumed()
+            self.state.dialer.sessions.note_handshake(resumed)
+            self._handshakes[resumed].inc()
+
     def _unmark_tentative(self, info: _ServerInfo) -> None:
-        cause, info.verification.tentative = info.verification.tentative, None
+        cause, info.conn.egress.tentative = info.conn.egress.tentative, None
         if cause is None:
             return
         upstream = self.clients.get(info.client_id, {}).get(info.key)
@@ -338,6 +348,7 @@ class UpstreamTls:
         info = self.servers.pop(data.server.id, None)
         if info is None:
             return
+        info.conn.mark_closed()  # its session stays resumable for the next connection (engine/tls_sessions.py)
         upstream = self.clients.get(info.client_id, {}).get(info.key)
         if upstream is not None:
             upstream.live.pop(data.server.id, None)
@@ -345,6 +356,8 @@ class UpstreamTls:
     def client_disconnected(self, client: connection.Client) -> None:
         for upstream in self.clients.pop(client.id, {}).values():
             for server_id in upstream.live:
-                self.servers.pop(server_id, None)
+                info = self.servers.pop(server_id, None)
+                if info is not None:  # nothing more is sent upstream for this client; server_disconnected comes
+                    info.conn.mark_closed()  # after this and would no longer find it
             for flow_id in upstream.active:
                 self.flow_keys.pop(flow_id, None)

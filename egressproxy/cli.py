@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this long; a second "
         "signal exits at once (default: 5s)",
     )
+    run.add_argument(
+        "--cert-cache-size", type=_positive_int, default=4096, metavar="N",
+        help="minted interception certificates kept in memory per CA, least recently used dropped first; a "
+        "dropped one is minted again (about 1 ms) when its host comes back (default: 4096)",
+    )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="(default: info)")
     run.add_argument("--dry-run", action="store_true", help="load, compile and print what would be served, then exit (default: off)")
     run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0 for the others
@@ -204,6 +209,12 @@ def _size(text: str) -> int:
     if unit not in _SIZE_UNITS or not number.isdigit() or int(number) <= 0:
         raise argparse.ArgumentTypeError(f"expected a size such as 512Mi or 2G, got {text!r}")
     return int(number) * _SIZE_UNITS[unit]
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from OpenSSL import SSL
 
 from egressproxy.engine.destinations import Destination, DestinationCheck
+from egressproxy.engine.tls_sessions import TlsSessions
 from egressproxy.engine.upstream_ssl import (
     TlsSettings,
     UpstreamConnection,
@@ -60,6 +61,7 @@ class Dialer:
         self.destinations = DestinationCheck(resolver, metrics)
         self._no_snapshot_params = gateway_params(None, None, system_store().describe())
         self._contexts: dict[tuple[UpstreamTlsParams, TlsSettings], SSL.Context] = {}
+        self.sessions = TlsSessions()
 
     # --- where to connect ----------------------------------------------------------------------------------------
 
@@ -95,11 +97,26 @@ class Dialer:
         return context
 
     def tls_connection(
-        self, params: UpstreamTlsParams, name: str, settings: TlsSettings, alpn: list[bytes] | None = None
+        self,
+        params: UpstreamTlsParams,
+        name: str,
+        settings: TlsSettings,
+        alpn: list[bytes] | None = None,
+        origin: tuple[str, int] | None = None,
     ) -> UpstreamConnection:
         """A client connection verifying `name` under `params` (a policy that cannot be honoured refuses every
-        handshake: never a weaker check). Its `egress` Verification holds the cause once a check failed."""
+        handshake: never a weaker check). Its `egress` Verification holds the cause once a check failed.
+
+        With `origin` (the dialled host and port), the connection offers the session an earlier connection under
+        the very same key left (engine/tls_sessions.py) and leaves its own for the next one."""
         if params.problems:
             cause = f"{params.source} cannot be applied: {'; '.join(params.problems)}"
             return refusing_connection(settings, cause, name, params.source)
-        return make_connection(self.tls_context(params, settings), Verification(params, name), alpn)
+        conn = make_connection(self.tls_context(params, settings), Verification(params, name), alpn)
+        if origin is not None:
+            key = (origin, name, params, settings, tuple(alpn or ()))
+            session = self.sessions.get(key)
+            if session is not None:
+                conn.set_session(session)
+            conn.on_session = lambda session: self.sessions.put(key, session)
+        return conn

@@ -206,6 +206,28 @@ class GatewayMetrics:
             ("backend", "provider"),
             registry=self.registry,
         )
+        self._hot_path_caches(r)
+
+    def _hot_path_caches(self, r: CollectorRegistry) -> None:
+        """The caches that spare handshake work (docs/hot-path-caches.md)."""
+        self.cert_cache = Counter(
+            "egress_cert_cache",
+            "Interception certificates taken from the minted-leaf cache (hit) or minted (minted)",
+            ("result",),
+            registry=r,
+        )
+        self.cert_cache_evictions = Counter(
+            "egress_cert_cache_evictions", "Minted leaves dropped by the cache's bound (--cert-cache-size)", registry=r
+        )
+        self.cert_cache_entries = Gauge(
+            "egress_cert_cache_entries", "Minted leaves held in memory", registry=r, multiprocess_mode="livesum"
+        )
+        self.upstream_tls_handshakes = Counter(
+            "egress_upstream_tls_handshakes",
+            "Completed TLS handshakes with upstreams, by session: resumed (a cached session) or full",
+            ("session",),
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The registry's text; with `--workers` (PROMETHEUS_MULTIPROC_DIR set) the sum over every worker."""

@@ -78,7 +78,9 @@ async def serve(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        master, ours = build_master(modes, state, reloader, reuse_port=args.workers > 1)
+        master, ours = build_master(
+            modes, state, reloader, reuse_port=args.workers > 1, cert_cache_size=args.cert_cache_size
+        )
     except UnsafeOptions as e:
         log.error("%s", e)
         return 1

@@ -3,7 +3,9 @@
 Each leaf is minted from the requested name alone (SAN = the host, an IP SAN for IP literals), never copied
 from the upstream, so one name has one cached certificate whatever address it resolved to. Leaves reuse the
 CA's key (as mitmproxy does), so a persisted leaf is only its certificate: `--data-dir/certs/<ca>/<host>.pem`
-lets a restart serve the same certificate without minting. The in-memory cache is a bounded LRU.
+lets a restart serve the same certificate without minting. The in-memory cache is an LRU bounded by
+`egressproxy run --cert-cache-size` (default 4096, `DEFAULT_CAP`): a host evicted from it is minted again
+(about 1 ms) the next time it is intercepted, which `evictions` and `minted` count.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mitmproxy import certs
 
-__all__ = ["CertMint", "MintedCert"]
+__all__ = ["CertMint", "MintedCert", "DEFAULT_CAP"]
 
 log = logging.getLogger("egressproxy")
 
 MintedCert = certs.CertStoreEntry
 _RENEW_BEFORE = datetime.timedelta(days=2)
+DEFAULT_CAP = 4096  # leaves kept in memory per CA: `--cert-cache-size`
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certmint-writer")
 
 
@@ -41,7 +44,7 @@ def _sans(host: str) -> list[x509.GeneralName]:
 class CertMint:
     """Mints and caches leaf certificates for one CA."""
 
-    def __init__(self, ca_cert_pem: bytes, ca_key_pem: bytes, data_dir: Path | None, dhparams: object, cap: int = 4096):
+    def __init__(self, ca_cert_pem: bytes, ca_key_pem: bytes, data_dir: Path | None, dhparams: object, cap: int = DEFAULT_CAP):
         self.key = serialization.load_pem_private_key(ca_key_pem, None)
         self.ca = certs.Cert(x509.load_pem_x509_certificate(ca_cert_pem))
         self.chain_certs = [self.ca]
@@ -52,6 +55,20 @@ class CertMint:
         self._cache: OrderedDict[str, MintedCert] = OrderedDict()
         self.minted = 0
         self.hits = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def resize(self, cap: int) -> None:
+        """A new bound (the mitmweb option changed): the least recently used leaves beyond it are dropped."""
+        self.cap = cap
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self._cache) > self.cap:
+            self._cache.popitem(last=False)
+            self.evictions += 1
 
     def preload(self) -> int:
         """Read persisted leaves into the cache (blocking: run it in a worker thread before serving)."""
@@ -81,8 +98,7 @@ class CertMint:
         entry = self._entry(cert)
         self._cache[host] = entry
         self.minted += 1
-        if len(self._cache) > self.cap:
-            self._cache.popitem(last=False)
+        self._evict()
         if self.dir is not None:
             _writer.submit(self._persist, host, cert.to_pem())
         return entry

@@ -73,6 +73,9 @@ leaves it once mitmproxy's cleanup for it has run).
 Clients that gave up (`addons/abandoned_clients.py`, its own block at the end): `gave_up_waiting` reads the TCP
 state of a just-accepted client's socket through `Proxyserver.connections` and `ConnectionHandler.transports`.
 
+Hot-path caches (its own block at the end): `bound_cert_store` sets `CertStore.STORE_CAP` (a class attribute
+mitmproxy offers no option for) to the gateway's `--cert-cache-size`.
+
 `refuse_unsafe_options` is the start-up check of options that must stay off (mitmproxy 12.3's `emudhra` and
 `emudhra_old` sign with a publicly known key).
 """
@@ -96,7 +99,7 @@ import h2.exceptions
 from hyperframe.frame import HeadersFrame
 from h11._receivebuffer import ReceiveBuffer
 
-from mitmproxy import connection, ctx, http
+from mitmproxy import certs, connection, ctx, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy import flow as mflow
 from mitmproxy.addons.tlsconfig import _default_ciphers as default_ciphers
@@ -965,3 +968,14 @@ async def _half_close(peer: asyncio.StreamWriter, ends: _Ends) -> tuple[bool, as
     except asyncio.CancelledError as e:
         return True, e
     return True, None
+# --- hot-path caches: mitmproxy's certificate store bounded like ours (issue 16, item 5) ------------------------
+
+
+def bound_cert_store(size: int) -> None:
+    """Bound mitmproxy's own leaf cache (`CertStore.STORE_CAP`, 100 and no option) like ours.
+
+    Our CertMint presents every intercepted leaf; TlsConfig's CertStore only mints when no gateway CA applies
+    (mitmweb's own flows), but a store that evicts at 100 while ours keeps `size` would make that path mint again
+    long before ours does. A class attribute: it applies to the store mitmproxy already built, too.
+    """
+    certs.CertStore.STORE_CAP = max(1, size)

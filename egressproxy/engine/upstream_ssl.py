@@ -193,6 +193,9 @@ class UpstreamConnection(SSL.Connection):
     """
 
     egress: Verification
+    # Called once with the connection's session when the origin's first application data arrives (the handshake
+    # passed every check and the origin accepted us; TLS 1.3 tickets arrive before that data): tls_sessions.py.
+    on_session: Callable[[SSL.Session], None] | None = None
 
     def recv(self, bufsiz: int, flags: int | None = None) -> bytes:
         try:
@@ -208,7 +211,25 @@ class UpstreamConnection(SSL.Connection):
             self.egress.received_data = True
             if self.egress.on_data is not None:
                 self.egress.on_data()
+            session = self.get_session() if self.on_session is not None and self.egress.failure is None else None
+            if session is not None and self.on_session is not None:
+                self.on_session(session)
         return data
+
+    def mark_closed(self) -> None:
+        """The connection is over: keep its session resumable unless it ended in a TLS error.
+
+        mitmproxy never sends close_notify upstream, and OpenSSL, freeing a connection that sent none, marks its
+        session not resumable, so the session kept for the next connection (tls_sessions.py) would be refused by
+        OpenSSL itself. A fatal alert or failed check still invalidates it (OpenSSL does so when the alert passes;
+        `egress.failure` covers ours). Called from the server_disconnected hook, after the last read or write.
+        """
+        if self.on_session is not None and self.egress.failure is None:
+            self.set_shutdown(self.get_shutdown() | SSL.SENT_SHUTDOWN)
+
+    def resumed(self) -> bool:
+        """Whether the completed handshake resumed an offered session (no certificate was exchanged)."""
+        return bool(SSL._lib.SSL_session_reused(self._ssl))
 
 
 def make_connection(context: SSL.Context, verification: Verification, alpn: list[bytes] | None = None) -> UpstreamConnection:

@@ -64,6 +64,8 @@ class Stats(_Base):
                 "last_reload": {"generation": r.generation, "ok": r.ok, "problems": list(r.problems)},
                 # failover candidates this worker skips now (docs/failover.md): cooled down or ejected
                 "upstream_health": self.state.health.unavailable(),
+                # minted-leaf cache and upstream TLS session cache (docs/hot-path-caches.md)
+                "caches": self.state.cache_stats(),
             }
         )
 

@@ -83,8 +83,13 @@ class GatewayAddons:
             self.readiness,
             self.upstream_trust,
         ]
+        state.cache_stats = self.cache_stats
         state.idle_steps = IdleSteps(self.addons)  # which of them a snapshot leaves nothing to do (idle_steps.py)
         reloader.on_swap.append(self.after_swap)
+
+    def cache_stats(self) -> dict[str, object]:
+        """The hot-path caches' figures (GET /stats)."""
+        return {"cert_cache": self.cert_minting.stats(), "upstream_tls_sessions": self.state.dialer.sessions.stats()}
 
     def prepare_blocking(self) -> str | None:
         """File work for the current snapshot: minted-cert preloads and the upstream trust bundle."""

@@ -20,6 +20,7 @@ from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 
 from egressproxy.engine import mitmproxy_boundary
+from egressproxy.engine.certmint import DEFAULT_CAP
 from egressproxy.runtime.gateway_addons import GatewayAddons
 from egressproxy.runtime.hook_table import HookTable
 from egressproxy.runtime.idle_steps import flow_idle_steps
@@ -56,9 +57,15 @@ def engine_options(modes: list[str], data_dir: Path) -> dict[str, object]:
 
 
 def build_master(
-    modes: list[str], state: GatewayState, reloader: Reloader, *, reuse_port: bool = False
+    modes: list[str],
+    state: GatewayState,
+    reloader: Reloader,
+    *,
+    reuse_port: bool = False,
+    cert_cache_size: int = DEFAULT_CAP,
 ) -> tuple[master.Master, GatewayAddons]:
-    """The master with our addons and options, mitmproxy patched for them (`reuse_port` for `--workers N`).
+    """The master with our addons and options, mitmproxy patched for them (`reuse_port` for `--workers N`;
+    `cert_cache_size` bounds the minted-leaf caches, ours and mitmproxy's alike).
 
     Raises mitmproxy_boundary.UnsafeOptions when an option that must stay off is on.
     """
@@ -82,4 +89,6 @@ def build_master(
         h2_refusal=lambda reason: refusals.labels(reason).inc(),
     )
     mitmproxy_boundary.install_client_limits(ours.client_limits.limits, ours.client_limits.refuse)
+    ours.cert_minting.resize(cert_cache_size)
+    mitmproxy_boundary.bound_cert_store(cert_cache_size)
     return m, ours

@@ -77,6 +77,8 @@ class GatewayState:
     flow_traces: bool = True
     # Snapshot -> the request steps idle under it (runtime/idle_steps.py); the gateway's addons set the real one.
     idle_steps: "Callable[[Snapshot], frozenset[str]]" = field(default=lambda snapshot: frozenset())
+    # The hot-path caches' figures for GET /stats (minted leaves, upstream TLS sessions); set by the gateway's addons.
+    cache_stats: "Callable[[], dict[str, object]]" = field(default=lambda: {})
 
     def __post_init__(self) -> None:
         if self.sinks is None:

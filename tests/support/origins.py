@@ -39,7 +39,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _note_connection(self) -> None:
+        """Once per accepted connection: whether its TLS handshake resumed a session (None: plain HTTP)."""
+        if not getattr(self, "_noted", False):
+            self._noted = True
+            self.server.connections.append(getattr(self.request, "session_reused", None))
+
     def _handle(self) -> None:
+        self._note_connection()
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         body = self._body()
@@ -84,6 +91,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     name = "origin"
     requests: list[tuple[str, str, dict[str, str]]]
+    connections: list[bool | None]
 
 
 class _Server6(_Server):
@@ -106,6 +114,7 @@ class HttpOrigin:
         self.server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self.server.name = name
         self.server.requests = []
+        self.server.connections = []  # one entry per connection that sent a request: TLS session resumed?
         self.sni_seen: list[str | None] = []  # the SNI of each TLS handshake
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -122,6 +131,11 @@ class HttpOrigin:
     @property
     def requests(self) -> list[tuple[str, str, dict[str, str]]]:
         return self.server.requests
+
+    @property
+    def connections(self) -> list[bool | None]:
+        """Per accepted connection (that sent a request), in order: True when its TLS handshake was resumed."""
+        return self.server.connections
 
     def __enter__(self) -> "HttpOrigin":
         self.thread.start()

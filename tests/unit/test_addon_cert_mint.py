@@ -17,7 +17,7 @@ from mitmproxy.test import taddons, tflow
 from OpenSSL import SSL
 
 from addons.cert_mint import CertMinting
-from tests.support.addon_state import compile_snapshot, state_for
+from tests.support.addon_state import compile_snapshot, counter, state_for
 
 CONFIG = """
 apiVersion: clrk.apoxy.dev/v1alpha1
@@ -100,3 +100,25 @@ def test_a_connection_another_addon_already_set_up_is_left_alone(addon) -> None:
         data = tls.TlsData(client, context.Context(client, tctx.options), ssl_conn=existing)
         addon.tls_start_client(data)
     assert data.ssl_conn is existing
+
+
+def test_lookups_are_counted_and_a_bound_below_the_hosts_in_use_mints_again(addon) -> None:
+    """Every lookup is a hit or a mint; a host evicted by the bound (`--cert-cache-size`) is minted again."""
+    addon.resize(2)
+    for host in ("a.example.com", "b.example.com", "a.example.com", "c.example.com", "b.example.com"):
+        _start(addon, sni=host)
+    assert counter(addon.state, "egress_cert_cache_total", result="hit") == 1
+    assert counter(addon.state, "egress_cert_cache_total", result="minted") == 4  # b was evicted by c
+    assert counter(addon.state, "egress_cert_cache_evictions_total") == 2
+    assert addon.state.metrics.registry.get_sample_value("egress_cert_cache_entries") == 2
+    assert addon.stats() == {"capacity": 2, "entries": 2, "hits": 1, "minted": 4, "evictions": 2}
+
+
+def test_shrinking_the_bound_drops_the_least_recently_used_leaves(addon) -> None:
+    for host in ("a.example.com", "b.example.com", "c.example.com"):
+        _start(addon, sni=host)
+    _start(addon, sni="a.example.com")  # a is now the most recently used
+    addon.resize(1)
+    assert addon.stats()["entries"] == 1 and addon.stats()["evictions"] == 2
+    _start(addon, sni="a.example.com")
+    assert addon.stats()["hits"] == 2

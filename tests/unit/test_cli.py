@@ -462,3 +462,14 @@ def test_render_k8s_and_trust_are_commands() -> None:
     parser = build_parser()
     assert parser.parse_args(["render-k8s", "-c", "x", "--sidecar"]).sidecar is True
     assert parser.parse_args(["trust", "--out", "b", "--mint"]).mint is True
+
+
+def test_run_cert_cache_size_defaults_to_4096_and_must_be_positive(capsys) -> None:
+    from egressproxy.cli import build_parser
+
+    assert build_parser().parse_args(["run", "-c", "x"]).cert_cache_size == 4096
+    assert build_parser().parse_args(["run", "-c", "x", "--cert-cache-size", "2"]).cert_cache_size == 2
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", "-c", "x", "--cert-cache-size", bad])
+        assert "--cert-cache-size: expected a whole number of at least 1" in capsys.readouterr().err

@@ -107,3 +107,39 @@ def test_loading_the_gateway_addons_alone_patches_nothing(tmp_path: Path) -> Non
         print(sorted(k for k, v in patched().items() if v))
     """
     assert _run(body, tmp_path) == "[]"
+
+
+def test_the_run_master_bounds_both_leaf_caches_alike(tmp_path: Path) -> None:
+    """`--cert-cache-size` reaches our CertMint caches and mitmproxy's CertStore (100 by default, no option)."""
+    body = f"""
+    import asyncio
+    from pathlib import Path
+    from mitmproxy import certs
+    from egressproxy.runtime.master import build_master
+    from egressproxy.runtime.reloader import ConfigSource, Reloader
+    from egressproxy.runtime.state import GatewayState
+
+    async def main():
+        state = GatewayState(Path({str(tmp_path)!r}))
+        before = certs.CertStore.STORE_CAP
+        master, ours = build_master(["regular@127.0.0.1:0"], state, Reloader(ConfigSource(()), state), cert_cache_size=7)
+        print(before, certs.CertStore.STORE_CAP, ours.cert_minting.cap)
+
+    asyncio.run(main())
+    """
+    assert _run(body, tmp_path) == "100 7 7"
+
+
+def test_the_mitmweb_option_bounds_both_leaf_caches_alike(tmp_path: Path) -> None:
+    body = """
+    from mitmproxy import certs
+    from mitmproxy.test import taddons
+    from addons.egress import Egress
+
+    egress = Egress()
+    with taddons.context(egress) as tctx:
+        default = (certs.CertStore.STORE_CAP, egress.gateway.cert_minting.cap)
+        tctx.options.update(egress_cert_cache_size=9)
+        print(default, certs.CertStore.STORE_CAP, egress.gateway.cert_minting.cap)
+    """
+    assert _run(body, tmp_path) == "(4096, 4096) 9 9"

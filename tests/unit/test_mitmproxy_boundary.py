@@ -1014,3 +1014,22 @@ def test_closing_the_gateways_own_side_ends_the_pair_without_waiting_for_the_ori
 
     names, rest = asyncio.run(scenario())
     assert names == ["ConnectionClosed", "ConnectionClosed"] and rest == b""
+# --- hot-path caches: mitmproxy's certificate store bounded like ours ---------------------------------------------
+
+
+def test_bound_cert_store_sets_the_cap_mitmproxys_store_evicts_by(tmp_path) -> None:
+    """`CertStore.STORE_CAP` is a class attribute `get_cert` -> `expire` reads: the bound applies to a store that
+    already exists (TlsConfig builds one before our composition roots run)."""
+    from mitmproxy import certs
+
+    store = certs.CertStore.from_store(tmp_path, "mitmproxy", 2048)
+    default = certs.CertStore.STORE_CAP
+    assert default == 100
+    try:
+        boundary.bound_cert_store(2)
+        for host in ("a.test", "b.test", "c.test"):
+            store.get_cert(host, [])
+        assert len(store.expire_queue) == 2
+        assert certs.CertStore.STORE_CAP == 2
+    finally:
+        certs.CertStore.STORE_CAP = default
