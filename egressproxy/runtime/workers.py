@@ -18,6 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,11 @@ __all__ = ["WORKER_FLAG", "prepare_metrics_dir", "Supervisor", "WorkerProcess", 
 log = logging.getLogger("egressproxy")
 
 WORKER_FLAG = "--worker-index"
+# A worker that exits is started again unless MAX_RESTARTS restarts (of any worker) happened in the last
+# RESTART_WINDOW_SECONDS: a crash loop stops (and /ready stays 503), an occasional crash over weeks does not
+# use the budget up for good.
 MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 300.0
 
 
 def prepare_metrics_dir(data_dir: str) -> None:
@@ -65,6 +71,7 @@ class Supervisor:
         self.count = count
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts = 0
+        self.restart_times: deque[float] = deque()  # monotonic times of the restarts within the window
         self.given_up: dict[int, int] = {}  # index -> exit code of a worker not started again
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -90,7 +97,7 @@ class Supervisor:
             child = self.children.get(index)
             if index in self.given_up:
                 last = self.given_up[index]
-                out.append(WorkerProcess(index, None, f"exited (code {last}), not restarted after {self.restarts} restarts"))
+                out.append(WorkerProcess(index, None, f"exited (code {last}), not restarted: {MAX_RESTARTS} restarts within {RESTART_WINDOW_SECONDS:g}s"))
             elif child is None:
                 out.append(WorkerProcess(index, None, "not started yet"))
             elif (code := child.poll()) is not None:
@@ -114,14 +121,23 @@ class Supervisor:
                 if self._stopping:
                     return
                 forget_dead_gauges(child.pid)
-                if self.restarts >= MAX_RESTARTS:
-                    log.error("worker %d exited with %s; not restarting (%d restarts already)", index, code, self.restarts)
+                if not self._may_restart(time.monotonic()):
+                    log.error(
+                        "worker %d exited with %s; not restarting (%d restarts within %gs)",
+                        index, code, MAX_RESTARTS, RESTART_WINDOW_SECONDS,
+                    )
                     self.given_up[index] = code
                     del self.children[index]
                     continue
                 self.restarts += 1
+                self.restart_times.append(time.monotonic())
                 log.error("worker %d exited with %s; starting it again", index, code)
                 self._spawn(index)
+
+    def _may_restart(self, now: float) -> bool:
+        while self.restart_times and now - self.restart_times[0] > RESTART_WINDOW_SECONDS:
+            self.restart_times.popleft()
+        return len(self.restart_times) < MAX_RESTARTS
 
     async def stop(self) -> None:
         self._stopping = True

@@ -26,12 +26,11 @@ def _supervisor(children: dict[int, Any], count: int = 4) -> Supervisor:
 def test_each_worker_is_running_exited_not_started_or_given_up() -> None:
     supervisor = _supervisor({1: FakeChild(11), 2: FakeChild(12, code=-9)}, count=5)
     supervisor.given_up[4] = 1
-    supervisor.restarts = 5
     assert supervisor.processes() == [
         WorkerProcess(1, 11),
         WorkerProcess(2, None, "exited (code -9), being restarted"),
         WorkerProcess(3, None, "not started yet"),
-        WorkerProcess(4, None, "exited (code 1), not restarted after 5 restarts"),
+        WorkerProcess(4, None, "exited (code 1), not restarted: 5 restarts within 300s"),
     ]
     assert supervisor.live_pids() == {1: 11}
 
@@ -61,6 +60,15 @@ def test_a_worker_that_exits_is_started_again_with_a_new_pid() -> None:
     processes = asyncio.run(asyncio.wait_for(scenario(), 20))
     assert processes == [WorkerProcess(1, spawned[1])]
     assert spawned[0] != spawned[1]
+
+
+def test_restarts_are_budgeted_per_window_not_for_life() -> None:
+    """Five restarts within five minutes stop a crash loop; restarts older than the window no longer count."""
+    supervisor = _supervisor({})
+    supervisor.restart_times.extend([1000.0, 1100.0, 1200.0, 1250.0, 1290.0])
+    assert not supervisor._may_restart(1299.0)
+    assert supervisor._may_restart(1301.0)  # the one at 1000 s left the window
+    assert list(supervisor.restart_times) == [1100.0, 1200.0, 1250.0, 1290.0]
 
 
 def test_extra_workers_bind_the_tcp_modes_only() -> None:
