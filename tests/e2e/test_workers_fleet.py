@@ -111,3 +111,14 @@ def test_reload_reports_every_worker_and_ready_waits_for_a_worker_on_older_files
     finally:
         os.kill(worker1, signal.SIGCONT)
     _until("/ready 200 once worker 1 reloaded", lambda: _ready(gw).status_code == 200, gw)
+
+    before = _ready(gw).json()["workers"]
+
+    def reloaded_by_both() -> dict[str, Any] | None:
+        workers: dict[str, Any] = _ready(gw).json()["workers"]
+        newer = all((w["generation"] or 0) > before[i]["generation"] for i, w in workers.items())
+        return workers if newer else None
+
+    gw.proc.send_signal(signal.SIGHUP)  # to worker 0 alone: it passes the reload on
+    after = _until("SIGHUP applied by both workers", reloaded_by_both, gw)
+    assert after["1"]["pid"] == worker1, after
