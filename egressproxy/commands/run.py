@@ -173,12 +173,15 @@ def _report_applied(data_dir: str, index: int, reloader: Reloader) -> "Callable[
     its listeners are bound, after every accepted reload and when it starts draining)."""
     from egressproxy.runtime.worker_reports import LOADED, READY, STOPPING, AppliedConfig, write_report
 
+    one_at_a_time = asyncio.Lock()  # writes share a temporary file, and the last one written must be the newest
+
     async def report() -> None:
-        state = reloader.state
-        generation = state.snapshot.generation if state.snapshot is not None else 0
-        status = STOPPING if state.stopping else READY if state.ready else LOADED
-        applied = AppliedConfig(os.getpid(), generation, reloader.applied_fingerprint, status)
-        await asyncio.to_thread(write_report, data_dir, index, applied)
+        async with one_at_a_time:
+            state = reloader.state
+            generation = state.snapshot.generation if state.snapshot is not None else 0
+            status = STOPPING if state.stopping else READY if state.ready else LOADED
+            applied = AppliedConfig(os.getpid(), generation, reloader.applied_fingerprint, status)
+            await asyncio.to_thread(write_report, data_dir, index, applied)
 
     return report
 

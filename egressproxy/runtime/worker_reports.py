@@ -8,8 +8,9 @@ answered it (tests/reliability/test_reload_under_load.py, `two-workers`).
 After every accepted load a worker writes `<data-dir>/workers/<index>.json`: its pid, its generation, the
 digest of the files it built from (paths, sizes, mtimes: `Reloader.applied_fingerprint`) and its status (loaded,
 ready once its listeners are bound, stopping once it drains). Worker 0 waits until each live worker's report
-names its own digest, and its /ready reads the same reports (runtime/fleet_readiness.py). Generation numbers are not compared: each worker counts its own
-reloads (a file-watch reload and a SIGHUP for the same edit are two generations in one worker, one in another).
+names its own digest, and its /ready reads the same reports (runtime/fleet_readiness.py). Generation numbers
+are not compared: each worker counts its own reloads (a file-watch reload and a SIGHUP for the same edit are two
+generations in one worker, one in another).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,7 @@ def write_report(data_dir: str | Path, index: int, applied: AppliedConfig) -> No
     directory = _reports_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{index}.json.tmp"
-    tmp.write_text(json.dumps(
-        {"pid": applied.pid, "generation": applied.generation, "fingerprint": applied.fingerprint, "status": applied.status}
-    ))
+    tmp.write_text(json.dumps(asdict(applied)))
     os.replace(tmp, directory / f"{index}.json")
 
 

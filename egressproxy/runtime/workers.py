@@ -97,7 +97,8 @@ class Supervisor:
             child = self.children.get(index)
             if index in self.given_up:
                 last = self.given_up[index]
-                out.append(WorkerProcess(index, None, f"exited (code {last}), not restarted: {MAX_RESTARTS} restarts within {RESTART_WINDOW_SECONDS:g}s"))
+                why = f"exited (code {last}), not restarted: {MAX_RESTARTS} restarts within {RESTART_WINDOW_SECONDS:g}s"
+                out.append(WorkerProcess(index, None, why))
             elif child is None:
                 out.append(WorkerProcess(index, None, "not started yet"))
             elif (code := child.poll()) is not None:

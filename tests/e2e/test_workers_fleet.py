@@ -75,7 +75,8 @@ def test_ready_names_every_worker_and_a_dead_one_until_its_restart_is_bound(gate
     assert body["workers"]["1"]["ready"] is True and first != gw.proc.pid
 
     for i in range(40):  # a new connection each time: the kernel spreads them over both workers
-        assert httpx.get(f"http://api.example.test:{origin.port}/n{i}", proxy=gw.proxy_url, timeout=10).status_code == 200
+        r = httpx.get(f"http://api.example.test:{origin.port}/n{i}", proxy=gw.proxy_url, timeout=10)
+        assert r.status_code == 200
     before = gw.metrics()
     per_worker = dict(re.findall(r'egress_worker_requests_total\{worker="(\d)"\} (\d+)\.0', before))
     assert set(per_worker) == {"0", "1"}, per_worker  # both workers served some
@@ -106,7 +107,7 @@ def test_reload_reports_every_worker_and_ready_waits_for_a_worker_on_older_files
     os.kill(worker1, signal.SIGSTOP)  # it cannot reload while stopped
     try:
         (gw.configs[0] / "10-other.yaml").write_text(SECOND_ROUTE)  # worker 0's file watch reloads
-        stale = _until("/ready 503 for worker 1 on older files", lambda: (r := _ready(gw)).status_code == 503 and r.json(), gw)
+        stale = _until("/ready 503 for worker 1", lambda: (r := _ready(gw)).status_code == 503 and r.json(), gw)
         assert stale["reason"].startswith("worker 1: serves other configuration files than worker 0"), stale
     finally:
         os.kill(worker1, signal.SIGCONT)
