@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from mitmproxy import ctx
 
@@ -15,6 +16,8 @@ class Readiness:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.failed: list[str] = []
+        # Called once every listener is bound (a worker under --workers tells worker 0, egressproxy/commands/run.py).
+        self.on_bound: list[Callable[[], None]] = []
 
     def running(self) -> None:
         proxyserver = ctx.master.addons.get("proxyserver")
@@ -32,3 +35,6 @@ class Readiness:
         if self.failed:
             ctx.master.shutdown()  # a gateway missing a listener must not look healthy
         self.state.listeners_bound = not self.failed and len(proxyserver.servers) > 0
+        if self.state.listeners_bound:
+            for callback in self.on_bound:
+                callback()

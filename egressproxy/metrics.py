@@ -104,13 +104,13 @@ class GatewayMetrics:
             "egress_config_reloads", "Configuration reload attempts", ("result",), registry=r
         )
         self.config_generation = Gauge(
-            "egress_config_generation", "Generation of the serving snapshot", registry=r, multiprocess_mode="max"
+            "egress_config_generation", "Generation of the serving snapshot", registry=r, multiprocess_mode="livemax"
         )
         self.config_last_reload_success = Gauge(
             "egress_config_last_reload_successful",
             "1 if the last reload attempt succeeded (in every worker)",
             registry=r,
-            multiprocess_mode="min",
+            multiprocess_mode="livemin",
         )
         self.worker_requests = Counter(
             "egress_worker_requests", "HTTP requests by worker process (--workers)", ("worker",), registry=r

@@ -20,6 +20,7 @@ from egressproxy.runtime.state import GatewayState
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from egressproxy.runtime.fleet_readiness import FleetReadiness
     from egressproxy.runtime.reloader import BuildResult
     from egressproxy.runtime.udp_relay import TransparentUdpRelay
     from egressproxy.runtime.worker_reports import FleetReload
@@ -91,6 +92,7 @@ async def serve(args: argparse.Namespace) -> int:
 
         captures = start_captures(state, max_age=args.captures_max_age, max_bytes=args.captures_max_size)
     supervisor = None
+    fleet = None
     side = []
     udp_relays: list[TransparentUdpRelay] = []
     if not worker:
@@ -107,25 +109,28 @@ async def serve(args: argparse.Namespace) -> int:
             await asyncio.to_thread(clear_reports, args.data_dir)
             supervisor = Supervisor(sys.argv[1:], args.workers)
             reloader.on_swap.append(_pass_reload_on(supervisor))
+            fleet = _fleet_readiness(reloader, supervisor, args.data_dir)
         reload = reloader.reload if supervisor is None else _reload_everywhere(reloader, supervisor, args.data_dir)
         try:
             side = start_side_servers(
                 state, reload, args.admin_addr, args.ready_addr, args.metrics_addr,
-                AdminAccess(tuple(args.admin_allow_cidr)),
+                AdminAccess(tuple(args.admin_allow_cidr)), fleet,
             )
         except SidePortUnavailable as e:
             log.error("%s", e)
             return 1
         udp_relays = start_udp_relays(state, modes)
-    if worker:  # workers 1..N-1 tell worker 0 what they serve, so that its POST /reload means applied everywhere
-        await _report_applied(args.data_dir, worker, reloader)()
-        reloader.on_swap.append(_report_applied(args.data_dir, worker, reloader))
+    report = _report_applied(args.data_dir, worker, reloader)
+    if worker:  # workers 1..N-1 tell worker 0 what they serve: its POST /reload and /ready answer for all
+        await report()
+        reloader.on_swap.append(report)
+        ours.readiness.on_bound.append(lambda: _report_soon(report))
     reloader.start()
     reloader.on_swap.append(_settle_heap)
     settle_heap("start-up")  # start-up's objects out of the collector's full passes (runtime/heap.py)
     loop = asyncio.get_running_loop()
     # In-flight requests finish before mitmproxy is told to exit; /ready answers 503 meanwhile.
-    drain = Drain(master, args.drain_seconds, on_stop=lambda: setattr(state, "stopping", True))
+    drain = Drain(master, args.drain_seconds, on_stop=_on_drain(state, report if worker else None))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, drain.request)
     log.info(
@@ -166,16 +171,48 @@ def _pass_reload_on(supervisor: "Supervisor") -> "Callable[[], Awaitable[None]]"
 
 
 def _report_applied(data_dir: str, index: int, reloader: Reloader) -> "Callable[[], Awaitable[None]]":
-    """A worker's report of the configuration it serves now (after its first load and every accepted reload)."""
-    from egressproxy.runtime.worker_reports import AppliedConfig, write_report
+    """A worker's report of the configuration it serves now and whether it is ready (after its first load, once
+    its listeners are bound, after every accepted reload and when it starts draining)."""
+    from egressproxy.runtime.worker_reports import LOADED, READY, STOPPING, AppliedConfig, write_report
+
+    one_at_a_time = asyncio.Lock()  # writes share a temporary file, and the last one written must be the newest
 
     async def report() -> None:
-        snapshot = reloader.state.snapshot
-        generation = snapshot.generation if snapshot is not None else 0
-        applied = AppliedConfig(os.getpid(), generation, reloader.applied_fingerprint)
-        await asyncio.to_thread(write_report, data_dir, index, applied)
+        async with one_at_a_time:
+            state = reloader.state
+            generation = state.snapshot.generation if state.snapshot is not None else 0
+            status = STOPPING if state.stopping else READY if state.ready else LOADED
+            applied = AppliedConfig(os.getpid(), generation, reloader.applied_fingerprint, status)
+            await asyncio.to_thread(write_report, data_dir, index, applied)
 
     return report
+
+
+_pending_reports: set[asyncio.Future[None]] = set()
+
+
+def _report_soon(report: "Callable[[], Awaitable[None]]") -> None:
+    """From a synchronous hook: write the report on the loop (a reference kept until it is done)."""
+    task = asyncio.ensure_future(report())
+    _pending_reports.add(task)
+    task.add_done_callback(_pending_reports.discard)
+
+
+def _on_drain(state: GatewayState, report: "Callable[[], Awaitable[None]] | None") -> "Callable[[], None]":
+    """The drain starts: /ready answers 503 from now on (and worker 0 learns it, for a worker 1..N-1)."""
+
+    def stop() -> None:
+        state.stopping = True
+        if report is not None:
+            _report_soon(report)
+
+    return stop
+
+
+def _fleet_readiness(reloader: Reloader, supervisor: "Supervisor", data_dir: str) -> "FleetReadiness":
+    from egressproxy.runtime.fleet_readiness import FleetReadiness
+
+    return FleetReadiness(data_dir, supervisor.processes, lambda: reloader.applied_fingerprint)
 
 
 def _reload_everywhere(
@@ -190,10 +227,11 @@ def _reload_everywhere(
         result = await reloader.reload()
         if not result.ok:
             return result
-        workers = await wait_applied(
-            data_dir, supervisor.live_pids(), reloader.applied_fingerprint, WORKER_RELOAD_WAIT_SECONDS
-        )
-        fleet = FleetReload(result, workers, WORKER_RELOAD_WAIT_SECONDS)
+        live = supervisor.live_pids()
+        others = await wait_applied(data_dir, live, reloader.applied_fingerprint, WORKER_RELOAD_WAIT_SECONDS)
+        workers = {0: reloader.state.snapshot.generation if reloader.state.snapshot else None, **others}
+        not_running = tuple(index for index in range(1, supervisor.count) if index not in live)
+        fleet = FleetReload(result, workers, WORKER_RELOAD_WAIT_SECONDS, not_running)
         if fleet.lagging:
             log.warning("%s", "; ".join(fleet.problems))
         return fleet

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import tornado.httpserver
@@ -17,6 +18,7 @@ import tornado.netutil
 import tornado.web
 
 from egressproxy.admin_access import AdminAccess
+from egressproxy.runtime.fleet_readiness import WorkerReadiness
 from egressproxy.runtime.state import GatewayState
 
 __all__ = ["SidePortUnavailable", "start_side_servers"]
@@ -24,13 +26,22 @@ __all__ = ["SidePortUnavailable", "start_side_servers"]
 log = logging.getLogger("egressproxy")
 
 ReloadFn = Callable[[], Awaitable[Any]]
+# With --workers: workers 1..N-1 judged for worker 0's /ready (runtime/fleet_readiness.py)
+FleetFn = Callable[[], Awaitable[Sequence[WorkerReadiness]]]
 
 
 class _Base(tornado.web.RequestHandler):
-    def initialize(self, state: GatewayState, reload: ReloadFn | None = None, access: AdminAccess | None = None) -> None:
+    def initialize(
+        self,
+        state: GatewayState,
+        reload: ReloadFn | None = None,
+        access: AdminAccess | None = None,
+        fleet: FleetFn | None = None,
+    ) -> None:
         self.state = state
         self.reload = reload
         self.access = access
+        self.fleet = fleet
 
     def prepare(self) -> None:
         """Refuse admin requests from outside loopback and --admin-allow-cidr (egressproxy/admin_access.py)."""
@@ -80,25 +91,39 @@ class Reload(_Base):
             "generation": self.state.snapshot.generation if self.state.snapshot else 0,
             "problems": list(getattr(result, "problems", ())),
         }
-        workers = getattr(result, "workers", None)  # with --workers: what each other worker applied (None: late)
+        workers = getattr(result, "workers", None)  # with --workers: what each worker applied (None: late)
         if workers is not None:
             payload["workers"] = {str(index): generation for index, generation in workers.items()}
+            payload["not_running"] = list(getattr(result, "not_running", ()))
         # 400: the configuration was refused, the old one keeps serving. 504: accepted, but a worker had not
         # applied it when the wait ended (it still serves the one before).
         self.write_json(payload, 200 if ok else 504 if getattr(result, "lagging", ()) else 400)
 
 
 class Ready(_Base):
-    def get(self) -> None:
-        if self.state.ready:
-            self.write_json({"ready": True, "generation": self.state.snapshot.generation if self.state.snapshot else 0})
-        else:
+    """200 when this process serves; with --workers (on worker 0) only when every worker does (503 names which
+    worker is not ready and why, runtime/fleet_readiness.py)."""
+
+    async def get(self) -> None:
+        generation = self.state.snapshot.generation if self.state.snapshot else 0
+        if not self.state.ready:
             why = (
                 "stopping" if self.state.stopping
                 else "configuration not loaded" if self.state.snapshot is None
                 else "listeners not bound"
             )
-            self.write_json({"ready": False, "reason": why}, 503)
+            self.write_json({"ready": False, "reason": why if self.fleet is None else f"worker 0: {why}"}, 503)
+            return
+        if self.fleet is None:
+            self.write_json({"ready": True, "generation": generation})
+            return
+        own = WorkerReadiness(0, True, "", os.getpid(), generation)
+        workers = [own, *await self.fleet()]
+        payload: dict[str, Any] = {"ready": all(w.ready for w in workers), "generation": generation}
+        if not payload["ready"]:
+            payload["reason"] = "; ".join(f"worker {w.index}: {w.reason}" for w in workers if not w.ready)
+        payload["workers"] = {str(w.index): w.to_json() for w in workers}
+        self.write_json(payload, 200 if payload["ready"] else 503)
 
 
 class Metrics(_Base):
@@ -155,13 +180,15 @@ def start_side_servers(
     ready: tuple[str, int],
     metrics: tuple[str, int],
     admin_access: AdminAccess | None = None,
+    fleet: FleetFn | None = None,
 ) -> list[tornado.httpserver.HTTPServer]:
     """Bind and serve the three side ports; SidePortUnavailable names the one that cannot be bound.
 
     Only the admin port checks the client's address (`admin_access`, loopback only by default): readiness and
-    metrics are read by kubelet and Prometheus from other addresses and expose no configuration.
+    metrics are read by kubelet and Prometheus from other addresses and expose no configuration. `fleet` (with
+    --workers) makes /ready answer for every worker.
     """
-    kw = {"state": state, "reload": reload}
+    kw = {"state": state, "reload": reload, "fleet": fleet}
     admin_kw = {**kw, "access": admin_access or AdminAccess()}
     admin_app = tornado.web.Application(
         [

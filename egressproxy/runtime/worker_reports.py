@@ -5,10 +5,12 @@ Each worker reads the configuration files itself and reloads on SIGHUP at its ow
 whose next connection the kernel gave to worker 1 was answered by the older generation after the newer one had
 answered it (tests/reliability/test_reload_under_load.py, `two-workers`).
 
-After every accepted load a worker writes `<data-dir>/workers/<index>.json`: its pid, its generation and the
-digest of the files it built from (paths, sizes, mtimes: `Reloader.applied_fingerprint`). Worker 0 waits until
-each live worker's report names its own digest. Generation numbers are not compared: each worker counts its own
-reloads (a file-watch reload and a SIGHUP for the same edit are two generations in one worker, one in another).
+After every accepted load a worker writes `<data-dir>/workers/<index>.json`: its pid, its generation, the
+digest of the files it built from (paths, sizes, mtimes: `Reloader.applied_fingerprint`) and its status (loaded,
+ready once its listeners are bound, stopping once it drains). Worker 0 waits until each live worker's report
+names its own digest, and its /ready reads the same reports (runtime/fleet_readiness.py). Generation numbers
+are not compared: each worker counts its own reloads (a file-watch reload and a SIGHUP for the same edit are two
+generations in one worker, one in another).
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AppliedConfig", "FleetReload", "clear_reports", "read_report", "wait_applied", "write_report"]
+__all__ = [
+    "AppliedConfig", "FleetReload", "LOADED", "READY", "STOPPING", "clear_reports", "read_report", "wait_applied",
+    "write_report",
+]
 
 POLL_SECONDS = 0.02
+# A worker's status in its report: configuration applied but listeners not bound yet; serving; draining.
+LOADED, READY, STOPPING = "loaded", "ready", "stopping"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class AppliedConfig:
     pid: int
     generation: int
     fingerprint: str
+    status: str = LOADED
 
 
 def _reports_dir(data_dir: str | Path) -> Path:
@@ -52,25 +60,31 @@ def write_report(data_dir: str | Path, index: int, applied: AppliedConfig) -> No
     directory = _reports_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{index}.json.tmp"
-    tmp.write_text(json.dumps({"pid": applied.pid, "generation": applied.generation, "fingerprint": applied.fingerprint}))
+    tmp.write_text(json.dumps(asdict(applied)))
     os.replace(tmp, directory / f"{index}.json")
 
 
 def read_report(data_dir: str | Path, index: int) -> AppliedConfig | None:
     try:
         raw: dict[str, Any] = json.loads((_reports_dir(data_dir) / f"{index}.json").read_text())
-        return AppliedConfig(int(raw["pid"]), int(raw["generation"]), str(raw["fingerprint"]))
+        status = str(raw.get("status", LOADED))
+        return AppliedConfig(int(raw["pid"]), int(raw["generation"]), str(raw["fingerprint"]), status)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 @dataclass(frozen=True)
 class FleetReload:
-    """Worker 0's reload result plus what each other worker applied (None: not within the wait)."""
+    """Worker 0's reload result plus what each worker applied (None: not within the wait).
+
+    `not_running` are the workers that were down when the reload was asked (exited, being restarted): they serve
+    nothing, so they do not make the reload fail; a restarted worker loads the files as they are when it starts.
+    """
 
     build: Any  # reloader.BuildResult (not imported: this module stays free of the compiler)
     workers: Mapping[int, int | None]
     waited_seconds: float
+    not_running: tuple[int, ...] = ()
 
     @property
     def lagging(self) -> tuple[int, ...]:

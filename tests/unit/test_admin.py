@@ -119,3 +119,49 @@ def test_reload_with_a_worker_that_has_not_applied_it_is_504_naming_the_worker(t
     assert r.json()["problems"] == [
         "worker 2 has not applied this configuration within 10s; it still serves the one before"
     ]
+
+
+def _ready_with_fleet(tmp_path: Path, workers: list[object]) -> httpx.Response:
+    """GET /ready on the readiness port of a ready worker 0 whose other workers are `workers`."""
+    from types import SimpleNamespace
+
+    ready = _free()
+    state = GatewayState(tmp_path)
+    state.snapshot = SimpleNamespace(generation=3)  # type: ignore[assignment]
+    state.listeners_bound = True
+
+    async def fleet() -> list[object]:
+        return workers
+
+    async def call() -> httpx.Response:
+        servers = start_side_servers(
+            state, _no_reload, ("127.0.0.1", _free()), ("127.0.0.1", ready), ("127.0.0.1", _free()), None, fleet  # type: ignore[arg-type]
+        )
+        try:
+            async with httpx.AsyncClient() as client:
+                return await client.get(f"http://127.0.0.1:{ready}/ready")
+        finally:
+            for server in servers:
+                server.stop()
+
+    return asyncio.run(call())
+
+
+def test_ready_with_workers_is_503_naming_the_worker_that_is_not(tmp_path: Path) -> None:
+    import os
+
+    from egressproxy.runtime.fleet_readiness import WorkerReadiness
+
+    r = _ready_with_fleet(tmp_path, [WorkerReadiness(1, True, "", 50, 3), WorkerReadiness(2, False, "stopping (draining)", 60, 3)])
+    assert r.status_code == 503
+    assert r.json() == {
+        "ready": False,
+        "generation": 3,
+        "reason": "worker 2: stopping (draining)",
+        "workers": {
+            "0": {"ready": True, "pid": os.getpid(), "generation": 3},
+            "1": {"ready": True, "pid": 50, "generation": 3},
+            "2": {"ready": False, "pid": 60, "generation": 3, "reason": "stopping (draining)"},
+        },
+    }
+    assert _ready_with_fleet(tmp_path, [WorkerReadiness(1, True, "", 50, 3)]).status_code == 200
