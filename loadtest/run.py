@@ -191,6 +191,11 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
+# Every long-lived process this run started, in start order: main's `finally` stops them all, even one that was
+# still starting when Ctrl-C or SIGTERM came.
+LIVE: list[Managed] = []
+
+
 def start(name: str, cmd: list[str], log: Path, group: bool = False, **kwargs: object) -> Managed:
     handle = open(log, "wb")
     try:
@@ -198,7 +203,13 @@ def start(name: str, cmd: list[str], log: Path, group: bool = False, **kwargs: o
                                 **kwargs)
     finally:
         handle.close()
-    return Managed(name, proc, log, group)
+    LIVE.append(Managed(name, proc, log, group))
+    return LIVE[-1]
+
+
+def stop_all() -> None:
+    while LIVE:
+        LIVE.pop().stop()
 
 
 def wait_until(check, what: str, managed: Managed, timeout: float) -> None:  # type: ignore[no-untyped-def]
@@ -250,6 +261,7 @@ def start_origin(work: Path, body_size: int) -> Origin:
     log = work / "origin.log"
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "wb"))
     managed = Managed("origin", proc, log)
+    LIVE.append(managed)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 15)
     line = proc.stdout.readline() if ready else b""
@@ -557,6 +569,18 @@ def parse_hey(text: str) -> dict[str, object]:
             "latencies_us": sorted(latencies)}
 
 
+def abandon(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill the processes of an interrupted run that are still running, and reap them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def collect(clients: list[subprocess.Popen[bytes]], hey: bool, timeout: float) -> list[dict[str, Any]]:
     """Each client's parsed output (a client that failed or printed nothing raises)."""
     outputs = []
@@ -591,14 +615,17 @@ def measure(args: argparse.Namespace, scenario: str, proxy: Proxy | None, origin
         return (sum(proc_cpu_ticks(p) for p in proxy_pids), sum(proc_cpu_ticks(p) for p in client_pids),
                 proc_cpu_ticks(origin.managed.proc.pid), machine_busy_ticks(), passive_opens())
 
-    time.sleep(max(0.0, start_at + warmup - time.time()))
-    before, window_start = sample(), time.time()
-    t0 = time.monotonic()
-    time.sleep(max(0.0, start_at + warmup + duration - time.time()))
-    after, window_end = sample(), time.time()
-    elapsed = time.monotonic() - t0
     try:
+        time.sleep(max(0.0, start_at + warmup - time.time()))
+        before, window_start = sample(), time.time()
+        t0 = time.monotonic()
+        time.sleep(max(0.0, start_at + warmup + duration - time.time()))
+        after, window_end = sample(), time.time()
+        elapsed = time.monotonic() - t0
         outputs = collect(clients, hey, warmup + duration + 30)
+    except BaseException:  # Ctrl-C, SIGTERM, a failed client: no client or tcpdump outlives the run
+        abandon([*clients, *([handshakes.proc] if handshakes.proc is not None else [])])
+        raise
     finally:
         peak_rss_kib = rss.stop() if rss is not None else 0
     latencies = sorted(lat for o in outputs for lat in o["latencies_us"])
@@ -802,7 +829,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="egressproxy-loadtest-"))
-    started: list[Managed] = []
     info = versions()
     print(f"# egressproxy load test, {info['date']}: nproc {info['nproc']}, Python {info['python']}, "
           f"mitmproxy {info['mitmproxy']}, {info['machine']}")
@@ -822,7 +848,6 @@ def main(argv: list[str] | None = None) -> int:
     results: list[RunResult] = []
     try:
         origin = start_origin(work, args.body_size)
-        started.append(origin.managed)
         proxies: list[Proxy] = []
         for name in args.proxy_list:
             profile = (args.profile.resolve() / f"{name}.pstats") if args.profile else None
@@ -832,7 +857,6 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(str(e))
                 print(f"SKIP {e}", flush=True)
                 continue
-            started.append(proxy.managed)
             proxies.append(proxy)
 
         if not args.no_calibrate:
@@ -863,9 +887,13 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r.proxy_cpu:3.0f}% ({r.cpu_ms_per_1k:.0f} ms/1k req, peak RSS {r.peak_rss_mib:.0f} MiB)  client {r.client_cpu:3.0f}%  origin {r.origin_cpu:3.0f}%  "
                           f"other {r.other_cpu:3.0f}%{extra}", flush=True)
                     time.sleep(0.3)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process of the run is stopped; nothing is reported", file=sys.stderr, flush=True)
+        return 130
     finally:
-        for managed in reversed(started):
-            managed.stop()
+        stop_all()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
     summaries: list[Summary] = []
     for scenario in ["direct", *args.scenario_list]:
@@ -912,8 +940,6 @@ def main(argv: list[str] | None = None) -> int:
         }, indent=2))
     if args.keep:
         print(f"# working directory kept: {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
     return 1 if failures else 0
 
 
