@@ -1,6 +1,9 @@
-"""Compare `egressproxy run` with bare `mitmdump` in one run: same client, same origin, same machine; report ratios.
+"""Compare `egressproxy run` with bare `mitmdump` (and squid) in one run: same client, same origin, same machine;
+report ratios against mitmdump.
 
     python loadtest/run.py --duration 10 --concurrency 16 --scenarios plain,intercept,connect-new
+    python loadtest/run.py --proxies egressproxy,egressproxy-full,egressproxy-w2,mitmdump,squid \
+        --scenarios plain,passthrough,intercept,connect-new
 
 What happens (everything on 127.0.0.1, every loop bounded in time and count):
 1. A throwaway origin PKI; the origin (loadtest/origin.py) in its own process, plain HTTP and HTTPS ports.
@@ -12,7 +15,12 @@ What happens (everything on 127.0.0.1, every loop bounded in time and count):
 4. For each scenario, a preflight request through each proxy, then `--runs` measured runs per proxy, alternating
    (A, B, A, B, ...) to cancel drift; each run is `--client-procs` client processes (loadtest/client.py) sharing
    `--concurrency` connections for `--warmup` + `--duration` seconds. CPU of every side is read from /proc.
-5. A table: median requests/s over runs, median p50/p99 latency, errors, CPU; and egressproxy/mitmdump ratios.
+5. A table: median requests/s over runs, median p50/p99 latency, errors, accepted connections per request, CPU
+   (and CPU ms per 1,000 requests), peak RSS of the proxy's process tree; then every proxy / mitmdump.
+
+Beside `egressproxy` (routing only) and `mitmdump`, `--proxies` takes `egressproxy-nocapture` (`--no-captures`),
+`egressproxy-full` (every policy on: loadtest/full_policy.py), `egressproxy-w2` (`--workers 2`) and `squid`
+(Debian's squid-openssl, ssl-bump and splice: loadtest/squid.py; skipped with the install command when missing).
 
 Both proxies use the IP literal 127.0.0.1 as the destination, so both dial the same way (mitmdump has no host
 aliases). Gateway API route hostnames are names, not IPs, so the gateway's route has no hostnames (a catch-all).
