@@ -930,6 +930,10 @@ def main(argv: list[str] | None = None) -> int:
     if busy and statistics.median(busy) > 30:
         print(f"\nNOTE: other work on the machine took a median {statistics.median(busy):.0f}% of a core during the "
               "runs; req/s are depressed and noisy, prefer req/CPU-s and re-run when it is quieter")
+    for s in summaries:
+        if s.errors:
+            print(f"ERRORS {s.scenario} through {s.proxy}: {s.errors} failed requests in the measured windows; "
+                  "its row is not a like-for-like figure until they are 0 (the per-run lines show the first kinds)")
     for why in failures:
         print(f"FAILED {why}")
     if args.profile:
