@@ -711,7 +711,8 @@ def _ratio(x: float, y: float) -> float | None:
     return x / y if y else None
 
 
-def ratio_rows(summaries: list[Summary], a_name: str = "egressproxy", b_name: str = BASELINE) -> list[dict[str, object]]:
+def ratio_rows(summaries: list[Summary], a_name: str = "egressproxy",
+               b_name: str = BASELINE) -> list[dict[str, object]]:
     """`a_name` / `b_name` per scenario: req/s (and per A/B pair), req/CPU-s, CPU per request, p50, p99, peak RSS."""
     by = {(s.scenario, s.proxy): s for s in summaries}
     out: list[dict[str, object]] = []
@@ -737,7 +738,8 @@ def ratio_rows(summaries: list[Summary], a_name: str = "egressproxy", b_name: st
     return out
 
 
-def baseline_ratio_rows(summaries: list[Summary], proxies: list[str], baseline: str = BASELINE) -> list[dict[str, object]]:
+def baseline_ratio_rows(summaries: list[Summary], proxies: list[str],
+                        baseline: str = BASELINE) -> list[dict[str, object]]:
     """Every proxy of the run against the baseline (bare mitmdump), scenario by scenario in run order."""
     rows = [row for name in proxies if name != baseline for row in ratio_rows(summaries, name, baseline)]
     order = {s: i for i, s in enumerate(dict.fromkeys(s.scenario for s in summaries))}
@@ -892,7 +894,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"run {i + 1}/{args.runs} {scenario:<11} {proxy.name:<21} {r.rps:8.0f} req/s  "
                           f"p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}  "
                           f"accepted/req {r.accepted_per_request:.3f}  proxy CPU "
-                          f"{r.proxy_cpu:3.0f}% ({r.cpu_ms_per_1k:.0f} ms/1k req, peak RSS {r.peak_rss_mib:.0f} MiB)  client {r.client_cpu:3.0f}%  origin {r.origin_cpu:3.0f}%  "
+                          f"{r.proxy_cpu:3.0f}% ({r.cpu_ms_per_1k:.0f} ms/1k req, peak RSS {r.peak_rss_mib:.0f} MiB)  "
+                          f"client {r.client_cpu:3.0f}%  origin {r.origin_cpu:3.0f}%  "
                           f"other {r.other_cpu:3.0f}%{extra}", flush=True)
                     time.sleep(0.3)
     except KeyboardInterrupt:
@@ -929,7 +932,8 @@ def main(argv: list[str] | None = None) -> int:
     busy = [r.other_cpu for r in results if r.proxy != "direct"]
     if busy and statistics.median(busy) > 30:
         print(f"\nNOTE: other work on the machine took a median {statistics.median(busy):.0f}% of a core during the "
-              "runs; req/s are depressed and noisy, prefer req/CPU-s and re-run when it is quieter")
+              "runs; req/s are depressed and noisy, prefer CPU ms/1k req (and the CPU/req ratio) and re-run when "
+              "it is quieter")
     for s in summaries:
         if s.errors:
             print(f"ERRORS {s.scenario} through {s.proxy}: {s.errors} failed requests in the measured windows; "

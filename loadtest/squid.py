@@ -15,8 +15,9 @@ What the generated squid.conf does (`render_squid_conf`), scenario by scenario:
   against the origin's IP SAN, so its domain-mismatch error (that one only) is allowed: the chain is still verified.
 
 loadtest/run.py runs squid in the foreground (`-N`: one process, no SMP kid; `workers 1`) with its own pid file,
-in its own session, so that stopping it signals it and its helpers together. Everything it writes stays in its directory; when the
-harness runs as root, squid drops to `cache_effective_user` (Debian's `proxy`), so that directory is handed to it.
+in its own session, so that stopping it signals it and its helpers together. Everything it writes stays in its
+directory; when the harness runs as root, squid drops to `cache_effective_user` (Debian's `proxy`), so that
+directory is handed to it.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def render_squid_conf(layout: SquidLayout, port: int, passthrough_port: int, cer
 
 def find_squid() -> str | None:
     """The squid binary, or None (then the harness skips squid with INSTALL_HINT)."""
-    return shutil.which("squid") or next((p for p in ("/usr/sbin/squid", "/usr/local/sbin/squid") if os.access(p, os.X_OK)), None)
+    candidates = ("/usr/sbin/squid", "/usr/local/sbin/squid")  # sbin is not on every user's PATH
+    return shutil.which("squid") or next((p for p in candidates if os.access(p, os.X_OK)), None)
 
 
 def find_certgen() -> str | None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("squid") is None and not Path("/usr/sbin/squid").exists(),
-                                                   reason="apt-get install -y squid-openssl")]
+NO_SQUID = shutil.which("squid") is None and not Path("/usr/sbin/squid").exists()
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(NO_SQUID, reason="apt-get install -y squid-openssl")]
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO / "loadtest"))  # loadtest/ holds scripts, not a package
