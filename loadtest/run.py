@@ -438,6 +438,19 @@ def start_mitmdump(work: Path, origin: Origin, profile: Path | None) -> Proxy:
     return Proxy("mitmdump", managed, port, ca)
 
 
+def squid_version() -> str:
+    """`squid 5.7` (the first line of `squid -v`), or `squid not installed`."""
+    binary = find_squid()
+    if binary is None:
+        return "squid not installed"
+    try:
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "squid (version unknown)"
+    found = re.search(r"Version (\S+)", out)
+    return f"squid {found.group(1)}" if found else "squid (version unknown)"
+
+
 def start_squid(work: Path, origin: Origin) -> Proxy:
     """squid -N with a squid.conf generated for this run (loadtest/squid.py); ProxyUnavailable when not installed."""
     binary = find_squid()
@@ -840,8 +853,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="egressproxy-loadtest-"))
     info = versions()
+    if "squid" in args.proxy_list:
+        info["squid"] = squid_version()
     print(f"# egressproxy load test, {info['date']}: nproc {info['nproc']}, Python {info['python']}, "
-          f"mitmproxy {info['mitmproxy']}, {info['machine']}")
+          f"mitmproxy {info['mitmproxy']}, {info['machine']}" + (f", {info['squid']}" if "squid" in info else ""))
     print(f"# {' '.join(['python', 'loadtest/run.py', *(argv if argv is not None else sys.argv[1:])])}")
     print(f"# {args.duration:g}s measured (+{args.warmup:g}s warm-up) x {args.runs} runs per proxy, alternating; "
           f"{args.concurrency} connections over {args.client_procs} client process(es); body {args.body_size} B")

@@ -143,3 +143,10 @@ def test_full_policy_missing_is_a_skip_naming_the_module(tmp_path: Path, monkeyp
     monkeypatch.setitem(sys.modules, "full_policy", None)  # import full_policy -> ImportError
     with pytest.raises(run.ProxyUnavailable, match="loadtest/full_policy.py"):
         run.full_policy_config(tmp_path, None, tmp_path)  # type: ignore[arg-type]
+
+
+def test_squid_version_names_the_installed_one_or_says_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    if run.find_squid() is not None:
+        assert run.squid_version().startswith("squid ") and run.squid_version()[6].isdigit()
+    monkeypatch.setattr(run, "find_squid", lambda: None)
+    assert run.squid_version() == "squid not installed"
