@@ -462,8 +462,12 @@ def start_squid(work: Path, origin: Origin) -> Proxy:
     except RuntimeError as e:
         raise ProxyUnavailable(f"squid: {e}") from e
     managed = start("squid", [binary, "-N", "-f", str(layout.conf)], work / "squid.log", group=True, cwd=work)
+    def listening() -> bool:  # squid's own word that it took the port, not merely something answering there
+        log = layout.cache_log.read_text(errors="replace") if layout.cache_log.exists() else ""
+        return f"local=127.0.0.1:{port} " in log and port_open(port)
+
     try:
-        wait_until(lambda: port_open(port), "listening port", managed, 30)
+        wait_until(listening, "listening port", managed, 30)
     except (RuntimeError, TimeoutError) as e:
         managed.stop()
         cache_log = layout.cache_log.read_text(errors="replace")[-2000:] if layout.cache_log.exists() else ""
@@ -480,9 +484,7 @@ def start_proxy(name: str, work: Path, origin: Origin, profile: Path | None, att
             if name == "squid":
                 return start_squid(work, origin)
             return start_mitmdump(work, origin, profile)
-        except ProxyUnavailable:
-            raise
-        except RuntimeError as e:
+        except RuntimeError as e:  # ProxyUnavailable included: squid that lost its port race says so in cache.log
             if "in use" not in str(e) or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
