@@ -173,12 +173,17 @@ def _effective_user() -> str | None:
 
 
 def _hand_over(root: Path, user: str) -> None:
-    """Give squid's directory to its user, and let it traverse the (private) parent to reach it."""
+    """Give squid's directory to its user, and let it traverse the (private) parent to reach it: the run's own
+    temp dir. Any directory above that must already be traversable (it is not ours to open up)."""
     entry = pwd.getpwnam(user)
     for path in [root, *root.rglob("*")]:
         os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     parent = root.parent
     parent.chmod(parent.stat().st_mode | 0o111)
+    closed = [str(p) for p in parent.parents if not p.stat().st_mode & 0o001]
+    if closed:
+        raise RuntimeError(f"squid runs as {user!r} and cannot traverse {', '.join(closed)}: give the run a "
+                           "working directory under a world-traversable one (such as /tmp)")
 
 
 def prepare_squid(root: Path, port: int, passthrough_port: int, origin_ca: Path) -> SquidLayout:

@@ -114,3 +114,35 @@ def test_ctrl_c_mid_run_stops_squid_and_its_helper_and_removes_the_working_direc
             except subprocess.TimeoutExpired:
                 os.killpg(harness.pid, signal.SIGKILL)
                 harness.wait(timeout=10)
+
+
+@pytest.mark.timeout(90)
+def test_squid_that_finds_its_port_taken_is_started_again_on_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something else listens on the port squid was given: readiness is squid's own word (cache.log), not any answer
+    on the port, so the harness sees squid fail and starts it again on a fresh port."""
+    import socket
+    import tempfile
+
+    import run
+
+    # Like run.py's: directly under /tmp (pytest's tmp_path sits under a root-only directory squid's user cannot
+    # traverse).
+    tmp_path = Path(tempfile.mkdtemp(prefix="egressproxy-loadtest-test-"))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    ports = iter([busy])
+    real_free_port = run.free_port
+    monkeypatch.setattr(run, "free_port", lambda: next(ports, None) or real_free_port())
+    try:
+        origin = run.start_origin(tmp_path, 64)
+        proxy = run.start_proxy("squid", tmp_path, origin, None)
+        assert proxy.port != busy
+        assert f"local=127.0.0.1:{proxy.port} " in (tmp_path / "squid" / "cache.log").read_text()
+    finally:
+        run.stop_all()
+        taken.close()
+        left = processes_mentioning(str(tmp_path))
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    assert left == []

@@ -5,8 +5,11 @@ while verifying the origin against its root, and keep everything it writes insid
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,12 +96,26 @@ def test_generated_conf_parses_with_the_installed_squid(tmp_path: Path) -> None:
     import pki
 
     origin_ca = pki.write_origin_pki(tmp_path / "origin-pki").ca_cert
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    layout = squid.prepare_squid(workdir / "squid", 3128, 4443, origin_ca)
-    assert layout.ssl_db.is_dir() and layout.ca_cert.exists() and layout.conf.exists()
-    out = subprocess.run([str(squid.find_squid()), "-k", "parse", "-f", str(layout.conf)], capture_output=True,
-                         text=True, timeout=30)
+    workdir = Path(tempfile.mkdtemp(prefix="egressproxy-loadtest-test-"))  # like run.py's: right under /tmp
+    try:
+        layout = squid.prepare_squid(workdir / "squid", 3128, 4443, origin_ca)
+        assert layout.ssl_db.is_dir() and layout.ca_cert.exists() and layout.conf.exists()
+        out = subprocess.run([str(squid.find_squid()), "-k", "parse", "-f", str(layout.conf)], capture_output=True,
+                             text=True, timeout=30)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "FATAL" not in out.stdout + out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or squid.find_squid() is None or squid.find_certgen() is None,
+                    reason="only root hands squid's directory to the proxy user")
+def test_a_directory_squid_cannot_reach_is_named(tmp_path: Path) -> None:
+    """pytest's tmp_path sits under root-only directories: squid (dropped to `proxy`) could not open its files there,
+    which would show only as a crashing certgen helper; prepare_squid says so up front instead."""
+    tmp_path.chmod(0o700)
+    origin_ca = tmp_path / "origin-ca.crt"
+    origin_ca.write_text("not read before the check\n")
+    with pytest.raises(RuntimeError, match=f"cannot traverse {tmp_path}"):
+        squid.prepare_squid(tmp_path / "run" / "squid", 3128, 4443, origin_ca)
 
