@@ -32,11 +32,11 @@ def test_harness_reports_nonzero_throughput_for_both_proxies(tmp_path: Path) -> 
     for line in proc.stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) > 3 and cells[0] == "plain" and cells[1] in ("egressproxy", "mitmdump"):
-            rows[cells[1]] = cells
+            rows.setdefault(cells[1], cells)  # the summary table, before the ratio table (same first cells)
     assert set(rows) == {"egressproxy", "mitmdump"}, proc.stdout
     for name, cells in rows.items():
         assert float(cells[2]) > 0, f"{name}: {cells}"
-    assert re.search(r"^\| plain\s+\| \d+\.\d\dx", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^\| plain\s+\| egressproxy\s+\| \d+\.\d\dx", proc.stdout, re.M), proc.stdout
 
     assert re.search(r"^\| passthrough\s+\| egressproxy\s+\| [1-9]\d*\s", proc.stdout, re.M), proc.stdout
 
@@ -48,3 +48,7 @@ def test_harness_reports_nonzero_throughput_for_both_proxies(tmp_path: Path) -> 
     assert by_proxy["egressproxy"]["rps"] > 0 and by_proxy["mitmdump"]["rps"] > 0
     assert by_proxy["egressproxy"]["errors"] == 0 and by_proxy["mitmdump"]["errors"] == 0
     assert result["ratios"][0]["scenario"] == "plain" and result["ratios"][0]["rps"] > 0
+    assert result["ratios"][0]["proxy"] == "egressproxy" and result["ratios"][0]["baseline"] == "mitmdump"
+    for run in result["runs"]:
+        if run["index"] >= 0:
+            assert run["cpu_ms_per_1k"] > 0 and run["peak_rss_mib"] > 10, run  # a Python proxy holds > 10 MiB
