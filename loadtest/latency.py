@@ -10,7 +10,7 @@ Issue 16's target: at 100 intercepted requests/s with every policy on, the gatew
 2. `egressproxy-full`: `egressproxy run` on loadtest/full_policy.py's every-policy-on config (credential injection,
    capture into the store, metrics, access log, local rate limit, GeoIP region, CEL); `mitmdump` as run.py starts
    it; with `--targets ...,egressproxy` also run.py's routing-only gateway.
-3. A preflight per target (0.5 s, one connection: it must answer, and it warms certificate caches).
+3. A preflight per target (2 s at 10 req/s, one connection: it must answer, and it warms certificate caches).
 4. `--rounds` rounds; in each, every target in turn (alternating, so drift on the shared machine falls on all of
    them) gets loadtest/client.py in open-loop mode (`--rate`): `--connections` keep-alive connections, the
    requests spread evenly over them at the fixed total rate, `--warmup` seconds unmeasured then
@@ -21,14 +21,18 @@ Issue 16's target: at 100 intercepted requests/s with every policy on, the gatew
 
 Latency runs from writing the request to having read the whole answer; in open loop a request held back by the
 previous answer on its connection counts from its scheduled time (client.py's docstring). `--profile FILE` runs
-the full-policy gateway under cProfile (slower: compare shares, not times) and prints its hotspots.
+the full-policy gateway under cProfile, switched on for the measured rounds only (SIGUSR1 on, SIGUSR2 off and
+written), so start-up, config compilation and preflight are not in it; it profiles the event-loop thread (slower:
+compare shares and call counts, not times), and prints its hotspots.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -88,7 +92,7 @@ def start_full_gateway(work: Path, origin: Origin, profile: Path | None) -> tupl
             "--data-dir", str(work / f"{name}-data")]
     cmd = [*run.egressproxy_cmd(), *args]
     if profile is not None:
-        cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "egressproxy", *args]
+        cmd = [sys.executable, str(Path(__file__).resolve()), PROFILED_GATEWAY, str(profile), *args]
     managed = run.start(name, cmd, work / f"{name}.log", cwd=REPO)
     try:
         run.wait_until(lambda: run.http_ok(ready, "/ready"), "GET /ready = 200", managed, 60)
@@ -109,6 +113,40 @@ def start_target(name: str, work: Path, origin: Origin, profile: Path | None,
         proxy, config = run.start_proxy(name, work, origin, None), None
     started.append(proxy.managed)
     return proxy, config
+
+
+# --- profiling the measured window only -----------------------------------------------------------------------
+
+PROFILED_GATEWAY = "--profiled-gateway"  # `latency.py --profiled-gateway OUT <egressproxy args>`: the gateway itself
+
+
+def profiled_gateway(out: str, argv: list[str]) -> int:
+    """`egressproxy <argv>` in this process with a cProfile of its main (event-loop) thread, on from SIGUSR1 until
+    SIGUSR2, which writes the stats to `out`."""
+    from egressproxy.cli import main as egressproxy_main
+
+    profiler = cProfile.Profile()
+
+    def stop(*_: object) -> None:
+        profiler.disable()
+        profiler.dump_stats(out + ".part")
+        os.replace(out + ".part", out)  # whole, or not there yet
+
+    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+    signal.signal(signal.SIGUSR2, stop)
+    return egressproxy_main(argv)
+
+
+def profile_window(proxy: Proxy | None, path: Path | None, on: bool) -> None:
+    """Switch the profiled gateway's profiler on, or off (then wait until its stats are written)."""
+    if proxy is None or path is None:
+        return
+    if on:
+        path.unlink(missing_ok=True)
+        proxy.managed.proc.send_signal(signal.SIGUSR1)
+        return
+    proxy.managed.proc.send_signal(signal.SIGUSR2)
+    run.wait_until(path.exists, "profile written", proxy.managed, 30)
 
 
 # --- measuring ------------------------------------------------------------------------------------------------
@@ -160,7 +198,7 @@ def measure(target: str, proxy: Proxy | None, origin: Origin, rate: float, conne
 
 
 def preflight(target: str, proxy: Proxy | None, origin: Origin) -> str | None:
-    s = measure(target, proxy, origin, 20, 1, 0.0, 0.5)
+    s = measure(target, proxy, origin, 10, 1, 0.0, 2.0)  # the first CONNECT mints a certificate: give it time
     if s.requests > 0 and s.errors == 0:
         return None
     return f"{target} preflight: {s.requests} ok, {s.errors} errors: {s.error_samples or 'no request completed'}"
@@ -300,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 failures.append(why)
                 print(f"SKIP {why}", flush=True)
+        profiled = proxies.get("egressproxy-full") if args.profile else None
+        profile_path = args.profile.resolve() if args.profile else None
+        profile_window(profiled, profile_path, on=True)
         for i in range(args.rounds):
             for name in usable:
                 proxy = proxies[name]
@@ -311,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra = f"  errors: {s.error_samples}" if s.errors else ""
                 print(f"round {i + 1}/{args.rounds} {name:<17} {s.requests:6d} req  p50 {pct(q, 0.5):6.2f} ms  "
                       f"p99 {pct(q, 0.99):7.2f} ms  errors {s.errors}{extra}", flush=True)
+        profile_window(profiled, profile_path, on=False)
     finally:
         for managed in reversed(started):
             managed.stop()
@@ -336,4 +378,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [PROFILED_GATEWAY]:
+        sys.exit(profiled_gateway(sys.argv[2], sys.argv[3:]))
     sys.exit(main())
