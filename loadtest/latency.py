@@ -161,6 +161,7 @@ class Sample:
     errors: int
     latencies_us: list[int]
     proxy_cpu_s: float
+    other_cpu: float = 0.0  # percent of one core: the machine's busy time that is none of this run's processes
     error_samples: dict[str, int] = field(default_factory=dict)
 
 
@@ -185,16 +186,21 @@ def measure(target: str, proxy: Proxy | None, origin: Origin, rate: float, conne
     """One client process for one window; the proxy's CPU over the whole client run (warm-up included)."""
     start_at = time.time() + 0.3
     cmd = client_cmd(target, proxy, origin, rate, connections, start_at, warmup, duration)
-    cpu_before = proxy_cpu_seconds(proxy)
+    cpu_before, origin_before = proxy_cpu_seconds(proxy), run.proc_cpu_ticks(origin.managed.proc.pid)
+    busy_before, began = run.machine_busy_ticks(), time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + duration + 30)
+    elapsed = time.monotonic() - began
     cpu = proxy_cpu_seconds(proxy) - cpu_before
+    busy = (run.machine_busy_ticks() - busy_before) / run.CLK_TCK
+    origin_cpu = (run.proc_cpu_ticks(origin.managed.proc.pid) - origin_before) / run.CLK_TCK
     if out.returncode != 0:
         raise RuntimeError(f"client for {target} failed ({out.returncode}):\n{out.stderr[-2000:]}")
     result = json.loads(out.stdout)
+    other = max(0.0, busy - cpu - origin_cpu - float(result["cpu_seconds"])) / elapsed * 100
     # The CPU was spent over warm-up and window alike: scale it to the window's share of the requests sent.
     share = duration / (warmup + duration) if warmup + duration else 1.0
     return Sample(target, int(result["requests"]), int(result["errors"]), list(result["latencies_us"]), cpu * share,
-                  dict(result["error_samples"]))
+                  other, dict(result["error_samples"]))
 
 
 def preflight(target: str, proxy: Proxy | None, origin: Origin) -> str | None:
@@ -351,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                 q = sorted(s.latencies_us)
                 extra = f"  errors: {s.error_samples}" if s.errors else ""
                 print(f"round {i + 1}/{args.rounds} {name:<17} {s.requests:6d} req  p50 {pct(q, 0.5):6.2f} ms  "
-                      f"p99 {pct(q, 0.99):7.2f} ms  errors {s.errors}{extra}", flush=True)
+                      f"p99 {pct(q, 0.99):7.2f} ms  errors {s.errors}  other CPU {s.other_cpu:3.0f}%{extra}",
+                      flush=True)
         profile_window(profiled, profile_path, on=False)
     finally:
         for managed in reversed(started):
@@ -361,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [s for s in summaries if s.samples]
     print()
     print(render(summaries, args.rate, args.duration))
-    for line in (verdict(summaries), policy_evidence(full_config), *(f"FAILED {f}" for f in failures)):
+    others = sorted(s.other_cpu for s in samples)
+    busy = others[len(others) // 2] if others else 0.0
+    note = (f"NOTE: other work on the machine took a median {busy:.0f}% of a core during the windows: a process "
+            "waiting for a core shows as latency here; re-run on a quiet machine" if busy > 30 else None)
+    for line in (verdict(summaries), policy_evidence(full_config), note, *(f"FAILED {f}" for f in failures)):
         if line:
             print(line)
     if args.profile and args.profile.exists():
