@@ -161,6 +161,7 @@ class Sample:
     errors: int
     latencies_us: list[int]
     proxy_cpu_s: float
+    loop_cpu_s: float = 0.0  # the proxy's main thread only: the event loop every request waits on
     other_cpu: float = 0.0  # percent of one core: the machine's busy time that is none of this run's processes
     error_samples: dict[str, int] = field(default_factory=dict)
 
@@ -175,6 +176,19 @@ def client_cmd(target: str, proxy: Proxy | None, origin: Origin, rate: float, co
     return [*cmd, "--scenario", "intercept", "--proxy", f"127.0.0.1:{proxy.port}", "--ca", str(proxy.ca_cert)]
 
 
+def loop_cpu_seconds(proxy: Proxy | None) -> float:
+    """CPU of the proxy's main thread (its event loop; writer threads excluded), in seconds."""
+    if proxy is None:
+        return 0.0
+    pid = proxy.managed.proc.pid
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / run.CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def proxy_cpu_seconds(proxy: Proxy | None) -> float:
     if proxy is None:
         return 0.0
@@ -187,10 +201,12 @@ def measure(target: str, proxy: Proxy | None, origin: Origin, rate: float, conne
     start_at = time.time() + 0.3
     cmd = client_cmd(target, proxy, origin, rate, connections, start_at, warmup, duration)
     cpu_before, origin_before = proxy_cpu_seconds(proxy), run.proc_cpu_ticks(origin.managed.proc.pid)
+    loop_before = loop_cpu_seconds(proxy)
     busy_before, began = run.machine_busy_ticks(), time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + duration + 30)
     elapsed = time.monotonic() - began
     cpu = proxy_cpu_seconds(proxy) - cpu_before
+    loop = loop_cpu_seconds(proxy) - loop_before
     busy = (run.machine_busy_ticks() - busy_before) / run.CLK_TCK
     origin_cpu = (run.proc_cpu_ticks(origin.managed.proc.pid) - origin_before) / run.CLK_TCK
     if out.returncode != 0:
@@ -200,7 +216,7 @@ def measure(target: str, proxy: Proxy | None, origin: Origin, rate: float, conne
     # The CPU was spent over warm-up and window alike: scale it to the window's share of the requests sent.
     share = duration / (warmup + duration) if warmup + duration else 1.0
     return Sample(target, int(result["requests"]), int(result["errors"]), list(result["latencies_us"]), cpu * share,
-                  other, dict(result["error_samples"]))
+                  loop * share, other, dict(result["error_samples"]))
 
 
 def preflight(target: str, proxy: Proxy | None, origin: Origin) -> str | None:
@@ -239,21 +255,23 @@ class Summary:
         values = self.latencies
         return {q: pct(values, q) for q in PERCENTILES} | {1.0: values[-1] / 1000 if values else 0.0}
 
-    def cpu_ms_per_request(self) -> float:
-        return 1000 * sum(s.proxy_cpu_s for s in self.samples) / self.requests if self.requests else 0.0
+    def cpu_ms_per_request(self, loop_only: bool = False) -> float:
+        spent = sum(s.loop_cpu_s if loop_only else s.proxy_cpu_s for s in self.samples)
+        return 1000 * spent / self.requests if self.requests else 0.0
 
 
 def render(summaries: list[Summary], rate: float, seconds: float) -> str:
     direct = next((s.quantiles() for s in summaries if s.target == "direct"), None)
     header = ["target", "requests", "errors", "achieved req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-              "added p50", "added p90", "added p99", "proxy CPU ms/req"]
+              "added p50", "added p90", "added p99", "proxy CPU ms/req", "loop thread ms/req"]
     rows = []
     for s in summaries:
         q = s.quantiles()
         added = [f"{q[p] - direct[p]:+.2f}" if direct and s.target != "direct" else "-" for p in PERCENTILES]
         rows.append([s.target, str(s.requests), str(s.errors), f"{s.requests / seconds:.1f}",
                      *(f"{q[p]:.2f}" for p in (*PERCENTILES, 1.0)), *added,
-                     f"{s.cpu_ms_per_request():.2f}" if s.target != "direct" else "-"])
+                     *((f"{s.cpu_ms_per_request():.2f}", f"{s.cpu_ms_per_request(True):.2f}") if s.target != "direct"
+                       else ("-", "-"))])
     return run._grid(header, rows) + f"\n(target rate {rate:g} req/s; added = target minus direct, ms)"
 
 

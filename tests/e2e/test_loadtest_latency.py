@@ -25,7 +25,7 @@ def test_latency_harness_reports_added_latency_of_the_full_policy_gateway(tmp_pa
         capture_output=True, text=True, timeout=140, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    row = re.search(r"^\| egressproxy-full\s+\| (\d+)\s+\| 0\s+\|.*\| \+?-?\d+\.\d\d\s+\| [\d.]+\s+\|$", proc.stdout, re.M)
+    row = re.search(r"^\| egressproxy-full\s+\| (\d+)\s+\| 0\s+\|.*\| \+?-?\d+\.\d\d\s+\| [\d.]+\s+\| [\d.]+\s+\|$", proc.stdout, re.M)
     assert row and int(row.group(1)) > 0, proc.stdout
     assert re.search(r"^(MEETS|MISSES) issue 16's target: egressproxy-full adds", proc.stdout, re.M), proc.stdout
     lines = re.search(r"egressproxy-full wrote (\d+) access-log lines", proc.stdout)
