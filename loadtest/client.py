@@ -19,7 +19,8 @@ Closed loop by default (each connection sends its next request as soon as the la
 makes it open loop: R requests a second in total, spread evenly over the connections (connection i of C sends at
 start + i/R + k*C/R), whatever the answers' speed. Latency then runs from the send, or from the scheduled time
 when the previous answer on that connection came after it (the wait counts, so a slow proxy is not hidden by
-sending less: no coordinated omission); timer jitter of the client itself is not counted.
+sending less: no coordinated omission); timer jitter of the client itself is not counted. A request counts in
+the window it was sent in (closed loop: the one it ended in), so the slowest answers of a window are not lost.
 
 Only requests completed inside the measurement window `[start-at + warmup, start-at + warmup + duration]`
 count; the process prints one JSON object (counts, error samples, latencies in microseconds) and exits.
@@ -64,12 +65,14 @@ class Tally:
     warmup_errors: int = 0
     latencies_us: list[int] = field(default_factory=list)
     error_kinds: Counter[str] = field(default_factory=Counter)
+    by_start: bool = False  # open loop: a request belongs to the window it was sent in, however late it ends
 
     def ok(self, started: float, done: float) -> None:
-        if self.window_start <= done <= self.window_end:
+        when = started if self.by_start else done
+        if self.window_start <= when <= self.window_end:
             self.requests += 1
             self.latencies_us.append(int((done - started) * 1e6))
-        elif done < self.window_start:
+        elif when < self.window_start:
             self.warmup_requests += 1
 
     def failed(self, exc: BaseException, when: float) -> None:
@@ -219,7 +222,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         ssl_ctx = ssl.create_default_context(cafile=args.ca)
         ssl_ctx.set_alpn_protocols(["http/1.1"])
     start_at = args.start_at or time.time()
-    tally = Tally(start_at + args.warmup, start_at + args.warmup + args.duration)
+    tally = Tally(start_at + args.warmup, start_at + args.warmup + args.duration, by_start=args.rate is not None)
     delay = start_at - time.time()
     if delay > 0:
         await asyncio.sleep(delay)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from loadtest.client import Pacer
+from loadtest.client import Pacer, Tally
 
 
 def test_connections_share_the_rate_evenly() -> None:
@@ -36,3 +36,12 @@ def test_a_timely_request_counts_from_its_send_not_from_timer_jitter() -> None:
     pacer = Pacer(100.0, 0, 1, now + 0.02)
     started = asyncio.run(pacer.wait(last_done=now - 1.0))
     assert started >= now + 0.02  # the time it was actually sent, at or after the schedule
+
+
+def test_open_loop_counts_a_request_in_the_window_it_was_sent_in() -> None:
+    closed, opened = Tally(10.0, 20.0), Tally(10.0, 20.0, by_start=True)
+    for tally in (closed, opened):
+        tally.ok(19.5, 21.0)  # sent inside the window, answered 1.5 s later, after it
+        tally.ok(9.5, 10.5)  # sent in the warm-up, answered inside the window
+    assert (closed.requests, closed.latencies_us) == (1, [1000000])
+    assert (opened.requests, opened.latencies_us) == (1, [1500000])
