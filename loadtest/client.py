@@ -12,6 +12,15 @@ Scenarios (each connection loops on its own; a failed request is counted, its co
 - `connect-new`: a new TCP connection, CONNECT, full TLS handshake (no session resumption) and one request,
   per request.
 - `direct`: origin-form `GET /` straight to TARGET without a proxy (calibrates the client and origin).
+- `direct-tls`: TLS straight to TARGET (verified against `--ca`, the origin's CA), then keep-alive `GET /`: the
+  baseline that intercepted HTTPS is compared with (loadtest/latency.py).
+
+Closed loop by default (each connection sends its next request as soon as the last answer is read). `--rate R`
+makes it open loop: R requests a second in total, spread evenly over the connections (connection i of C sends at
+start + i/R + k*C/R), whatever the answers' speed. Latency then runs from the send, or from the scheduled time
+when the previous answer on that connection came after it (the wait counts, so a slow proxy is not hidden by
+sending less: no coordinated omission); timer jitter of the client itself is not counted. A request counts in
+the window it was sent in (closed loop: the one it ended in), so the slowest answers of a window are not lost.
 
 Only requests completed inside the measurement window `[start-at + warmup, start-at + warmup + duration]`
 count; the process prints one JSON object (counts, error samples, latencies in microseconds) and exits.
@@ -31,8 +40,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-SCENARIOS = ("plain", "intercept", "passthrough", "connect-new", "direct")
-TLS_SCENARIOS = ("intercept", "passthrough", "connect-new")
+SCENARIOS = ("plain", "intercept", "passthrough", "connect-new", "direct", "direct-tls")
+TLS_SCENARIOS = ("intercept", "passthrough", "connect-new", "direct-tls")
 RECONNECT_PAUSE = 0.02
 CANCEL_GRACE = 2.0
 
@@ -56,12 +65,14 @@ class Tally:
     warmup_errors: int = 0
     latencies_us: list[int] = field(default_factory=list)
     error_kinds: Counter[str] = field(default_factory=Counter)
+    by_start: bool = False  # open loop: a request belongs to the window it was sent in, however late it ends
 
     def ok(self, started: float, done: float) -> None:
-        if self.window_start <= done <= self.window_end:
+        when = started if self.by_start else done
+        if self.window_start <= when <= self.window_end:
             self.requests += 1
             self.latencies_us.append(int((done - started) * 1e6))
-        elif done < self.window_start:
+        elif when < self.window_start:
             self.warmup_requests += 1
 
     def failed(self, exc: BaseException, when: float) -> None:
@@ -107,9 +118,30 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, closing
 
 
+class Pacer:
+    """Open-loop send times of one connection: `first`, then every `interval` seconds (None: closed loop)."""
+
+    def __init__(self, rate: float | None, index: int, connections: int, start: float) -> None:
+        self.interval = connections / rate if rate else 0.0
+        self.next = start + index / rate if rate else 0.0
+
+    async def wait(self, last_done: float) -> float:
+        """Sleep until the next send time; return when this request's latency starts (see the module doc)."""
+        if not self.interval:
+            return time.time()
+        scheduled = self.next
+        self.next += self.interval
+        delay = scheduled - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return scheduled if last_done > scheduled else time.time()
+
+
 class Worker:
-    def __init__(self, args: argparse.Namespace, tally: Tally, ssl_ctx: ssl.SSLContext | None) -> None:
+    def __init__(self, args: argparse.Namespace, tally: Tally, ssl_ctx: ssl.SSLContext | None,
+                 pacer: Pacer | None = None) -> None:
         self.args = args
+        self.pacer = pacer or Pacer(None, 0, 1, 0.0)
         self.tally = tally
         self.ssl_ctx = ssl_ctx
         self.proxy = split_hostport(args.proxy) if args.proxy else None
@@ -128,6 +160,9 @@ class Worker:
     async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.args.scenario == "direct":
             return await asyncio.open_connection(self.target_host, self.target_port)
+        if self.args.scenario == "direct-tls":
+            return await asyncio.open_connection(self.target_host, self.target_port, ssl=self.ssl_ctx,
+                                                 server_hostname=self.target_host)
         assert self.proxy is not None
         reader, writer = await asyncio.open_connection(*self.proxy)
         if self.args.scenario in TLS_SCENARIOS:
@@ -144,8 +179,9 @@ class Worker:
         new_per_request = self.args.scenario == "connect-new"
         writer: asyncio.StreamWriter | None = None
         reader: asyncio.StreamReader | None = None
+        last_done = 0.0
         while True:
-            started = time.time()
+            started = await self.pacer.wait(last_done)
             if started >= tally.window_end:
                 break
             try:
@@ -154,7 +190,7 @@ class Worker:
                 assert reader is not None
                 writer.write(self.request)
                 status, closing = await read_response(reader)
-                done = time.time()
+                done = last_done = time.time()
                 if status != 200:
                     raise BadResponse(f"status {status}")
                 tally.ok(started, done)
@@ -162,7 +198,8 @@ class Worker:
                     writer.close()
                     writer = reader = None
             except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, BadResponse, ssl.SSLError, ValueError) as e:
-                tally.failed(e, time.time())
+                last_done = time.time()
+                tally.failed(e, last_done)
                 if writer is not None:
                     writer.close()
                 writer = reader = None
@@ -185,11 +222,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         ssl_ctx = ssl.create_default_context(cafile=args.ca)
         ssl_ctx.set_alpn_protocols(["http/1.1"])
     start_at = args.start_at or time.time()
-    tally = Tally(start_at + args.warmup, start_at + args.warmup + args.duration)
+    tally = Tally(start_at + args.warmup, start_at + args.warmup + args.duration, by_start=args.rate is not None)
     delay = start_at - time.time()
     if delay > 0:
         await asyncio.sleep(delay)
-    tasks = [asyncio.ensure_future(Worker(args, tally, ssl_ctx).run()) for _ in range(args.connections)]
+    begin = time.time()
+    tasks = [asyncio.ensure_future(Worker(args, tally, ssl_ctx, Pacer(args.rate, i, args.connections, begin)).run())
+             for i in range(args.connections)]
     timeout = max(0.0, tally.window_end - time.time()) + CANCEL_GRACE
     done, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
@@ -213,26 +252,31 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "latencies_us": tally.latencies_us,
         "cpu_seconds": cpu,
         "cancelled": len(pending),
+        "rate": args.rate,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", choices=SCENARIOS, required=True)
-    p.add_argument("--proxy", help="HOST:PORT of the proxy (not for `direct`)")
+    p.add_argument("--proxy", help="HOST:PORT of the proxy (not for `direct`, `direct-tls`)")
     p.add_argument("--target", required=True, help="HOST:PORT of the origin, as the client asks for it")
-    p.add_argument("--ca", help="the CA to verify TLS against: the proxy's (intercept, connect-new), the origin's (passthrough)")
+    p.add_argument("--ca", help="the CA to verify TLS against: the proxy's (intercept, connect-new), the origin's (passthrough, direct-tls)")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--start-at", type=float, default=0.0, help="epoch seconds at which to start (default: now)")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--rate", type=float, default=None,
+                   help="open loop: this many requests a second in total over the connections (default: closed loop)")
     args = p.parse_args(argv)
-    if args.scenario != "direct" and not args.proxy:
+    if not args.scenario.startswith("direct") and not args.proxy:
         p.error("--proxy is required for this scenario")
     if args.scenario in TLS_SCENARIOS and not args.ca:
         p.error("--ca is required for this scenario")
     if not (0 < args.duration <= 3600 and 0 <= args.warmup <= 600 and 0 < args.connections <= 4096):
         p.error("duration, warmup or connections out of range")
+    if args.rate is not None and not (0 < args.rate <= 100_000):
+        p.error("--rate must be in (0, 100000]")
     try:
         import uvloop
     except ImportError:
