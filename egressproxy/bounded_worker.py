@@ -3,6 +3,11 @@
 What is slow (a file write, an export to a collector) never runs on the event loop: the loop only offers the
 item, which costs a `put_nowait`. When the queue is full the item is dropped and `on_drop` is called (counted by
 the caller): a slow disk or a dead collector costs dropped lines, never latency or memory growth.
+
+With a `flush_interval` the thread does not listen on the queue once a batch has begun: it sleeps the interval
+out (woken early only by a full batch or `stop()`) and takes what queued meanwhile. Waiting on the queue would
+wake the thread for every item, a thread switch and a GIL hand-off per request on the event loop's hot path (the
+same fix as egressproxy/record_queue.py's, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class BoundedWorker(Generic[T]):
         batch_size: int = 512,
         idle: Callable[[], None] | None = None,
         idle_interval: float = 1.0,
+        flush_interval: float = 0.0,
     ) -> None:
         self.name = name
         self.handle = handle
@@ -42,6 +48,9 @@ class BoundedWorker(Generic[T]):
         self.batch_size = batch_size
         self.idle = idle
         self.idle_interval = idle_interval
+        self.flush_interval = flush_interval
+        self._awake = threading.Event()  # set by `stop()`, or by `offer` once a full batch waits
+        self._stopping = False
         self.queue: queue.Queue[object] = queue.Queue(maxsize=capacity)
         self.thread = threading.Thread(target=self._run, name=f"egress-{name}", daemon=True)
         self.thread.start()
@@ -50,10 +59,12 @@ class BoundedWorker(Generic[T]):
         """Queue `item` without waiting; False (and a counted drop) when the queue is full."""
         try:
             self.queue.put_nowait(item)
-            return True
         except queue.Full:
             self.on_drop(1)
             return False
+        if self.flush_interval and self.queue.qsize() >= self.batch_size:
+            self._awake.set()  # a full batch: the thread need not sleep out its interval
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (within `timeout`), then end the thread."""
@@ -61,6 +72,8 @@ class BoundedWorker(Generic[T]):
             self.queue.put(_STOP, timeout=timeout)
         except queue.Full:
             return
+        self._stopping = True
+        self._awake.set()
         self.thread.join(timeout)
 
     def _run(self) -> None:
@@ -74,6 +87,7 @@ class BoundedWorker(Generic[T]):
             stopping = first is _STOP
             if not stopping:
                 batch.append(first)  # type: ignore[arg-type]
+                self._sleep()
             while not stopping and len(batch) < self.batch_size:
                 try:
                     item = self.queue.get_nowait()
@@ -87,6 +101,15 @@ class BoundedWorker(Generic[T]):
                 self._deliver(batch)
             if stopping:
                 return
+
+    def _sleep(self) -> None:
+        """Let the rest of a batch queue up for `flush_interval` without being woken per item."""
+        if not self.flush_interval or self._stopping:
+            return
+        if self.queue.qsize() < self.batch_size - 1:
+            self._awake.wait(self.flush_interval)
+        if not self._stopping:
+            self._awake.clear()  # (a late set by `offer` only makes the next batch start early)
 
     def _deliver(self, batch: list[T]) -> None:
         try:
