@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from mitmproxy import http
 
-from egressproxy.capture_records import CapturePlan, CapturePlans, redacted_headers, redacted_url
+from egressproxy.capture_records import REDACTED, CapturePlan, CapturePlans, redacted_url
 from egressproxy.engine.answers import flow_record
 from egressproxy.engine.flow_trace import annotate
 from egressproxy.flowrecord import Exchange, FinishedRequest, FlowRecord
@@ -65,6 +65,12 @@ def finished_request(
     """The finished record, its headers and URL redacted by `plan` (credential values never reach a sink)."""
     plan = plan or CapturePlan()
     response = flow.response
+    redact = plan.redact_headers
+    request_text, request_raw = _header_forms(flow.request.headers.fields, redact)
+    response_text, response_raw = _header_forms(response.headers.fields, redact) if response is not None else ((), ())
+    as_sent = record.request_headers  # before any injection (requestheaders); the exchange prints these
+    if as_sent is not None and as_sent is not flow.request.headers.fields:
+        request_raw = _scrubbed(as_sent, redact)
     return FinishedRequest(
         gateway=record.gateway,
         listener=record.listener,
@@ -84,14 +90,14 @@ def finished_request(
         request_body=record.request_body,
         response_body=record.response_body,
         gen_ai=record.gen_ai,
-        exchange=_exchange(flow, record, plan.redact_headers),
-        request_headers=redacted_headers(_fields(flow.request.headers), plan.redact_headers),
-        response_headers=redacted_headers(_fields(response.headers), plan.redact_headers) if response else (),
+        exchange=_exchange(flow, record, request_raw, response_raw),
+        request_headers=request_text,
+        response_headers=response_text,
         capture=plan,
     )
 
 
-def _exchange(flow: http.HTTPFlow, record: FlowRecord, redact: frozenset[str]) -> Exchange:
+def _exchange(flow: http.HTTPFlow, record: FlowRecord, request_headers: RawFields, response_headers: RawFields) -> Exchange:
     request, response = flow.request, flow.response
     if record.request_body is not None:
         received = record.request_body.size
@@ -103,8 +109,8 @@ def _exchange(flow: http.HTTPFlow, record: FlowRecord, redact: frozenset[str]) -
         sent = len(response.raw_content or b"") if response is not None else 0
     server = flow.server_conn
     return Exchange(
-        request_headers=_scrubbed(record.request_headers if record.request_headers is not None else request.headers.fields, redact),
-        response_headers=_scrubbed(response.headers.fields, redact) if response is not None else (),
+        request_headers=request_headers,
+        response_headers=response_headers,
         path=record.request_path if record.request_path is not None else request.path,
         authority=request.authority or request.host_header or "",
         scheme=request.scheme,
@@ -118,7 +124,29 @@ def _exchange(flow: http.HTTPFlow, record: FlowRecord, redact: frozenset[str]) -
     )
 
 
-def _scrubbed(fields: Iterable[tuple[bytes, bytes]], redact: frozenset[str]) -> tuple[tuple[bytes, bytes], ...]:
+RawFields = tuple[tuple[bytes, bytes], ...]
+
+
+def _header_forms(
+    fields: Iterable[tuple[bytes, bytes]], redact: frozenset[str]
+) -> tuple[tuple[tuple[str, str], ...], RawFields]:
+    """In one pass, the headers as the finished record keeps them ((lower-case name, text value), credential
+    values replaced by `REDACTED`) and as the exchange keeps them (bytes, replaced by `REDACTED_VALUE`); a
+    redacted value is never decoded."""
+    text: list[tuple[str, str]] = []
+    raw: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        lower = name.decode("latin-1").lower()
+        if lower in redact:
+            text.append((lower, REDACTED))
+            raw.append((name, REDACTED_VALUE))
+        else:
+            text.append((lower, value.decode("utf-8", "replace")))
+            raw.append((name, value))
+    return tuple(text), tuple(raw)
+
+
+def _scrubbed(fields: Iterable[tuple[bytes, bytes]], redact: frozenset[str]) -> RawFields:
     """Header fields with each credential-bearing value replaced, so no sink holds a secret (printers redact by
     name again, whatever their format asks)."""
     return tuple((n, REDACTED_VALUE if n.decode("latin-1").lower() in redact else v) for n, v in fields)
@@ -132,8 +160,4 @@ def _address(peer: object) -> str | None:
         return None
     host = str(peer[0])
     return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
-
-
-def _fields(headers: http.Headers) -> list[tuple[str, str]]:
-    return [(n.decode("latin-1"), v.decode("utf-8", "replace")) for n, v in headers.fields]
 

@@ -92,7 +92,7 @@ class RequestPolicies:
         return denial_response(flow, verdict)
 
     def _evaluate(self, flow: http.HTTPFlow, frec: FlowRecord, policies: Policies, body: object) -> None:
-        outcome = evaluate(policies, _variables(flow, frec, body))
+        outcome = evaluate(policies, _variables(flow, frec, body, "request.headers" in policies.reads))
         frec.checks.extend(Check("policy", s.policy, s.verdict, detail=s.detail) for s in outcome.steps)
         note_reports(self.state.metrics, flow, outcome.reports)
         if outcome.denial is not None:
@@ -109,9 +109,10 @@ def _content_length(request: http.Request) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
-def _variables(flow: http.HTTPFlow, frec: FlowRecord, body: object) -> RequestVariables:
+def _variables(flow: http.HTTPFlow, frec: FlowRecord, body: object, with_headers: bool = True) -> RequestVariables:
+    """The request's CEL variables; the headers map only when an expression reads it (cel_programs.py)."""
     headers: dict[str, str] = {}
-    for raw_name, raw_value in flow.request.headers.fields:
+    for raw_name, raw_value in flow.request.headers.fields if with_headers else ():
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("utf-8", "replace")
         headers[name] = f"{headers[name]},{value}" if name in headers else value

@@ -30,6 +30,8 @@ __all__ = ["AccessLog", "FileLines", "OtlpLogExport"]
 
 log = logging.getLogger("egressproxy")
 ROTATION_CHECK = 1.0  # seconds between checks that a log file is still at its path
+# Lines reach the file up to this late: the writer thread batches them instead of waking for each (bounded_worker.py).
+FILE_FLUSH_INTERVAL = 0.2
 Item = tuple[AccessLogSink, FinishedRequest]
 
 
@@ -207,7 +209,9 @@ class AccessLog(Sink):
     def _file_worker(self) -> BoundedWorker[Item]:
         if self._files is None:
             drops = self.metrics.access_log_drops.labels("file")
-            self._files = BoundedWorker("access-log-file", self.lines.write, drops.inc, self.capacity)
+            self._files = BoundedWorker(
+                "access-log-file", self.lines.write, drops.inc, self.capacity, flush_interval=FILE_FLUSH_INTERVAL
+            )
         return self._files
 
     def _export_worker(self, target: OtlpTarget) -> BoundedWorker[Item]:
@@ -216,6 +220,6 @@ class AccessLog(Sink):
             export = OtlpLogExport(target)
             drops = self.metrics.access_log_drops.labels("otel")
             worker = self._exports[target] = BoundedWorker(
-                "access-log-otlp", export.export, drops.inc, capacity=2048, batch_size=256
+                "access-log-otlp", export.export, drops.inc, capacity=2048, batch_size=256, flush_interval=0.5
             )
         return worker

@@ -15,6 +15,7 @@ Content-Type starts with one of `includeContentTypes`; otherwise the document sa
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ __all__ = [
     "REDACTED",
     "CapturePlan",
     "CapturePlans",
+    "Document",
+    "PendingDocument",
+    "document_of",
     "capture_plan",
     "redacted_headers",
     "redacted_url",
@@ -209,6 +213,42 @@ def request_document(record: FinishedRequest, plan: CapturePlan | None = None) -
         "request": _part(record.request_headers, record.request_body, plan.request_body, plan),
         "response": _part(record.response_headers, record.response_body, plan.response_body, plan),
     }
+
+
+class PendingDocument:
+    """A finished request's capture document, built by the writer thread that first reads it (the store's or the
+    OTLP export's), not on the event loop, and built once when both read it. The record is immutable and already
+    redacted, so building it later gives the same document."""
+
+    __slots__ = ("record", "weight", "_document", "_lock")
+
+    def __init__(self, record: FinishedRequest) -> None:
+        self.record = record
+        self.weight = _request_weight(record)
+        self._document: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def document(self) -> dict[str, Any]:
+        with self._lock:
+            if self._document is None:
+                self._document = request_document(self.record)
+            return self._document
+
+
+Document = dict[str, Any] | PendingDocument
+
+
+def document_of(item: Document) -> dict[str, Any]:
+    return item.document() if isinstance(item, PendingDocument) else item
+
+
+def _request_weight(record: FinishedRequest) -> int:
+    """At least `record_queue.document_weight` of its document: body texts are at most 4/3 of the bytes copied."""
+    weight = 1024
+    for copy in (record.request_body, record.response_body):
+        if copy is not None:
+            weight += (len(copy.data) * 4 + 2) // 3 + 4
+    return weight
 
 
 def connection_document(record: FinishedConnection) -> dict[str, Any]:

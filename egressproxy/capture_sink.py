@@ -2,16 +2,17 @@
 HTTP request (tunnels, denied CONNECTs), becomes one capture document for the embedded store and, when the
 served EgressGateway sets `otlp.endpoint`, for the OTLP export.
 
-It runs inline on the event loop, so it only builds the document (the redaction was done when the record was
-finished) and queues it: both the store and the export drop and count rather than wait.
+It runs inline on the event loop, so it only queues: a request's document is built by the writer thread that
+first reads it (`PendingDocument`; the redaction was done when the record was finished), a connection's small
+one here. Both the store and the export drop and count rather than wait.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from egressproxy.capture_records import connection_document, request_document, wants_connection
+from egressproxy.capture_records import Document, PendingDocument, connection_document, wants_connection
 from egressproxy.flowrecord import FinishedConnection, FinishedRequest
 from egressproxy.otlp_export import OtlpExport, OtlpTarget, logs_url
 from egressproxy.sinks import Sink
@@ -51,13 +52,13 @@ class CaptureSink(Sink):
     captures = True  # Sinks.captures: the flow's decision trace says the request is kept
 
     def request_finished(self, record: FinishedRequest) -> None:
-        self._keep(record.started, request_document(record))
+        self._keep(record.started, PendingDocument(record))
 
     def connection_finished(self, record: FinishedConnection) -> None:
         if wants_connection(record):
             self._keep(record.started, connection_document(record))
 
-    def _keep(self, ts: float, document: dict[str, Any]) -> None:
+    def _keep(self, ts: float, document: Document) -> None:
         if self.store is not None:
             self.store.put(ts, document)
         if self.export is not None:

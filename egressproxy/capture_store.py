@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from egressproxy.capture_metrics import CaptureMetrics
+from egressproxy.capture_records import Document, PendingDocument, document_of
 from egressproxy.record_queue import STOP, RecordQueue, document_weight
 
 __all__ = ["CaptureStore", "SCHEMA", "DEFAULT_MAX_AGE", "DEFAULT_MAX_BYTES", "STORE_FILE", "open_reader"]
@@ -77,7 +78,7 @@ class CaptureStore:
         self.batch = batch
         self.flush_interval = flush_interval
         self.retention_interval = retention_interval
-        self._queue: RecordQueue[tuple[float, dict[str, Any]]] = RecordQueue(queue_size, queue_bytes)
+        self._queue: RecordQueue[tuple[float, Document]] = RecordQueue(queue_size, queue_bytes)
         self._thread = threading.Thread(target=self._run, name="capture-store", daemon=True)
         self._db: sqlite3.Connection | None = None
         self._incident: str | None = None
@@ -87,9 +88,11 @@ class CaptureStore:
         self._thread.start()
         return self
 
-    def put(self, ts: float, document: dict[str, Any]) -> None:
-        """Queue one record; drop and count it when the queue is full (never waits)."""
-        if not self._queue.offer((ts, document), document_weight(document)):
+    def put(self, ts: float, document: Document) -> None:
+        """Queue one record (a document, or one the writer thread builds); drop and count it when the queue is
+        full (never waits)."""
+        weight = document.weight if isinstance(document, PendingDocument) else document_weight(document)
+        if not self._queue.offer((ts, document), weight):
             self.metrics.drop("store", "queue-full")
 
     def close(self, timeout: float = 5.0) -> None:
@@ -142,8 +145,8 @@ class CaptureStore:
             self._db = db
         return self._db
 
-    def _write(self, records: list[tuple[float, dict[str, Any]]]) -> None:
-        rows = [_row(ts, doc) for ts, doc in records]
+    def _write(self, records: list[tuple[float, Document]]) -> None:
+        rows = [_row(ts, document_of(doc)) for ts, doc in records]
         try:
             db = self._connection()
             with db:

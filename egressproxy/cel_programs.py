@@ -17,6 +17,13 @@ Variables (docs/policies.md):
 
 An evaluation error (a missing header, a type mismatch) and a result that is not a bool are `CelError`: callers
 deny (fail closed). Error texts never carry a value from the request: only the kind of error.
+
+The activation holds only the variables the request's expressions read (`CelProgram.reads`, found when the
+expression is compiled): the library converts every value it is handed, whether the expression reads it or not,
+and with every variable that was ~105 us for `request.method == "DELETE"` against ~18 us with `request.method`
+alone (the headers map is most of it). The reading is conservative: an expression that names `request` or
+`source` other than as `request.<field>` / `source.<field>` (a macro over the map, an index, a string that
+contains the word) gets every variable, as before.
 """
 
 from __future__ import annotations
@@ -27,9 +34,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CelError", "CelProgram", "RequestVariables", "compile_program", "json_body", "mentions_body"]
+__all__ = [
+    "ALL_VARIABLES",
+    "CelError",
+    "CelProgram",
+    "RequestVariables",
+    "compile_program",
+    "json_body",
+    "mentions_body",
+    "variables_read",
+]
 
 _BODY = re.compile(r"\bbody\b")
+_FIELDS = {"request": ("headers", "path", "method", "host", "body"), "source": ("address", "identity")}
+ALL_VARIABLES = frozenset(f"{root}.{name}" for root, names in _FIELDS.items() for name in names)
+_ROOT = re.compile(r"\b(request|source)\b")
+_FIELD_AFTER = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class CelError(Exception):
@@ -44,6 +64,7 @@ class CelProgram:
     path: str
     needs_body: bool
     program: Any = field(compare=False, repr=False)
+    reads: frozenset[str] = ALL_VARIABLES  # the variables (`request.method`, ...) the expression may read
 
     def evaluate(self, variables: Mapping[str, Any]) -> bool:
         try:
@@ -60,6 +81,17 @@ def mentions_body(source: str) -> bool:
     return _BODY.search(source) is not None
 
 
+def variables_read(source: str) -> frozenset[str]:
+    """The variables `source` may read; every variable unless each `request`/`source` is followed by a field."""
+    reads = set()
+    for root in _ROOT.finditer(source):
+        name = _FIELD_AFTER.match(source, root.end())
+        if name is None or name.group(1) not in _FIELDS[root.group(1)]:
+            return ALL_VARIABLES
+        reads.add(f"{root.group(1)}.{name.group(1)}")
+    return frozenset(reads)
+
+
 def compile_program(source: str, path: str) -> CelProgram:
     """Compile `source`; `CelError` with the parser's message when it does not compile.
 
@@ -73,7 +105,7 @@ def compile_program(source: str, path: str) -> CelProgram:
     except Exception as e:
         message = str(e).replace("\n", " ").strip()
         raise CelError(f"CEL expression does not compile: {message}") from None
-    return CelProgram(source, path, mentions_body(source), program)
+    return CelProgram(source, path, mentions_body(source), program, variables_read(source))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +121,36 @@ class RequestVariables:
     service_account: str = "unknown"
     body: Any = None
 
-    def to_cel(self) -> dict[str, Any]:
-        return {
-            "request": {
-                "headers": dict(self.headers),
-                "path": self.path,
-                "method": self.method,
-                "host": self.host,
-                "body": self.body,
-            },
-            "source": {
-                "address": self.source_address,
-                "identity": {"namespace": self.namespace, "serviceAccount": self.service_account},
-            },
-        }
+    def to_cel(self, reads: frozenset[str] = ALL_VARIABLES) -> dict[str, Any]:
+        """The activation, with only the variables in `reads` (every one by default)."""
+        if reads == ALL_VARIABLES:
+            return {
+                "request": {
+                    "headers": dict(self.headers),
+                    "path": self.path,
+                    "method": self.method,
+                    "host": self.host,
+                    "body": self.body,
+                },
+                "source": {"address": self.source_address, "identity": self._identity()},
+            }
+        activation: dict[str, Any] = {}
+        for variable in reads:
+            root, name = variable.split(".", 1)
+            activation.setdefault(root, {})[name] = self._value(variable)
+        return activation
+
+    def _identity(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "serviceAccount": self.service_account}
+
+    def _value(self, variable: str) -> Any:
+        if variable == "request.headers":
+            return dict(self.headers)
+        if variable == "source.address":
+            return self.source_address
+        if variable == "source.identity":
+            return self._identity()
+        return getattr(self, variable.split(".", 1)[1])
 
 
 def json_body(content: bytes | None) -> Any:

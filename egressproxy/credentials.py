@@ -115,19 +115,19 @@ class Credential:
     sigv4: AwsSigV4 | None = None
     azure: AzureDeployment | None = None
 
-    @property
-    def removes(self) -> tuple[str, ...]:
-        """Header names removed first: the usual credential headers, every one this credential sets, and the
-        SigV4 headers when it signs."""
+    # Header names removed first: the usual credential headers, every one this credential sets, and the SigV4
+    # headers when it signs; then the query parameters. Computed once here, not for every request (issue 16).
+    removes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    removes_query: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
         names = list(WORKLOAD_CREDENTIAL_HEADERS)
         names += [h.name for h in self.headers if not h.only_if_absent and h.name not in names]
         if self.sigv4 is not None:
             names += AWS_SIGNING_HEADERS
-        return tuple(names)
-
-    @property
-    def removes_query(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((*WORKLOAD_CREDENTIAL_QUERY, *(q.name for q in self.query))))
+        object.__setattr__(self, "removes", tuple(names))
+        query = tuple(dict.fromkeys((*WORKLOAD_CREDENTIAL_QUERY, *(q.name for q in self.query))))
+        object.__setattr__(self, "removes_query", query)
 
     def merged(self, other: "Credential") -> "Credential":
         """Two policies of one scope together (headers and query of both; one signer of each kind, first wins)."""

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from egressproxy.capture_metrics import CaptureMetrics
+from egressproxy.capture_records import Document, PendingDocument, document_of
 from egressproxy.record_queue import STOP, RecordQueue, document_weight
 
 __all__ = ["OtlpTarget", "OtlpExport", "log_attributes", "logs_url"]
@@ -88,7 +89,7 @@ class OtlpExport:
         self.flush_interval = flush_interval
         self.timeout = timeout
         self.exporter_factory = exporter_factory
-        self._queue: RecordQueue[tuple[OtlpTarget, float, dict[str, Any]]] = RecordQueue(queue_size, queue_bytes)
+        self._queue: RecordQueue[tuple[OtlpTarget, float, Document]] = RecordQueue(queue_size, queue_bytes)
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._target: OtlpTarget | None = None
         self._exporter: LogExporter | None = None
@@ -99,8 +100,9 @@ class OtlpExport:
         self._thread.start()
         return self
 
-    def put(self, target: OtlpTarget, ts: float, document: dict[str, Any]) -> None:
-        if not self._queue.offer((target, ts, document), document_weight(document)):
+    def put(self, target: OtlpTarget, ts: float, document: Document) -> None:
+        weight = document.weight if isinstance(document, PendingDocument) else document_weight(document)
+        if not self._queue.offer((target, ts, document), weight):
             self.metrics.drop("otlp", "queue-full")
 
     def close(self, timeout: float = 5.0) -> None:
@@ -126,10 +128,10 @@ class OtlpExport:
         if self._exporter is not None:
             self._exporter.shutdown()
 
-    def _export(self, target: OtlpTarget, records: list[tuple[float, dict[str, Any]]]) -> None:
+    def _export(self, target: OtlpTarget, records: list[tuple[float, Document]]) -> None:
         try:
             exporter = self._exporter_for(target)
-            result = exporter.export([self._log_record(ts, doc) for ts, doc in records])
+            result = exporter.export([self._log_record(ts, document_of(doc)) for ts, doc in records])
             ok = getattr(result, "name", str(result)) == "SUCCESS"
         except Exception as e:  # an exporter bug must cost records, never the thread
             log.debug("OTLP export raised %s", type(e).__name__)
@@ -189,8 +191,8 @@ class OtlpExport:
         )
 
 
-def _by_target(records: list[Any]) -> dict[OtlpTarget, list[tuple[float, dict[str, Any]]]]:
-    out: dict[OtlpTarget, list[tuple[float, dict[str, Any]]]] = {}
+def _by_target(records: list[Any]) -> dict[OtlpTarget, list[tuple[float, Document]]]:
+    out: dict[OtlpTarget, list[tuple[float, Document]]] = {}
     for target, ts, doc in records:
         out.setdefault(target, []).append((ts, doc))
     return out

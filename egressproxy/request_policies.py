@@ -113,6 +113,13 @@ class RequestPolicies:
         return any(p.needs_body for p in programs)
 
     @property
+    def reads(self) -> frozenset[str]:
+        """The CEL variables any of the expressions may read (only those are built for the activation)."""
+        programs = [r.program for r in self.validation.rules] if self.validation else []
+        programs += list(self.rbac.programs) if self.rbac else []
+        return frozenset().union(*(p.reads for p in programs))
+
+    @property
     def has_cel(self) -> bool:
         return self.validation is not None or self.rbac is not None
 
@@ -178,7 +185,7 @@ def evaluate(policies: RequestPolicies, variables: RequestVariables) -> Outcome:
     """celValidation, then rbac, over one request's variables (the size limit is checked where bytes arrive)."""
     steps: list[PolicyStep] = []
     reports: list[PolicyReport] = []
-    activation = variables.to_cel() if policies.has_cel else {}
+    activation = variables.to_cel(policies.reads) if policies.has_cel else {}
     for check in (_validation, _rbac):
         step, report = check(policies, activation)
         if step is None:

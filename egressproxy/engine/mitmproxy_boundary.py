@@ -1,7 +1,7 @@
 """Everything egressproxy does to mitmproxy beyond its public addon API, in one place.
 
 mitmproxy's addon hooks cannot express a few things an egress gateway needs, so we reach into its internals:
-four patched methods, one patched function, two private names, two internal attributes. Each is a bet that
+five patched methods, one patched function, two private names, two internal attributes. Each is a bet that
 mitmproxy does not change underneath us. Keeping them here, installed once by the composition root (`egressproxy run`'s master and mitmweb's
 `addons/egress.py`), never from an addon's `load()`, means an upgrade has one file to review, and
 `tests/unit/test_mitmproxy_boundary.py` pins each bet (signature, attribute, a small behaviour) so that a
@@ -55,6 +55,9 @@ Patches (`install`):
   sides of a decided passthrough tunnel, once its upstream is open (`egressproxy/engine/direct_relay.py`) - is
   read in a lean loop (read, count, write to the peer, backpressure by the peer's high-water mark); only the ends
   of the streams reach the layers, and the end of one stream half-closes the other.
+- `AddonManager.handle_lifecycle` (issue 16, its own block at the end): the methods of each hook are looked up
+  once per addon chain instead of walked for every event, with mitmproxy's order and error isolation; a chain
+  holding a container addon (mitmweb's script loader) keeps mitmproxy's own walk.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -84,10 +87,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import os
 import socket
 import time
+import types
 import weakref
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
@@ -99,7 +104,8 @@ import h2.exceptions
 from hyperframe.frame import HeadersFrame
 from h11._receivebuffer import ReceiveBuffer
 
-from mitmproxy import certs, connection, ctx, http
+from mitmproxy import addonmanager, certs, connection, ctx, hooks, http
+from mitmproxy import exceptions as mitmproxy_exceptions
 from mitmproxy.connection import ConnectionState
 from mitmproxy import flow as mflow
 from mitmproxy.addons.tlsconfig import _default_ciphers as default_ciphers
@@ -209,6 +215,7 @@ def install(
     _patch(http_layers.HttpStream, "state_consume_request_body", _consume_request_body)
     _patch_function(http1, "read_request_head", _read_request_head_strictly)
     _install_direct_relay()
+    _install_hook_plans()
     if reuse_port:
         _patch(mode_servers.AsyncioServerInstance, "listen", _listen_reuse_port)
 
@@ -979,3 +986,89 @@ def bound_cert_store(size: int) -> None:
     long before ours does. A class attribute: it applies to the store mitmproxy already built, too.
     """
     certs.CertStore.STORE_CAP = max(1, size)
+# --- hook dispatch: one plan per hook instead of mitmproxy's walk of the addon chain (issue 16) ------------------
+#
+# For every hook of every connection mitmproxy's `AddonManager.handle_lifecycle` walks the whole chain: per chain
+# entry a coroutine, a `safecall` context manager, a `traverse` generator and a `getattr`, per method found a
+# fresh `Hook.args()` (a `dataclasses.fields` walk); then, for a flow, the same walk again for `update`, which in
+# `egressproxy run` nobody defines. The patched `handle_lifecycle` looks the methods up once per chain and hook
+# (the plan) and calls them in the same order with the same isolation: a method that raises is logged as
+# mitmproxy's "Addon error" and ends only its own chain entry's turn, `AddonHalt` ends the event (then `update`
+# runs, as before), `OptionsError` propagates. The plan is kept while the chain holds the same addons and no
+# addon in it is a container (an `addons` attribute: mitmproxy's script loader, whose children change on a
+# reload); any other chain, mitmweb's among them, takes mitmproxy's own walk unchanged.
+
+_addon_log = logging.getLogger("mitmproxy.addonmanager")  # where mitmproxy's `safecall` logs an addon's failure
+
+HookPlan = tuple[tuple[Callable[..., Any], ...], ...]  # per chain entry, its methods for one hook
+
+
+class _HookPlans:
+    """The methods of a fixed chain of addons, per hook name (looked up at the first event of each hook)."""
+
+    def __init__(self, chain: tuple[Any, ...]) -> None:
+        self.chain = chain
+        self.static = not any(hasattr(a, "addons") for a in chain)
+        self.by_hook: dict[str, HookPlan] = {}
+
+    def plan(self, name: str) -> HookPlan:
+        found = self.by_hook.get(name)
+        if found is None:
+            found = self.by_hook[name] = tuple(m for m in (_entry_methods(a, name) for a in self.chain) if m)
+        return found
+
+
+def _entry_methods(addon: Any, name: str) -> tuple[Callable[..., Any], ...]:
+    """What mitmproxy's `_iter_hooks` finds on one chain entry (no children: containers are not planned)."""
+    func = getattr(addon, name, None)
+    if not func or isinstance(func, types.ModuleType):
+        return ()
+    if not callable(func):
+        error = mitmproxy_exceptions.AddonManagerError(f"Addon handler {name} ({addon}) not callable")
+
+        def not_callable(*_: Any) -> None:
+            raise error  # logged at each event, as mitmproxy's walk does
+
+        return (not_callable,)
+    return (func,)
+
+
+def _hook_plans(manager: Any) -> _HookPlans:
+    plans: _HookPlans | None = manager.__dict__.get("_egress_hook_plans")
+    chain = tuple(manager.chain)
+    if plans is None or plans.chain != chain:
+        plans = manager.__dict__["_egress_hook_plans"] = _HookPlans(chain)
+    return plans
+
+
+async def _handle_lifecycle(self: Any, event: hooks.Hook) -> None:
+    plans = _hook_plans(self)
+    if not plans.static:
+        await original(addonmanager.AddonManager, "handle_lifecycle")(self, event)
+        return
+    args = event.args()
+    await _run_plan(plans.plan(event.name), args)
+    message = args[0]
+    if isinstance(message, mflow.Flow):
+        update = plans.plan("update")
+        if update:
+            await _run_plan(update, [[message]])
+
+
+async def _run_plan(plan: HookPlan, args: list[Any]) -> None:
+    for methods in plan:
+        try:
+            for method in methods:
+                result = method(*args)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+        except mitmproxy_exceptions.AddonHalt:
+            return
+        except mitmproxy_exceptions.OptionsError:
+            raise
+        except Exception as e:
+            _addon_log.error(f"Addon error: {e}", exc_info=(type(e), e, e.__traceback__))
+
+
+def _install_hook_plans() -> None:
+    _patch(addonmanager.AddonManager, "handle_lifecycle", _handle_lifecycle)

@@ -6,6 +6,8 @@ connection) by walking its whole addon chain: for each top-level addon it create
 method it finds it rebuilds the hook's arguments (`Hook.args()`, a `dataclasses.fields` walk). With the
 gateway's ~17 addons as separate chain entries that walk was the largest gateway-side cost of a new
 connection, and every addon added for a new seam made every event dearer (measured in docs/performance.md).
+(The walk itself is now replaced by a plan per hook, looked up once per chain: the boundary patch of
+`AddonManager.handle_lifecycle` in egressproxy/engine/mitmproxy_boundary.py.)
 
 `HookTable` is one chain entry standing for all of them. At construction it looks up, once, which addons
 define which hook and keeps the bound methods in order; mitmproxy then finds on the table only the hooks

@@ -104,6 +104,31 @@ def test_a_full_queue_drops_instead_of_waiting() -> None:
     worker.stop()
 
 
+def test_items_offered_within_the_flush_interval_are_one_batch() -> None:
+    """The writer thread is not woken for every line: what arrives within the interval is handled together."""
+    batches: list[list[int]] = []
+    worker: BoundedWorker[int] = BoundedWorker("test", lambda b: batches.append(list(b)) or 0, print, flush_interval=0.5)
+    for i in range(5):
+        worker.offer(i)
+    wait_for(lambda: sum(map(len, batches)) == 5, "the five items")
+    assert batches == [[0, 1, 2, 3, 4]]
+    worker.stop()
+
+
+def test_stop_and_a_full_batch_cut_the_flush_interval_short() -> None:
+    batches: list[list[int]] = []
+    worker: BoundedWorker[int] = BoundedWorker(
+        "test", lambda b: batches.append(list(b)) or 0, print, batch_size=3, flush_interval=30.0
+    )
+    started = time.monotonic()
+    for i in range(3):
+        worker.offer(i)
+    wait_for(lambda: batches == [[0, 1, 2]], "a full batch before the interval")
+    worker.offer(3)
+    worker.stop()
+    assert batches == [[0, 1, 2], [3]] and time.monotonic() - started < 10
+
+
 def test_a_secret_header_never_reaches_the_file(tmp_path: Path) -> None:
     from egressproxy.flowrecord import Exchange
 

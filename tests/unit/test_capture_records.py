@@ -11,6 +11,7 @@ from egressproxy.capture_records import (
     ALWAYS_REDACTED,
     REDACTED,
     CapturePlan,
+    PendingDocument,
     capture_plan,
     connection_document,
     redacted_headers,
@@ -23,6 +24,7 @@ from egressproxy.compiler import compile_config
 from egressproxy.config.loader import load_text
 from egressproxy.config.problems import ObjectRef
 from egressproxy.flowrecord import BodyCopy, FinishedConnection, FinishedRequest, FlowRecord, Identity, Verdict
+from egressproxy.record_queue import document_weight
 from egressproxy.upstreams import Upstream
 
 JSON_TYPES = ("application/json", "text/event-stream")
@@ -126,6 +128,24 @@ def test_injected_values_are_scrubbed_from_bodies() -> None:
     )
     assert "s3cret" not in doc["response"]["body"]
     assert "s3cret" not in repr(plan)
+
+
+def test_a_pending_document_is_the_request_document_built_once_when_read() -> None:
+    body = bytes(range(256)) * 8  # binary: base64 in the document, 4/3 of the bytes
+    plan = CapturePlan(content_types=("application/octet-stream",), secret_values=(b"s3cret-value",))
+    record = finished(
+        capture=plan,
+        request_headers=(("content-type", "application/octet-stream"),),
+        request_body=BodyCopy(body, len(body), False),
+        response_headers=(("content-type", "application/octet-stream"),),
+        response_body=BodyCopy(b"s3cret-value" + body, len(body) + 12, False),
+    )
+    pending = PendingDocument(record)
+    assert pending._document is None  # nothing built where it was queued (the event loop)
+    document = pending.document()
+    assert document == request_document(record) and pending.document() is document
+    assert "s3cret" not in repr(document)
+    assert pending.weight >= document_weight(document)  # the queue's byte bound still holds
 
 
 def connection(**kw: object) -> FinishedConnection:

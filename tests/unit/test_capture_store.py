@@ -181,3 +181,26 @@ def test_the_queue_is_bounded_in_body_bytes_too(tmp_path: Path, registry: Collec
     for _ in range(3):
         store.put(time.time(), big)
     assert value(registry, "egress_capture_drops_total", sink="store", reason="queue-full") == 2
+
+
+def test_a_pending_document_is_built_by_the_writer_and_stored(tmp_path: Path, registry: CollectorRegistry) -> None:
+    """The capture sink queues the finished record; the writer thread builds its document (capture_records)."""
+    from egressproxy.capture_records import PendingDocument, request_document
+    from egressproxy.capture_sink import CaptureSink
+    from egressproxy.flowrecord import FinishedRequest, Identity, Verdict
+
+    record = FinishedRequest(
+        gateway="default/eg", listener="https", route="default/api", backend=None, identity=Identity("team-a", "sa"),
+        verdict=Verdict.allow(), decision="allow", error=None, host="pending.example.test", sni=None,
+        method="GET", url="https://pending.example.test/", status=200, started=time.time(), duration=0.01,
+    )
+    store = CaptureStore(tmp_path / "captures.db", CaptureMetrics(registry), flush_interval=0.01)
+    queued: list[Any] = []
+    real_put = store.put
+    store.put = lambda ts, document: (queued.append(document), real_put(ts, document))  # type: ignore[method-assign]
+    store.start()
+    CaptureSink(lambda: None, store).request_finished(record)
+    store.close()
+    assert len(queued) == 1 and isinstance(queued[0], PendingDocument)
+    [row] = rows(tmp_path / "captures.db")
+    assert {k: v for k, v in row.items() if k != "id"} == request_document(record)

@@ -67,6 +67,9 @@ def test_what_a_credential_removes_first() -> None:
     assert cred.removes == ("authorization", "x-api-key", "api-key", "x-goog-api-key", "x-partner",
                             "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
     assert cred.removes_query == ("key", "token")
+    # computed when the credential is compiled, not on every request that reads them
+    assert cred.removes is cred.removes and cred.removes_query is cred.removes_query
+    assert "x-other" in cred.merged(Credential("u", headers=(SecretHeader("x-other", "w"),))).removes
 
 
 def test_cleartext_is_allowed_only_for_annotated_routes() -> None:

@@ -1033,3 +1033,139 @@ def test_bound_cert_store_sets_the_cap_mitmproxys_store_evicts_by(tmp_path) -> N
         assert certs.CertStore.STORE_CAP == 2
     finally:
         certs.CertStore.STORE_CAP = default
+# --- hook dispatch by plan (AddonManager.handle_lifecycle) -------------------------------------------------------
+
+
+class _Calls:
+    """An addon recording every request, response and update it sees, sync or async as asked."""
+
+    def __init__(self, name: str, seen: list[str], *, run_async: bool = False, fail: Exception | None = None) -> None:
+        self.name, self.seen, self.fail = name, seen, fail
+        if run_async:
+            self.request = self._async_request  # type: ignore[method-assign]
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.seen.append(f"{self.name}.request")
+        if self.fail is not None:
+            raise self.fail
+
+    async def _async_request(self, flow: http.HTTPFlow) -> None:
+        await asyncio.sleep(0)
+        type(self).request(self, flow)
+
+    def update(self, flows: list[http.HTTPFlow]) -> None:
+        self.seen.append(f"{self.name}.update({len(flows)})")
+
+
+class _Container:
+    """A chain entry with children, as mitmproxy's script loader is."""
+
+    def __init__(self, *children: object) -> None:
+        self.addons = list(children)
+
+
+def _lifecycle(tctx: taddons.context, hook: object) -> None:
+    asyncio.run(tctx.master.addons.handle_lifecycle(hook))
+
+
+def test_handle_lifecycle_keeps_the_shape_the_plan_relies_on() -> None:
+    from mitmproxy import addonmanager, hooks
+
+    assert boundary.original(addonmanager.AddonManager, "handle_lifecycle") is not addonmanager.AddonManager.handle_lifecycle
+    original = boundary.original(addonmanager.AddonManager, "handle_lifecycle")
+    assert _params(original) == ["self", "event"] and inspect.iscoroutinefunction(original)
+    assert [f.name for f in __import__("dataclasses").fields(hooks.UpdateHook)] == ["flows"]
+    with taddons.context(loadcore=False) as tctx:
+        assert isinstance(tctx.master.addons.chain, list)
+    # mitmproxy finds children only through an `addons` attribute (which is what makes a chain not plannable)
+    assert list(addonmanager.traverse([_Container("child")])) [1:] == ["child"]
+    # mitmproxy's own walk: the hook in chain order, then `update` for a flow
+    seen: list[str] = []
+    with taddons.context(_Calls("a", seen), _Calls("b", seen), loadcore=False) as tctx:
+        asyncio.run(original(tctx.master.addons, http_layers.HttpRequestHook(tflow.tflow())))
+    assert seen == ["a.request", "b.request", "a.update(1)", "b.update(1)"]
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_the_plan_calls_what_mitmproxys_walk_calls_in_the_same_order(patched: bool) -> None:
+    from mitmproxy import addonmanager
+
+    seen: list[str] = []
+    chain = [_Calls("a", seen), _Calls("b", seen, run_async=True), _Calls("c", seen)]
+    with taddons.context(*chain, loadcore=False) as tctx:
+        run = addonmanager.AddonManager.handle_lifecycle if patched else boundary.original(
+            addonmanager.AddonManager, "handle_lifecycle"
+        )
+        asyncio.run(run(tctx.master.addons, http_layers.HttpRequestHook(tflow.tflow())))
+        asyncio.run(run(tctx.master.addons, server.server_hooks.ClientConnectedHook(tflow.tclient_conn())))
+    assert seen == ["a.request", "b.request", "c.request", "a.update(1)", "b.update(1)", "c.update(1)"]
+
+
+def test_a_failing_addon_is_logged_and_the_next_one_still_runs(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+    with taddons.context(_Calls("a", seen, fail=ValueError("boom")), _Calls("b", seen), loadcore=False) as tctx:
+        with caplog.at_level(logging.ERROR, logger="mitmproxy.addonmanager"):
+            _lifecycle(tctx, http_layers.HttpRequestHook(tflow.tflow()))
+    assert seen == ["a.request", "b.request", "a.update(1)", "b.update(1)"]
+    assert [r.getMessage() for r in caplog.records] == ["Addon error: boom"]
+
+
+def test_addon_halt_ends_the_hook_and_update_still_runs() -> None:
+    from mitmproxy import exceptions
+
+    seen: list[str] = []
+    with taddons.context(_Calls("a", seen, fail=exceptions.AddonHalt()), _Calls("b", seen), loadcore=False) as tctx:
+        _lifecycle(tctx, http_layers.HttpRequestHook(tflow.tflow()))
+    assert seen == ["a.request", "a.update(1)", "b.update(1)"]
+
+
+def test_options_error_propagates() -> None:
+    from mitmproxy import exceptions
+
+    with taddons.context(_Calls("a", [], fail=exceptions.OptionsError("no")), loadcore=False) as tctx:
+        with pytest.raises(exceptions.OptionsError):
+            _lifecycle(tctx, http_layers.HttpRequestHook(tflow.tflow()))
+
+
+def test_an_addon_added_later_gets_the_next_event() -> None:
+    seen: list[str] = []
+    with taddons.context(_Calls("a", seen), loadcore=False) as tctx:
+        _lifecycle(tctx, http_layers.HttpRequestHook(tflow.tflow()))
+        tctx.master.addons.add(_Calls("late", seen))
+        _lifecycle(tctx, http_layers.HttpRequestHook(tflow.tflow()))
+    assert seen == ["a.request", "a.update(1)", "a.request", "late.request", "a.update(1)", "late.update(1)"]
+
+
+def test_a_chain_with_a_container_takes_mitmproxys_walk_and_reaches_its_children() -> None:
+    seen: list[str] = []
+    with taddons.context(_Calls("a", seen), _Container(_Calls("child", seen)), loadcore=False) as tctx:
+        _lifecycle(tctx, http_layers.HttpRequestHook(tflow.tflow()))
+        replaced = tctx.master.addons.chain[1]
+        replaced.addons = [_Calls("reloaded", seen)]  # a script reload swaps the container's children
+        _lifecycle(tctx, http_layers.HttpRequestHook(tflow.tflow()))
+    assert seen == [
+        "a.request", "child.request", "a.update(1)", "child.update(1)",
+        "a.request", "reloaded.request", "a.update(1)", "reloaded.update(1)",
+    ]
+
+
+@pytest.mark.parametrize("container", [False, True])
+def test_mitmwebs_view_beside_the_hook_table_still_sees_every_flow(container: bool) -> None:
+    """The gateway's addons as one HookTable entry, mitmweb's View after it (directly, or inside a container as
+    with `-s addons/egress.py`): the view lists the flow and sees its response."""
+    from mitmproxy.addons import view as view_addon
+
+    from egressproxy.runtime.hook_table import HookTable
+
+    seen: list[str] = []
+    view = view_addon.View()
+    table = HookTable([_Calls("gateway", seen)])
+    entries: list[object] = [table, _Container(view)] if container else [table, view]
+    with taddons.context(*entries) as tctx:
+        flow = tflow.tflow()
+        _lifecycle(tctx, http_layers.HttpRequestHeadersHook(flow))
+        _lifecycle(tctx, http_layers.HttpRequestHook(flow))
+        flow.response = tflow.tresp()
+        _lifecycle(tctx, http_layers.HttpResponseHook(flow))
+    assert list(view) == [flow] and view.get_by_id(flow.id).response is not None
+    assert "gateway.request" in seen

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from egressproxy.cel_programs import CelError, RequestVariables, compile_program, json_body, mentions_body
+from egressproxy.cel_programs import ALL_VARIABLES, CelError, RequestVariables, compile_program, json_body, mentions_body
 from egressproxy.config.problems import ObjectRef
 from egressproxy.request_policies import (
     BodyLimit,
@@ -134,3 +134,38 @@ def test_the_json_body() -> None:
     assert json_body(b'{"model": "m"}') == {"model": "m"}
     assert json_body(b"") is None and json_body(b"not json") is None and json_body(b"\xff\xfe") is None
     assert json_body(b"[" * 100_000 + b"]" * 100_000) is None  # too deep for the parser: no body, never a crash
+
+
+@pytest.mark.parametrize(
+    ("source", "reads"),
+    [
+        ('request.method == "DELETE"', {"request.method"}),
+        ('request.headers["x-team"] == "a" && source.identity.namespace == "prod"', {"request.headers", "source.identity"}),
+        ("request . path.startsWith('/v1') || request.host == 'h'", {"request.path", "request.host"}),
+        ("true", set()),
+        # anything else that names a root gets every variable: a macro over the map, an index, a word in a string
+        ("request.exists(k, k == 'method')", ALL_VARIABLES),
+        ("request['method'] == 'GET'", ALL_VARIABLES),
+        ('request.headers["x-request-id"] == "1"', ALL_VARIABLES),
+        ("source == {}", ALL_VARIABLES),
+        ("request.nothing == 1", ALL_VARIABLES),
+    ],
+)
+def test_a_program_reads_only_the_variables_it_names(source: str, reads: set[str]) -> None:
+    assert compile_program(source, "p").reads == frozenset(reads)
+
+
+def test_the_activation_holds_only_what_the_expressions_read_and_decides_the_same() -> None:
+    policies = RequestPolicies(
+        validation=validation(('request.method == "DELETE"', False)).validation,
+        rbac=rbac('source.identity.namespace == "prod"').rbac,
+    )
+    assert policies.reads == {"request.method", "source.identity"}
+    v = variables(method="DELETE")
+    identity = {"namespace": "prod", "serviceAccount": "agent"}
+    assert v.to_cel(policies.reads) == {"request": {"method": "DELETE"}, "source": {"identity": identity}}
+    assert v.to_cel() == v.to_cel(ALL_VARIABLES) and set(v.to_cel()["request"]) == {"headers", "path", "method", "host", "body"}
+    for source in ('request.method == "DELETE"', 'request.headers["x-team"] == "payments"', "source.address == '10.0.0.7'"):
+        program = compile_program(source, "p")
+        assert program.evaluate(v.to_cel(program.reads)) is program.evaluate(v.to_cel()) is True
+    assert evaluate(policies, v).denial is not None
