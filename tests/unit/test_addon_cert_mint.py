@@ -100,3 +100,12 @@ def test_a_connection_another_addon_already_set_up_is_left_alone(addon) -> None:
         data = tls.TlsData(client, context.Context(client, tctx.options), ssl_conn=existing)
         addon.tls_start_client(data)
     assert data.ssl_conn is existing
+
+
+def test_the_client_leg_gives_back_its_openssl_buffers_while_idle(addon) -> None:
+    """~34 KiB per idle intercepted connection (docs/streams-memory.md): a regression shows in loadtest/streams.py."""
+    from egressproxy.engine.tls_buffers import releases_buffers
+
+    data = _start(addon)
+    assert isinstance(data.ssl_conn, SSL.Connection)
+    assert releases_buffers(data.ssl_conn)
