@@ -51,6 +51,7 @@ from pki import write_origin_pki  # noqa: E402
 PROXIES = ("direct", "egressproxy", "egressproxy-capture", "mitmdump")
 PARTS = ("downloads", "sse", "idle")
 SCHEMES = ("plain", "https")
+KINDS = ("sse", "keepalive")
 OPEN_AT_ONCE = 50
 KIB = 1024
 MIB = 1024 * 1024
@@ -439,7 +440,7 @@ def idle_once(name: str, work: Path, origin: StreamOrigin, scheme: str, kind: st
 
 def part_idle(names: list[str], work: Path, origin: StreamOrigin, args: argparse.Namespace) -> list[Idle]:
     return [idle_once(name, work, origin, scheme, kind, args)
-            for kind in ("sse", "keepalive") for scheme in args.scheme_list for name in names if name != "direct"]
+            for kind in args.kind_list for scheme in args.scheme_list for name in names if name != "direct"]
 
 
 # --- report ---------------------------------------------------------------------------------------------------
@@ -487,15 +488,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=MIB, help="download body bytes (default 1 MiB)")
     p.add_argument("--sse-first", type=int, default=100, help="ms the origin waits before the first event")
     p.add_argument("--sse-samples", type=int, default=5, help="first-event samples per proxy and scheme")
+    p.add_argument("--kinds", default="sse,keepalive", help="idle: sse, keepalive or both (default both)")
+    p.add_argument("--json", type=Path, help="also write every figure to this file")
     p.add_argument("--streams", type=int, default=1000, help="idle streams / keep-alive connections (default 1000)")
     args = p.parse_args(argv)
     args.part_list = [x.strip() for x in args.parts.split(",") if x.strip()]
     args.proxy_list = [x.strip() for x in args.proxies.split(",") if x.strip()]
     args.scheme_list = [x.strip() for x in args.schemes.split(",") if x.strip()]
     bad = [x for x in args.part_list if x not in PARTS] + [x for x in args.proxy_list if x not in PROXIES]
-    bad += [x for x in args.scheme_list if x not in SCHEMES]
-    if bad or not args.part_list or not args.proxy_list or not args.scheme_list:
-        p.error(f"unknown or missing part/proxy/scheme: {', '.join(bad) or '(none given)'}")
+    args.kind_list = [x.strip() for x in args.kinds.split(",") if x.strip()]
+    bad += [x for x in args.scheme_list if x not in SCHEMES] + [x for x in args.kind_list if x not in KINDS]
+    if bad or not (args.part_list and args.proxy_list and args.scheme_list and args.kind_list):
+        p.error(f"unknown or missing part/proxy/scheme/kind: {', '.join(bad) or '(none given)'}")
     if not (0 < args.duration <= 60 and 1 <= args.runs <= 10 and 1 <= args.clients <= 100
             and 1 <= args.size <= 64 * MIB and 1 <= args.streams <= 5000 and 1 <= args.sse_samples <= 50
             and 0 <= args.sse_first <= 5000):
@@ -549,6 +553,15 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(work, ignore_errors=True)
     report(downloads, sse, idle, args)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "info": info, "argv": argv if argv is not None else sys.argv[1:],
+            "downloads": [d.__dict__ for d in downloads],
+            "sse": [{"proxy": n, "scheme": s, "head_ms": [h for h, _ in v], "first_event_ms": [e for _, e in v]}
+                    for (n, s), v in sse.items()],
+            "sse_origin_delay_ms": args.sse_first,
+            "idle": [{**i.__dict__, "per_kib": i.per_kib} for i in idle],
+        }, indent=2))
     return 0
 
 
