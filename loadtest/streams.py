@@ -153,17 +153,30 @@ def client_tls(cafile: Path) -> ssl.SSLContext:
     return ctx
 
 
-def start_target(name: str, work: Path, origin: StreamOrigin) -> Target:
+def start_target(name: str, work: Path, origin: StreamOrigin, attempts: int = 3) -> Target:
+    """A proxy started as run.py starts it, still alive a moment later: a port probed free can be taken by
+    another process before the proxy binds it, and then the readiness probe meets that process, not ours."""
     if name == "direct":
         return Target(name, None, client_tls(origin.ca_cert))
-    bench = origin.bench_origin()
-    if name == "mitmdump":
-        proxy = run.start_mitmdump(work, bench, None)
-    else:
-        # run.py's "egressproxy-nocapture" is the routing-only gateway; its "egressproxy" has captures on.
-        proxy = run.start_gateway(work, bench, None, "egressproxy" if name == "egressproxy-capture" else
-                                  "egressproxy-nocapture")
-    return Target(name, proxy, client_tls(proxy.ca_cert))
+    for _ in range(attempts):
+        bench = origin.bench_origin()
+        if name == "mitmdump":
+            proxy = run.start_mitmdump(work, bench, None)
+        else:
+            # run.py's "egressproxy-nocapture" is the routing-only gateway; its "egressproxy" has captures on.
+            proxy = run.start_gateway(work, bench, None, "egressproxy" if name == "egressproxy-capture" else
+                                      "egressproxy-nocapture")
+        time.sleep(0.5)
+        if proxy.managed.alive():
+            return Target(name, proxy, client_tls(proxy.ca_cert))
+    raise RuntimeError(f"{name} exited after start-up, {attempts} times:\n{proxy.managed.tail()}")
+
+
+def check_alive(target: Target) -> None:
+    """Measure only our own proxy: one that died must not leave its port to whatever binds it next."""
+    if target.proxy is not None and not target.proxy.managed.alive():
+        raise RuntimeError(f"{target.name} died (exit {target.proxy.managed.proc.returncode}):\n"
+                           f"{target.proxy.managed.tail()}")
 
 
 # --- one client connection ------------------------------------------------------------------------------------
@@ -280,6 +293,7 @@ def part_downloads(targets: list[Target], origin: StreamOrigin, args: argparse.N
     for scheme in args.scheme_list:
         for i in range(args.runs):
             for target in targets:  # alternating, so drift on the machine falls on every proxy
+                check_alive(target)
                 d = asyncio.run(downloads_once(target, scheme, origin, args))
                 print(f"downloads {scheme:<5} run {i + 1} {d.target:<19} {d.mb_s:7.1f} MB/s  {d.bodies} bodies  "
                       f"errors {d.errors}  RSS before {d.rss_before_mib:6.1f} MiB  peak {d.peak_rss_mib:6.1f} MiB",
@@ -329,6 +343,7 @@ def part_sse(targets: list[Target], origin: StreamOrigin, args: argparse.Namespa
                 await asyncio.wait_for(first_event_ms(conn, 1), 30)
             for _ in range(args.sse_samples):
                 for t in targets:
+                    check_alive(t)
                     took = await asyncio.wait_for(first_event_ms(conns[t.name], args.sse_first), 30)
                     samples.setdefault((t.name, scheme), []).append(took)
             for conn in conns.values():
@@ -422,6 +437,7 @@ def idle_once(name: str, work: Path, origin: StreamOrigin, scheme: str, kind: st
             conns, failed = await open_idle(target, scheme, origin, kind, args.streams, name != "mitmdump")
             held = await asyncio.to_thread(wait_stats, origin, stat, lambda v: v >= args.streams - failed, 20)
             after = await asyncio.to_thread(settled_rss, pid)
+            check_alive(target)
             for c in conns:
                 c.close()
             await asyncio.to_thread(wait_stats, origin, stat, lambda v: v == 0, 20)
@@ -465,10 +481,13 @@ def report(downloads: list[Download], sse: Samples, idle: list[Idle],
             med = statistics.median(e for _, e in values)
             head = statistics.median(h for h, _ in values)
             vs = f"{med - direct[scheme]:+.2f}" if scheme in direct else "-"
-            rows.append([scheme, name, f"{head:.2f}", f"{med:.2f}", f"{med - args.sse_first:.2f}", vs])
+            gap = statistics.median(e - h for h, e in values) - args.sse_first
+            rows.append([scheme, name, f"{head:.2f}", f"{med:.2f}", f"{med - args.sse_first:.2f}", vs, f"{gap:.2f}"])
         print(f"\ntime to the first SSE event (origin delay {args.sse_first} ms; medians of {args.sse_samples}; "
-              "head: time to the response head, which the origin sends at once)")
-        print(run._grid(["scheme", "proxy", "head ms", "first event ms", "minus origin delay", "vs direct ms"], rows))
+              "head: time to the response head, which the origin sends at once; event after head: the event's "
+              "own trip, what is left of (event - head) after the origin's delay)")
+        print(run._grid(["scheme", "proxy", "head ms", "first event ms", "minus origin delay", "vs direct ms",
+                         "event after head ms"], rows))
     if idle:
         rows = [[i.kind, i.scheme, i.target, f"{i.held}/{i.wanted}", f"{i.before_kib / KIB:.1f}",
                  f"{i.after_kib / KIB:.1f}", f"{i.closed_kib / KIB:.1f}", f"{i.per_kib:.1f}"] for i in idle]

@@ -4,7 +4,7 @@ OpenSSL keeps a read and a write buffer of about 17 KiB each for the life of eve
 connection carries bytes or not. An intercepted stream holds two (the client's leg and the upstream's), and a
 gateway in front of AI providers holds many idle ones: SSE streams waiting for the next token, keep-alive
 connections between requests. `SSL_MODE_RELEASE_BUFFERS` (what nginx sets) frees them whenever they are empty
-and takes them again for the next record: loadtest/streams.py measured ~56 KiB less RSS per idle intercepted
+and takes them again for the next record: loadtest/streams.py measured ~45 KiB less RSS per idle intercepted
 stream (docs/streams-memory.md). The cost is a malloc/free per burst of records, nothing per byte.
 """
 
