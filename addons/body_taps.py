@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from egressproxy.capture_records import keeps_body_of
 from egressproxy.engine.answers import flow_record
 from egressproxy.engine.guard import fail_closed
 from egressproxy.runtime.state import GatewayState
@@ -30,18 +31,27 @@ class BodyTaps:
         self.state = state
         self.response_copies: dict[str, CappedCopy] = {}  # flow id -> the copy tap of a streaming response
 
-    def _chain(self, before: list[Tap] | None = None) -> tuple[TapChain, CappedCopy]:
-        """The chain: taps other addons asked for (`FlowRecord.response_taps`: token counting, ...), then the copy."""
+    def _chain(self, before: list[Tap] | None = None, content_type: str | None = None) -> tuple[TapChain, CappedCopy]:
+        """The chain: taps other addons asked for (`FlowRecord.response_taps`: token counting, ...), then the copy.
+
+        A response whose Content-Type capture never keeps gets a copy of 0 bytes (it still counts the size): a
+        thousand streams or downloads of such a type held open must not each carry `maxBytes` of copy nobody reads.
+        """
         snapshot = self.state.snapshot
-        copy = CappedCopy(snapshot.gateway.capture_max_bytes if snapshot is not None else 0)
+        limit = snapshot.gateway.capture_max_bytes if snapshot is not None else 0
+        if content_type is not None and snapshot is not None and not keeps_body_of(
+            content_type, snapshot.gateway.capture_content_types
+        ):
+            limit = 0
+        copy = CappedCopy(limit)
         taps: list[Tap] = [*(before or ()), copy]  # later: guardrail masking first
         return TapChain(taps, on_error=self._tap_failed), copy
 
     def _tap_failed(self, tap: Tap, error: BaseException) -> None:
         self.state.metrics.tap_errors.labels(tap.name).inc()
 
-    def _whole(self, body: bytes, before: list[Tap] | None = None) -> tuple[bytes, CappedCopy]:
-        chain, copy = self._chain(before)
+    def _whole(self, body: bytes, before: list[Tap] | None = None, content_type: str | None = None) -> tuple[bytes, CappedCopy]:
+        chain, copy = self._chain(before, content_type)
         out = chain.feed(body) if body else b""
         return out + chain.finish(), copy
 
@@ -59,7 +69,8 @@ class BodyTaps:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response is not None
         if flow.response.stream is True:
-            chain, copy = self._chain(flow_record(flow).response_taps)
+            content_type = flow.response.headers.get("content-type", "")
+            chain, copy = self._chain(flow_record(flow).response_taps, content_type)
             flow.response.stream = chain
             self.response_copies[flow.id] = copy
 
@@ -71,7 +82,8 @@ class BodyTaps:
             body = flow.response.raw_content
             if body is None:
                 return
-            out, copy = self._whole(body, flow_record(flow).response_taps)
+            content_type = flow.response.headers.get("content-type", "")
+            out, copy = self._whole(body, flow_record(flow).response_taps, content_type)
             if out != body:
                 flow.response.raw_content = out
         flow_record(flow).response_body = copy.result()

@@ -42,6 +42,7 @@ __all__ = [
     "request_document",
     "connection_document",
     "wants_connection",
+    "keeps_body_of",
     "GEN_AI_PROVIDER_NAMES",
 ]
 
@@ -299,13 +300,23 @@ def _empty_part(size: int) -> dict[str, Any]:
     return {"headers": {}, "body": None, "bodyEncoding": None, "size": size, "truncated": False}
 
 
+def keeps_body_of(content_type: str, include: tuple[str, ...]) -> bool:
+    """Whether a body of this Content-Type is ever kept (`captureBody.includeContentTypes`, prefixes, any case).
+
+    The one rule for both ends: the body tap copies nothing of a response this refuses (addons/body_taps.py: a
+    download or a stream held open would otherwise carry up to `maxBytes` of copy each), and `_part` drops it.
+    """
+    if not include:
+        return False
+    return content_type.lower().startswith(tuple(t.lower() for t in include))
+
+
 def _part(headers: tuple[tuple[str, str], ...], copy: BodyCopy | None, wanted: bool, plan: CapturePlan) -> dict[str, Any]:
-    content_types = plan.content_types
     header_map = _header_map(headers)
     if copy is None:
         return {"headers": header_map, "body": None, "bodyEncoding": None, "size": 0, "truncated": False}
-    content_type = header_map.get("content-type", "").lower()
-    if not wanted or not copy.size or not content_type.startswith(content_types or ("\0",)):
+    content_type = header_map.get("content-type", "")
+    if not wanted or not copy.size or not keeps_body_of(content_type, plan.content_types):
         return {"headers": header_map, "body": None, "bodyEncoding": None, "size": copy.size, "truncated": False}
     text, encoding = _encoded(_scrubbed(copy.data, plan.secret_values), copy.truncated)
     return {"headers": header_map, "body": text, "bodyEncoding": encoding, "size": copy.size, "truncated": copy.truncated}

@@ -14,6 +14,7 @@ from OpenSSL import SSL
 
 from egressproxy.engine.certmint import MintedCert
 from egressproxy.engine.mitmproxy_boundary import default_ciphers
+from egressproxy.engine.tls_buffers import release_buffers_when_idle
 
 __all__ = ["start_client_tls", "prefer_h2_alpn_select"]
 
@@ -50,6 +51,7 @@ def start_client_tls(tls_start: tls.TlsData, entry: MintedCert, dhparams: object
         dhparams=dhparams,
     )
     conn = SSL.Connection(ssl_ctx)
+    release_buffers_when_idle(conn)  # idle SSE and keep-alive connections: no 34 KiB of empty buffers each
     conn.use_certificate(entry.cert.to_cryptography())
     conn.use_privatekey(entry.privatekey)
     # Secure web proxies (TLS to the proxy itself) stay on HTTP/1, as in mitmproxy.

@@ -19,6 +19,7 @@ from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL, crypto
 
 from egressproxy.engine.mitmproxy_boundary import create_ssl_context
+from egressproxy.engine.tls_buffers import release_buffers_when_idle
 from egressproxy.system_trust import system_store
 from egressproxy.upstream_tls import (
     UpstreamTlsParams,
@@ -235,6 +236,7 @@ class UpstreamConnection(SSL.Connection):
 def make_connection(context: SSL.Context, verification: Verification, alpn: list[bytes] | None = None) -> UpstreamConnection:
     """A client connection that verifies `verification.name` (SNI too, unless an IP) with our callback."""
     conn = UpstreamConnection(context)
+    release_buffers_when_idle(conn)  # idle SSE and keep-alive connections: no 34 KiB of empty buffers each
     conn.egress = verification
     conn.set_verify(SSL.VERIFY_PEER, verification.callback)
     name = verification.name

@@ -122,3 +122,12 @@ def test_shrinking_the_bound_drops_the_least_recently_used_leaves(addon) -> None
     assert addon.stats()["entries"] == 1 and addon.stats()["evictions"] == 2
     _start(addon, sni="a.example.com")
     assert addon.stats()["hits"] == 2
+
+
+def test_the_client_leg_gives_back_its_openssl_buffers_while_idle(addon) -> None:
+    """~34 KiB per idle intercepted connection (docs/streams-memory.md): a regression shows in loadtest/streams.py."""
+    from egressproxy.engine.tls_buffers import releases_buffers
+
+    data = _start(addon)
+    assert isinstance(data.ssl_conn, SSL.Connection)
+    assert releases_buffers(data.ssl_conn)

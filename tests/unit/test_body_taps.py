@@ -14,10 +14,11 @@ from egressproxy.runtime.state import GatewayState
 from egressproxy.taps import TapChain
 
 
-def addon(tmp_path: Path, max_bytes: int = 4) -> BodyTaps:
+def addon(tmp_path: Path, max_bytes: int = 4, content_types: tuple[str, ...] = ("",)) -> BodyTaps:
+    """Only captureBody's `maxBytes` and `includeContentTypes` are read; the prefix "" keeps every type."""
     state = GatewayState(tmp_path)
-    # only `gateway.capture_max_bytes` (captureBody.maxBytes) is read
-    state.snapshot = SimpleNamespace(gateway=SimpleNamespace(capture_max_bytes=max_bytes))  # type: ignore[assignment]
+    gateway = SimpleNamespace(capture_max_bytes=max_bytes, capture_content_types=content_types)
+    state.snapshot = SimpleNamespace(gateway=gateway)  # type: ignore[assignment]
     return BodyTaps(state)
 
 
@@ -94,3 +95,46 @@ def test_without_a_configuration_nothing_is_captured_but_bodies_pass(tmp_path: P
     taps.request(flow)
     assert flow.request.raw_content == b"payload"
     assert flow_record(flow).request_body == BodyCopy(b"", 7, True)
+
+
+def _streamed(taps: BodyTaps, content_type: str, chunks: list[bytes]) -> BodyCopy | None:
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.response.headers["content-type"] = content_type
+    flow.response.stream = True
+    taps.responseheaders(flow)
+    chain = flow.response.stream
+    assert isinstance(chain, TapChain)
+    for chunk in chunks:
+        assert chain(chunk) == chunk
+    chain(b"")
+    taps.response(flow)
+    return flow_record(flow).response_body
+
+
+def test_a_stream_of_a_type_capture_never_keeps_is_counted_but_not_copied(tmp_path: Path) -> None:
+    """An SSE stream (or a download) that capture would drop carries no copy while it is open, only its size."""
+    taps = addon(tmp_path, max_bytes=65536, content_types=("application/json",))
+    copy = _streamed(taps, "text/event-stream", [b"data: 1\n\n", b"data: 2\n\n"])
+    assert copy is not None and copy.size == 18 and copy.data == b""
+    none_configured = addon(tmp_path, max_bytes=65536, content_types=())  # includeContentTypes: [] keeps none
+    copy = _streamed(none_configured, "application/json", [b"{}"])
+    assert copy is not None and copy.size == 2 and copy.data == b""
+
+
+def test_a_stream_of_an_included_type_is_copied_whatever_the_case_and_parameters(tmp_path: Path) -> None:
+    taps = addon(tmp_path, max_bytes=65536, content_types=("Application/JSON",))
+    copy = _streamed(taps, "application/json; charset=utf-8", [b'{"a":', b"1}"])
+    assert copy == BodyCopy(b'{"a":1}', 7, False)
+
+
+def test_a_buffered_response_of_a_type_capture_never_keeps_is_not_copied(tmp_path: Path) -> None:
+    taps = addon(tmp_path, max_bytes=1000, content_types=("application/json",))
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.response.headers["content-type"] = "application/octet-stream"
+    flow.response.stream = False
+    taps.responseheaders(flow)
+    body = flow.response.raw_content
+    taps.response(flow)
+    assert body and flow_record(flow).response_body == BodyCopy(b"", len(body), True)

@@ -505,3 +505,17 @@ def test_a_der_crl_ending_in_whitespace_bytes_still_loads(ca: TestCA) -> None:
     else:
         pytest.skip("no DER CRL ending in a whitespace byte drawn")
     assert load_crls(der)[0].issuer == ca.cert.subject
+
+
+def test_the_upstream_leg_gives_back_its_openssl_buffers_while_idle_and_still_carries_data(ca: TestCA) -> None:
+    from egressproxy.engine.tls_buffers import releases_buffers
+
+    p = params(ca)
+    client = make_connection(build_context(p, TlsSettings()), Verification(p, "ok.test"))
+    server = server_for(ca.issue("ok.test"))
+    assert releases_buffers(client)
+    assert handshake(client, server) is None
+    for round_trip in (b"first", b"after the buffers were released"):
+        client.send(round_trip)
+        server.bio_write(client.bio_read(65536))
+        assert server.recv(65536) == round_trip
