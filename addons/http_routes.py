@@ -11,7 +11,8 @@ from mitmproxy import http
 from mitmproxy.coretypes import multidict
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name, traffic_for
+from egressproxy.decision_reuse import decide_reusing
+from egressproxy.decisions import RequestDecision, RequestView, gateway_policy, parent_for, route_name, traffic_for
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.policy_reports import note_region_checks, note_reports
@@ -69,7 +70,7 @@ class HttpRoutes:
             self._deny(flow, Verdict.deny("no-route", gateway_policy(snapshot.gateway)))
             return
         frec.listener, frec.host, frec.port = listener.name, view.host, view.port
-        decision = decide_request(snapshot, listener, view, connection_host=connection_host)
+        decision, record.decision_memo = decide_reusing(record.decision_memo, snapshot, listener, view, connection_host)
         frec.route = route_name(decision.route)
         frec.route_ref = decision.route.ref if decision.route is not None else None
         frec.rule = decision.rule_index

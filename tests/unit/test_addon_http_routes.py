@@ -642,3 +642,37 @@ def test_the_request_view_reads_the_query_only_from_a_target_that_has_one(state,
     flow = _tunnelled(state, "api.example.com", path)
     view, _ = HttpRoutes(state)._view(flow, state.connection(flow.client_conn.id))
     assert view.query == query and view.path == path
+
+
+# --- the decision kept per connection (egressproxy/decision_reuse.py) ---------------------------------------------
+
+
+def test_keep_alive_requests_reuse_the_decision_and_a_reload_replaces_it(state, snapshot) -> None:
+    """The second request of a connection gets the first one's decision (same upstream, recorded as before);
+    after a reload that moves the route elsewhere the next request on that connection is decided anew."""
+    addon = HttpRoutes(state)
+    first = _tunnelled(state, "api.example.com", "/static/a")
+    _requestheaders(addon, first)
+    record = state.connection(first.client_conn.id)
+    memo = record.decision_memo
+    assert memo is not None and memo.snapshot is snapshot
+    second = _next_on(first, "api.example.com", "/static/a")
+    _requestheaders(addon, second)
+    assert record.decision_memo is memo
+    assert (second.request.host, second.request.port) == ("static.internal", 8443)
+    assert flow_record(second).route == "default/api" and flow_record(second).upstream == flow_record(first).upstream
+
+    state.swap(compile_snapshot(CONFIG.replace("hostnames: [api.example.com]", "hostnames: [api2.example.com]"), ca="ca"))
+    third = _next_on(first, "api.example.com", "/static/a")
+    _requestheaders(addon, third)
+    assert third.response is not None and third.response.headers["x-egress-denied"] == "no-route"
+    assert record.decision_memo is not None and record.decision_memo.snapshot is state.snapshot
+
+
+def _next_on(first: http.HTTPFlow, authority: str, path: str) -> http.HTTPFlow:
+    """Another request on `first`'s connection (keep-alive inside the same tunnel)."""
+    req = tutils.treq(host=authority, port=443, scheme=b"https", path=path.encode(), authority=b"",
+                      headers=http.Headers(host=authority), content=b"")
+    flow = tflow.tflow(req=req)
+    flow.client_conn = first.client_conn
+    return flow
