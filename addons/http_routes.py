@@ -22,6 +22,7 @@ from egressproxy.matching import Carries, select_listener
 from egressproxy.request_head import head_problem
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
+from egressproxy.runtime.idle_steps import request_idle_steps
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Backend, HttpRouteMatch, Listener, RequestRedirect, Rule, Snapshot, URLRewrite
 from egressproxy.upstreams import Upstream
@@ -84,6 +85,8 @@ class HttpRoutes:
         note_reports(self.state.metrics, flow, decision.reports)  # Report-mode EgressDenyPolicy, regions
         frec.rate_limit = decision.rate_limit  # checked by addons/rate_limits.py, next
         frec.ai = decision.ai  # applied by addons/ai_guardrails.py
+        # Per route: a request its decision gives no budget or `ai` policy skips those steps' hooks.
+        frec.idle_steps = request_idle_steps(frec.idle_steps, decision.rate_limit is not None, decision.ai is not None)
         self._forward(flow, record, frec, decision, view)
 
     async def _authenticated(

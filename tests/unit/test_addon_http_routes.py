@@ -634,7 +634,60 @@ def test_a_routed_request_carries_the_idle_steps_of_the_snapshot_it_was_decided_
     flow = _tunnelled(state, "api.example.com", "/static/x")
     assert flow_record(flow).idle_steps == frozenset()
     _requestheaders(HttpRoutes(state), flow)
-    assert flow_record(flow).idle_steps == {"rate-limit"} and asked == [snapshot]
+    # the snapshot's, plus ai-guardrails: this request's decision has no TrafficPolicy `ai` (per route)
+    assert flow_record(flow).idle_steps == {"rate-limit", "ai-guardrails"} and asked == [snapshot]
+
+
+LIMITED = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: limited}
+spec:
+  parentRefs: [{name: eg}]
+  hostnames: [limited.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: free}
+spec:
+  parentRefs: [{name: eg}]
+  hostnames: [free.example.com]
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: ten}
+spec:
+  requests: 10
+  window: 1m
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: limited}]
+"""
+
+
+@pytest.mark.parametrize(("authority", "rate_limit_idle"), [("limited.example.com", False), ("free.example.com", True)])
+def test_a_route_without_a_rate_limit_skips_the_step_though_another_route_has_one(tmp_path: Path, authority: str,
+                                                                                   rate_limit_idle: bool) -> None:
+    """Idle steps per route: the snapshot has a RateLimitPolicy (so the step is awake per snapshot), but only the
+    limited route's requests get a budget; the other route's requests skip the rate-limit hooks."""
+    from egressproxy.runtime.idle_steps import IdleSteps
+    from addons.rate_limits import RateLimits
+
+    state = state_for(compile_snapshot(LIMITED, ca="ca"), tmp_path)
+    state.idle_steps = IdleSteps([RateLimits(state)])
+    assert state.snapshot is not None and "rate-limit" not in state.idle_steps(state.snapshot)
+    flow = _tunnelled(state, authority)
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None
+    frec = flow_record(flow)
+    assert (frec.rate_limit is None) is rate_limit_idle
+    assert ("rate-limit" in frec.idle_steps) is rate_limit_idle
 
 
 @pytest.mark.parametrize(("path", "query"), [("/v1/x?a=1&b=2&a=3", {"a": ["1", "3"], "b": ["2"]}), ("/v1/x", {})])
