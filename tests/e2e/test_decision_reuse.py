@@ -90,10 +90,10 @@ def test_a_reload_denies_the_next_request_on_a_tunnel_whose_decision_was_kept(ga
     try:
         assert get(conn) == (200, None)
         sock = conn.sock
-        assert get(conn) == (200, None)  # the kept decision
+        assert get(conn, "/other") == (200, None)  # the kept decision (a hostname-only route: any path)
         (gw.configs[0] / "30-deny.yaml").write_text(DENY_ROUTE_A)
         assert gw.admin("/reload", method="POST").json()["ok"] is True
-        assert get(conn) == (451, "route-denied"), gw.logs()
+        assert get(conn, "/other") == (451, "route-denied"), gw.logs()
         assert conn.sock is sock  # the same tunnel throughout
     finally:
         conn.close()

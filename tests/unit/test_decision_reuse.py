@@ -173,3 +173,31 @@ def test_a_memo_of_another_listener_is_not_used(snapshot: Snapshot, decide: Coun
     assert other is not None and isinstance(memo, DecisionMemo)
     decide_reusing(memo, two, other, view(), None)
     assert decide.calls == 2
+
+
+HOST_ONLY = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hosts}
+spec:
+  parentRefs: [{name: eg}]
+  hostnames: [hosts.example.com]
+  rules: [{backendRefs: [{group: gateway.kgateway.dev, kind: Backend, name: one}]}]
+"""
+
+
+def test_a_hostname_only_route_reuses_the_decision_for_any_path(decide: CountingDecide) -> None:
+    snapshot = compile_snapshot(GATEWAY + ROUTES + HOST_ONLY, ca="ca")
+    first, memo = decide_reusing(None, snapshot, https(snapshot), view("hosts.example.com", "/a"), None)
+    assert memo is not None and memo.path is None
+    again, _ = decide_reusing(memo, snapshot, https(snapshot), view("hosts.example.com", "/b?x=1"), None)
+    assert again is first and decide.calls == 1
+
+
+def test_where_a_rule_matches_on_the_path_the_path_is_part_of_the_key(snapshot: Snapshot, decide: CountingDecide) -> None:
+    """api.example.com has PathPrefix rules: /v1/x and /other pick different rules, so the memo holds the path."""
+    first, memo = decide_reusing(None, snapshot, https(snapshot), view(path="/v1/x"), None)
+    assert memo is not None and memo.path == "/v1/x"
+    other, _ = decide_reusing(memo, snapshot, https(snapshot), view(path="/other"), None)
+    assert decide.calls == 2 and (first.rule_index, other.rule_index) == (0, 2)

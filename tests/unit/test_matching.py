@@ -414,6 +414,22 @@ def test_decided_by_path_is_false_only_where_a_bucket_of_the_host_reads_more_tha
     assert not catch_all.http_routes.decided_by_path("plain.example.com")  # the hostname-less bucket reads the method
 
 
+def test_decided_by_host_only_where_no_bucket_of_the_host_reads_the_path_either() -> None:
+    listener = http_listener(
+        route("HTTPRoute", "hosts", "parentRefs: [{name: gw}]\nhostnames: [hosts.example.com, '*.w.example.com']\n"
+              "rules: [{}, {matches: [{path: {type: PathPrefix, value: /}}]}]\n"),
+        route("HTTPRoute", "paths", "parentRefs: [{name: gw}]\nhostnames: [paths.example.com]\n"
+              "rules: [{matches: [{path: {value: /v1}}]}, {}]\n"),
+        route("HTTPRoute", "exact", "parentRefs: [{name: gw}]\nhostnames: [x.w.example.com]\n"
+              "rules: [{matches: [{path: {type: Exact, value: /}}]}]\n"),
+    )
+    table = listener.http_routes
+    assert table.decided_by_host("hosts.example.com") and table.decided_by_host("a.w.example.com")
+    assert table.decided_by_host("unrouted.example.com")
+    assert not table.decided_by_host("paths.example.com") and table.decided_by_path("paths.example.com")
+    assert not table.decided_by_host("x.w.example.com")  # its exact bucket has an Exact path, the wildcard none
+
+
 # --- verdicts -------------------------------------------------------------------------------------------------
 
 
