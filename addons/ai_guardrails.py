@@ -27,6 +27,7 @@ from egressproxy.engine.flow_trace import DENIED_MARKER
 from egressproxy.flowrecord import Check, Verdict
 from egressproxy.prompt_guard import REJECTED, RegexGuard
 from egressproxy.request_guard import guard_request
+from egressproxy.runtime.idle_steps import AI_GUARDRAILS_STEP
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Snapshot
 from egressproxy.stream_masking import REJECTED_MESSAGE, SseGuardTap, guard_json_response
@@ -41,7 +42,7 @@ THREAD_ABOVE = 64 * 1024
 
 
 class AiGuardrails:
-    step = "ai-guardrails"  # idle without any TrafficPolicy `ai` (egressproxy/runtime/idle_steps.py)
+    step = AI_GUARDRAILS_STEP  # idle without any TrafficPolicy `ai`, or for a request given none (runtime/idle_steps.py)
 
     @staticmethod
     def idle_on(snapshot: Snapshot) -> bool:

@@ -11,7 +11,8 @@ from mitmproxy import http
 from mitmproxy.coretypes import multidict
 from mitmproxy.proxy.mode_specs import RegularMode
 
-from egressproxy.decisions import RequestDecision, RequestView, decide_request, gateway_policy, parent_for, route_name, traffic_for
+from egressproxy.decision_reuse import decide_reusing
+from egressproxy.decisions import RequestDecision, RequestView, gateway_policy, parent_for, route_name, traffic_for
 from egressproxy.engine.answers import answer_denied, error_response, flow_record, make_response
 from egressproxy.engine.guard import fail_closed
 from egressproxy.engine.policy_reports import note_region_checks, note_reports
@@ -21,6 +22,7 @@ from egressproxy.matching import Carries, select_listener
 from egressproxy.request_head import head_problem
 from egressproxy.request_filters import apply_header_modifier, rewrite_path
 from egressproxy.responses import GatewayAnswer
+from egressproxy.runtime.idle_steps import request_idle_steps
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Backend, HttpRouteMatch, Listener, RequestRedirect, Rule, Snapshot, URLRewrite
 from egressproxy.upstreams import Upstream
@@ -69,7 +71,7 @@ class HttpRoutes:
             self._deny(flow, Verdict.deny("no-route", gateway_policy(snapshot.gateway)))
             return
         frec.listener, frec.host, frec.port = listener.name, view.host, view.port
-        decision = decide_request(snapshot, listener, view, connection_host=connection_host)
+        decision, record.decision_memo = decide_reusing(record.decision_memo, snapshot, listener, view, connection_host)
         frec.route = route_name(decision.route)
         frec.route_ref = decision.route.ref if decision.route is not None else None
         frec.rule = decision.rule_index
@@ -83,6 +85,8 @@ class HttpRoutes:
         note_reports(self.state.metrics, flow, decision.reports)  # Report-mode EgressDenyPolicy, regions
         frec.rate_limit = decision.rate_limit  # checked by addons/rate_limits.py, next
         frec.ai = decision.ai  # applied by addons/ai_guardrails.py
+        # Per route: a request its decision gives no budget or `ai` policy skips those steps' hooks.
+        frec.idle_steps = request_idle_steps(frec.idle_steps, decision.rate_limit is not None, decision.ai is not None)
         self._forward(flow, record, frec, decision, view)
 
     async def _authenticated(

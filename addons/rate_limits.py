@@ -20,6 +20,7 @@ from egressproxy.flowrecord import Check
 from egressproxy.engine.guard import fail_closed
 from egressproxy.rate_limiter import RATE_LIMITED
 from egressproxy.rate_limits import EXECUTION_HEADER, RateLimit
+from egressproxy.runtime.idle_steps import RATE_LIMIT_STEP
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Snapshot
 from egressproxy.token_usage import TokenCountingTap
@@ -32,7 +33,7 @@ SHUTDOWN_GRACE = 1.0  # seconds token spending in flight may take at shutdown (o
 
 
 class RateLimits:
-    step = "rate-limit"  # idle without any RateLimitPolicy (egressproxy/runtime/idle_steps.py)
+    step = RATE_LIMIT_STEP  # idle without any RateLimitPolicy, or for a request given no budget (runtime/idle_steps.py)
 
     @staticmethod
     def idle_on(snapshot: Snapshot) -> bool:

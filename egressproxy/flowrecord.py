@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from egressproxy.capture_records import CapturePlan
     from egressproxy.config.problems import ObjectRef
+    from egressproxy.decision_reuse import DecisionMemo
     from egressproxy.outcomes import DialOutcome, GatewayFailure
     from egressproxy.prompt_guard import AiPolicy
     from egressproxy.rate_limits import RateLimit
@@ -145,6 +146,9 @@ class ConnectionRecord:
     # The last CONNECT the gateway denied on this connection (authority, listener, verdict): its finished record
     # names them, so a denied tunnel leaves a trace (captures) though no HTTP flow finished and nothing was decided.
     denied_connect: tuple[str, str | None, Verdict] | None = None
+    # The last request's routing decision, kept for the next request on this connection when it may be reused
+    # (egressproxy/decision_reuse.py: same snapshot, listener, host, port, scheme and path).
+    decision_memo: DecisionMemo | None = None
 
 
 @dataclass(frozen=True, slots=True)

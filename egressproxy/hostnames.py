@@ -98,6 +98,10 @@ def canonical_host(host: str) -> str:
 
 
 def is_ip_literal(host: str) -> bool:
+    # Names are the common case, and ipaddress rejects them by raising (~5 us): an IPv4 literal ends in a digit
+    # and an IPv6 one holds a colon, so anything else is answered without it.
+    if ":" not in host and not host[-1:].isdigit():
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:

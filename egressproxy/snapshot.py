@@ -576,6 +576,11 @@ class RouteBucket:
 
     routes: tuple[Route, ...]
     entries: tuple[RuleEntry, ...]
+    # Some entry matches on the method, a header or a query parameter: requests to a host this bucket serves may
+    # be decided differently with the same path (set by the compiler; see `RouteTable.decided_by_path`).
+    reads_request: bool = False
+    # Some entry matches on the path (anything but the match-all PathPrefix `/`): see `RouteTable.decided_by_host`.
+    reads_path: bool = False
 
 
 EMPTY_BUCKET = RouteBucket((), ())
@@ -625,6 +630,22 @@ class RouteTable:
         for bucket in self.buckets(host):
             return bucket.routes[0]
         return None
+
+    def decided_by_path(self, host: str | None) -> bool:
+        """True when the rule a request to `host` matches depends on its path alone: no bucket the host selects
+        has a method, header or query-parameter match (so requests with one path all match the same rule)."""
+        for bucket in self.buckets(host):
+            if bucket.reads_request:
+                return False
+        return True
+
+    def decided_by_host(self, host: str | None) -> bool:
+        """True when every request to `host` matches the same rule: no bucket the host selects has a match on
+        the path, method, headers or query parameters (hostname-only routes, `rules: [{}]`)."""
+        for bucket in self.buckets(host):
+            if bucket.reads_request or bucket.reads_path:
+                return False
+        return True
 
     @property
     def routes(self) -> tuple[Route, ...]:

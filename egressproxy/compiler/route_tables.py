@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from egressproxy.snapshot import Route, RouteBucket, RouteTable, RuleEntry
+from egressproxy.snapshot import MATCH_ALL_PATH, HttpRouteMatch, Route, RouteBucket, RouteTable, RuleEntry
 
 
 def build_http_table(routes: Iterable[Route]) -> RouteTable:
@@ -47,6 +47,18 @@ def build_l4_table(routes: Iterable[Route]) -> RouteTable:
     return builder.build()
 
 
+def _reads_request(entry: RuleEntry) -> bool:
+    """Whether an HTTP entry looks at more of a request than its path (method, headers, query parameters)."""
+    match = entry.match
+    return isinstance(match, HttpRouteMatch) and bool(match.method or match.headers or match.query_params)
+
+
+def _reads_path(entry: RuleEntry) -> bool:
+    """Whether an HTTP entry's path match can fail (anything but the match-all PathPrefix `/`)."""
+    match = entry.match
+    return isinstance(match, HttpRouteMatch) and match.path != MATCH_ALL_PATH
+
+
 def _host_keys(hostnames: Sequence[str]) -> list[tuple[str, str | None]]:
     if not hostnames:
         return [("any", None)]
@@ -75,7 +87,9 @@ class _TableBuilder:
         for (kind, host), entries in self.buckets.items():
             routes = tuple({id(e.route): e.route for e in entries}.values())
             ordered = tuple(sorted(entries, key=sort_key) if sort_key else entries)
-            bucket = RouteBucket(routes, ordered)
+            bucket = RouteBucket(
+                routes, ordered, any(_reads_request(e) for e in ordered), any(_reads_path(e) for e in ordered)
+            )
             if kind == "exact":
                 exact[host or ""] = bucket
             elif kind == "wildcard":

@@ -7,6 +7,11 @@ under that snapshot can give it work. With routing only, every such addon is idl
 record (`FlowRecord.idle_steps`) from the snapshot it decided the request with, so a reload in the middle of a
 request never skips a step the request's own decision needs.
 
+Per route, for the steps whose whole input the routing decision carries (a rate-limit budget, a TrafficPolicy
+`ai`): the routing addon adds them for a request whose decision has none (`request_idle_steps`), so a route with
+no policy attached skips them even when other routes have one. The other steps look their policies up
+themselves, and stay idle per snapshot only.
+
     class RateLimits:
         step = "rate-limit"
 
@@ -16,6 +21,7 @@ request never skips a step the request's own decision needs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +30,14 @@ from egressproxy.flowrecord import RECORD_KEY
 if TYPE_CHECKING:
     from egressproxy.snapshot import Snapshot
 
-__all__ = ["IdleSteps", "NOTHING_IDLE", "flow_idle_steps"]
+__all__ = ["AI_GUARDRAILS_STEP", "IdleSteps", "NOTHING_IDLE", "RATE_LIMIT_STEP", "flow_idle_steps", "request_idle_steps"]
 
 NOTHING_IDLE: frozenset[str] = frozenset()
+
+# The steps whose whole input the routing decision carries (`RequestDecision.rate_limit`, `.ai`): idle for one
+# request when its decision gives them none, whatever other routes of the snapshot have.
+RATE_LIMIT_STEP = "rate-limit"
+AI_GUARDRAILS_STEP = "ai-guardrails"
 
 
 class IdleSteps:
@@ -49,3 +60,18 @@ def flow_idle_steps(flow: Any) -> frozenset[str]:
     """The idle steps written into `flow`'s record by the routing addon (none before it routed the flow)."""
     record = flow.metadata.get(RECORD_KEY)
     return record.idle_steps if record is not None else NOTHING_IDLE
+
+
+def request_idle_steps(snapshot_idle: frozenset[str], rate_limited: bool, guarded: bool) -> frozenset[str]:
+    """A request's idle steps: its snapshot's, plus the rate-limit step when its decision has no budget and the
+    ai-guardrails step when it has no `ai` policy (a route with no policy attached skips them even when other
+    routes have one). The union is computed once per distinct input, not per request."""
+    if (rate_limited or RATE_LIMIT_STEP in snapshot_idle) and (guarded or AI_GUARDRAILS_STEP in snapshot_idle):
+        return snapshot_idle
+    return _with_request_steps(snapshot_idle, rate_limited, guarded)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_request_steps(snapshot_idle: frozenset[str], rate_limited: bool, guarded: bool) -> frozenset[str]:
+    extra = () if rate_limited else (RATE_LIMIT_STEP,)
+    return snapshot_idle.union(extra, () if guarded else (AI_GUARDRAILS_STEP,))

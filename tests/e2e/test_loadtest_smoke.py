@@ -52,3 +52,17 @@ def test_harness_reports_nonzero_throughput_for_both_proxies(tmp_path: Path) -> 
     for run in result["runs"]:
         if run["index"] >= 0:
             assert run["cpu_ms_per_1k"] > 0 and run["peak_rss_mib"] > 10, run  # a Python proxy holds > 10 MiB
+
+
+@pytest.mark.timeout(120)
+def test_route_scaling_reports_a_row_per_route_count() -> None:
+    """loadtest/route_scaling.py in process: each count's row, after checking every lookup decided the route it
+    names (the script exits non-zero when a first/last/wildcard/header/miss lookup picks another)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "loadtest" / "route_scaling.py"), "--counts", "10,60", "--compiles", "1"],
+        capture_output=True, text=True, timeout=110, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if re.match(r"\| (10|60) \|", line)]
+    assert len(rows) == 2, proc.stdout
+    assert all(len(row.split("|")) == 15 for row in rows), rows  # count, compile, memory, 5 + 5 timings

@@ -634,7 +634,60 @@ def test_a_routed_request_carries_the_idle_steps_of_the_snapshot_it_was_decided_
     flow = _tunnelled(state, "api.example.com", "/static/x")
     assert flow_record(flow).idle_steps == frozenset()
     _requestheaders(HttpRoutes(state), flow)
-    assert flow_record(flow).idle_steps == {"rate-limit"} and asked == [snapshot]
+    # the snapshot's, plus ai-guardrails: this request's decision has no TrafficPolicy `ai` (per route)
+    assert flow_record(flow).idle_steps == {"rate-limit", "ai-guardrails"} and asked == [snapshot]
+
+
+LIMITED = """
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: eg}
+spec:
+  defaultPolicy: deny-all
+  listeners:
+  - {name: https, protocol: HTTPS, tls: {mode: Terminate, caCertRef: {name: ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: limited}
+spec:
+  parentRefs: [{name: eg}]
+  hostnames: [limited.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: free}
+spec:
+  parentRefs: [{name: eg}]
+  hostnames: [free.example.com]
+---
+apiVersion: clrk.apoxy.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: ten}
+spec:
+  requests: 10
+  window: 1m
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: limited}]
+"""
+
+
+@pytest.mark.parametrize(("authority", "rate_limit_idle"), [("limited.example.com", False), ("free.example.com", True)])
+def test_a_route_without_a_rate_limit_skips_the_step_though_another_route_has_one(tmp_path: Path, authority: str,
+                                                                                   rate_limit_idle: bool) -> None:
+    """Idle steps per route: the snapshot has a RateLimitPolicy (so the step is awake per snapshot), but only the
+    limited route's requests get a budget; the other route's requests skip the rate-limit hooks."""
+    from egressproxy.runtime.idle_steps import IdleSteps
+    from addons.rate_limits import RateLimits
+
+    state = state_for(compile_snapshot(LIMITED, ca="ca"), tmp_path)
+    state.idle_steps = IdleSteps([RateLimits(state)])
+    assert state.snapshot is not None and "rate-limit" not in state.idle_steps(state.snapshot)
+    flow = _tunnelled(state, authority)
+    _requestheaders(HttpRoutes(state), flow)
+    assert flow.response is None
+    frec = flow_record(flow)
+    assert (frec.rate_limit is None) is rate_limit_idle
+    assert ("rate-limit" in frec.idle_steps) is rate_limit_idle
 
 
 @pytest.mark.parametrize(("path", "query"), [("/v1/x?a=1&b=2&a=3", {"a": ["1", "3"], "b": ["2"]}), ("/v1/x", {})])
@@ -642,3 +695,37 @@ def test_the_request_view_reads_the_query_only_from_a_target_that_has_one(state,
     flow = _tunnelled(state, "api.example.com", path)
     view, _ = HttpRoutes(state)._view(flow, state.connection(flow.client_conn.id))
     assert view.query == query and view.path == path
+
+
+# --- the decision kept per connection (egressproxy/decision_reuse.py) ---------------------------------------------
+
+
+def test_keep_alive_requests_reuse_the_decision_and_a_reload_replaces_it(state, snapshot) -> None:
+    """The second request of a connection gets the first one's decision (same upstream, recorded as before);
+    after a reload that moves the route elsewhere the next request on that connection is decided anew."""
+    addon = HttpRoutes(state)
+    first = _tunnelled(state, "api.example.com", "/static/a")
+    _requestheaders(addon, first)
+    record = state.connection(first.client_conn.id)
+    memo = record.decision_memo
+    assert memo is not None and memo.snapshot is snapshot
+    second = _next_on(first, "api.example.com", "/static/a")
+    _requestheaders(addon, second)
+    assert record.decision_memo is memo
+    assert (second.request.host, second.request.port) == ("static.internal", 8443)
+    assert flow_record(second).route == "default/api" and flow_record(second).upstream == flow_record(first).upstream
+
+    state.swap(compile_snapshot(CONFIG.replace("hostnames: [api.example.com]", "hostnames: [api2.example.com]"), ca="ca"))
+    third = _next_on(first, "api.example.com", "/static/a")
+    _requestheaders(addon, third)
+    assert third.response is not None and third.response.headers["x-egress-denied"] == "no-route"
+    assert record.decision_memo is not None and record.decision_memo.snapshot is state.snapshot
+
+
+def _next_on(first: http.HTTPFlow, authority: str, path: str) -> http.HTTPFlow:
+    """Another request on `first`'s connection (keep-alive inside the same tunnel)."""
+    req = tutils.treq(host=authority, port=443, scheme=b"https", path=path.encode(), authority=b"",
+                      headers=http.Headers(host=authority), content=b"")
+    flow = tflow.tflow(req=req)
+    flow.client_conn = first.client_conn
+    return flow

@@ -62,6 +62,16 @@ def test_is_ip_literal() -> None:
 
 
 @pytest.mark.parametrize(
+    ("host", "literal"),
+    [("::a", True), ("fe80::1", True), ("::ffff:10.0.0.1", True), ("192.0.2.1", True), ("", False),
+     ("192.0.2.1.", False), ("host1", False), ("1.2.3.example", False), ("a.b:c", False)],
+)
+def test_is_ip_literal_answers_names_without_parsing_and_still_finds_every_literal(host: str, literal: bool) -> None:
+    """The short cut (no colon and no final digit: a name) agrees with ipaddress on both sides of it."""
+    assert is_ip_literal(host) is literal
+
+
+@pytest.mark.parametrize(
     ("pattern", "host", "matches"),
     [
         ("*.example.com", "a.example.com", True),

@@ -13,7 +13,7 @@ import pytest
 from egressproxy.compiler import compile_config
 from egressproxy.config.loader import load_paths
 from egressproxy.runtime.gateway_addons import GatewayAddons
-from egressproxy.runtime.idle_steps import IdleSteps, flow_idle_steps
+from egressproxy.runtime.idle_steps import IdleSteps, flow_idle_steps, request_idle_steps
 from egressproxy.runtime.reloader import ConfigSource, Reloader
 from egressproxy.runtime.state import GatewayState
 from egressproxy.snapshot import Snapshot
@@ -83,3 +83,25 @@ def test_a_flow_has_no_idle_steps_until_routed() -> None:
     assert flow_idle_steps(flow) == frozenset()
     flow_record(flow).idle_steps = frozenset({"rate-limit"})
     assert flow_idle_steps(flow) == {"rate-limit"}
+
+
+@pytest.mark.parametrize(
+    ("snapshot_idle", "rate_limited", "guarded", "expected"),
+    [
+        (frozenset({"tracing"}), True, True, {"tracing"}),
+        (frozenset({"tracing"}), False, True, {"tracing", "rate-limit"}),
+        (frozenset({"tracing"}), True, False, {"tracing", "ai-guardrails"}),
+        (frozenset(), False, False, {"rate-limit", "ai-guardrails"}),
+        (frozenset(STEPS), False, False, STEPS),
+    ],
+)
+def test_a_request_adds_the_steps_its_own_decision_gives_nothing(snapshot_idle: frozenset[str], rate_limited: bool,
+                                                                  guarded: bool, expected: set[str]) -> None:
+    """Per route: no budget in the decision -> rate-limit idle, no `ai` policy -> ai-guardrails idle."""
+    assert request_idle_steps(snapshot_idle, rate_limited, guarded) == expected
+
+
+def test_with_nothing_to_add_the_snapshot_set_itself_is_returned() -> None:
+    idle = frozenset(STEPS)
+    assert request_idle_steps(idle, False, False) is idle
+    assert request_idle_steps(frozenset({"tracing"}), False, False) is request_idle_steps(frozenset({"tracing"}), False, False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 import textwrap
 
 import pytest
@@ -21,7 +22,7 @@ from egressproxy.matching import (
     match_tls,
     select_listener,
 )
-from egressproxy.snapshot import Gateway, Listener, Snapshot
+from egressproxy.snapshot import Gateway, Listener, Route, Snapshot
 
 
 @functools.cache
@@ -298,6 +299,135 @@ def test_match_l4_by_cidr_hostname_port_and_protocol() -> None:
 def test_tcp_route_matches_every_destination_of_its_listener() -> None:
     gw = compiled(gateway("tcp TCP") + route("TCPRoute", "raw", "parentRefs: [{name: gw}]\n")).gateway
     assert match_l4(gw.listeners[0], None, "203.0.113.1", 22, "TCP") is not None
+
+
+# --- the hostname index against a linear walk -----------------------------------------------------------------
+
+INDEX_HOSTS = ("api.example.com", "a.b.example.com", "b.example.com", "example.com", "x.other.net", "other.net")
+INDEX_PATTERNS = ("api.example.com", "*.example.com", "*.b.example.com", "b.example.com", "*.other.net", "example.com")
+INDEX_MATCHES = (
+    "{}",
+    "{path: {type: PathPrefix, value: /v1}}",
+    "{path: {type: PathPrefix, value: /v1/chat}}",
+    "{path: {type: Exact, value: /v1/chat}}",
+    '{path: {type: RegularExpression, value: "/v1/.*"}}',
+    "{path: {type: PathPrefix, value: /v1}, method: POST}",
+    "{headers: [{name: x-team, value: a}]}",
+    '{queryParams: [{name: q, value: "1"}]}',
+)
+INDEX_REQUESTS = (
+    ("GET", "/v1/chat", {}, {}),
+    ("POST", "/v1/chat/x", {}, {}),
+    ("GET", "/v1/models", {"x-team": "a"}, {}),
+    ("GET", "/other", {}, {"q": ["1"]}),
+    ("GET", "/", {}, {}),
+)
+
+
+def random_routes(rng: random.Random, count: int) -> list[str]:
+    """`count` HTTPRoutes with random names, 0-2 hostnames of the pool and 1-3 rules of 1-2 random matches."""
+    out = []
+    for i in rng.sample(range(count * 3), count):
+        hostnames = rng.sample(INDEX_PATTERNS, rng.choice((0, 1, 1, 2)))
+        rules = ", ".join(
+            "{matches: [" + ", ".join(rng.choice(INDEX_MATCHES) for _ in range(rng.randint(1, 2))) + "]}"
+            for _ in range(rng.randint(1, 3))
+        )
+        host_line = f"hostnames: [{', '.join(repr(h) for h in hostnames)}]\n" if hostnames else ""
+        out.append(route("HTTPRoute", f"r{i:03d}", f"parentRefs: [{{name: gw}}]\n{host_line}rules: [{rules}]\n"))
+    return out
+
+
+def linear_match(routes: tuple[Route, ...], host: str, method: str, path: str, headers: dict[str, str],
+                 query: dict[str, list[str]]) -> tuple[str, int] | None:
+    """Gateway API precedence by brute force over every route: the most specific hostname a route names for the
+    host, then the match's precedence, then `namespace/name`, rule order and match order."""
+    best: tuple[tuple[int, ...], tuple[object, ...], tuple[str, int]] | None = None
+    for r in routes:
+        specificity = max((hostname_rank(h, host) for h in r.hostnames), default=(0, 0)) if r.hostnames else (1, 0)
+        if specificity == (0, 0):
+            continue
+        for rule in r.rules:
+            for order, m in enumerate(rule.matches):
+                if not m.matches(method, path, headers, query):
+                    continue
+                rank = (*specificity, *m.precedence())
+                tie = (r.ref.namespace, r.ref.name, rule.index, order)
+                if best is None or rank > best[0] or (rank == best[0] and tie < best[1]):
+                    best = (rank, tie, (r.ref.name, rule.index))
+    return best[2] if best is not None else None
+
+
+def hostname_rank(pattern: str, host: str) -> tuple[int, int]:
+    """(3, 0) for an exact name, (2, suffix length) for a wildcard that matches, (0, 0) for none."""
+    if pattern == host:
+        return (3, 0)
+    if pattern.startswith("*.") and host.endswith(pattern[1:]):
+        return (2, len(pattern))
+    return (0, 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_hostname_index_decides_as_a_linear_walk_over_every_route(seed: int) -> None:
+    """The table's buckets (exact, longest wildcard suffix, no hostname) give the rule a brute-force walk over
+    every route in Gateway API precedence gives, for every host and request of a random route set."""
+    rng = random.Random(seed)
+    listener = http_listener(*random_routes(rng, 40))
+    routes = listener.http_routes.routes
+    for host in INDEX_HOSTS:
+        for method, path, headers, query in INDEX_REQUESTS:
+            expected = linear_match(routes, host, method, path, headers, query)
+            assert matched(listener, host, method, path, headers, query) == expected, (seed, host, method, path)
+
+
+def test_a_lookup_walks_the_host_s_buckets_not_the_routes() -> None:
+    """With 2,000 named routes a lookup visits at most the exact bucket, one per parent suffix and the
+    hostname-less one: the last route is found as the first, and a miss sees none of them."""
+    routes = [route("HTTPRoute", f"r{i:04d}", f"parentRefs: [{{name: gw}}]\nhostnames: [svc-{i}.example.com]\n")
+              for i in range(2000)]
+    routes.append(route("HTTPRoute", "wild", "parentRefs: [{name: gw}]\nhostnames: ['*.zone.example.com']\n"))
+    table = http_listener(*routes).http_routes
+    assert len(table.exact) == 2000 and set(table.wildcard) == {"zone.example.com"}
+    assert [b.routes[0].ref.name for b in table.buckets("svc-1999.example.com")] == ["r1999"]
+    assert [b.routes[0].ref.name for b in table.buckets("a.b.zone.example.com")] == ["wild"]
+    assert list(table.buckets("svc-2000.example.com")) == []
+
+
+def test_decided_by_path_is_false_only_where_a_bucket_of_the_host_reads_more_than_the_path() -> None:
+    listener = http_listener(
+        route("HTTPRoute", "plain", "parentRefs: [{name: gw}]\nhostnames: [plain.example.com]\n"
+              "rules: [{matches: [{path: {value: /v1}}]}, {}]\n"),
+        route("HTTPRoute", "method", "parentRefs: [{name: gw}]\nhostnames: [method.example.com]\n"
+              "rules: [{matches: [{method: POST}]}]\n"),
+        route("HTTPRoute", "wild", "parentRefs: [{name: gw}]\nhostnames: ['*.team.example.com']\n"
+              "rules: [{matches: [{headers: [{name: x-team, value: a}]}]}]\n"),
+        route("HTTPRoute", "query", "parentRefs: [{name: gw}]\nhostnames: [q.example.com]\n"
+              "rules: [{matches: [{queryParams: [{name: q, value: '1'}]}]}]\n"),
+    )
+    table = listener.http_routes
+    assert table.decided_by_path("plain.example.com")
+    assert table.decided_by_path("unrouted.example.com")  # no bucket at all: always unmatched
+    assert not table.decided_by_path("method.example.com")
+    assert not table.decided_by_path("a.team.example.com")  # through the wildcard bucket
+    assert not table.decided_by_path("q.example.com")
+    catch_all = http_listener(route("HTTPRoute", "any", "parentRefs: [{name: gw}]\nrules: [{matches: [{method: GET}]}]\n"))
+    assert not catch_all.http_routes.decided_by_path("plain.example.com")  # the hostname-less bucket reads the method
+
+
+def test_decided_by_host_only_where_no_bucket_of_the_host_reads_the_path_either() -> None:
+    listener = http_listener(
+        route("HTTPRoute", "hosts", "parentRefs: [{name: gw}]\nhostnames: [hosts.example.com, '*.w.example.com']\n"
+              "rules: [{}, {matches: [{path: {type: PathPrefix, value: /}}]}]\n"),
+        route("HTTPRoute", "paths", "parentRefs: [{name: gw}]\nhostnames: [paths.example.com]\n"
+              "rules: [{matches: [{path: {value: /v1}}]}, {}]\n"),
+        route("HTTPRoute", "exact", "parentRefs: [{name: gw}]\nhostnames: [x.w.example.com]\n"
+              "rules: [{matches: [{path: {type: Exact, value: /}}]}]\n"),
+    )
+    table = listener.http_routes
+    assert table.decided_by_host("hosts.example.com") and table.decided_by_host("a.w.example.com")
+    assert table.decided_by_host("unrouted.example.com")
+    assert not table.decided_by_host("paths.example.com") and table.decided_by_path("paths.example.com")
+    assert not table.decided_by_host("x.w.example.com")  # its exact bucket has an Exact path, the wildcard none
 
 
 # --- verdicts -------------------------------------------------------------------------------------------------
