@@ -60,6 +60,24 @@ def _plain_tag(value: str) -> str:
     return _STR
 
 
+# Positions are packed into one int per key (or item): a 10,000-route config has ~400,000 of them, and a tuple of
+# four ints (line numbers above 256 are objects of their own) took ~128 bytes where the int takes ~36.
+_COL_BITS, _LINE_BITS = 16, 24
+_COL_MASK, _HALF_BITS = (1 << _COL_BITS) - 1, _COL_BITS + _LINE_BITS
+
+
+def _pack(line: int, col: int) -> int | tuple[int, int]:
+    if line >> _LINE_BITS or col >> _COL_BITS:
+        return (line, col)  # (a file of 16 million lines, a column past 65,535): kept as is
+    return line << _COL_BITS | col
+
+
+def _unpack(packed: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(packed, tuple):
+        return packed
+    return packed >> _COL_BITS, packed & _COL_MASK
+
+
 class _MapLines:
     """ruamel's `LineCol` for a mapping: 0-based (line, column) of the mapping, of each key and each value."""
 
@@ -67,15 +85,22 @@ class _MapLines:
 
     def __init__(self, line: int, col: int) -> None:
         self.line, self.col = line, col
-        self._at: dict[Any, tuple[int, int, int, int]] = {}
+        self._at: dict[Any, Any] = {}
+
+    def add(self, k: Any, key_mark: Any, value_mark: Any) -> None:
+        key_at, value_at = _pack(key_mark.line, key_mark.column), _pack(value_mark.line, value_mark.column)
+        both_packed = isinstance(key_at, int) and isinstance(value_at, int)
+        self._at[k] = key_at << _HALF_BITS | value_at if both_packed else (key_at, value_at)  # type: ignore[operator]
+
+    def _both(self, k: Any) -> tuple[int | tuple[int, int], int | tuple[int, int]]:
+        at = self._at[k]
+        return at if isinstance(at, tuple) else (at >> _HALF_BITS, at & ((1 << _HALF_BITS) - 1))
 
     def key(self, k: Any) -> tuple[int, int]:
-        at = self._at[k]
-        return at[0], at[1]
+        return _unpack(self._both(k)[0])
 
     def value(self, k: Any) -> tuple[int, int]:
-        at = self._at[k]
-        return at[2], at[3]
+        return _unpack(self._both(k)[1])
 
 
 class _SeqLines:
@@ -85,10 +110,13 @@ class _SeqLines:
 
     def __init__(self, line: int, col: int) -> None:
         self.line, self.col = line, col
-        self._at: list[tuple[int, int]] = []
+        self._at: list[int | tuple[int, int]] = []
+
+    def add(self, mark: Any) -> None:
+        self._at.append(_pack(mark.line, mark.column))
 
     def item(self, i: int) -> tuple[int, int]:
-        return self._at[i]
+        return _unpack(self._at[i])
 
 
 class LinedMap(dict[Any, Any]):
@@ -163,7 +191,7 @@ class _Builder:
         out.lc = lines = _SeqLines(node.start_mark.line, node.start_mark.column)
         for item in node.value:
             out.append(self.construct(item, depth + 1))
-            lines._at.append((item.start_mark.line, item.start_mark.column))
+            lines.add(item.start_mark)
         return out
 
     def mapping(self, node: yaml.MappingNode, depth: int) -> LinedMap:
@@ -176,8 +204,7 @@ class _Builder:
             if key in out or (key_node.tag == _PLAIN and key_node.value == "<<"):
                 raise Unsupported("a duplicate or merge key")
             out[key] = self.construct(value_node, depth + 1)
-            k, v = key_node.start_mark, value_node.start_mark
-            lines._at[key] = (k.line, k.column, v.line, v.column)
+            lines.add(key, key_node.start_mark, value_node.start_mark)
         return out
 
 
