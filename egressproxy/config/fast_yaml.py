@@ -17,6 +17,7 @@ Plain scalars are resolved with ruamel's own YAML 1.2 patterns (`ruamel.yaml.res
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -200,7 +201,7 @@ class _Builder:
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or id(key_node) in self.seen:
                 raise Unsupported("a complex key or an alias")
-            key = _scalar(key_node)
+            key = _key(key_node)
             if key in out or (key_node.tag == _PLAIN and key_node.value == "<<"):
                 raise Unsupported("a duplicate or merge key")
             out[key] = self.construct(value_node, depth + 1)
@@ -245,3 +246,9 @@ def _float(value: str) -> float:
         return float(text)
     except ValueError as e:
         raise Unsupported("a float read differently") from e
+
+
+def _key(node: yaml.ScalarNode) -> Any:
+    """A mapping key; a string one interned, as the same few field names repeat in every document."""
+    key = _scalar(node)
+    return sys.intern(key) if type(key) is str else key
