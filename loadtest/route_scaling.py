@@ -2,6 +2,7 @@
 
     .venv/bin/python loadtest/route_scaling.py                     # in-process figures only (~1 min)
     .venv/bin/python loadtest/route_scaling.py --e2e --duration 5  # plus req/s through a real gateway, 10 vs 10,000
+    .venv/bin/python loadtest/route_scaling.py --no-inprocess --startup [--baseline-tree DIR]  # validate/ready/RSS
 
 In process, for each route count: the config's compile time (load + compile, median of `--compiles`), the memory
 the compiled snapshot holds (tracemalloc, retained after compile), and per-request microseconds of the lookup
@@ -285,6 +286,81 @@ def e2e(args: argparse.Namespace) -> str:
             f"{statistics.median(pairs):.3f}x; req/CPU-s median of pairs {statistics.median(cpu_pairs):.3f}x")
 
 
+# --- start-up: validate time, ready time, RSS ---------------------------------------------------------------------
+
+
+@dataclass
+class Startup:
+    tree: str
+    count: int
+    validate_s: float  # wall time of `egressproxy validate -c`
+    validate_cpu_s: float  # its CPU time (user + system): less noisy than wall time on a shared machine
+    validate_peak_mib: float  # its peak RSS
+    ready_s: float  # `egressproxy run` started -> GET /ready = 200
+    rss_mib: float  # the gateway's RSS once ready
+
+
+def validate_once(tree: Path, config: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of `egressproxy validate -c config` run from `tree`."""
+    import os
+    import subprocess
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "egressproxy", "validate", "-c", str(config)], cwd=tree,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"validate of {config} failed in {tree} (exit {proc.returncode})")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def startup(args: argparse.Namespace) -> str:
+    """For each route count, and each source tree alternating (this one, then `--baseline-tree` if given):
+    `egressproxy validate` time and peak RSS, then `egressproxy run` time to ready and RSS once ready."""
+    import shutil
+    import tempfile
+
+    import run
+
+    trees = [("this", run.REPO)] + ([("baseline", Path(args.baseline_tree).resolve())] if args.baseline_tree else [])
+    work = Path(tempfile.mkdtemp(prefix="egressproxy-startup-"))
+    original, repo, wait_until = run.BENCH_GATEWAY, run.REPO, run.wait_until
+    run.wait_until = lambda check, what, managed, timeout: wait_until(check, what, managed, max(timeout, 600))
+    rows: list[Startup] = []
+    try:
+        origin = run.start_origin(work, 4)
+        try:
+            backend = ORIGIN_BACKEND.format(port=origin.http_port)
+            for count in (int(c) for c in args.counts.split(",")):
+                config = work / f"validate-{count}"
+                config.mkdir()
+                (config / "routes.yaml").write_text(GATEWAY + "---\n" + ca_yaml() + routes_yaml(count))
+                for label, tree in trees:
+                    wall, cpu, peak = validate_once(tree, config)
+                    run.BENCH_GATEWAY = original + (backend + routes_yaml(count, "origin")).replace("{", "{{").replace("}", "}}")
+                    run.REPO = tree
+                    t0 = time.monotonic()
+                    proxy = run.start_proxy(f"egressproxy-{label}-{count}", work, origin, None)
+                    ready = time.monotonic() - t0
+                    rss = rss_kib(proxy.managed.proc.pid) / 1024
+                    proxy.managed.stop()
+                    rows.append(Startup(label, count, wall, cpu, peak, ready, rss))
+                    print(f"{label} {count:>6} routes: validate {wall:.1f} s ({cpu:.1f} CPU-s, peak {peak:.0f} MiB), "
+                          f"ready {ready:.1f} s, RSS {rss:.0f} MiB", flush=True)
+        finally:
+            origin.managed.stop()
+    finally:
+        run.BENCH_GATEWAY, run.REPO, run.wait_until = original, repo, wait_until
+        shutil.rmtree(work, ignore_errors=True)
+    header = ["tree", "routes", "validate s", "validate CPU-s", "validate peak MiB", "ready s", "RSS when ready MiB"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += [f"| {r.tree} | {r.count:,} | {r.validate_s:.1f} | {r.validate_cpu_s:.1f} | {r.validate_peak_mib:.0f} | "
+              f"{r.ready_s:.1f} | {r.rss_mib:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of a process (VmRSS, KiB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -302,11 +378,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="--e2e: runs per gateway, alternating")
     parser.add_argument("--concurrency", type=int, default=16, help="--e2e: keep-alive connections")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process figures")
+    parser.add_argument("--startup", action="store_true",
+                        help="validate time and peak RSS, gateway ready time and RSS, per count (subprocesses)")
+    parser.add_argument("--baseline-tree", help="--startup: also run these from another source tree, alternating "
+                        "(e.g. `git archive <commit> | tar -x -C DIR`)")
     args = parser.parse_args(argv)
     print(f"# python loadtest/route_scaling.py {' '.join(argv if argv is not None else sys.argv[1:])}", flush=True)
     if not args.no_inprocess:
         figures = [measure_count(int(c), args.compiles) for c in args.counts.split(",")]
         print(render(figures), flush=True)
+    if args.startup:
+        print(startup(args), flush=True)
     if args.e2e:
         print(e2e(args), flush=True)
     return 0

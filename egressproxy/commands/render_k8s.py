@@ -40,7 +40,7 @@ def render_k8s(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def render_input(args: argparse.Namespace) -> RenderInput:
-    loaded = load_paths(args.config)
+    loaded = load_paths(args.config, round_trip=True)  # the ConfigMap keeps the comments
     if loaded.problems:
         raise RenderError("\n".join(str(p) for p in loaded.problems))
     compiled = compile_config(loaded.resources, gateway_name=args.gateway, secrets_dir=args.secrets_dir)

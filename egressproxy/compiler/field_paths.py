@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from egressproxy.config.kinds import KINDS, KindSchema
-from egressproxy.config.schema import Derive, List, Map, Obj, OneOf, Type, to_plain
+from egressproxy.config.schema import Derive, List, Map, Obj, OneOf, Type
 
 __all__ = ["schema_paths", "kind_paths", "set_paths"]
 
@@ -51,7 +51,8 @@ def set_paths(kind: str, raw_spec: Any) -> tuple[str, ...]:
     schema = KINDS[kind].spec
     if schema is None or raw_spec is None:
         return ()
-    return tuple(dict.fromkeys(_walk(schema, to_plain(raw_spec), "spec")))
+    # Walked as read (LinedMap or ruamel containers are Mappings and lists): no plain copy of every document.
+    return tuple(dict.fromkeys(_walk(schema, raw_spec, "spec")))
 
 
 def _walk(schema: Type, value: Any, prefix: str) -> Iterator[str]:

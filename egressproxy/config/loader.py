@@ -13,6 +13,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from egressproxy.config.fast_yaml import Unsupported, read_documents
 from egressproxy.config.kinds import KINDS, KindSchema
 from egressproxy.config.problems import Problem
 from egressproxy.config.resource import Resource
@@ -88,7 +89,8 @@ def config_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
 MAX_DEPTH = 64
 
 
-def load_paths(paths: Iterable[str | os.PathLike[str]]) -> LoadResult:
+def load_paths(paths: Iterable[str | os.PathLike[str]], round_trip: bool = False) -> LoadResult:
+    """Every object of every file; `round_trip` keeps comments in `Resource.raw` (slow: see `load_text`)."""
     files, problems = config_files(paths)
     result = LoadResult(problems=problems, files=files)
     for f in files:
@@ -97,20 +99,19 @@ def load_paths(paths: Iterable[str | os.PathLike[str]]) -> LoadResult:
         except (OSError, UnicodeDecodeError) as e:
             result.problems.append(Problem(f, 0, "-", "-", f"cannot read: {e}"))
             continue
-        sub = load_text(text, f)
+        sub = load_text(text, f, round_trip)
         result.resources.extend(sub.resources)
         result.problems.extend(sub.problems)
     _check_duplicates(result)
     return result
 
 
-def load_text(text: str, file: str = "<string>") -> LoadResult:
+def load_text(text: str, file: str = "<string>", round_trip: bool = False) -> LoadResult:
+    """The objects of one file's text. Read with libyaml (`fast_yaml`) unless it uses what only ruamel reads
+    (and for any YAML error, so problems keep ruamel's wording) or `round_trip` asks for comments kept."""
     result = LoadResult(files=[file])
-    yaml = YAML(typ="rt")
-    yaml.Constructor = _ConfigConstructor
-    yaml.allow_duplicate_keys = False
     try:
-        docs = list(yaml.load_all(text))
+        docs, depth_checked = _read_yaml(text, round_trip)
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 0
@@ -129,7 +130,7 @@ def load_text(text: str, file: str = "<string>") -> LoadResult:
     for doc in docs:
         if doc is None:
             continue  # an empty document between two `---`
-        if _deeper_than(doc, MAX_DEPTH):
+        if not depth_checked and _deeper_than(doc, MAX_DEPTH):
             kind, ns, name = _identity(doc) if isinstance(doc, Mapping) else ("-", "", "-")
             obj = f"{kind}/{ns}/{name}" if ns else kind
             line = _document_line(doc)
@@ -140,6 +141,20 @@ def load_text(text: str, file: str = "<string>") -> LoadResult:
         if resource is not None:
             result.resources.append(resource)
     return result
+
+
+def _read_yaml(text: str, round_trip: bool) -> tuple[list[Any], bool]:
+    """The documents, and whether their depth is known to be within MAX_DEPTH (`read_documents` leaves deeper
+    texts to ruamel, so `_deeper_than` need not walk them again)."""
+    if not round_trip:
+        try:
+            return read_documents(text, MAX_DEPTH), True
+        except Unsupported:
+            pass
+    yaml = YAML(typ="rt")
+    yaml.Constructor = _ConfigConstructor
+    yaml.allow_duplicate_keys = False
+    return list(yaml.load_all(text)), False
 
 
 def _document_line(doc: Any) -> int:

@@ -22,7 +22,8 @@ class Resource:
     spec: dict[str, Any]  # validated, defaulted, plain; for a Secret: {"data": {key: bytes}, "type": str}
     file: str
     line: int  # the line of the document's first key
-    raw: Any = field(default=None, repr=False)  # the ruamel node, for locating fields in later problems
+    # The document as read (config.fast_yaml LinedMap or a ruamel node), for locating fields in later problems
+    raw: Any = field(default=None, repr=False)
 
     @property
     def group(self) -> str:

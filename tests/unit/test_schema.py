@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from egressproxy.config.loader import load_text
+from egressproxy.config.schema import F, Int, Obj, Str
 
 
 def problems(text: str) -> list[str]:
@@ -76,3 +77,13 @@ def test_a_rule_says_nothing_on_a_path_that_already_has_a_problem() -> None:
           parent: {}
         """
     ) == ["t.yaml:6: Backend/default/b: spec.static.hosts: required field is missing"]
+
+
+def test_an_objects_field_specs_are_built_once() -> None:
+    """The loader asks for a field's spec per field of every object (769,000 times at 10,000 routes): each is
+    an F built with the schema, not per ask."""
+    obj = Obj({"a": Str(), "b": F(Int(), required=True), "c": F(Str(), default="x")})
+    assert obj.field_spec("a") is obj.field_spec("a")
+    assert obj.field_spec("b") is obj.fields["b"]
+    assert obj.field_spec("z") is None
+    assert [name for name, _ in obj._absent_checks] == ["b", "c"]
