@@ -134,7 +134,7 @@ class LinedSeq(list[Any]):
     lc: _SeqLines
 
 
-class _Composer(CParser):
+class _Composer(CParser if CParser is not None else object):  # type: ignore[misc]
     """libyaml's composer, leaving every implicit tag for `_scalar` to resolve (the YAML 1.2 way)."""
 
     def descend_resolver(self, parent: Any, index: Any) -> None:
