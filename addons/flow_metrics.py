@@ -4,8 +4,8 @@ on the flow for mitmweb (egressproxy/engine/flow_trace.py; only where flows are 
 The record is finished once, at the end of the response (`response` fires after a streamed body's last chunk)
 or at the error that ended the request, from the flow's record that the deciding addons wrote. mitmproxy fires
 those hooks before it writes the response, so only what must be taken then is (the end time, the connection's
-counts); the record is built and handed to the sinks after the write (`GatewayState.finishing`,
-egressproxy/deferred_work.py). The request
+counts); the record is built and handed to the sinks when the hook's task has ended, after the write
+(`GatewayState.finishing`, egressproxy/deferred_work.py). The request
 headers the access log prints are taken on `requestheaders`, as the client sent them: before any credential is
 injected (a printed `%REQ(...)%` can never show an injected secret).
 """
@@ -19,6 +19,7 @@ from mitmproxy import http
 
 from egressproxy.capture_records import REDACTED, CapturePlan, CapturePlans, redacted_url
 from egressproxy.engine.answers import flow_record
+from egressproxy.engine.mitmproxy_boundary import current_hook_task
 from egressproxy.engine.flow_trace import annotate
 from egressproxy.flowrecord import Exchange, FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
@@ -66,7 +67,9 @@ class FlowMetrics:
         plan = self.plans.plan(self.state.snapshot, record)
         sni = connection.sni if connection else None
         sinks = self.state.sinks
-        self.state.finishing.defer(lambda: sinks.request_finished(finished_request(flow, record, sni, plan, ended)))
+        self.state.finishing.defer(
+            lambda: sinks.request_finished(finished_request(flow, record, sni, plan, ended)), after=current_hook_task()
+        )
         if self.state.flow_traces:
             annotate(flow, record, connection, captured=sinks.captures)
 

@@ -129,3 +129,53 @@ def test_the_addons_done_hook_flushes_finishing_left_behind(state: GatewayState)
 
     asyncio.run(main())
     assert len(collect.records) == 1  # once: the scheduled drain finds nothing left
+
+
+def test_tied_to_a_task_the_work_waits_for_its_end_past_a_held_lock() -> None:
+    """mitmproxy's shape: a hook task started eagerly inside an event that holds the connection's lock; after the
+    hook it waits for that lock, then writes. A plain next-turn callback would run before the write; work tied
+    to the hook task runs after it."""
+    events: list[str] = []
+    work = DeferredWork()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # as mitmproxy's master
+        lock = asyncio.Lock()
+
+        async def hook_task() -> None:
+            task = asyncio.current_task()
+            work.defer(lambda: events.append("finish (tied)"), after=task)
+            work.defer(lambda: events.append("finish (next turn)"))
+            async with lock:  # `server_event(HookCompleted)`: the lock the starting event holds
+                events.append("response written")
+
+        async with lock:  # the event that asked for the hook
+            task = asyncio.create_task(hook_task())  # eager: the hook runs now, then waits for the lock
+        await task
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert events == ["finish (next turn)", "response written", "finish (tied)"]
+
+
+def test_flush_runs_tied_work_once_even_if_its_task_ends_later() -> None:
+    events: list[str] = []
+    work = DeferredWork()
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def hook_task() -> None:
+            work.defer(lambda: events.append("finish"), after=asyncio.current_task())
+            await gate.wait()
+
+        task = asyncio.create_task(hook_task())
+        await asyncio.sleep(0)
+        assert work.flush() == 1  # graceful stop before the task ended
+        gate.set()
+        await task
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert events == ["finish"]
