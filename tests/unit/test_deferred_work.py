@@ -49,7 +49,7 @@ def test_a_failing_piece_costs_no_other_and_flush_runs_what_is_queued(caplog: py
     work = DeferredWork()
 
     def fails() -> None:
-        raise RuntimeError("broken sink")
+        raise RuntimeError("Authorization: Bearer sk-secret-value")
 
     async def main() -> int:
         work.defer(fails)
@@ -59,7 +59,8 @@ def test_a_failing_piece_costs_no_other_and_flush_runs_what_is_queued(caplog: py
 
     assert asyncio.run(main()) == 2
     assert events == ["after the failure"] and len(work) == 0
-    assert "deferred finishing failed" in caplog.text
+    assert "deferred finishing failed: RuntimeError" in caplog.text
+    assert "sk-secret-value" not in caplog.text  # an error's text never reaches the log
 
 
 def test_work_deferred_while_draining_still_runs() -> None:
