@@ -2,7 +2,10 @@
 on the flow for mitmweb (egressproxy/engine/flow_trace.py; only where flows are shown: `GatewayState.flow_traces`).
 
 The record is finished once, at the end of the response (`response` fires after a streamed body's last chunk)
-or at the error that ended the request, from the flow's record that the deciding addons wrote. The request
+or at the error that ended the request, from the flow's record that the deciding addons wrote. mitmproxy fires
+those hooks before it writes the response, so only what must be taken then is (the end time, the connection's
+counts); the record is built and handed to the sinks when the hook's task has ended, after the write
+(`GatewayState.finishing`, egressproxy/deferred_work.py). The request
 headers the access log prints are taken on `requestheaders`, as the client sent them: before any credential is
 injected (a printed `%REQ(...)%` can never show an injected secret).
 """
@@ -16,6 +19,7 @@ from mitmproxy import http
 
 from egressproxy.capture_records import REDACTED, CapturePlan, CapturePlans, redacted_url
 from egressproxy.engine.answers import flow_record
+from egressproxy.engine.mitmproxy_boundary import current_hook_task
 from egressproxy.engine.flow_trace import annotate
 from egressproxy.flowrecord import Exchange, FinishedRequest, FlowRecord
 from egressproxy.runtime.state import GatewayState
@@ -43,10 +47,18 @@ class FlowMetrics:
         the workload made, and its denial belongs in the metrics and the access log."""
         self._finish(flow)
 
+    def done(self) -> None:
+        """Shutdown: whatever finishing is still deferred reaches the sinks before they stop."""
+        self.state.finishing.flush()
+
     def _finish(self, flow: http.HTTPFlow) -> None:
+        """What must hold when the response is complete is taken now (its end time, the connection's counts, the
+        capture plan of the serving snapshot); building the record and the sinks' work run after the response is
+        written (egressproxy/deferred_work.py): the client does not wait for them."""
         if flow.metadata.get("egress_observed"):
             return
         flow.metadata["egress_observed"] = True
+        ended = time.monotonic()
         record = flow_record(flow)
         connection = self.state.connections.get(flow.client_conn.id)
         if connection is not None:
@@ -54,15 +66,21 @@ class FlowMetrics:
             connection.request_listener, connection.request_route = record.listener, record.route
         plan = self.plans.plan(self.state.snapshot, record)
         sni = connection.sni if connection else None
-        self.state.sinks.request_finished(finished_request(flow, record, sni, plan))
+        sinks = self.state.sinks
+        self.state.finishing.defer(
+            lambda: sinks.request_finished(finished_request(flow, record, sni, plan, ended)), after=current_hook_task()
+        )
         if self.state.flow_traces:
-            annotate(flow, record, connection, captured=self.state.sinks.captures)
+            annotate(flow, record, connection, captured=sinks.captures)
 
 
 def finished_request(
-    flow: http.HTTPFlow, record: FlowRecord, sni: str | None, plan: CapturePlan | None = None
+    flow: http.HTTPFlow, record: FlowRecord, sni: str | None, plan: CapturePlan | None = None, ended: float | None = None
 ) -> FinishedRequest:
-    """The finished record, its headers and URL redacted by `plan` (credential values never reach a sink)."""
+    """The finished record, its headers and URL redacted by `plan` (credential values never reach a sink).
+
+    `ended` is when the request was complete (`time.monotonic()`; now if not given): the record may be built
+    later, after the response was written, and its duration must not grow by that wait."""
     plan = plan or CapturePlan()
     response = flow.response
     redact = plan.redact_headers
@@ -86,7 +104,7 @@ def finished_request(
         url=redacted_url(flow.request.url, plan.redact_query),
         status=response.status_code if response is not None else None,
         started=flow.request.timestamp_start,
-        duration=max(0.0, time.monotonic() - record.started),
+        duration=max(0.0, (time.monotonic() if ended is None else ended) - record.started),
         request_body=record.request_body,
         response_body=record.response_body,
         gen_ai=record.gen_ai,

@@ -78,7 +78,9 @@ class RequestSpan:
                 attributes["gen_ai.usage.input_tokens"] = call.input_tokens
                 attributes["gen_ai.usage.output_tokens"] = call.output_tokens
         span.set_attributes({k: v for k, v in attributes.items() if v is not None and v != ""})
-        span.end()
+        # Ends when the response was complete: the record reaches this sink after the response is written
+        # (egressproxy/deferred_work.py), so "now" would be later.
+        span.end(end_time=int((record.started + record.duration) * 1e9))
 
 
 class Tracing(Sink):

@@ -151,6 +151,7 @@ async def serve(args: argparse.Namespace) -> int:
             relay.stop()
         for server in side:
             server.stop()
+        state.finishing.flush()  # records finished after their response was written, not yet run (deferred_work.py)
         await asyncio.to_thread(ours.stop_sinks)  # deliver the access-log lines and spans still queued
         if captures is not None:
             await asyncio.to_thread(captures.close)

@@ -1072,3 +1072,26 @@ async def _run_plan(plan: HookPlan, args: list[Any]) -> None:
 
 def _install_hook_plans() -> None:
     _patch(addonmanager.AddonManager, "handle_lifecycle", _handle_lifecycle)
+
+
+# --- finishing after the response is written (issue 16, egressproxy/deferred_work.py) ---------------------------
+#
+# Read only, nothing patched. mitmproxy runs each hook in a task of its own, `ConnectionHandler.hook_task` (started
+# eagerly by mitmproxy's eager task factory, so the addons run inside the event that asked for the hook): the
+# addons run, then the task feeds `HookCompleted` back through `server_event`, which waits for the connection's
+# event lock and then resumes the layer, writing what it sends (the response, after the `response` hook). The end
+# of that task therefore follows the write. The task is recognised by its coroutine: its name is set only after
+# the eager start, when the hook's addons have already run.
+
+_HOOK_TASK = ConnectionHandler.hook_task.__qualname__
+
+
+def current_hook_task() -> "asyncio.Task[Any] | None":
+    """The mitmproxy hook task running now (its end follows the write of what its hook let through), or None."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+    if task is None:
+        return None
+    return task if getattr(task.get_coro(), "__qualname__", None) == _HOOK_TASK else None

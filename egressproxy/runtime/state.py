@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from egressproxy.deferred_work import DeferredWork
 from egressproxy.denial_log import DenialLog
 from egressproxy.dns_bindings import DnsBindings
 from egressproxy.dialer import Dialer
@@ -66,6 +67,9 @@ class GatewayState:
     proxy_auth: ProxyAuthenticator = field(default_factory=ProxyAuthenticator)
     # where finished connection and request records go (seam 5): metrics first; later sinks register here
     sinks: Sinks = field(default=None)  # type: ignore[assignment]
+    # Finishing the client need not wait for (records to the sinks), run after the response is written; flushed
+    # at graceful stop before the sinks stop (egressproxy/deferred_work.py)
+    finishing: DeferredWork = field(default_factory=DeferredWork)
     # RateLimitPolicy counters: the Local store of this process and the Redis clients
     rate_limiter: RateLimiter = field(default=None)  # type: ignore[assignment]
     # Failover: the health view of candidates (cooldowns, ejections) and the in-process upstream hop

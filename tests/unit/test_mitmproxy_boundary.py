@@ -1169,3 +1169,29 @@ def test_mitmwebs_view_beside_the_hook_table_still_sees_every_flow(container: bo
         _lifecycle(tctx, http_layers.HttpResponseHook(flow))
     assert list(view) == [flow] and view.get_by_id(flow.id).response is not None
     assert "gateway.request" in seen
+
+
+# --- finishing after the response is written (egressproxy/deferred_work.py) ------------------------------------
+
+
+def test_a_hook_runs_in_mitmproxys_hook_task_which_writes_after_the_hook_and_then_ends() -> None:
+    """What `current_hook_task` relies on: the addons run inside `ConnectionHandler.hook_task`, recognised there
+    (eager start, before mitmproxy names it), and that task feeds `HookCompleted` back (the write) before it ends."""
+    seen: list[object] = []
+
+    class Handler:
+        async def handle_hook(self, hook: commands.StartHook) -> None:
+            seen.append(boundary.current_hook_task())
+
+        async def server_event(self, event: events.Event) -> None:
+            seen.append(type(event).__name__)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        hook = http_layers.HttpResponseHook(tflow.tflow(resp=True))
+        task = asyncio.create_task(server.ConnectionHandler.hook_task(Handler(), hook))  # type: ignore[arg-type]
+        assert seen[0] is task and seen[1:] == ["HookCompleted"]  # eagerly, before the task ended
+        await task
+        assert boundary.current_hook_task() is None  # any other task
+
+    asyncio.run(main())

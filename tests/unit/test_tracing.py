@@ -114,3 +114,13 @@ def test_a_failed_export_reports_its_spans_and_a_good_one_nothing() -> None:
         assert refusing.shut  # everything else passes through
     assert CountingExporter(InMemorySpanExporter(), dropped.append).export([]) == SpanExportResult.SUCCESS
     assert dropped == [3, 3]
+
+
+def test_the_span_ends_when_the_response_was_complete_not_when_its_record_arrived() -> None:
+    """The finished record reaches the sinks after the response is written (egressproxy/deferred_work.py)."""
+    tracing, exporter = tracing_with_memory()
+    span = start(tracing, {})  # started at 1.0 (wall clock)
+    assert span is not None
+    tracing.request_finished(request(exchange=Exchange(span_id=span.span_id), started=1.0, duration=0.25))
+    (finished,) = flushed(tracing, exporter)
+    assert (finished.start_time, finished.end_time) == (1_000_000_000, 1_250_000_000)
