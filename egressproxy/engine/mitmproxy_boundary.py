@@ -137,7 +137,7 @@ from mitmproxy.proxy.server import ConnectionHandler
 
 from egressproxy.h2_abuse import DEFAULT_LIMITS, FrameKind, H2AbuseGuard, H2Limits
 from egressproxy.client_limits import MALFORMED, SENT_AHEAD, ClientLimits, ahead_limit, head_refusal
-from egressproxy.request_head import header_line_problem
+from egressproxy.request_head import head_lines_problem
 
 __all__ = [
     "BACKLOG",
@@ -350,10 +350,9 @@ def original_function(module: Any, name: str) -> Any:
 
 
 def _read_request_head_strictly(lines: list[bytes]) -> http.Request:
-    for line in lines[1:]:
-        problem = header_line_problem(line)
-        if problem is not None:
-            raise ValueError(problem)
+    problem = head_lines_problem(lines)
+    if problem is not None:
+        raise ValueError(problem)
     request: http.Request = _ORIGINAL[f"{http1.__name__}.read_request_head"](lines)
     return request
 
