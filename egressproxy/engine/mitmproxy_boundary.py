@@ -48,7 +48,8 @@ Patches (`install`):
 - `mitmproxy.net.http.http1.read_request_head` (hostile input, issue 14): mitmproxy's header parser strips every
   kind of whitespace around a value and joins obs-fold lines, so `Transfer-Encoding: chunked\\x0b` is read as
   chunked while another hop sees an unknown coding. The patched reader first refuses a head with a folded line or
-  a control character in a value (`egressproxy.request_head.header_line_problem`); it is then answered like
+  a control character in a value (`egressproxy.request_head.head_lines_problem`: one scan of the joined head,
+  line by line only when it holds a suspect byte); it is then answered like
   any head that does not parse (with client limits installed: our JSON 400 `malformed-request`, then close).
 - `ConnectionHandler.handle_connection` (the direct relay, its own block at the end; issue 16): a copy of
   mitmproxy's read loop (its source is pinned by hash) in which a connection marked by `relay_directly` - both
@@ -58,6 +59,9 @@ Patches (`install`):
 - `AddonManager.handle_lifecycle` (issue 16, its own block at the end): the methods of each hook are looked up
   once per addon chain instead of walked for every event, with mitmproxy's order and error isolation; a chain
   holding a container addon (mitmweb's script loader) keeps mitmproxy's own walk.
+- `ConnectionHandler.server_event` (issue 16, its own block at the end; source pinned by hash): a copy of
+  mitmproxy's in which a hook whose plan has no coroutine function runs after the event's commands and is
+  completed in the same call, instead of becoming a task that takes the handler's lock again to complete it.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
