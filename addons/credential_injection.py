@@ -12,10 +12,11 @@ Refusals are 502s with `x-egress-error`: `credential-requires-tls` (the route di
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mitmproxy import http
 
 from egressproxy.candidate_request import CandidateContext, apply_credential, credential_source, token_fetch
-from egressproxy.credential_injection import OutgoingRequest
 from egressproxy.engine.answers import error_response, flow_record
 from egressproxy.engine.guard import fail_closed
 from egressproxy.gcp_tokens import ServiceAccountTokens, TokenFetch
@@ -46,7 +47,7 @@ class CredentialInjection:
         if flow.response is not None or snapshot is None or frec.upstream is None or frec.hop is not None:
             return  # a request through the failover hop gets each candidate's credential there
         req = flow.request
-        outgoing = _outgoing(req)
+        outgoing = _InPlace(req)
         context = CandidateContext(frec.route_ref, frec.rule, frec.listener)
         fetch = self._fetcher(snapshot)
         failure = await apply_credential(snapshot, frec.upstream, context, outgoing, self.tokens, fetch)
@@ -54,17 +55,46 @@ class CredentialInjection:
             flow.response = error_response(flow, failure.reason, failure.detail)
             return
         frec.credential = credential_source(snapshot, frec.upstream, context)  # a name, never the value
-        req.path = outgoing.path
-        req.headers = http.Headers([(n.encode(*_ENC), v.encode(*_ENC)) for n, v in outgoing.headers])
+        if outgoing.path != req.path:
+            req.path = outgoing.path
 
     def _fetcher(self, snapshot: Snapshot) -> TokenFetch:
         return token_fetch(self.state.dialer, snapshot)
 
 
-def _outgoing(req: http.Request) -> OutgoingRequest:
-    headers = [(n.decode(*_ENC), v.decode(*_ENC)) for n, v in req.headers.fields]
-    authority = req.headers.get("host") or req.authority or _default_authority(req)
-    return OutgoingRequest(req.method, req.scheme, authority, req.path, headers, req.raw_content or b"")
+class _InPlace:
+    """The proxied request as `inject` edits it (an `EditableRequest`): headers are removed and set in
+    mitmproxy's own field list, so a request is not decoded, copied and re-encoded header by header; only
+    SigV4 signing reads the whole list. Edits made before a refusal cannot happen: `apply_credential` refuses
+    (cleartext, no token) before it injects anything."""
+
+    __slots__ = ("method", "scheme", "authority", "path", "body", "_headers")
+
+    def __init__(self, req: http.Request) -> None:
+        self.method = req.method
+        self.scheme = req.scheme
+        self.authority = req.headers.get("host") or req.authority or _default_authority(req)
+        self.path = req.path
+        self.body = req.raw_content or b""
+        self._headers = req.headers
+
+    @property
+    def headers(self) -> Iterable[tuple[str, str]]:
+        return [(n.decode(*_ENC), v.decode(*_ENC)) for n, v in self._headers.fields]
+
+    def header(self, name: str) -> str | None:
+        values = self._headers.get_all(name)
+        return values[0] if values else None
+
+    def remove_headers(self, names: tuple[str, ...]) -> None:
+        drop = {n.lower().encode(*_ENC) for n in names}
+        fields = self._headers.fields
+        if any(n.lower() in drop for n, _ in fields):
+            self._headers.fields = tuple(f for f in fields if f[0].lower() not in drop)
+
+    def set_header(self, name: str, value: str) -> None:
+        self.remove_headers((name,))
+        self._headers.fields += ((name.encode(*_ENC), value.encode(*_ENC)),)
 
 
 def _default_authority(req: http.Request) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from egressproxy.credential_injection import OutgoingRequest, cleartext_refused, inject
+from egressproxy.credential_injection import EditableRequest, OutgoingRequest, cleartext_refused, inject
 from egressproxy.credentials import Credential
 from egressproxy.cross_format import Translation
 from egressproxy.decisions import parent_for
@@ -96,7 +96,7 @@ async def apply_credential(
     snapshot: Snapshot,
     upstream: Upstream,
     context: CandidateContext,
-    request: OutgoingRequest,
+    request: EditableRequest,
     tokens: ServiceAccountTokens,
     fetch: TokenFetch,
 ) -> GatewayFailure | None:

@@ -12,18 +12,53 @@ cleartext with the `egressproxy.io/allow-cleartext-credentials: "true"` annotati
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import parse_qsl, quote, urlencode
 
 
 from egressproxy.credentials import AwsSigV4, AzureDeployment, AZURE_DEFAULT_API_VERSION, Credential
 
-__all__ = ["OutgoingRequest", "inject", "cleartext_refused", "aws_scope_from_host"]
+__all__ = ["EditableRequest", "OutgoingRequest", "inject", "query_of", "with_query", "cleartext_refused", "aws_scope_from_host"]
 
 _DEFAULT_AWS_REGION = "us-east-1"
 # Not signed: hop-by-hop headers a proxy may drop or rewrite on the way (a signed header that changes breaks the
 # signature), and the Host, which botocore takes from the URL's authority.
 _UNSIGNED = frozenset({"host", "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
+
+
+class EditableRequest(Protocol):
+    """What `inject` reads and edits: an `OutgoingRequest` (a copy, for failover candidates) or a view that edits
+    the proxied request's own header list in place (addons/credential_injection.py), so the common injection
+    does not copy every header of every request. `headers` is only read to sign (SigV4)."""
+
+    method: str
+    scheme: str
+    authority: str
+    path: str
+    body: bytes
+
+    @property
+    def headers(self) -> Iterable[tuple[str, str]]: ...
+
+    def header(self, name: str) -> str | None: ...
+
+    def remove_headers(self, names: tuple[str, ...]) -> None: ...
+
+    def set_header(self, name: str, value: str) -> None:
+        """Remove every `name` header and append one with `value` (at the end, as `OutgoingRequest` does)."""
+
+
+def query_of(path: str) -> list[tuple[str, str]]:
+    """The query pairs of a request path (blank values kept)."""
+    return parse_qsl(path.partition("?")[2], keep_blank_values=True)
+
+
+def with_query(path: str, pairs: list[tuple[str, str]]) -> str:
+    """`path` with its query replaced by `pairs` (no `?` when there are none)."""
+    base = path.partition("?")[0]
+    return f"{base}?{urlencode(pairs, quote_via=quote)}" if pairs else base
 
 
 @dataclass(slots=True)
@@ -50,12 +85,10 @@ class OutgoingRequest:
         self.headers.append((name, value))
 
     def query(self) -> list[tuple[str, str]]:
-        _, _, query = self.path.partition("?")
-        return parse_qsl(query, keep_blank_values=True)
+        return query_of(self.path)
 
     def set_query(self, pairs: list[tuple[str, str]]) -> None:
-        path = self.path.partition("?")[0]
-        self.path = f"{path}?{urlencode(pairs, quote_via=quote)}" if pairs else path
+        self.path = with_query(self.path, pairs)
 
 
 def cleartext_refused(credential: Credential, scheme: str, route_allows_cleartext: bool) -> bool:
@@ -64,7 +97,7 @@ def cleartext_refused(credential: Credential, scheme: str, route_allows_cleartex
     return not credential.passthrough and scheme != "https" and not route_allows_cleartext
 
 
-def inject(credential: Credential, request: OutgoingRequest, gcp_token: str | None = None) -> None:
+def inject(credential: Credential, request: EditableRequest, gcp_token: str | None = None) -> None:
     """Apply `credential` to `request` in place. `gcp_token` is the access token minted for `credential.gcp`."""
     if credential.passthrough:
         return
@@ -77,7 +110,7 @@ def inject(credential: Credential, request: OutgoingRequest, gcp_token: str | No
             continue
         request.set_header(header.name, header.value)
     if credential.query:
-        request.set_query(request.query() + [(q.name, q.value) for q in credential.query])
+        request.path = with_query(request.path, query_of(request.path) + [(q.name, q.value) for q in credential.query])
     if credential.gcp is not None:
         if gcp_token is None:
             raise ValueError("a Google access token is required for this credential")
@@ -86,16 +119,16 @@ def inject(credential: Credential, request: OutgoingRequest, gcp_token: str | No
         _sign_sigv4(request, credential.sigv4)
 
 
-def _remove_query(request: OutgoingRequest, names: tuple[str, ...]) -> None:
+def _remove_query(request: EditableRequest, names: tuple[str, ...]) -> None:
     if "?" not in request.path:
         return
-    pairs = request.query()
+    pairs = query_of(request.path)
     kept = [(n, v) for n, v in pairs if n not in names]
     if len(kept) != len(pairs):
-        request.set_query(kept)
+        request.path = with_query(request.path, kept)
 
 
-def _azure_deployment(request: OutgoingRequest, azure: AzureDeployment) -> None:
+def _azure_deployment(request: EditableRequest, azure: AzureDeployment) -> None:
     """`/v1/chat/completions` (OpenAI's path) -> `/openai/deployments/<name>/chat/completions`; a path already
     in Azure's form gets the configured deployment. `api-version`: configured, else the client's, else default."""
     path, _, _ = request.path.partition("?")
@@ -105,12 +138,11 @@ def _azure_deployment(request: OutgoingRequest, azure: AzureDeployment) -> None:
     else:
         rest = parts[2:] if parts[:2] == ["openai", "v1"] else parts[1:] if parts[:1] == ["v1"] else parts
     new_path = "/" + "/".join(["openai", "deployments", quote(azure.deployment, safe=""), *rest])
-    pairs = request.query()
+    pairs = query_of(request.path)
     client_version = next((v for n, v in pairs if n == "api-version"), None)
     version = azure.api_version or client_version or AZURE_DEFAULT_API_VERSION
     pairs = [(n, v) for n, v in pairs if n != "api-version"] + [("api-version", version)]
-    request.path = new_path
-    request.set_query(pairs)
+    request.path = with_query(new_path, pairs)
 
 
 def aws_scope_from_host(host: str) -> tuple[str, str]:
@@ -123,7 +155,7 @@ def aws_scope_from_host(host: str) -> tuple[str, str]:
     return _DEFAULT_AWS_REGION, service
 
 
-def _sign_sigv4(request: OutgoingRequest, sigv4: AwsSigV4) -> None:
+def _sign_sigv4(request: EditableRequest, sigv4: AwsSigV4) -> None:
     """Sign with botocore over the method, URL, end-to-end headers (Host from the authority) and body as sent."""
     region, service = aws_scope_from_host(request.authority)
     headers: dict[str, str] = {}

@@ -17,14 +17,19 @@ smuggled past a decision. Each one is refused with 400 before any decision or di
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-__all__ = ["head_problem", "header_line_problem"]
+__all__ = ["head_lines_problem", "head_problem", "header_line_problem"]
 
 _HTTP1_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
 # RFC 9110 5.5: a field value is VCHAR, obs-text, SP and HTAB; every other control character is refused.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Anything `header_line_problem` could refuse, over a whole head joined by LF (a line holds no LF): a control
+# character anywhere, or a line that starts with SP or HTAB. A superset (it also looks at the request line and at
+# names), so a head without either has no problem, and a head with one is checked line by line. A plain character
+# class (not an alternation) keeps the regex scan fast; the folds are two substring searches.
+_SUSPECT_BYTE = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def header_line_problem(line: bytes) -> str | None:
@@ -42,6 +47,22 @@ def header_line_problem(line: bytes) -> str | None:
     shown = name[:64].decode("latin-1")
     if _CONTROL.search(value):
         return f"header {shown!r} holds a control character"
+    return None
+
+
+def head_lines_problem(lines: Sequence[bytes]) -> str | None:
+    """`header_line_problem` of the first refused header line (the request line, `lines[0]`, is not checked).
+
+    One regex scan over the whole head answers the common case (no suspect byte); only a head holding one is
+    walked line by line, so the refusals and their messages are exactly `header_line_problem`'s.
+    """
+    head = b"\n".join(lines)
+    if _SUSPECT_BYTE.search(head) is None and b"\n " not in head and b"\n\t" not in head:
+        return None
+    for line in lines[1:]:
+        problem = header_line_problem(line)
+        if problem is not None:
+            return problem
     return None
 
 

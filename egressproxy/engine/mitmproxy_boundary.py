@@ -48,7 +48,8 @@ Patches (`install`):
 - `mitmproxy.net.http.http1.read_request_head` (hostile input, issue 14): mitmproxy's header parser strips every
   kind of whitespace around a value and joins obs-fold lines, so `Transfer-Encoding: chunked\\x0b` is read as
   chunked while another hop sees an unknown coding. The patched reader first refuses a head with a folded line or
-  a control character in a value (`egressproxy.request_head.header_line_problem`); it is then answered like
+  a control character in a value (`egressproxy.request_head.head_lines_problem`: one scan of the joined head,
+  line by line only when it holds a suspect byte); it is then answered like
   any head that does not parse (with client limits installed: our JSON 400 `malformed-request`, then close).
 - `ConnectionHandler.handle_connection` (the direct relay, its own block at the end; issue 16): a copy of
   mitmproxy's read loop (its source is pinned by hash) in which a connection marked by `relay_directly` - both
@@ -58,6 +59,9 @@ Patches (`install`):
 - `AddonManager.handle_lifecycle` (issue 16, its own block at the end): the methods of each hook are looked up
   once per addon chain instead of walked for every event, with mitmproxy's order and error isolation; a chain
   holding a container addon (mitmweb's script loader) keeps mitmproxy's own walk.
+- `ConnectionHandler.server_event` (issue 16, its own block at the end; source pinned by hash): a copy of
+  mitmproxy's in which a hook whose plan has no coroutine function runs after the event's commands and is
+  completed in the same call, instead of becoming a task that takes the handler's lock again to complete it.
 - `AsyncioServerInstance.listen` (only with `--workers N`): mitmproxy binds without SO_REUSEPORT and with
   asyncio's backlog of 100; several worker processes share one port only with it.
 
@@ -86,6 +90,7 @@ mitmproxy offers no option for) to the gateway's `--cert-cache-size`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import inspect
 import logging
@@ -95,7 +100,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import h2.connection
 import h2.errors
@@ -133,17 +138,21 @@ from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._http2 import Http2Server
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
-from mitmproxy.proxy.server import ConnectionHandler
+from mitmproxy.proxy.server import ConnectionHandler, ConnectionIO
+from mitmproxy.utils import asyncio_utils
 
 from egressproxy.h2_abuse import DEFAULT_LIMITS, FrameKind, H2AbuseGuard, H2Limits
 from egressproxy.client_limits import MALFORMED, SENT_AHEAD, ClientLimits, ahead_limit, head_refusal
-from egressproxy.request_head import header_line_problem
+from egressproxy.request_head import head_lines_problem
 
 __all__ = [
     "BACKLOG",
     "BODY_LIMIT_KEY",
     "ByteMeter",
     "HANDLE_CONNECTION_SHA256",
+    "HANDLE_HOOK_SHA256",
+    "HOOK_TASK_SHA256",
+    "SERVER_EVENT_SHA256",
     "RESPONSE_FAILURE_KEY",
     "ClientRefusal",
     "ErrorResponseFactory",
@@ -216,6 +225,7 @@ def install(
     _patch_function(http1, "read_request_head", _read_request_head_strictly)
     _install_direct_relay()
     _install_hook_plans()
+    _install_inline_hooks()
     if reuse_port:
         _patch(mode_servers.AsyncioServerInstance, "listen", _listen_reuse_port)
 
@@ -350,10 +360,9 @@ def original_function(module: Any, name: str) -> Any:
 
 
 def _read_request_head_strictly(lines: list[bytes]) -> http.Request:
-    for line in lines[1:]:
-        problem = header_line_problem(line)
-        if problem is not None:
-            raise ValueError(problem)
+    problem = head_lines_problem(lines)
+    if problem is not None:
+        raise ValueError(problem)
     request: http.Request = _ORIGINAL[f"{http1.__name__}.read_request_head"](lines)
     return request
 
@@ -1010,6 +1019,8 @@ class _HookPlans:
         self.chain = chain
         self.static = not any(hasattr(a, "addons") for a in chain)
         self.by_hook: dict[str, HookPlan] = {}
+        # per hook: (its plan, update's plan) when both are all synchronous (may run inline), else False
+        self.synchronous: dict[str, tuple[HookPlan, HookPlan] | Literal[False]] = {}
 
     def plan(self, name: str) -> HookPlan:
         found = self.by_hook.get(name)
@@ -1095,3 +1106,206 @@ def current_hook_task() -> "asyncio.Task[Any] | None":
     if task is None:
         return None
     return task if getattr(task.get_coro(), "__qualname__", None) == _HOOK_TASK else None
+# --- synchronous hooks run inline: no task, no second trip through the lock (issue 16) ---------------------------
+#
+# mitmproxy's `ConnectionHandler.server_event` starts every hook a layer asks for (`StartHook`) as an asyncio task
+# (`hook_task`: the watchdog's `disarm()`, `handle_lifecycle`, `wait_for_resume`), and that task hands the
+# layer its `HookCompleted` through a second `server_event`, which takes the handler's `asyncio.Lock` again. A
+# request's four hooks cost four tasks and four extra lock round trips, though most hooks (responseheaders,
+# response, the TLS and connection hooks) only call synchronous methods. The copy below is mitmproxy's
+# `server_event` with one change: a hook of a `ProxyConnectionHandler` whose plan (the block above) is all
+# synchronous is not made a task; it is run once the event's commands are all handled (where the task would have
+# started: after them), and its `HookCompleted` is fed to the layer in the same `server_event`, under the lock
+# already held. Everything else keeps mitmproxy's path:
+#
+# - a chain that is not plannable, or a hook with a coroutine function in its plan (or in `update`'s), is a task;
+# - a synchronous method that returns an awaitable (mitmproxy awaits those) hands the rest of the hook, from
+#   there on, to a task; so does a flow an addon intercepted (the task waits for its resume);
+# - order and isolation are the plan's: chain order, "Addon error" logged and the next entry run, `AddonHalt`
+#   ends the hook, then `update`; an `OptionsError` is logged as the task's failure would be, and, as then,
+#   the hook is not completed.
+
+# The sources our copy and its shortcut follow (tests/unit/test_mitmproxy_boundary.py pins them).
+SERVER_EVENT_SHA256 = "a2b42657ebe8bf6de9b9064d7b3dde2403a744bb8f75df03691a5c0e735544d7"
+HOOK_TASK_SHA256 = "9ac79701605262685df6bc57fdba46bc84894961665e5b32d90defebd0780092"
+HANDLE_HOOK_SHA256 = "9f8b52fd798203c9d2401c3e5d8c7f9976c490ac124b17cd55d8afce73b66acf"
+
+_PROXY_HANDLE_HOOK = mode_servers.ProxyConnectionHandler.handle_hook
+_server_log = logging.getLogger("mitmproxy.proxy.server")
+
+
+def _plan_is_synchronous(plan: HookPlan) -> bool:
+    return not any(inspect.iscoroutinefunction(m) for methods in plan for m in methods)
+
+
+def _inline_plans(handler: Any, hook: commands.StartHook) -> tuple[HookPlan, HookPlan] | None:
+    """The plans of `hook` and of its `update` when the hook may run inline, else None (mitmproxy's task)."""
+    if type(handler).handle_hook is not _PROXY_HANDLE_HOOK:
+        return None
+    plans = _hook_plans(handler.master.addons)
+    if not plans.static:
+        return None
+    found = plans.synchronous.get(hook.name)
+    if found is None:
+        plan, update = plans.plan(hook.name), plans.plan("update")
+        sync = _plan_is_synchronous(plan) and _plan_is_synchronous(update)
+        found = plans.synchronous[hook.name] = (plan, update) if sync else False
+    return found or None
+
+
+def _run_plan_now(plan: HookPlan, args: list[Any]) -> Any:
+    """`_run_plan` without a coroutine: None when done, else a coroutine finishing the plan (a method returned an
+    awaitable: it is awaited there, then the rest of the plan runs, as `_run_plan` would)."""
+    for at, methods in enumerate(plan):
+        for index, method in enumerate(methods):
+            try:
+                result = method(*args)
+            except mitmproxy_exceptions.AddonHalt:
+                return None
+            except mitmproxy_exceptions.OptionsError:
+                raise
+            except Exception as e:
+                _addon_log.error(f"Addon error: {e}", exc_info=(type(e), e, e.__traceback__))
+                break
+            if result is not None and inspect.isawaitable(result):
+                rest = (methods[index + 1 :], *plan[at + 1 :])
+                return _finish_plan(result, rest, args)
+    return None
+
+
+async def _finish_plan(pending: Any, rest: HookPlan, args: list[Any]) -> None:
+    try:
+        await pending
+    except mitmproxy_exceptions.AddonHalt:
+        return
+    except mitmproxy_exceptions.OptionsError:
+        raise
+    except Exception as e:
+        _addon_log.error(f"Addon error: {e}", exc_info=(type(e), e, e.__traceback__))
+        rest = rest[1:]  # the failing entry's turn ends
+    await _run_plan(rest, args)
+
+
+def _hook_inline(handler: Any, hook: commands.StartHook, plans: tuple[HookPlan, HookPlan]) -> bool:
+    """Run `hook` by its plans now; True when it is done (or handed to a task that completes it)."""
+    args = hook.args()
+    if len(args) != 1:
+        return False  # mitmproxy's handle_hook refuses it (in its task)
+    plan, update = plans
+    message = args[0]
+    is_flow = isinstance(message, mflow.Flow)
+    try:
+        rest = _run_plan_now(plan, args)
+        if rest is None and is_flow and update:
+            rest = _run_plan_now(update, [[message]])
+        elif rest is not None and is_flow and update:
+            rest = _then_update(rest, update, message)
+    except mitmproxy_exceptions.OptionsError as e:
+        handler.log(f"hook {hook.name} failed: {e}", logging.ERROR, exc_info=(type(e), e, e.__traceback__))
+        return True  # not completed, as when mitmproxy's hook task fails
+    if rest is None and not (is_flow and message.intercepted):
+        if hook.blocking:
+            handler._egress_completed.append(events.HookCompleted(hook))
+        return True
+    asyncio_utils.create_task(
+        _finish_hook(handler, hook, rest, message if is_flow else None),
+        name=f"handle_hook({hook.name})",
+        keep_ref=True,
+        client=handler.client.peername,
+    )
+    return True
+
+
+async def _then_update(rest: Any, update: HookPlan, flow: mflow.Flow) -> None:
+    await rest
+    await _run_plan(update, [[flow]])
+
+
+async def _finish_hook(handler: Any, hook: commands.StartHook, rest: Any, flow: mflow.Flow | None) -> None:
+    """The end of mitmproxy's `hook_task` for a hook that began inline."""
+    with handler.timeout_watchdog.disarm():
+        if rest is not None:
+            await rest
+        if flow is not None:
+            await flow.wait_for_resume()
+    if hook.blocking:
+        await handler.server_event(events.HookCompleted(hook))
+
+
+async def _server_event(self: Any, event: events.Event) -> None:
+    # mitmproxy's ConnectionHandler.server_event (see SERVER_EVENT_SHA256), plus the inline hooks: ours are
+    # marked "egress".
+    async with self._server_event_lock:
+        # No `await` beyond this point.
+
+        self.timeout_watchdog.register_activity()
+        self._egress_completed = completed = collections.deque([event])  # egress: events fed in this call
+        while completed:  # egress
+            event = completed.popleft()  # egress
+            inline: list[tuple[commands.StartHook, tuple[HookPlan, HookPlan]]] = []  # egress: after the commands
+            try:
+                layer_commands = self.layer.handle_event(event)
+                for command in layer_commands:
+                    if isinstance(command, commands.OpenConnection):
+                        assert command.connection not in self.transports
+                        handler = asyncio_utils.create_task(
+                            self.open_connection(command),
+                            name=f"server connection handler {command.connection.address}",
+                            keep_ref=False,
+                            client=self.client.peername,
+                        )
+                        self.transports[command.connection] = ConnectionIO(handler=handler)
+                    elif isinstance(command, commands.RequestWakeup):
+                        task = asyncio_utils.create_task(
+                            self.wakeup(command),
+                            name=f"wakeup timer ({command.delay:.1f}s)",
+                            keep_ref=False,
+                            client=self.client.peername,
+                        )
+                        assert task is not None
+                        self.wakeup_timer.add(task)
+                    elif isinstance(command, commands.ConnectionCommand) and command.connection not in self.transports:
+                        pass  # The connection has already been closed.
+                    elif isinstance(command, commands.SendData):
+                        writer = self.transports[command.connection].writer
+                        assert writer
+                        if not writer.is_closing():
+                            writer.write(command.data)
+                    elif isinstance(command, commands.CloseTcpConnection):
+                        self.close_connection(command.connection, command.half_close)
+                    elif isinstance(command, commands.CloseConnection):
+                        self.close_connection(command.connection, False)
+                    elif isinstance(command, commands.StartHook):
+                        if (plans := _inline_plans(self, command)) is not None:  # egress
+                            inline.append((command, plans))
+                            continue
+                        asyncio_utils.create_task(
+                            self.hook_task(command),
+                            name=f"handle_hook({command.name})",
+                            keep_ref=True,
+                            client=self.client.peername,
+                        )
+                    elif isinstance(command, commands.Log):
+                        self.log(command.message, command.level)
+                    else:
+                        raise RuntimeError(f"Unexpected command: {command}")
+            except Exception:
+                self.log("mitmproxy has crashed!", logging.ERROR, exc_info=True)
+            _run_inline(self, inline)  # egress
+
+
+def _run_inline(handler: Any, hooks_now: list[tuple[commands.StartHook, tuple[HookPlan, HookPlan]]]) -> None:
+    """The hooks an event's commands started, in order (even when a later command failed: their tasks would
+    have run too)."""
+    for hook, plans in hooks_now:
+        try:
+            if not _hook_inline(handler, hook, plans):
+                asyncio_utils.create_task(
+                    handler.hook_task(hook), name=f"handle_hook({hook.name})", keep_ref=True, client=handler.client.peername
+                )
+        except Exception:
+            handler.log("mitmproxy has crashed!", logging.ERROR, exc_info=True)
+
+
+def _install_inline_hooks() -> None:
+    _patch(ConnectionHandler, "server_event", _server_event)

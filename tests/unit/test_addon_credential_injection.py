@@ -173,3 +173,36 @@ def test_the_configured_model_replaces_the_clients(state: GatewayState) -> None:
         ctx.master.addons.get("modelrewrite").request(f)
     assert json.loads(f.request.content or b"") == {"model": "configured", "stream": True}
     assert f.request.headers["content-length"] == str(len(f.request.content or b""))
+
+
+def test_injection_edits_the_requests_own_header_list_in_place(state: GatewayState) -> None:
+    """No per-request copy of every header: the same Headers object, other fields untouched (byte for byte, a
+    non-UTF-8 value and a repeated header included), every copy of a removed name gone."""
+    f = flow("https", Upstream("api.example.com", 443), authorization="Bearer dummy")
+    f.request.headers.fields += ((b"X-Bin", b"\xff\xfe"), (b"Accept", b"a"), (b"Accept", b"b"), (b"X-API-Key", b"w"))
+    headers = f.request.headers
+    run(CredentialInjection(state), f)
+    assert f.request.headers is headers
+    assert f.request.headers.fields == (
+        (b"host", b"api.example.com"), (b"X-Bin", b"\xff\xfe"), (b"Accept", b"a"), (b"Accept", b"b"), (b"x-api-key", b"t-1"),
+    )
+
+
+def test_the_in_place_view_edits_like_an_outgoing_request_copy() -> None:
+    """The view `inject` edits (addons/credential_injection._InPlace) and the failover hop's copy
+    (`OutgoingRequest`) give the same header list for the same edits."""
+    from addons.credential_injection import _InPlace
+    from egressproxy.credential_injection import OutgoingRequest
+
+    fields = [("Host", "a"), ("Authorization", "x"), ("X-A", "1"), ("authorization", "y"), ("X-B", "2")]
+    req = tutils.treq()
+    req.headers.fields = tuple((n.encode(), v.encode()) for n, v in fields)
+    view = _InPlace(req)
+    copy = OutgoingRequest("GET", "https", "a", "/", list(fields))
+    for target in (view, copy):
+        assert target.header("AUTHORIZATION") == "x"
+        target.remove_headers(("authorization", "x-missing"))
+        target.set_header("X-A", "3")
+        target.set_header("X-New", "4")
+        assert target.header("x-gone") is None
+    assert list(view.headers) == copy.headers == [("Host", "a"), ("X-B", "2"), ("X-A", "3"), ("X-New", "4")]

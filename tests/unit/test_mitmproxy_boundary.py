@@ -1195,3 +1195,172 @@ def test_a_hook_runs_in_mitmproxys_hook_task_which_writes_after_the_hook_and_the
         assert boundary.current_hook_task() is None  # any other task
 
     asyncio.run(main())
+# --- synchronous hooks run inline (ConnectionHandler.server_event) ---------------------------------------------
+
+
+def test_server_event_and_the_hook_path_are_the_sources_our_copy_follows() -> None:
+    """Our `_server_event` is mitmproxy's plus the inline hooks; the shortcut replaces `hook_task` and
+    `ProxyConnectionHandler.handle_hook` for synchronous plans: a changed original must be re-read."""
+    import hashlib
+
+    def digest(func: object) -> str:
+        return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()  # type: ignore[arg-type]
+
+    assert digest(boundary.original(server.ConnectionHandler, "server_event")) == boundary.SERVER_EVENT_SHA256
+    assert digest(server.ConnectionHandler.hook_task) == boundary.HOOK_TASK_SHA256
+    assert digest(mode_servers.ProxyConnectionHandler.handle_hook) == boundary.HANDLE_HOOK_SHA256
+    assert server.ConnectionHandler.server_event is boundary._server_event
+
+
+class _HookLayer:
+    """A layer that asks for `hooks` one after the other, each once the previous one is completed."""
+
+    def __init__(self, *hooks: commands.StartHook) -> None:
+        self.hooks, self.events = list(hooks), []  # type: list[commands.StartHook], list[events.Event]
+
+    def handle_event(self, event: events.Event):  # type: ignore[no-untyped-def]
+        self.events.append(event)
+        if self.hooks:
+            yield self.hooks.pop(0)
+
+
+class _Watchdog:
+    def register_activity(self) -> None:
+        pass
+
+    def disarm(self) -> object:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+class _Phases:
+    """An addon with sync response hooks (and optionally an async or awaitable-returning one)."""
+
+    def __init__(self, seen: list[str], *, mode: str = "sync", fail: bool = False, name: str = "phases") -> None:
+        self.seen, self.mode, self.fail, self.name = seen, mode, fail, name
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.seen.append("responseheaders")
+        if self.fail:
+            raise ValueError("boom")
+
+    def response(self, flow: http.HTTPFlow) -> object:
+        if self.mode == "intercept":
+            flow.intercept()
+        if self.mode == "awaitable":
+            return self._later("response")
+        self.seen.append("response")
+        return None
+
+    async def _later(self, name: str) -> None:
+        await asyncio.sleep(0)
+        self.seen.append(f"{name} (awaited)")
+
+
+class _AsyncResponse(_Phases):
+    async def response(self, flow: http.HTTPFlow) -> None:  # type: ignore[override]
+        self.seen.append("response (async)")
+
+
+def _handler(tctx: taddons.context, layer_: _HookLayer, cls: type = mode_servers.ProxyConnectionHandler) -> object:
+    handler = object.__new__(cls)
+    handler.master = tctx.master
+    handler._server_event_lock = asyncio.Lock()
+    handler.timeout_watchdog = _Watchdog()
+    handler.layer = layer_
+    handler.transports = {}
+    handler.wakeup_timer = set()
+    handler.client = tflow.tclient_conn()
+    return handler
+
+
+def _drive(handler: object, layer_: _HookLayer, until: int, monkeypatch: pytest.MonkeyPatch, resume: http.HTTPFlow | None = None) -> list[str]:
+    """Feed one event; wait (bounded) until the layer has seen `until` events; the names of the tasks made."""
+    from mitmproxy.utils import asyncio_utils
+
+    tasks: list[str] = []
+    real = asyncio_utils.create_task
+
+    def recording(coro, *, name, keep_ref, client=None):  # type: ignore[no-untyped-def]
+        tasks.append(name)
+        return real(coro, name=name, keep_ref=keep_ref, client=client)
+
+    monkeypatch.setattr(asyncio_utils, "create_task", recording)
+
+    async def main() -> None:
+        await handler.server_event(events.Start())  # type: ignore[attr-defined]
+        if resume is not None:
+            assert len(layer_.events) < until  # still waiting for the resume
+            resume.resume()
+        for _ in range(1000):
+            if len(layer_.events) >= until:
+                return
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    return tasks
+
+
+def _response_hooks(flow: http.HTTPFlow) -> _HookLayer:
+    return _HookLayer(http_layers.HttpResponseHeadersHook(flow), http_layers.HttpResponseHook(flow))
+
+
+def test_a_synchronous_hook_runs_inline_and_completes_in_the_same_server_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    flow = tflow.tflow(resp=True)
+    layer_ = _response_hooks(flow)
+    with taddons.context(_Phases(seen), loadcore=False) as tctx:
+        tasks = _drive(_handler(tctx, layer_), layer_, 3, monkeypatch)
+    assert tasks == []
+    assert seen == ["responseheaders", "response"]
+    assert [type(e).__name__ for e in layer_.events] == ["Start", "HookCompleted", "HookCompleted"]
+    assert [e.command.name for e in layer_.events[1:]] == ["responseheaders", "response"]  # type: ignore[attr-defined]
+
+
+def test_a_hook_with_a_coroutine_method_keeps_mitmproxys_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    flow = tflow.tflow(resp=True)
+    layer_ = _response_hooks(flow)
+    with taddons.context(_AsyncResponse(seen), loadcore=False) as tctx:
+        tasks = _drive(_handler(tctx, layer_), layer_, 3, monkeypatch)
+    assert tasks == ["handle_hook(response)"]
+    assert seen == ["responseheaders", "response (async)"] and len(layer_.events) == 3
+
+
+@pytest.mark.parametrize("mode", ["intercept", "awaitable"])
+def test_an_intercepted_flow_or_an_awaitable_result_finishes_in_a_task(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    flow = tflow.tflow(resp=True)
+    layer_ = _response_hooks(flow)
+    with taddons.context(_Phases(seen, mode=mode), loadcore=False) as tctx:
+        tasks = _drive(_handler(tctx, layer_), layer_, 3, monkeypatch, resume=flow if mode == "intercept" else None)
+    assert tasks == ["handle_hook(response)"]
+    assert seen[-1] == ("response" if mode == "intercept" else "response (awaited)")
+    assert [e.command.name for e in layer_.events[1:]] == ["responseheaders", "response"]  # type: ignore[attr-defined]
+
+
+def test_an_inline_hooks_failure_is_logged_and_the_next_entry_and_hook_still_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+    flow = tflow.tflow(resp=True)
+    layer_ = _response_hooks(flow)
+    with taddons.context(_Phases(seen, fail=True), _Phases(seen, name="second"), loadcore=False) as tctx:
+        with caplog.at_level(logging.ERROR, logger="mitmproxy.addonmanager"):
+            tasks = _drive(_handler(tctx, layer_), layer_, 3, monkeypatch)
+    assert tasks == [] and seen == ["responseheaders", "responseheaders", "response", "response"]
+    assert [r.getMessage() for r in caplog.records] == ["Addon error: boom"]
+
+
+def test_another_connection_handler_keeps_mitmproxys_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Other(mode_servers.ProxyConnectionHandler):
+        async def handle_hook(self, hook: commands.StartHook) -> None:
+            await self.master.addons.handle_lifecycle(hook)
+
+    seen: list[str] = []
+    flow = tflow.tflow(resp=True)
+    layer_ = _response_hooks(flow)
+    with taddons.context(_Phases(seen), loadcore=False) as tctx:
+        tasks = _drive(_handler(tctx, layer_, Other), layer_, 3, monkeypatch)
+    assert tasks == ["handle_hook(responseheaders)", "handle_hook(response)"] and seen == ["responseheaders", "response"]

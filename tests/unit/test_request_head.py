@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from egressproxy.request_head import head_problem, header_line_problem
+from egressproxy.request_head import head_lines_problem, head_problem, header_line_problem
 
 HOST = [(b"Host", b"a.example")]
 
@@ -65,3 +67,45 @@ def test_raw_header_lines_with_folds_or_control_characters_are_refused(line: byt
 @pytest.mark.parametrize("line", [b"X-A: a\tb", b"X-A:", b"X-A: caf\xc3\xa9", b"no colon"])
 def test_ordinary_lines_pass(line: bytes) -> None:
     assert header_line_problem(line) is None
+
+
+def _line_by_line(lines: list[bytes]) -> str | None:
+    """The reference: every header line checked on its own (what the boundary did before the one-pass scan)."""
+    return next((p for p in map(header_line_problem, lines[1:]) if p is not None), None)
+
+
+def test_one_pass_scan_refuses_exactly_what_the_line_by_line_check_refuses() -> None:
+    """Random heads built from bytes that matter (SP, HTAB, colon, every control byte, obs-text) plus ordinary
+    ones: the one-pass scan gives the line-by-line answer, message included, for every one of them."""
+    rng = random.Random(16)
+    alphabet = [bytes([b]) for b in (*range(0x00, 0x0A), *range(0x0B, 0x20), 0x7F, 0x80, 0xFF)]
+    alphabet += [b" ", b"\t", b":", b"a", b"Host", b"X-A: v", b"-"]
+    refused = 0
+    for _ in range(3000):
+        lines = [b"GET http://a.example/ HTTP/1.1"]
+        lines += [b"".join(rng.choices(alphabet, k=rng.randint(0, 8))) for _ in range(rng.randint(0, 5))]
+        expected = _line_by_line(lines)
+        refused += expected is not None
+        assert head_lines_problem(lines) == expected, lines
+    assert 100 < refused < 2900  # both answers were exercised
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"GET\x00 / HTTP/1.1", b"Host: a"],  # the request line is mitmproxy's to judge, as before
+        [b" GET / HTTP/1.1", b"Host: a"],
+        [b"GET / HTTP/1.1", b"X\x01A: v", b"Host: a"],  # a bad name: mitmproxy refuses it itself
+        [b"GET / HTTP/1.1", b"Host: a", b"X-A: caf\xc3\xa9\tb"],
+    ],
+)
+def test_one_pass_scan_passes_what_the_line_check_passes(lines: list[bytes]) -> None:
+    assert head_lines_problem(lines) is None
+
+
+@pytest.mark.parametrize("bad", [b" folded", b"\tfolded", b"X-A: a\x0bb", b"X-A: a\rb", b"X-A: a\x7f"])
+def test_one_pass_scan_refuses_a_bad_line_anywhere_in_the_head(bad: bytes) -> None:
+    for at in (1, 2, 3):
+        lines = [b"GET / HTTP/1.1", b"Host: a", b"X-B: b"]
+        lines.insert(at, bad)
+        assert head_lines_problem(lines) == header_line_problem(bad)
