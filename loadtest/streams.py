@@ -8,6 +8,8 @@ Side by side in one run (loadtest/README.md, "Streams and memory"), every proxy 
 `direct` (the client straight to the origin), `egressproxy` (run.py's routing-only bench config, captures off),
 `egressproxy-capture` (the same, captures on: bodies up to captureBody.maxBytes are copied) and `mitmdump`
 (bare, run.py's settings; it buffers whole responses unless told to stream, and that is measured as it is).
+`egressproxy-untuned` and `egressproxy-capture-untuned` are the same two with glibc malloc at its defaults
+(EGRESSPROXY_MALLOC_TUNING=off, egressproxy/runtime/allocator.py).
 
 - **downloads**: `--clients` connections each GET a `--size` body again and again for `--duration` s, over plain
   HTTP and intercepted HTTPS, alternating proxies; MB/s and the proxy's peak RSS (VmRSS sampled every 20 ms,
@@ -48,7 +50,8 @@ import run  # noqa: E402  (re-executes under .venv when mitmproxy is missing)
 from client import BadResponse, read_connect, read_response  # noqa: E402
 from pki import write_origin_pki  # noqa: E402
 
-PROXIES = ("direct", "egressproxy", "egressproxy-capture", "mitmdump")
+PROXIES = ("direct", "egressproxy", "egressproxy-capture", "mitmdump", "egressproxy-untuned",
+           "egressproxy-capture-untuned")
 PARTS = ("downloads", "sse", "idle")
 SCHEMES = ("plain", "https")
 KINDS = ("sse", "keepalive")
@@ -163,9 +166,10 @@ def start_target(name: str, work: Path, origin: StreamOrigin, attempts: int = 3)
         if name == "mitmdump":
             proxy = run.start_mitmdump(work, bench, None)
         else:
-            # run.py's "egressproxy-nocapture" is the routing-only gateway; its "egressproxy" has captures on.
-            proxy = run.start_gateway(work, bench, None, "egressproxy" if name == "egressproxy-capture" else
-                                      "egressproxy-nocapture")
+            # run.py's "egressproxy-nocapture" is the routing-only gateway; its "egressproxy" has captures on;
+            # "-untuned" leaves glibc malloc at its defaults (egressproxy/runtime/allocator.py).
+            base = "egressproxy" if name.startswith("egressproxy-capture") else "egressproxy-nocapture"
+            proxy = run.start_gateway(work, bench, None, base + ("-untuned" if name.endswith("-untuned") else ""))
         time.sleep(0.5)
         if proxy.managed.alive():
             return Target(name, proxy, client_tls(proxy.ca_cert))
@@ -499,7 +503,8 @@ def report(downloads: list[Download], sse: Samples, idle: list[Idle],
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)} (default all)")
-    p.add_argument("--proxies", default=",".join(PROXIES), help=f"comma-separated, of {', '.join(PROXIES)}")
+    p.add_argument("--proxies", default=",".join(PROXIES[:4]),
+                   help=f"comma-separated, of {', '.join(PROXIES)} (default the first four)")
     p.add_argument("--schemes", default=",".join(SCHEMES), help="plain, https or both (default both)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per download run (default 3)")
     p.add_argument("--runs", type=int, default=1, help="download runs per proxy and scheme, alternating (default 1)")
@@ -559,12 +564,12 @@ def main(argv: list[str] | None = None) -> int:
             if "downloads" in args.part_list:
                 downloads = part_downloads(targets, origin, args)
             if "sse" in args.part_list:
-                sse = part_sse([t for t in targets if t.name != "egressproxy-capture"], origin, args)
+                sse = part_sse([t for t in targets if not t.name.startswith("egressproxy-capture")], origin, args)
             for t in targets:
                 if t.proxy is not None:
                     t.proxy.managed.stop()
         if "idle" in args.part_list:
-            idle = part_idle([n for n in args.proxy_list if n != "egressproxy-capture"], work, origin, args)
+            idle = part_idle([n for n in args.proxy_list if not n.startswith("egressproxy-capture")], work, origin, args)
     finally:
         for managed in reversed(started):
             managed.stop()
