@@ -41,7 +41,7 @@ log = logging.getLogger("egressproxy")
 ARENA_MAX = 2  # the event loop's thread and one shared by the helper threads
 ARENA_MAX_VARIABLE = "MALLOC_ARENA_MAX"
 OFF_VARIABLE = "EGRESSPROXY_MALLOC_TUNING"
-TRIM_INTERVAL = 5.0  # seconds: what downloads left behind is back within this
+TRIM_INTERVAL = 1.0  # seconds: what downloads left behind is back within this
 
 _M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 
