@@ -8,9 +8,9 @@ downloads while Python's traced memory stayed flat.
 
 Two remedies, chosen by measurement:
 
-- `malloc_trim(0)` every TRIM_INTERVAL seconds, on the event loop, off the hot path: since glibc 2.8 it also
+- `malloc_trim(0)` every TRIM_INTERVAL seconds, in a helper thread, off the hot path: since glibc 2.8 it also
   returns the whole free pages inside the heap (madvise), not only its top. It costs a walk of malloc's free
-  lists (well under a millisecond at the sizes seen) and a page fault per page reused afterwards.
+  lists and the madvise calls (~1 ms, up to ~18 ms after a burst) and a page fault per page reused afterwards.
 - `M_ARENA_MAX` at start-up bounds the per-thread arenas (glibc allows 8 per core) that the capture writer,
   the sinks and `asyncio.to_thread` workers would each fill and keep.
 
@@ -41,7 +41,7 @@ log = logging.getLogger("egressproxy")
 ARENA_MAX = 2  # the event loop's thread and one shared by the helper threads
 ARENA_MAX_VARIABLE = "MALLOC_ARENA_MAX"
 OFF_VARIABLE = "EGRESSPROXY_MALLOC_TUNING"
-TRIM_INTERVAL = 1.0  # seconds: what downloads left behind is back within this
+TRIM_INTERVAL = 2.0  # seconds: what downloads left behind is back within this
 
 _M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 
@@ -99,14 +99,16 @@ def tune_allocator(malloc: Malloc | None, environ: Mapping[str, str] | None = No
 
 
 async def trim_forever(malloc: Malloc, interval: float = TRIM_INTERVAL) -> None:
-    """Give malloc's free pages back every `interval` seconds until cancelled."""
+    """Give malloc's free pages back every `interval` seconds until cancelled, in a helper thread: a trim takes
+    ~1 ms, up to ~18 ms right after a burst (madvise of many pages), which the event loop must not wait for.
+    ctypes lets go of the GIL for the call; only a malloc of the loop's into the arena being trimmed waits."""
     while True:
         await asyncio.sleep(interval)
-        trim(malloc)
+        await asyncio.to_thread(trim, malloc)
 
 
 def trim(malloc: Malloc) -> float:
-    """One malloc_trim(0); the seconds it took (logged at debug: it runs on the event loop)."""
+    """One malloc_trim(0); the seconds it took (logged at debug)."""
     start = time.perf_counter()
     released = malloc.malloc_trim(0)
     spent = time.perf_counter() - start

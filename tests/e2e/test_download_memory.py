@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 GIVEN_BACK_MIB = 3.0
-SETTLE_SECONDS = 8.0  # eight trim intervals (allocator.TRIM_INTERVAL)
+SETTLE_SECONDS = 8.0  # four trim intervals (allocator.TRIM_INTERVAL)
 
 
 @pytest.fixture(scope="module")
