@@ -96,6 +96,16 @@ class PeakRss:
         self._thread.join(timeout=2)
 
 
+def lowest_rss(pid: int, seconds: float) -> int:
+    """The lowest RSS over `seconds` (what an allocator trimming on a timer gave back once a run ended), KiB."""
+    lowest = rss_kib(pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        lowest = min(lowest, rss_kib(pid))
+    return lowest
+
+
 def settled_rss(pid: int, timeout: float = 5.0) -> int:
     """RSS once two samples 0.3 s apart differ by under 1% (or at the timeout)."""
     deadline = time.monotonic() + timeout
@@ -264,6 +274,7 @@ class Download:
     errors: int
     rss_before_mib: float
     peak_rss_mib: float
+    after_rss_mib: float = 0.0  # the lowest over --settle s after the run (0: not measured)
 
 
 async def downloads_once(target: Target, scheme: str, origin: StreamOrigin, args: argparse.Namespace) -> Download:
@@ -299,9 +310,10 @@ def part_downloads(targets: list[Target], origin: StreamOrigin, args: argparse.N
             for target in targets:  # alternating, so drift on the machine falls on every proxy
                 check_alive(target)
                 d = asyncio.run(downloads_once(target, scheme, origin, args))
+                d.after_rss_mib = lowest_rss(target.pid or origin.managed.proc.pid, args.settle) / KIB
                 print(f"downloads {scheme:<5} run {i + 1} {d.target:<19} {d.mb_s:7.1f} MB/s  {d.bodies} bodies  "
-                      f"errors {d.errors}  RSS before {d.rss_before_mib:6.1f} MiB  peak {d.peak_rss_mib:6.1f} MiB",
-                      flush=True)
+                      f"errors {d.errors}  RSS before {d.rss_before_mib:6.1f} MiB  peak {d.peak_rss_mib:6.1f} MiB  "
+                      f"after {d.after_rss_mib:6.1f} MiB", flush=True)
                 out.append(d)
     return out
 
@@ -474,10 +486,12 @@ def report(downloads: list[Download], sse: Samples, idle: list[Idle],
             ds = [d for d in downloads if (d.scheme, d.target) == key]
             rows.append([key[0], key[1], f"{statistics.median(d.mb_s for d in ds):.0f}",
                          "/".join(f"{d.mb_s:.0f}" for d in ds), str(sum(d.errors for d in ds)),
-                         f"{min(d.rss_before_mib for d in ds):.0f}", f"{max(d.peak_rss_mib for d in ds):.0f}"])
+                         f"{min(d.rss_before_mib for d in ds):.0f}", f"{max(d.peak_rss_mib for d in ds):.0f}",
+                         "/".join(f"{d.after_rss_mib:.0f}" for d in ds)])
         print(f"\n{args.clients} clients downloading {args.size // KIB} KiB bodies ({args.duration:g} s per run; "
               "direct: RSS is the origin's)")
-        print(run._grid(["scheme", "proxy", "MB/s", "runs MB/s", "errors", "RSS before MiB", "peak RSS MiB"], rows))
+        print(run._grid(["scheme", "proxy", "MB/s", "runs MB/s", "errors", "RSS before MiB", "peak RSS MiB",
+                         f"RSS {args.settle:g} s after, MiB"], rows))
     if sse:
         direct = {s: statistics.median(e for _, e in v) for (n, s), v in sse.items() if n == "direct"}
         rows = []
@@ -509,6 +523,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=3.0, help="seconds per download run (default 3)")
     p.add_argument("--runs", type=int, default=1, help="download runs per proxy and scheme, alternating (default 1)")
     p.add_argument("--clients", type=int, default=10, help="concurrent downloads (default 10)")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="downloads: also the lowest RSS over this many s after each run (default 0: not measured)")
     p.add_argument("--size", type=int, default=MIB, help="download body bytes (default 1 MiB)")
     p.add_argument("--sse-first", type=int, default=100, help="ms the origin waits before the first event")
     p.add_argument("--sse-samples", type=int, default=5, help="first-event samples per proxy and scheme")
@@ -526,8 +542,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown or missing part/proxy/scheme/kind: {', '.join(bad) or '(none given)'}")
     if not (0 < args.duration <= 60 and 1 <= args.runs <= 10 and 1 <= args.clients <= 100
             and 1 <= args.size <= 64 * MIB and 1 <= args.streams <= 5000 and 1 <= args.sse_samples <= 50
-            and 0 <= args.sse_first <= 5000):
-        p.error("out of bounds: --duration (0, 60], --runs [1, 10], --clients [1, 100], --size [1, 64 MiB], "
+            and 0 <= args.sse_first <= 5000 and 0 <= args.settle <= 30):
+        p.error("out of bounds: --duration (0, 60], --settle [0, 30], --runs [1, 10], --clients [1, 100], --size [1, 64 MiB], "
                 "--streams [1, 5000], --sse-samples [1, 50], --sse-first [0, 5000]")
     return args
 
