@@ -75,7 +75,11 @@ from squid import find_squid, prepare_squid  # noqa: E402
 # default) it measures what the capture store costs, in the same run (docs/captures.md). `egressproxy-full` is the
 # gateway with every policy on (loadtest/full_policy.py), `egressproxy-w2` the routing-only gateway with
 # `--workers 2`, `squid` Debian's squid-openssl (loadtest/squid.py). Every ratio is against bare mitmdump.
-PROXIES = ("egressproxy", "mitmdump", "egressproxy-nocapture", "egressproxy-full", "egressproxy-w2", "squid")
+# `egressproxy-untuned` is `egressproxy` with glibc malloc left at its defaults (EGRESSPROXY_MALLOC_TUNING=off,
+# egressproxy/runtime/allocator.py): what the start-up tuning costs or saves, in the same run.
+PROXIES = ("egressproxy", "mitmdump", "egressproxy-nocapture", "egressproxy-full", "egressproxy-w2", "squid",
+           "egressproxy-untuned")
+UNTUNED = "-untuned"
 BASELINE = "mitmdump"
 SCENARIOS = ("plain", "intercept", "passthrough", "connect-new")
 # Scenarios where a client keeps its connection: a new accepted connection there is lost keep-alive.
@@ -397,6 +401,8 @@ def gateway_workers(name: str) -> int:
 
 
 def start_gateway(work: Path, origin: Origin, profile: Path | None, name: str = "egressproxy") -> Proxy:
+    """`name` ending in -untuned: the same gateway with glibc malloc at its defaults (A/B of the tuning)."""
+    untuned = name.endswith(UNTUNED)
     ca_dir = gateway_ca(work)
     config_args = (full_policy_config if name == "egressproxy-full" else routing_only_config)(work, origin, ca_dir)
     port, admin, ready, metrics = free_port(), free_port(), free_port(), free_port()
@@ -404,11 +410,12 @@ def start_gateway(work: Path, origin: Origin, profile: Path | None, name: str = 
            "--admin-addr", f"127.0.0.1:{admin}", "--ready-addr", f"127.0.0.1:{ready}",
            "--metrics-addr", f"127.0.0.1:{metrics}", "--data-dir", str(work / f"{name}-data"),
            "--workers", str(gateway_workers(name))]
-    if name == "egressproxy-nocapture":
+    if name.removesuffix(UNTUNED) == "egressproxy-nocapture":
         cmd.append("--no-captures")
     if profile is not None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "egressproxy", *cmd[3:]]
-    managed = start(name, cmd, work / f"{name}.log", cwd=REPO)
+    env = {**os.environ, "EGRESSPROXY_MALLOC_TUNING": "off"} if untuned else None
+    managed = start(name, cmd, work / f"{name}.log", cwd=REPO, env=env)
     wait_until(lambda: http_ok(ready, "/ready"), "GET /ready = 200", managed, 60)
     return Proxy(name, managed, port, ca_dir / "ca.crt")
 
@@ -809,7 +816,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--proxies", default="egressproxy,mitmdump",
                    help="comma-separated, of egressproxy (routing only), mitmdump (the baseline of every ratio), "
                         "egressproxy-nocapture (--no-captures: captures on vs off), egressproxy-full (every policy "
-                        "on, loadtest/full_policy.py), egressproxy-w2 (--workers 2), squid (apt-get install "
+                        "on, loadtest/full_policy.py), egressproxy-w2 (--workers 2), egressproxy-untuned (glibc "
+                        "malloc not tuned), squid (apt-get install "
                         "squid-openssl; skipped with a message when missing); default egressproxy,mitmdump")
     p.add_argument("--runs", type=int, default=3, help="measured runs per proxy and scenario, alternating (default 3)")
     p.add_argument("--client-procs", type=int, default=1, help="client processes sharing the connections (default 1)")

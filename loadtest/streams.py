@@ -8,6 +8,8 @@ Side by side in one run (loadtest/README.md, "Streams and memory"), every proxy 
 `direct` (the client straight to the origin), `egressproxy` (run.py's routing-only bench config, captures off),
 `egressproxy-capture` (the same, captures on: bodies up to captureBody.maxBytes are copied) and `mitmdump`
 (bare, run.py's settings; it buffers whole responses unless told to stream, and that is measured as it is).
+`egressproxy-untuned` and `egressproxy-capture-untuned` are the same two with glibc malloc at its defaults
+(EGRESSPROXY_MALLOC_TUNING=off, egressproxy/runtime/allocator.py).
 
 - **downloads**: `--clients` connections each GET a `--size` body again and again for `--duration` s, over plain
   HTTP and intercepted HTTPS, alternating proxies; MB/s and the proxy's peak RSS (VmRSS sampled every 20 ms,
@@ -48,7 +50,8 @@ import run  # noqa: E402  (re-executes under .venv when mitmproxy is missing)
 from client import BadResponse, read_connect, read_response  # noqa: E402
 from pki import write_origin_pki  # noqa: E402
 
-PROXIES = ("direct", "egressproxy", "egressproxy-capture", "mitmdump")
+PROXIES = ("direct", "egressproxy", "egressproxy-capture", "mitmdump", "egressproxy-untuned",
+           "egressproxy-capture-untuned")
 PARTS = ("downloads", "sse", "idle")
 SCHEMES = ("plain", "https")
 KINDS = ("sse", "keepalive")
@@ -91,6 +94,16 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def lowest_rss(pid: int, seconds: float) -> int:
+    """The lowest RSS over `seconds` (what an allocator trimming on a timer gave back once a run ended), KiB."""
+    lowest = rss_kib(pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        lowest = min(lowest, rss_kib(pid))
+    return lowest
 
 
 def settled_rss(pid: int, timeout: float = 5.0) -> int:
@@ -163,9 +176,10 @@ def start_target(name: str, work: Path, origin: StreamOrigin, attempts: int = 3)
         if name == "mitmdump":
             proxy = run.start_mitmdump(work, bench, None)
         else:
-            # run.py's "egressproxy-nocapture" is the routing-only gateway; its "egressproxy" has captures on.
-            proxy = run.start_gateway(work, bench, None, "egressproxy" if name == "egressproxy-capture" else
-                                      "egressproxy-nocapture")
+            # run.py's "egressproxy-nocapture" is the routing-only gateway; its "egressproxy" has captures on;
+            # "-untuned" leaves glibc malloc at its defaults (egressproxy/runtime/allocator.py).
+            base = "egressproxy" if name.startswith("egressproxy-capture") else "egressproxy-nocapture"
+            proxy = run.start_gateway(work, bench, None, base + ("-untuned" if name.endswith("-untuned") else ""))
         time.sleep(0.5)
         if proxy.managed.alive():
             return Target(name, proxy, client_tls(proxy.ca_cert))
@@ -260,6 +274,7 @@ class Download:
     errors: int
     rss_before_mib: float
     peak_rss_mib: float
+    after_rss_mib: float = 0.0  # the lowest over --settle s after the run (0: not measured)
 
 
 async def downloads_once(target: Target, scheme: str, origin: StreamOrigin, args: argparse.Namespace) -> Download:
@@ -295,9 +310,10 @@ def part_downloads(targets: list[Target], origin: StreamOrigin, args: argparse.N
             for target in targets:  # alternating, so drift on the machine falls on every proxy
                 check_alive(target)
                 d = asyncio.run(downloads_once(target, scheme, origin, args))
+                d.after_rss_mib = lowest_rss(target.pid or origin.managed.proc.pid, args.settle) / KIB
                 print(f"downloads {scheme:<5} run {i + 1} {d.target:<19} {d.mb_s:7.1f} MB/s  {d.bodies} bodies  "
-                      f"errors {d.errors}  RSS before {d.rss_before_mib:6.1f} MiB  peak {d.peak_rss_mib:6.1f} MiB",
-                      flush=True)
+                      f"errors {d.errors}  RSS before {d.rss_before_mib:6.1f} MiB  peak {d.peak_rss_mib:6.1f} MiB  "
+                      f"after {d.after_rss_mib:6.1f} MiB", flush=True)
                 out.append(d)
     return out
 
@@ -470,10 +486,12 @@ def report(downloads: list[Download], sse: Samples, idle: list[Idle],
             ds = [d for d in downloads if (d.scheme, d.target) == key]
             rows.append([key[0], key[1], f"{statistics.median(d.mb_s for d in ds):.0f}",
                          "/".join(f"{d.mb_s:.0f}" for d in ds), str(sum(d.errors for d in ds)),
-                         f"{min(d.rss_before_mib for d in ds):.0f}", f"{max(d.peak_rss_mib for d in ds):.0f}"])
+                         f"{min(d.rss_before_mib for d in ds):.0f}", f"{max(d.peak_rss_mib for d in ds):.0f}",
+                         "/".join(f"{d.after_rss_mib:.0f}" for d in ds)])
         print(f"\n{args.clients} clients downloading {args.size // KIB} KiB bodies ({args.duration:g} s per run; "
               "direct: RSS is the origin's)")
-        print(run._grid(["scheme", "proxy", "MB/s", "runs MB/s", "errors", "RSS before MiB", "peak RSS MiB"], rows))
+        print(run._grid(["scheme", "proxy", "MB/s", "runs MB/s", "errors", "RSS before MiB", "peak RSS MiB",
+                         f"RSS {args.settle:g} s after, MiB"], rows))
     if sse:
         direct = {s: statistics.median(e for _, e in v) for (n, s), v in sse.items() if n == "direct"}
         rows = []
@@ -499,11 +517,14 @@ def report(downloads: list[Download], sse: Samples, idle: list[Idle],
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)} (default all)")
-    p.add_argument("--proxies", default=",".join(PROXIES), help=f"comma-separated, of {', '.join(PROXIES)}")
+    p.add_argument("--proxies", default=",".join(PROXIES[:4]),
+                   help=f"comma-separated, of {', '.join(PROXIES)} (default the first four)")
     p.add_argument("--schemes", default=",".join(SCHEMES), help="plain, https or both (default both)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per download run (default 3)")
     p.add_argument("--runs", type=int, default=1, help="download runs per proxy and scheme, alternating (default 1)")
     p.add_argument("--clients", type=int, default=10, help="concurrent downloads (default 10)")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="downloads: also the lowest RSS over this many s after each run (default 0: not measured)")
     p.add_argument("--size", type=int, default=MIB, help="download body bytes (default 1 MiB)")
     p.add_argument("--sse-first", type=int, default=100, help="ms the origin waits before the first event")
     p.add_argument("--sse-samples", type=int, default=5, help="first-event samples per proxy and scheme")
@@ -521,8 +542,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown or missing part/proxy/scheme/kind: {', '.join(bad) or '(none given)'}")
     if not (0 < args.duration <= 60 and 1 <= args.runs <= 10 and 1 <= args.clients <= 100
             and 1 <= args.size <= 64 * MIB and 1 <= args.streams <= 5000 and 1 <= args.sse_samples <= 50
-            and 0 <= args.sse_first <= 5000):
-        p.error("out of bounds: --duration (0, 60], --runs [1, 10], --clients [1, 100], --size [1, 64 MiB], "
+            and 0 <= args.sse_first <= 5000 and 0 <= args.settle <= 30):
+        p.error("out of bounds: --duration (0, 60], --settle [0, 30], --runs [1, 10], --clients [1, 100], --size [1, 64 MiB], "
                 "--streams [1, 5000], --sse-samples [1, 50], --sse-first [0, 5000]")
     return args
 
@@ -559,12 +580,12 @@ def main(argv: list[str] | None = None) -> int:
             if "downloads" in args.part_list:
                 downloads = part_downloads(targets, origin, args)
             if "sse" in args.part_list:
-                sse = part_sse([t for t in targets if t.name != "egressproxy-capture"], origin, args)
+                sse = part_sse([t for t in targets if not t.name.startswith("egressproxy-capture")], origin, args)
             for t in targets:
                 if t.proxy is not None:
                     t.proxy.managed.stop()
         if "idle" in args.part_list:
-            idle = part_idle([n for n in args.proxy_list if n != "egressproxy-capture"], work, origin, args)
+            idle = part_idle([n for n in args.proxy_list if not n.startswith("egressproxy-capture")], work, origin, args)
     finally:
         for managed in reversed(started):
             managed.stop()

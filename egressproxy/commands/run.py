@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from egressproxy.ca import GatewayCAStore
+from egressproxy.runtime.allocator import glibc_malloc, trim_forever, tune_allocator
 from egressproxy.runtime.heap import settle as settle_heap
 from egressproxy.runtime.logs import setup_logging
 from egressproxy.runtime.reloader import ConfigSource, Reloader
@@ -35,6 +36,7 @@ WORKER_RELOAD_WAIT_SECONDS = 10.0
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
+    tune_allocator(glibc_malloc())  # before the helper threads start (runtime/allocator.py)
     if args.workers < 1:
         log.error("--workers must be at least 1")
         return 2
@@ -129,6 +131,8 @@ async def serve(args: argparse.Namespace) -> int:
     reloader.on_swap.append(_settle_heap)
     settle_heap("start-up")  # start-up's objects out of the collector's full passes (runtime/heap.py)
     loop = asyncio.get_running_loop()
+    malloc = glibc_malloc()  # freed read buffers back to the system every few seconds (runtime/allocator.py)
+    trimmer = loop.create_task(trim_forever(malloc)) if malloc is not None else None
     # In-flight requests finish before mitmproxy is told to exit; /ready answers 503 meanwhile.
     drain = Drain(master, args.drain_seconds, on_stop=_on_drain(state, report if worker else None))
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -144,6 +148,8 @@ async def serve(args: argparse.Namespace) -> int:
             supervisor.start()
         await master.run()
     finally:
+        if trimmer is not None:
+            trimmer.cancel()
         if supervisor is not None:
             await supervisor.stop()
         reloader.stop()
