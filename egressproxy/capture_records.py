@@ -15,6 +15,7 @@ Content-Type starts with one of `includeContentTypes`; otherwise the document sa
 from __future__ import annotations
 
 import base64
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -277,13 +278,24 @@ def connection_document(record: FinishedConnection) -> dict[str, Any]:
     }
 
 
+_last_second: tuple[int, str] = (-1, "")  # (whole second, its formatted prefix): records come in time order
+
+
 def rfc3339(epoch: float) -> str:
-    """UTC with milliseconds: 2026-12-06T05:00:00.123Z."""
+    """UTC with milliseconds: 2026-12-06T05:00:00.123Z.
+
+    The formatted second is remembered (one tuple, replaced whole, so threads may share it): a writer's batch of
+    hundreds of records falls into a few seconds, and `strftime(gmtime())` per record was a tenth of building one."""
+    global _last_second
     whole = int(epoch)
     millis = int(round((epoch - whole) * 1000))
     if millis == 1000:
         whole, millis = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    second, prefix = _last_second
+    if second != whole:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second = (whole, prefix)
+    return f"{prefix}.{millis:03d}Z"
 
 
 def _identity(identity: Identity) -> dict[str, str]:
@@ -308,7 +320,13 @@ def keeps_body_of(content_type: str, include: tuple[str, ...]) -> bool:
     """
     if not include:
         return False
-    return content_type.lower().startswith(tuple(t.lower() for t in include))
+    return content_type.lower().startswith(_lowered(include))
+
+
+@functools.lru_cache(maxsize=16)
+def _lowered(include: tuple[str, ...]) -> tuple[str, ...]:
+    """The prefixes in lower case, once per configured tuple (it is asked on the event loop per response)."""
+    return tuple(t.lower() for t in include)
 
 
 def _part(headers: tuple[tuple[str, str], ...], copy: BodyCopy | None, wanted: bool, plan: CapturePlan) -> dict[str, Any]:
@@ -331,7 +349,10 @@ def _scrubbed(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
 
 def _header_map(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Lower-case name -> value; a repeated header's values joined with ", " (RFC 9110 5.3)."""
-    out: dict[str, str] = {}
+    out = dict(headers)
+    if len(out) == len(headers):
+        return out  # no name repeats (the usual case): built in C
+    out = {}
     for name, value in headers:
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out

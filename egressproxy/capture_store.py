@@ -220,8 +220,13 @@ def _row(ts: float, doc: dict[str, Any]) -> tuple[Any, ...]:
         identity.get("serviceAccount"),
         doc.get("route"),
         doc.get("status"),
-        json.dumps(doc, separators=(",", ":")),
+        _ENCODER.encode(doc),
     )
+
+
+# `json.dumps(doc, separators=...)` builds a new encoder per call (any non-default argument does); one shared
+# encoder gives the same text without that (the C encoder it wraps keeps no state between calls).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def open_reader(path: Path) -> sqlite3.Connection:

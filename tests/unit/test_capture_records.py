@@ -14,6 +14,7 @@ from egressproxy.capture_records import (
     PendingDocument,
     capture_plan,
     connection_document,
+    keeps_body_of,
     redacted_headers,
     redacted_url,
     request_document,
@@ -187,6 +188,29 @@ def test_which_connections_get_a_record(kw: dict[str, object], wanted: bool) -> 
 
 def test_rfc3339_rounds_to_milliseconds() -> None:
     assert rfc3339(0.9996) == "1970-01-01T00:00:01.000Z"
+
+
+def test_rfc3339_remembers_a_second_without_reusing_it_for_another() -> None:
+    """The formatted second is cached: going back and forth between seconds must still give each its own."""
+    assert rfc3339(1_700_000_000.25) == "2023-11-14T22:13:20.250Z"
+    assert rfc3339(1_700_000_000.5) == "2023-11-14T22:13:20.500Z"
+    assert rfc3339(1_700_000_061.0) == "2023-11-14T22:14:21.000Z"
+    assert rfc3339(1_700_000_000.999) == "2023-11-14T22:13:20.999Z"
+    assert rfc3339(1_700_000_000.9996) == "2023-11-14T22:13:21.000Z"
+
+
+def test_header_maps_are_the_same_with_and_without_repeated_names() -> None:
+    plain = request_document(finished(request_headers=(("a", "1"), ("b", "2"))))
+    repeated = request_document(finished(request_headers=(("a", "1"), ("b", "2"), ("a", "3"))))
+    assert plain["request"]["headers"] == {"a": "1", "b": "2"}
+    assert list(repeated["request"]["headers"].items()) == [("a", "1, 3"), ("b", "2")]
+
+
+def test_content_type_prefixes_match_in_any_case_and_follow_the_configured_tuple() -> None:
+    assert keeps_body_of("Application/JSON; charset=utf-8", ("application/json",))
+    assert keeps_body_of("application/json", ("APPLICATION/JSON",))
+    assert not keeps_body_of("application/json", ("text/",))
+    assert keeps_body_of("text/plain", ("text/",))
 
 
 CONFIG = textwrap.dedent(

@@ -3,6 +3,7 @@ counted instead of waited for, one log line per incident, retention by age and s
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from egressproxy.capture_metrics import CaptureMetrics
 from egressproxy.capture_query import CaptureFilter, FilterError, latest_id, parse_since, parse_status, select
-from egressproxy.capture_store import CaptureStore, open_reader
+from egressproxy.capture_store import CaptureStore, _row, open_reader
 
 
 def doc(host: str = "api.example.test", status: int | None = 200, ns: str = "team-a", route: str = "default/api",
@@ -204,3 +205,13 @@ def test_a_pending_document_is_built_by_the_writer_and_stored(tmp_path: Path, re
     assert len(queued) == 1 and isinstance(queued[0], PendingDocument)
     [row] = rows(tmp_path / "captures.db")
     assert {k: v for k, v in row.items() if k != "id"} == request_document(record)
+
+
+def test_a_stored_document_is_compact_json_of_the_document() -> None:
+    """The shared encoder writes what `json.dumps(doc, separators=(",", ":"))` wrote: `captures` reads the same."""
+    doc = {"kind": "request", "host": "h\u00e9", "status": 200, "durationMs": 1.25, "identity": {"namespace": "n"},
+           "request": {"headers": {"x": "\u2603"}, "body": None}}
+    row = _row(5.0, doc)
+    assert row[-1] == json.dumps(doc, separators=(",", ":"))
+    assert json.loads(row[-1]) == doc
+    assert row[:-1] == (5.0, "request", "h\u00e9", "n", None, None, 200)
