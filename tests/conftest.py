@@ -14,20 +14,6 @@ from tests.support.origins import HttpOrigin
 from tests.support.pki import TestCA
 
 
-# Files whose tests take a minute or more, beside those holding a `slow` test. pytest-xdist (`--dist loadfile`)
-# hands files to workers in collection order, so a long file collected last runs alone at the end while the
-# other worker idles (the soak's 141 s was the suite's tail). Collected first, they overlap with the rest.
-_LONG_FILES = ("test_capture_faults.py", "test_loadtest_squid.py", "test_loadtest_smoke.py")
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put the files with long tests first (whole files, each in its own order), the rest as collected: files with
-    a `slow` test (the soak) before the other long ones."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: 0 if item.path in slow else 1 if item.path.name in _LONG_FILES else 2)
-
-
 @pytest.fixture(scope="session")
 def origin_ca() -> TestCA:
     """The root CA that signs every test origin's certificate (the gateway trusts it via a Secret)."""
