@@ -79,6 +79,10 @@ def test_a_full_disk_drops_captures_with_a_metric_and_one_log_line_never_traffic
     gw = gateway(PLAIN_GATEWAY.format(otlp=""))
     post_many(gw, origin.port, 300)  # ~5 MB of bodies into 2 MiB: every request still answered
     wait_until(lambda: metric(gw, "egress_capture_drops_total", sink="store", reason="store-error") >= 1, 30)
-    assert gw.logs().count("capture store") == 1  # one line for the incident, not one per record
+    # One line per incident, not one per record. Retention can free room for a batch between failures, so an
+    # incident may end ("writable again") and a new one begin: each start is logged once, each end once.
+    logs = gw.logs()
+    failures, recoveries = logs.count("cannot be written"), logs.count("writable again")
+    assert failures >= 1 and failures - recoveries in (0, 1), logs
     with httpx.Client(proxy=gw.proxy_url, timeout=10) as client:  # and the gateway keeps serving
         assert client.get(f"http://api.example.test:{origin.port}/after").status_code == 200
